@@ -1,0 +1,31 @@
+"""The feature store: Zarr v3 or HDF5 shards of CLIP frame embeddings with provenance."""
+
+from anomalyclip.store.copy import MergeReport, export_store, merge_stores
+from anomalyclip.store.store import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    FeatureStore,
+    VideoRecord,
+    content_sha256,
+    fingerprint_file,
+    first_difference,
+    open_store,
+    provenance,
+    video_key,
+)
+
+__all__ = [
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "FeatureStore",
+    "MergeReport",
+    "VideoRecord",
+    "content_sha256",
+    "export_store",
+    "fingerprint_file",
+    "first_difference",
+    "merge_stores",
+    "open_store",
+    "provenance",
+    "video_key",
+]

@@ -1,0 +1,278 @@
+"""Two storage formats behind one tiny interface: Zarr v3 and HDF5.
+
+The store logic (:mod:`anomalyclip.store.store`) only needs nested names, arrays with
+JSON-like attributes, listing and deletion, which both formats have. This module hides the
+differences that remain: how a location is opened (directory, zip, fsspec URL, ``.h5`` file),
+how attributes are encoded (HDF5 attributes cannot hold nested JSON, so values are stored as
+JSON text), and how chunks are protected (Zarr gets a CRC32C codec, HDF5 the Fletcher-32
+filter, so a flipped byte is caught on read, not silently returned).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from anomalyclip.errors import AnomalyError
+
+HDF5_SUFFIXES = (".h5", ".hdf5")
+CHUNK_ROWS = 1024
+
+
+def is_url(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def store_format(location: str | Path) -> str:
+    """``"hdf5"``, ``"zip"`` or ``"zarr"``, from the location's suffix."""
+    name = str(location).rstrip("/").lower()
+    if name.endswith(HDF5_SUFFIXES):
+        return "hdf5"
+    if name.endswith(".zip"):
+        return "zip"
+    return "zarr"
+
+
+class Node(Protocol):
+    """An array in a store: shape, dtype, slicing and attributes."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
+
+
+class Backend(Protocol):
+    write_once: bool  # a zip cannot rewrite an entry, so attributes are final at creation
+
+    def get_attrs(self, path: str) -> dict: ...
+    def set_attrs(self, path: str, attrs: dict) -> None: ...
+    def names(self, group: str) -> list[str]: ...
+    def exists(self, path: str) -> bool: ...
+    def array(self, path: str) -> Node: ...
+    def write_array(self, path: str, data: np.ndarray, attrs: dict) -> None: ...
+    def ensure_group(self, path: str, attrs: dict | None = None) -> None: ...
+    def delete(self, path: str) -> None: ...
+    def missing_chunks(self, path: str) -> int: ...
+    def size_bytes(self) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (max(1, min(CHUNK_ROWS, shape[0])),) + tuple(shape[1:])
+
+
+class ZarrBackend:
+    """Zarr v3 through ``zarr-python``: a local directory, a ``.zip`` file or an fsspec URL."""
+
+    def __init__(self, location: str, mode: str, storage_options: dict | None = None):
+        import zarr
+        from zarr.storage import FsspecStore, LocalStore, ZipStore
+
+        self.location = location
+        self.write_once = False
+        read_only = mode == "r"
+        if store_format(location) == "zip":
+            if mode == "a":
+                raise AnomalyError(f"{location}: a zip store is written once; export into it")
+            self._store = ZipStore(location, mode="r" if read_only else "w")
+            self.write_once = not read_only
+        elif is_url(location):
+            self._store = FsspecStore.from_url(
+                location, storage_options=storage_options or {}, read_only=read_only
+            )
+        else:
+            if mode == "w" and Path(location).exists():
+                shutil.rmtree(location)
+            self._store = LocalStore(location, read_only=read_only)
+        self._root = None
+        if self.write_once:  # the root's zarr.json is written once, with attributes, by init
+            return
+        zmode = {"r": "r", "a": "a", "w": "w"}[mode]
+        try:
+            self._root = zarr.open_group(store=self._store, mode=zmode)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise AnomalyError(f"{location}: no feature store here") from exc
+
+    def get_attrs(self, path: str) -> dict:
+        if self._root is None:
+            return {}
+        node = self._root if path == "" else self._root[path]
+        return node.attrs.asdict()
+
+    def set_attrs(self, path: str, attrs: dict) -> None:
+        if self._root is None:
+            import zarr
+
+            self._root = zarr.create_group(store=self._store, attributes=attrs)
+            return
+        node = self._root if path == "" else self._root[path]
+        node.attrs.update(attrs)
+
+    def names(self, group: str) -> list[str]:
+        if group not in self._root:
+            return []
+        return sorted(name for name, _ in self._root[group].members())
+
+    def exists(self, path: str) -> bool:
+        return path in self._root
+
+    def array(self, path: str) -> Node:
+        return self._root[path]
+
+    def write_array(self, path: str, data: np.ndarray, attrs: dict) -> None:
+        from zarr.codecs import Crc32cCodec, ZstdCodec
+
+        arr = self._root.create_array(
+            path,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=_chunks(data.shape),
+            compressors=[ZstdCodec(level=1), Crc32cCodec()],
+            attributes=attrs,
+            config={"write_empty_chunks": True},
+            overwrite=True,
+        )
+        if data.size:
+            arr[...] = data
+
+    def ensure_group(self, path: str, attrs: dict | None = None) -> None:
+        if path not in self._root:
+            self._root.create_group(path, attributes=attrs or {})
+        elif attrs:
+            self.set_attrs(path, attrs)
+
+    def delete(self, path: str) -> None:
+        if path in self._root:
+            del self._root[path]
+
+    def missing_chunks(self, path: str) -> int:
+        arr = self._root[path]
+        return int(arr.nchunks - arr.nchunks_initialized) if arr.size else 0
+
+    def size_bytes(self) -> int:
+        if is_url(self.location):
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.location)
+            return int(fs.du(root))
+        return _disk_usage(Path(self.location))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class _JsonAttrs:
+    """HDF5 attributes holding JSON text, so nested values survive like in Zarr."""
+
+    @staticmethod
+    def decode(raw: Any) -> Any:
+        if isinstance(raw, bytes):
+            raw = raw.decode()
+        return json.loads(raw) if isinstance(raw, str) else raw
+
+    @staticmethod
+    def encode(value: Any) -> str:
+        return json.dumps(value)
+
+
+class HDF5Backend:
+    """One HDF5 file through ``h5py``; flushed after every video so a crash loses at most one."""
+
+    def __init__(self, location: str, mode: str):
+        import h5py
+
+        if is_url(location):
+            raise AnomalyError(f"{location}: HDF5 stores must be local files; use Zarr for URLs")
+        self.location = location
+        self.write_once = False
+        if mode == "r" and not Path(location).is_file():
+            raise AnomalyError(f"{location}: no feature store here")
+        try:
+            self._file = h5py.File(location, {"r": "r", "a": "a", "w": "w"}[mode])
+        except OSError as exc:
+            raise AnomalyError(f"{location}: not a readable HDF5 file ({exc})") from exc
+
+    def get_attrs(self, path: str) -> dict:
+        node = self._file if path == "" else self._file[path]
+        return {k: _JsonAttrs.decode(v) for k, v in node.attrs.items()}
+
+    def set_attrs(self, path: str, attrs: dict) -> None:
+        node = self._file if path == "" else self._file[path]
+        for key, value in attrs.items():
+            node.attrs[key] = _JsonAttrs.encode(value)
+
+    def names(self, group: str) -> list[str]:
+        return sorted(self._file[group].keys()) if group in self._file else []
+
+    def exists(self, path: str) -> bool:
+        return path in self._file
+
+    def array(self, path: str) -> Node:
+        return self._file[path]
+
+    def write_array(self, path: str, data: np.ndarray, attrs: dict) -> None:
+        if path in self._file:
+            del self._file[path]
+        chunked = data.size > 0
+        dset = self._file.create_dataset(
+            path,
+            data=data,
+            chunks=_chunks(data.shape) if chunked else None,
+            fletcher32=chunked,
+        )
+        self.set_attrs(path, attrs)
+        del dset
+
+    def ensure_group(self, path: str, attrs: dict | None = None) -> None:
+        self._file.require_group(path)
+        if attrs:
+            self.set_attrs(path, attrs)
+
+    def delete(self, path: str) -> None:
+        if path in self._file:
+            del self._file[path]
+
+    def missing_chunks(self, path: str) -> int:
+        return 0  # HDF5 allocates chunks at write; damage shows up as a Fletcher-32 error
+
+    def size_bytes(self) -> int:
+        self._file.flush()
+        return os.path.getsize(self.location)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _disk_usage(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in _walk_files(path))
+
+
+def _walk_files(path: Path) -> Iterator[Path]:
+    for root, _, files in os.walk(path):
+        for name in files:
+            yield Path(root) / name
+
+
+def open_backend(location: str | Path, mode: str, storage_options: dict | None = None) -> Backend:
+    location = str(location)
+    if mode not in ("r", "a", "w"):
+        raise ValueError(f"mode must be 'r', 'a' or 'w', not {mode!r}")
+    if store_format(location) == "hdf5":
+        return HDF5Backend(location, mode)
+    return ZarrBackend(location, mode, storage_options)

@@ -1,0 +1,110 @@
+"""Copying videos between stores: format conversion (export) and merging.
+
+Both are the same operation — copy every complete video row-for-row in its stored dtype —
+with different rules for the destination: export writes a new store (atomically, through a
+temporary name), merge adds to an existing one after checking that the stores mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from anomalyclip.errors import AnomalyError
+from anomalyclip.store.backend import is_url, store_format
+from anomalyclip.store.store import (
+    COMPATIBILITY_FIELDS,
+    FeatureStore,
+    first_difference,
+    open_store,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _copy_videos(src: FeatureStore, dst: FeatureStore, video_ids: list[str], desc: str) -> int:
+    for vid in tqdm(video_ids, desc=desc, unit="video", leave=False):
+        dst.write_video(src.record(vid), src.features(vid), src.frames(vid), src.times(vid))
+    return len(video_ids)
+
+
+def export_store(src_path: str | Path, dst_path: str | Path) -> int:
+    """Write every complete video of ``src`` into a new store at ``dst`` (format by suffix).
+
+    Local destinations are written under a temporary name and renamed at the end, so an
+    interrupted export never leaves something that looks like a finished store.
+    Returns the number of videos copied.
+    """
+    dst = str(dst_path)
+    if not is_url(dst) and Path(dst).exists():
+        raise AnomalyError(f"{dst}: already exists; remove it or choose another name")
+    tmp = dst if is_url(dst) else _temporary_sibling(dst)
+    with open_store(src_path) as src:
+        ids = src.video_ids()
+        with open_store(tmp, "w") as out:
+            out.init(src.attrs)
+            count = _copy_videos(src, out, ids, f"export -> {store_format(dst)}")
+            for vid, failure in src.failures().items():
+                out.record_failure(vid, failure.get("source", ""), failure.get("error", ""))
+    if tmp != dst:
+        os.replace(tmp, dst)
+    log.info("exported %d videos to %s", count, dst)
+    return count
+
+
+def _temporary_sibling(path: str) -> str:
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.partial{p.suffix}")
+    if tmp.is_dir():
+        shutil.rmtree(tmp)
+    elif tmp.exists():
+        tmp.unlink()
+    return str(tmp)
+
+
+@dataclass
+class MergeReport:
+    added: list[str] = field(default_factory=list)
+    identical: list[str] = field(default_factory=list)
+    conflicts: dict[str, str] = field(default_factory=dict)  # video id -> why
+
+
+def merge_stores(dst_path: str | Path, sources: list[str | Path]) -> MergeReport:
+    """Add the videos of ``sources`` to ``dst`` (created from the first source if absent).
+
+    Stores mix only when dataset, backbone, preprocessing and sampling agree (the error names
+    the first field that differs). A video already present with the same content checksum is
+    kept once; a different copy is a conflict, reported and never overwritten.
+    """
+    report = MergeReport()
+    with open_store(dst_path, "a") as dst:
+        for src_path in sources:
+            with open_store(src_path) as src:
+                if dst.attrs.get("schema"):
+                    diff = first_difference(dst.attrs, src.attrs, COMPATIBILITY_FIELDS)
+                    if diff:
+                        raise AnomalyError(f"{src_path}: cannot merge into {dst_path}: {diff}")
+                else:
+                    dst.init(src.attrs)
+                todo = []
+                for vid in src.video_ids():
+                    if not dst.is_complete(vid):
+                        todo.append(vid)
+                        continue
+                    theirs, ours = src.record(vid), dst.record(vid)
+                    same_rows = theirs.sha256 == ours.sha256 or (
+                        theirs.num_frames == ours.num_frames
+                        and (src.features(vid).astype(dst.dtype) == dst.features(vid)).all()
+                    )
+                    if same_rows:
+                        report.identical.append(vid)
+                    else:
+                        report.conflicts[vid] = f"differs between {dst_path} and {src_path}"
+                _copy_videos(src, dst, todo, f"merge {Path(str(src_path)).name}")
+                report.added.extend(todo)
+    return report

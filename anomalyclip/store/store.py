@@ -1,0 +1,428 @@
+"""The feature store: one ``(frames, dim)`` array per video plus everything needed to trust it.
+
+Layout (identical in Zarr and HDF5)::
+
+    /                     root attributes: schema, dataset, backbone, preprocessing, sampling,
+                          dtype, producer (see :func:`provenance`)
+    videos/<key>          (T, D) features in the stored dtype; attributes = a VideoRecord
+    frames/<key>          (T,) int64 decoded frame number of each row
+    times/<key>           (T,) float64 presentation time of each row, seconds
+    failures/<key>        empty group whose attributes say which source failed and why
+
+``<key>`` is the video id with ``/`` and other unsafe characters percent-encoded, so the
+dataset's relative path (``Abuse/Abuse028_x264``) is kept without nesting groups.
+
+A video is written data first and its ``complete`` flag last, together with a SHA-256 of its
+rows; a reader only ever sees complete videos, so a killed writer leaves at worst an
+incomplete video that the next run redoes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, unquote
+
+import numpy as np
+
+from anomalyclip.errors import AnomalyError
+from anomalyclip.store.backend import Backend, open_backend
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "anomalyclip.features"
+SCHEMA_VERSION = 1
+DTYPES = ("float16", "float32")
+# The fields two stores must share to be merged or read together.
+COMPATIBILITY_FIELDS = ("dataset", "backbone", "preprocessing", "sampling")
+
+
+@dataclass
+class VideoRecord:
+    """What the store knows about one video besides its rows."""
+
+    video_id: str
+    source: str = ""  # path relative to the dataset root
+    label: str = ""  # class name
+    split: str = ""  # "train" | "test"
+    fps: float = 0.0
+    num_frames: int = 0  # rows stored
+    source_size: int = -1
+    fingerprint: str = ""
+    intervals: list[list[int]] = field(default_factory=list)  # anomalous [start, end) frames
+    sha256: str = ""
+    complete: bool = False
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> VideoRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in attrs.items() if k in known})
+
+
+def video_key(video_id: str) -> str:
+    """The store name of a video id; refuses ids that could escape the store."""
+    path = PurePosixPath(video_id)
+    if (
+        not video_id
+        or video_id.startswith("/")
+        or "\\" in video_id
+        or any(part in ("", ".", "..") for part in video_id.split("/"))
+        or path.is_absolute()
+    ):
+        raise AnomalyError(f"{video_id!r}: invalid video id (empty, absolute or with '..')")
+    key = quote(video_id, safe="-_.,+=@()[]~ ")
+    if key.startswith("__"):
+        key = "%5F" + key[1:]
+    return key
+
+
+def video_id_of(key: str) -> str:
+    return unquote(key)
+
+
+def content_sha256(features: np.ndarray, frames: np.ndarray, times: np.ndarray) -> str:
+    """Checksum of a video's rows exactly as stored (dtype and byte order included)."""
+    h = hashlib.sha256()
+    for arr in (features, frames, times):
+        arr = np.ascontiguousarray(arr)
+        h.update(str(arr.dtype.str).encode() + str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def fingerprint_file(path: str | Path, sample: int = 1 << 20) -> tuple[int, str]:
+    """Size and a cheap content fingerprint of a source video (or a folder of frames).
+
+    Hashing whole videos would cost as much I/O as decoding them on resume, so the
+    fingerprint covers the size and three 1 MiB samples (start, middle, end): any re-encode,
+    truncation or replacement changes it.
+    """
+    p = Path(path)
+    h = hashlib.sha256()
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file())
+        size = 0
+        for f in files:
+            st = f.stat()
+            size += st.st_size
+            h.update(f"{f.name}:{st.st_size};".encode())
+        return size, "dir-sha256:" + h.hexdigest()
+    size = p.stat().st_size
+    h.update(str(size).encode())
+    with p.open("rb") as fh:
+        for offset in sorted({0, max(0, size // 2 - sample // 2), max(0, size - sample)}):
+            fh.seek(offset)
+            h.update(fh.read(sample))
+    return size, "sample-sha256:" + h.hexdigest()
+
+
+def provenance(
+    *,
+    dataset: str,
+    backbone: dict,
+    preprocessing: dict,
+    sampling: dict,
+    dtype: str = "float16",
+    device: str = "cpu",
+) -> dict:
+    """Root attributes of a new store: every fact needed to decide whether two stores mix."""
+    import torch
+    import transformers
+
+    import anomalyclip
+
+    if dtype not in DTYPES:
+        raise AnomalyError(f"dtype must be one of {DTYPES}, not {dtype!r}")
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "backbone": backbone,
+        "preprocessing": preprocessing,
+        "sampling": sampling,
+        "dtype": dtype,
+        "producer": {
+            "package": f"anomalyclip {anomalyclip.__version__}",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+            "device": device,
+        },
+    }
+
+
+def first_difference(a: dict, b: dict, fields_: tuple[str, ...] = COMPATIBILITY_FIELDS) -> str | None:
+    """Dotted name of the first compatibility field where two root attribute sets differ."""
+
+    def walk(x, y, prefix: str) -> str | None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                found = walk(x.get(key), y.get(key), f"{prefix}.{key}")
+                if found:
+                    return found
+            return None
+        return None if x == y else f"{prefix} ({x!r} != {y!r})"
+
+    for name in fields_:
+        found = walk(a.get(name), b.get(name), name)
+        if found:
+            return found
+    return None
+
+
+class FeatureStore:
+    """Reader and writer of one feature store, whatever its format (see module docstring)."""
+
+    def __init__(self, location: str | Path, mode: str = "r", storage_options: dict | None = None):
+        self.location = str(location)
+        self.mode = mode
+        self._b: Backend = open_backend(self.location, mode, storage_options)
+        if mode == "r":
+            attrs = self._b.get_attrs("")
+            if attrs.get("schema") != SCHEMA:
+                self._b.close()
+                raise AnomalyError(f"{self.location}: not an anomalyclip feature store")
+            if attrs.get("schema_version", 0) > SCHEMA_VERSION:
+                self._b.close()
+                raise AnomalyError(
+                    f"{self.location}: store schema version {attrs['schema_version']} is newer "
+                    f"than this package supports ({SCHEMA_VERSION}); upgrade anomalyclip"
+                )
+
+    # -- context manager ---------------------------------------------------------------------
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._b.close()
+
+    # -- root ----------------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        return self._b.get_attrs("")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.attrs.get("dtype", "float16"))
+
+    @property
+    def dataset(self) -> str:
+        return self.attrs.get("dataset", "")
+
+    def init(self, attrs: dict) -> None:
+        """Write the root attributes of a new store, or check an existing one agrees."""
+        current = self._b.get_attrs("")
+        if current.get("schema") == SCHEMA:
+            diff = first_difference(current, attrs, COMPATIBILITY_FIELDS + ("dtype",))
+            if diff:
+                raise AnomalyError(f"{self.location}: existing store differs in {diff}")
+            return
+        self._b.set_attrs("", attrs)
+        for group in ("videos", "frames", "times", "failures"):
+            self._b.ensure_group(group)
+
+    # -- writing -------------------------------------------------------------------------------
+    def write_video(
+        self,
+        record: VideoRecord,
+        features: np.ndarray,
+        frames: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+    ) -> VideoRecord:
+        """Store one video's rows; the ``complete`` flag is written last.
+
+        ``frames`` defaults to 0..T-1 and ``times`` to ``frames / fps`` (or NaN without fps).
+        """
+        key = video_key(record.video_id)
+        features = np.asarray(features)
+        if features.ndim != 2:
+            raise AnomalyError(f"{record.video_id}: features must be (frames, dim), got {features.shape}")
+        dim = self.attrs.get("backbone", {}).get("dim")
+        if dim and features.shape[1] != dim:
+            raise AnomalyError(
+                f"{record.video_id}: features have dim {features.shape[1]}, the store holds {dim}"
+            )
+        n = features.shape[0]
+        if frames is None:
+            frames = np.arange(n, dtype=np.int64)
+        if times is None:
+            times = frames / record.fps if record.fps > 0 else np.full(n, np.nan)
+        frames = np.asarray(frames, dtype=np.int64)
+        times = np.asarray(times, dtype=np.float64)
+        if frames.shape != (n,) or times.shape != (n,):
+            raise AnomalyError(f"{record.video_id}: frames and times must have one entry per row")
+        stored = np.ascontiguousarray(features.astype(self.dtype, copy=False))
+
+        rec = VideoRecord(**{**asdict(record), "num_frames": n, "complete": False})
+        rec.intervals = [[int(s), int(e)] for s, e in record.intervals]
+        rec.sha256 = content_sha256(stored, frames, times)
+        self._b.delete(f"failures/{key}")
+        if self._b.exists(f"videos/{key}"):  # an interrupted or outdated copy: unflag it first
+            self._b.set_attrs(f"videos/{key}", {"complete": False})
+        self._b.write_array(f"frames/{key}", frames, {})
+        self._b.write_array(f"times/{key}", times, {})
+        if self._b.write_once:
+            rec.complete = True
+            self._b.write_array(f"videos/{key}", stored, asdict(rec))
+        else:
+            self._b.write_array(f"videos/{key}", stored, asdict(rec))
+            self._b.set_attrs(f"videos/{key}", {"complete": True})
+            rec.complete = True
+        self._b.flush()
+        return rec
+
+    def record_failure(self, video_id: str, source: str, error: str) -> None:
+        key = video_key(video_id)
+        self._b.ensure_group("failures")
+        self._b.delete(f"failures/{key}")
+        self._b.ensure_group(
+            f"failures/{key}", {"video_id": video_id, "source": source, "error": error}
+        )
+        self._b.flush()
+
+    def delete_video(self, video_id: str) -> None:
+        key = video_key(video_id)
+        for group in ("videos", "frames", "times"):
+            self._b.delete(f"{group}/{key}")
+
+    # -- reading -------------------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        return self._b.names("videos")
+
+    def video_ids(self, split: str | None = None, complete: bool = True) -> list[str]:
+        """Ids of the stored videos (complete ones only, unless ``complete=False``)."""
+        out = []
+        for key in self.keys():
+            rec = self.record_by_key(key)
+            if complete and not rec.complete:
+                continue
+            if split is not None and rec.split != split:
+                continue
+            out.append(rec.video_id)
+        return out
+
+    def records(self, split: str | None = None) -> list[VideoRecord]:
+        recs = [self.record_by_key(k) for k in self.keys()]
+        return [r for r in recs if r.complete and (split is None or r.split == split)]
+
+    def record_by_key(self, key: str) -> VideoRecord:
+        attrs = self._b.get_attrs(f"videos/{key}")
+        attrs.setdefault("video_id", video_id_of(key))
+        return VideoRecord.from_attrs(attrs)
+
+    def has_video(self, video_id: str) -> bool:
+        return self._b.exists(f"videos/{video_key(video_id)}")
+
+    def record(self, video_id: str) -> VideoRecord:
+        if not self.has_video(video_id):
+            raise AnomalyError(f"{self.location}: no video {video_id!r}")
+        return self.record_by_key(video_key(video_id))
+
+    def is_complete(self, video_id: str, fingerprint: str | None = None) -> bool:
+        """True when the video is fully written (and, if given, from the same source bytes)."""
+        if not self.has_video(video_id):
+            return False
+        rec = self.record(video_id)
+        return rec.complete and (fingerprint is None or rec.fingerprint == fingerprint)
+
+    def features(self, video_id: str) -> np.ndarray:
+        """All rows of a video, in the stored dtype."""
+        return self._b.array(f"videos/{video_key(video_id)}")[...]
+
+    def rows(self, video_id: str, index: np.ndarray) -> np.ndarray:
+        """Selected rows (any order, repeats allowed), reading only the span they cover."""
+        index = np.asarray(index, dtype=np.int64)
+        lo, hi = int(index.min()), int(index.max()) + 1
+        block = self._b.array(f"videos/{video_key(video_id)}")[lo:hi]
+        return block[index - lo]
+
+    def frames(self, video_id: str) -> np.ndarray:
+        return self._b.array(f"frames/{video_key(video_id)}")[...]
+
+    def times(self, video_id: str) -> np.ndarray:
+        return self._b.array(f"times/{video_key(video_id)}")[...]
+
+    def failures(self) -> dict[str, dict]:
+        return {
+            video_id_of(key): self._b.get_attrs(f"failures/{key}")
+            for key in self._b.names("failures")
+        }
+
+    def size_bytes(self) -> int:
+        return self._b.size_bytes()
+
+    def summary(self) -> dict:
+        """Counts for ``anomaly store info``: per split and class, frames, size."""
+        attrs = self.attrs
+        recs = [self.record_by_key(k) for k in self.keys()]
+        done = [r for r in recs if r.complete]
+        per_split = Counter(r.split for r in done)
+        per_class = Counter(f"{r.split}/{r.label}" for r in done)
+        return {
+            "location": self.location,
+            "dataset": attrs.get("dataset"),
+            "backbone": attrs.get("backbone", {}).get("model"),
+            "dim": attrs.get("backbone", {}).get("dim"),
+            "dtype": attrs.get("dtype"),
+            "sampling": attrs.get("sampling"),
+            "videos": len(done),
+            "incomplete": len(recs) - len(done),
+            "failed": len(self._b.names("failures")),
+            "frames": int(sum(r.num_frames for r in done)),
+            "per_split": dict(sorted(per_split.items())),
+            "per_class": dict(sorted(per_class.items())),
+            "size_bytes": self.size_bytes(),
+        }
+
+    # -- integrity -----------------------------------------------------------------------------
+    def check_video(self, key: str) -> str | None:
+        """Why a stored video cannot be trusted, or None when its rows match its checksum."""
+        try:
+            rec = self.record_by_key(key)
+        except Exception as exc:  # unreadable metadata is damage, whatever the library raises
+            return f"unreadable attributes ({type(exc).__name__}: {exc})"
+        if not rec.complete:
+            return "incomplete (no completeness flag)"
+        parts = {}
+        for group in ("videos", "frames", "times"):
+            path = f"{group}/{key}"
+            if not self._b.exists(path):
+                return f"missing array {group}/"
+            missing = self._b.missing_chunks(path)
+            if missing:
+                return f"{missing} missing chunk(s) in {group}/"
+            try:
+                parts[group] = self._b.array(path)[...]
+            except Exception as exc:  # codec / checksum / I/O errors all mean damage here
+                return f"damaged data in {group}/ ({type(exc).__name__}: {exc})"
+        if parts["videos"].shape[0] != rec.num_frames:
+            return f"has {parts['videos'].shape[0]} rows, its record says {rec.num_frames}"
+        if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
+            return "checksum mismatch (content changed since it was written)"
+        return None
+
+    def verify(self, progress: bool = False) -> dict[str, str]:
+        """Every damaged, missing or incomplete video, with the reason (empty dict: intact)."""
+        from tqdm import tqdm
+
+        problems = {}
+        for key in tqdm(self.keys(), desc="verify", unit="video", disable=not progress):
+            reason = self.check_video(key)
+            if reason:
+                problems[video_id_of(key)] = reason
+        return problems
+
+
+def open_store(location: str | Path, mode: str = "r", storage_options: dict | None = None) -> FeatureStore:
+    """Open a feature store: a Zarr directory, ``.zip``, fsspec URL, or an ``.h5`` file.
+
+    ``mode``: ``"r"`` read an existing store, ``"a"`` create or add to one, ``"w"`` start anew.
+    """
+    return FeatureStore(location, mode, storage_options)
