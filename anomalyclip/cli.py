@@ -136,6 +136,88 @@ def store_merge(
         raise typer.Exit(1)
 
 
+# -- train ----------------------------------------------------------------------------------
+@app.command("train")
+def train_cmd(
+    features: str = typer.Option(..., "--features", "-f", help="Feature store to train on."),
+    out: str = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>)."),
+    clip: str = typer.Option(None, "--clip", help="CLIP for the text encoder (default: the store's)."),
+    config: str = typer.Option(None, "--config", help="TOML file overriding the dataset preset."),
+    epochs: int = typer.Option(None, "--epochs"),
+    warmup_epochs: int = typer.Option(None, "--warmup-epochs"),
+    lr: float = typer.Option(None, "--lr"),
+    batch_size: int = typer.Option(None, "--batch-size", help="Videos per step, half abnormal."),
+    emb_dim: int = typer.Option(None, "--emb-dim", help="Temporal model width E."),
+    depth: int = typer.Option(None, "--depth"),
+    seed: int = typer.Option(None, "--seed"),
+    eval_every: int = typer.Option(None, "--eval-every", help="Epochs between test evaluations."),
+    workers: int = typer.Option(None, "--workers", help="Threads reading the store ahead."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+) -> None:
+    """Train AnomalyCLIP on a feature store (the dataset and classes come from the store)."""
+    from anomalyclip.report import print_metrics
+    from anomalyclip.store import open_store
+    from anomalyclip.train import resolve_config, train
+
+    with open_store(features) as st:
+        dataset = st.dataset
+    cfg = resolve_config(
+        dataset,
+        config,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        lr=lr,
+        batch_size=batch_size,
+        emb_dim=emb_dim,
+        depth=depth,
+        seed=seed,
+        eval_every=eval_every,
+        workers=workers,
+        device=device,
+    )
+    out = out or f"runs/{dataset}"
+    result = train(features, out, cfg, clip=clip, resume=resume)
+    typer.echo(f"run written to {out}")
+    if result.get("metrics"):
+        print_metrics(result["metrics"])
+
+
+# -- evaluate -------------------------------------------------------------------------------
+@app.command("eval")
+def eval_cmd(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run directory."),
+    features: str = typer.Option(None, "--features", "-f", help="Store (default: the run's)."),
+    out: str = typer.Option(None, "--out", "-o", help="Output folder (default <run>/eval)."),
+    clip: str = typer.Option(None, "--clip", help="Text encoder source (default: the run's)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Sequences per forward pass."),
+    device: str = typer.Option(None, "--device"),
+) -> None:
+    """Paper metrics on the test split, per-video CSVs and plots."""
+    from anomalyclip.evaluate.run import evaluate_store, require_results, write_outputs
+    from anomalyclip.report import print_metrics
+    from anomalyclip.store import open_store
+    from anomalyclip.train.build import default_device, load_model
+
+    model, config = load_model(checkpoint, clip)
+    features = features or config["store"]["location"]
+    dev = default_device(device)
+    model.to(dev)
+    with open_store(features) as st:
+        if st.dataset != config["dataset"]:
+            raise AnomalyError(
+                f"{features}: store holds {st.dataset!r}, the run was trained on {config['dataset']!r}"
+            )
+        metrics, results = require_results(
+            evaluate_store(model, st, batch_size, dev, progress=True), features
+        )
+    out_dir = write_outputs(
+        out or f"{checkpoint}/eval", metrics, results, model.cfg.classes, model.cfg.normal_id
+    )
+    print_metrics(metrics)
+    typer.echo(f"outputs in {out_dir}")
+
+
 def main() -> None:
     """Entry point of the ``anomaly`` console script."""
     try:

@@ -273,6 +273,9 @@ def open_backend(location: str | Path, mode: str, storage_options: dict | None =
     location = str(location)
     if mode not in ("r", "a", "w"):
         raise ValueError(f"mode must be 'r', 'a' or 'w', not {mode!r}")
+    if mode != "r" and not is_url(location):
+        # as a Zarr directory does: h5py and zipfile fail in a folder that does not exist yet
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
     if store_format(location) == "hdf5":
         return HDF5Backend(location, mode)
     return ZarrBackend(location, mode, storage_options)

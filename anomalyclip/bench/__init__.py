@@ -1,0 +1,1 @@
+"""Benchmarks: each module has a ``run(...) -> dict`` and an ``anomaly bench`` command."""

@@ -1,0 +1,250 @@
+"""Feature store benchmark: size on disk and the cost of reading one training batch.
+
+The question it answers: does keeping features in a float16 Zarr / HDF5 store (checksummed,
+compressed, one file or one tree) cost training speed compared with the float32 per-video
+``.npy`` files that papers publish? A training batch is what ``train/`` reads (DESIGN.md
+section 6): 64 videos, each sampled TSN-style as 32 equal spans with 16 consecutive frames
+at a random start in each (modulo the length for short videos), i.e. 512 rows per video.
+
+Reads are timed twice: "cold", after asking the kernel to drop every file of the format from
+the page cache (``posix_fadvise(DONTNEED)``, no root needed; as close to a first epoch as a
+benchmark can get without owning the machine), and "warm", with everything cached (later
+epochs on a machine with enough memory). Numbers are medians over several batches and are
+reported as ratios to ``.npy`` read through ``np.load(mmap_mode="r")``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from anomalyclip.store import SCHEMA, SCHEMA_VERSION, VideoRecord, open_store
+
+log = logging.getLogger(__name__)
+
+DIM = 512
+SEGMENTS = 32  # N
+SEGMENT_LEN = 16  # L
+BATCH_VIDEOS = 64
+FORMATS = ("zarr", "hdf5", "npy")
+
+
+@dataclass
+class Layout:
+    """Where each format lives inside the benchmark folder."""
+
+    root: Path
+
+    @property
+    def zarr(self) -> Path:
+        return self.root / "features.zarr"
+
+    @property
+    def hdf5(self) -> Path:
+        return self.root / "features.h5"
+
+    @property
+    def npy(self) -> Path:
+        return self.root / "npy"
+
+    def npy_file(self, video_id: str) -> Path:
+        return self.npy / f"{video_id}.npy"
+
+
+def video_lengths(n_videos: int, frames_per_video: int, rng: np.random.Generator) -> np.ndarray:
+    """Lengths spread over [T/2, 3T/2]: UCF-Crime and XD-Violence videos vary by that much."""
+    lo, hi = max(1, frames_per_video // 2), max(2, frames_per_video * 3 // 2)
+    return rng.integers(lo, hi, size=n_videos)
+
+
+def synthetic_features(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 512) float32 rows that look like CLIP image embeddings of consecutive frames.
+
+    A per-video mean plus a slowly drifting AR(1) component plus per-frame noise: adjacent
+    rows are close (as consecutive frames are), so compression sees realistic redundancy
+    rather than white noise, which no codec could shrink.
+    """
+    base = rng.normal(0.0, 0.5, size=(1, DIM)).astype(np.float32)  # (1, D)
+    steps = rng.normal(0.0, 0.05, size=(n, DIM)).astype(np.float32)  # (n, D)
+    drift = np.empty_like(steps)
+    acc = np.zeros(DIM, dtype=np.float32)
+    decay = np.float32(0.98)
+    # the recurrence is sequential in time but vectorised over the 512 channels
+    for t in range(n):
+        acc = decay * acc + steps[t]
+        drift[t] = acc
+    noise = rng.normal(0.0, 0.02, size=(n, DIM)).astype(np.float32)
+    return base + drift + noise
+
+
+def tsn_indices(length: int, rng: np.random.Generator) -> np.ndarray:
+    """(N*L,) row indices: N equal spans, L consecutive rows from a random start in each."""
+    edges = np.linspace(0, length, SEGMENTS + 1)  # (N+1,)
+    lo = np.floor(edges[:-1]).astype(np.int64)
+    hi = np.maximum(lo + 1, np.floor(edges[1:]).astype(np.int64))
+    starts = rng.integers(lo, hi)  # (N,)
+    return ((starts[:, None] + np.arange(SEGMENT_LEN)[None, :]) % length).reshape(-1)
+
+
+def write_all(layout: Layout, lengths: np.ndarray, seed: int) -> dict[str, float]:
+    """Write the same features in the three formats; returns seconds spent per format."""
+    attrs = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "dataset": "bench",
+        "backbone": {"model": "synthetic", "dim": DIM, "output": "image_embeds"},
+        "preprocessing": {},
+        "sampling": {"stride": 1},
+        "dtype": "float16",
+        "producer": {"package": "anomalyclip.bench.store"},
+    }
+    layout.npy.mkdir(parents=True, exist_ok=True)
+    seconds = dict.fromkeys(FORMATS, 0.0)
+    rng = np.random.default_rng(seed)
+    with open_store(layout.zarr, "w") as z, open_store(layout.hdf5, "w") as h:
+        z.init(attrs)
+        h.init(attrs)
+        for i, n in enumerate(tqdm(lengths, desc="write", unit="video")):
+            vid = f"video_{i:04d}"
+            feats = synthetic_features(int(n), rng)
+            rec = VideoRecord(vid, split="train", label="Normal", fps=30.0)
+            for fmt, write in (
+                ("zarr", lambda: z.write_video(rec, feats)),
+                ("hdf5", lambda: h.write_video(rec, feats)),
+                ("npy", lambda: np.save(layout.npy_file(vid), feats, allow_pickle=False)),
+            ):
+                t0 = time.perf_counter()
+                write()
+                seconds[fmt] += time.perf_counter() - t0
+    return seconds
+
+
+def disk_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def evict(path: Path) -> None:
+    """Drop a file (or every file under a folder) from the page cache, where the OS allows."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def batch_reader(fmt: str, layout: Layout) -> Callable[[list[str], list[np.ndarray]], np.ndarray]:
+    """A function reading (videos, N*L, D) float32 rows, as the training loader would."""
+
+    def from_store(path: Path):
+        def read(ids: list[str], index: list[np.ndarray]) -> np.ndarray:
+            with open_store(path) as st:
+                rows = [st.rows(vid, idx) for vid, idx in zip(ids, index)]
+            return np.stack(rows).astype(np.float32)
+
+        return read
+
+    def from_npy(ids: list[str], index: list[np.ndarray]) -> np.ndarray:
+        rows = []
+        for vid, idx in zip(ids, index):
+            arr = np.load(layout.npy_file(vid), mmap_mode="r", allow_pickle=False)
+            rows.append(np.asarray(arr[idx]))
+            del arr
+        return np.stack(rows)
+
+    return {"zarr": from_store(layout.zarr), "hdf5": from_store(layout.hdf5), "npy": from_npy}[fmt]
+
+
+def run(
+    out_dir: str | Path,
+    n_videos: int = 64,
+    frames_per_video: int = 4000,
+    seed: int = 0,
+    batches: int = 5,
+) -> dict:
+    """Write ``n_videos`` synthetic videos in every format, then time batch reads.
+
+    ``frames_per_video`` is the mean length; lengths are drawn from [T/2, 3T/2].
+    Returns sizes, write seconds, median read seconds (cold and warm) and ratios to ``.npy``.
+    """
+    layout = Layout(Path(out_dir))
+    rng = np.random.default_rng(seed)
+    lengths = video_lengths(n_videos, frames_per_video, rng)
+    ids = [f"video_{i:04d}" for i in range(n_videos)]
+    write_s = write_all(layout, lengths, seed)
+
+    sizes = {
+        "zarr": disk_bytes(layout.zarr),
+        "hdf5": disk_bytes(layout.hdf5),
+        "npy": disk_bytes(layout.npy),
+    }
+    readers = {fmt: batch_reader(fmt, layout) for fmt in FORMATS}
+    paths = {"zarr": layout.zarr, "hdf5": layout.hdf5, "npy": layout.npy}
+    times: dict[str, dict[str, list[float]]] = {"cold": {}, "warm": {}}
+    for cache in ("cold", "warm"):
+        for fmt in FORMATS:
+            times[cache][fmt] = []
+    for b in tqdm(range(batches), desc="read", unit="batch"):
+        batch_rng = np.random.default_rng([seed, b])
+        chosen = batch_rng.choice(n_videos, size=min(BATCH_VIDEOS, n_videos), replace=False)
+        batch_ids = [ids[i] for i in chosen]
+        index = [tsn_indices(int(lengths[i]), batch_rng) for i in chosen]
+        results = {}
+        for cache in ("cold", "warm"):
+            for fmt in FORMATS:
+                if cache == "cold":
+                    evict(paths[fmt])
+                t0 = time.perf_counter()
+                results[fmt] = readers[fmt](batch_ids, index)
+                times[cache][fmt].append(time.perf_counter() - t0)
+        # every format must hand back the same rows (float16-rounded for the stores)
+        expected = results["npy"].astype(np.float16).astype(np.float32)
+        for fmt in ("zarr", "hdf5"):
+            if not np.array_equal(results[fmt], expected):
+                raise AssertionError(f"{fmt} batch {b} differs from the .npy batch")
+
+    read_s = {cache: {f: statistics.median(v) for f, v in t.items()} for cache, t in times.items()}
+    return {
+        "videos": n_videos,
+        "frames": int(lengths.sum()),
+        "batch": [min(BATCH_VIDEOS, n_videos), SEGMENTS * SEGMENT_LEN, DIM],
+        "bytes": sizes,
+        "size_vs_npy": {f: sizes[f] / sizes["npy"] for f in FORMATS},
+        "write_s": write_s,
+        "read_s": read_s,
+        "read_vs_npy": {
+            cache: {f: v[f] / v["npy"] for f in FORMATS} for cache, v in read_s.items()
+        },
+    }
+
+
+def table(result: dict) -> str:
+    """The result as a small fixed-width table."""
+    mib = 1 << 20
+    lines = [
+        f"{result['videos']} videos, {result['frames']:,} frames; batch "
+        + " x ".join(map(str, result["batch"])),
+        f"{'format':<8}{'size MiB':>10}{'vs npy':>8}{'cold ms':>10}{'vs npy':>8}"
+        f"{'warm ms':>10}{'vs npy':>8}",
+    ]
+    labels = {"zarr": "zarr f16", "hdf5": "h5 f16", "npy": "npy f32"}
+    for f in FORMATS:
+        lines.append(
+            f"{labels[f]:<8}{result['bytes'][f] / mib:>10.1f}{result['size_vs_npy'][f]:>8.2f}"
+            f"{result['read_s']['cold'][f] * 1e3:>10.1f}{result['read_vs_npy']['cold'][f]:>8.2f}"
+            f"{result['read_s']['warm'][f] * 1e3:>10.1f}{result['read_vs_npy']['warm'][f]:>8.2f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""ShanghaiTech Campus in the weakly supervised split of Zhong et al. 2019 (238 train / 199 test).
+
+That split reshuffles the original one, so a video (``01_001`` or ``01_0014``) may be an
+``.avi`` file (original training set) or a folder of frames (original test set); when both
+exist the frame folder wins, since it is what the frame masks count. Files, looked up in
+``lists``, then the root, then anywhere below the root:
+
+- ``SH_Train.txt`` / ``SH_Test.txt``: one video per line; any folder or extension is ignored.
+- ``test_frame_mask/<id>.npy``: a 1-D 0/1 array, one value per frame in sorted frame order,
+  for every video of the original test set (loaded with ``allow_pickle=False``).
+- ``SH_Classes.txt`` (the project's own format, since the masks carry no class):
+  ``<video id> <class name>`` per line, the class being the rest of the line so that
+  ``throwing object`` needs no quoting (``throwing_object`` is accepted too). Videos not listed
+  are normal; listing normal ones (``01_001 normal``) is allowed. It can be written from the
+  AnomalyCLIP authors' ``path start end label`` lists with :func:`classes_from_authors_list`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from anomalyclip.datasets.registry import (
+    SHT,
+    AuthorsEntry,
+    FileIndex,
+    Interval,
+    VideoEntry,
+    find_list_file,
+    iter_fields,
+    mask_to_intervals,
+    read_video_list,
+    strip_video_extension,
+)
+from anomalyclip.errors import AnomalyError
+
+log = logging.getLogger(__name__)
+
+TRAIN_LIST = "SH_Train.txt"
+TEST_LIST = "SH_Test.txt"
+CLASS_LIST = "SH_Classes.txt"
+MASK_DIR = "test_frame_mask"
+
+
+def video_name(entry: str) -> str:
+    return strip_video_extension(PurePosixPath(entry.replace("\\", "/")).name)
+
+
+def read_frame_mask(path: Path) -> np.ndarray:
+    """A per-frame anomaly mask as a boolean vector; pickles and non-0/1 values are refused."""
+    path = Path(path)
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise AnomalyError(f"{path}: no such frame mask") from None
+    except (ValueError, OSError, EOFError) as e:
+        raise AnomalyError(
+            f"{path}: not a plain .npy array (pickled data is refused): {e}".replace("\n", " ")
+        ) from None
+    if not isinstance(mask, np.ndarray):
+        mask.close()
+        raise AnomalyError(f"{path}: expected one .npy array, got an .npz archive")
+    if mask.ndim != 1:
+        raise AnomalyError(f"{path}: expected a 1-D per-frame mask, got shape {mask.shape}")
+    if mask.dtype == bool:
+        return mask
+    if mask.dtype.kind not in "iuf" or not np.isin(mask, (0, 1)).all():
+        raise AnomalyError(f"{path}: frame mask values must be 0 or 1 (dtype {mask.dtype})")
+    return mask.astype(bool)
+
+
+def read_sht_classes(path: Path) -> dict[str, str]:
+    """``SH_Classes.txt`` as video id -> class name."""
+    path = Path(path)
+    out: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for lineno, fields in iter_fields(path):
+        if len(fields) < 2:
+            raise AnomalyError(
+                f"{path}:{lineno}: expected 'video_id class', got {len(fields)} field"
+            )
+        name = video_name(fields[0])
+        try:
+            label = SHT.canonical(" ".join(fields[1:]))
+        except AnomalyError as e:
+            raise AnomalyError(f"{path}:{lineno}: {e}") from None
+        if name in out:
+            raise AnomalyError(
+                f"{path}:{lineno}: duplicate video {name!r} (first on line {first_line[name]})"
+            )
+        out[name] = label
+        first_line[name] = lineno
+    return out
+
+
+def classes_from_authors_list(entries: list[AuthorsEntry]) -> dict[str, str]:
+    """Video id -> class name from the authors' ``path start end label`` lists."""
+    return {video_name(e.path): SHT.classes[e.label] for e in entries}
+
+
+def class_from_path(relpath: str, classes: dict[str, str] | None = None) -> str:
+    """ShanghaiTech names carry no class: it comes from ``classes`` (``SH_Classes.txt``)."""
+    if classes is None:
+        raise AnomalyError(
+            f"the ShanghaiTech class of {relpath!r} is not in its name; pass the mapping read "
+            f"from {CLASS_LIST} (read_sht_classes)"
+        )
+    return classes.get(video_name(relpath), SHT.normal)
+
+
+def _find_mask_dir(root: Path, lists: Path | None) -> Path | None:
+    for folder in (lists, root):
+        if folder is not None and (Path(folder) / MASK_DIR).is_dir():
+            return Path(folder) / MASK_DIR
+    found = sorted(p for p in Path(root).rglob(MASK_DIR) if p.is_dir())
+    return found[0] if found else None
+
+
+def _locate(index: FileIndex, name: str) -> Path | None:
+    candidates = index.by_stem.get(name, [])
+    folders = [p for p in candidates if p.is_dir()]
+    return index.unique(folders or candidates, repr(name))
+
+
+def discover(
+    root: Path, lists: Path | None = None, *, allow_missing: bool = False
+) -> list[VideoEntry]:
+    """Every video of the weakly supervised split, with class, split and test intervals."""
+    root = Path(root)
+    list_files = {
+        split: find_list_file(name, root, lists)
+        for split, name in (("train", TRAIN_LIST), ("test", TEST_LIST))
+    }
+    if not any(list_files.values()):
+        where = f"{lists} or {root}" if lists else str(root)
+        raise AnomalyError(f"{where}: neither {TRAIN_LIST} nor {TEST_LIST} found")
+    class_file = find_list_file(CLASS_LIST, root, lists)
+    classes = read_sht_classes(class_file) if class_file else {}
+    mask_dir = _find_mask_dir(root, lists)
+    index = FileIndex(root, frame_folders=True)
+
+    entries: list[VideoEntry] = []
+    missing: list[str] = []
+    for split, list_file in list_files.items():
+        if list_file is None:
+            log.warning("%s: no %s list, the %s split is empty", root, split, split)
+            continue
+        for entry in read_video_list(list_file):
+            name = video_name(entry)
+            path = _locate(index, name)
+            if path is None:
+                missing.append(name)
+                continue
+            label = class_from_path(name, classes)
+            mask_path = mask_dir / f"{name}.npy" if mask_dir else None
+            mask = read_frame_mask(mask_path) if mask_path and mask_path.is_file() else None
+            if mask is not None and mask.any() and label == SHT.normal:
+                raise AnomalyError(
+                    f"{mask_path}: video {name!r} has anomalous frames but no anomaly class "
+                    f"in {class_file or CLASS_LIST}"
+                )
+            if mask is not None and not mask.any() and label != SHT.normal:
+                raise AnomalyError(
+                    f"{mask_path}: video {name!r} is of class {label!r} but its mask has "
+                    "no anomalous frame"
+                )
+            if split == "test" and label != SHT.normal and mask is None:
+                raise AnomalyError(f"{root}: no {MASK_DIR}/{name}.npy for anomalous test video")
+            intervals: list[Interval] = []
+            if split == "test" and mask is not None:
+                intervals = mask_to_intervals(mask)
+            entries.append(VideoEntry(name, path, label, split, intervals))
+    if missing:
+        message = f"{root}: {len(missing)} listed videos not found, e.g. {missing[0]!r}"
+        if not allow_missing:
+            raise AnomalyError(message)
+        log.warning(message)
+    return entries

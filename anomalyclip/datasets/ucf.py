@@ -1,0 +1,167 @@
+"""UCF-Crime (Sultani et al. 2018): official split lists and temporal test annotations.
+
+Files (looked up in ``lists``, then in the dataset root, then anywhere below it):
+
+- ``Anomaly_Train.txt`` / ``Anomaly_Test.txt``: one video per line, relative to the original
+  layout (``Abuse/Abuse001_x264.mp4``, ``Training_Normal_Videos_Anomaly/Normal_Videos001_x264
+  .mp4``, ``Testing_Normal_Videos_Anomaly/Normal_Videos_003_x264.mp4``). Downloads nest the
+  files differently (``Anomaly-Videos-Part-1/Abuse/...``, ``Testing_Normal_Videos/...``), so a
+  video is located by relative path first and by base name second.
+- ``Temporal_Anomaly_Annotation_for_Testing_Videos.txt``: ``name class s1 e1 s2 e2`` with
+  frame numbers, ``-1 -1`` for no second (or, for Normal videos, no) interval, columns
+  separated by runs of spaces. Ends are read as inclusive, as the AnomalyCLIP evaluation does
+  (``start <= frame <= end``), and stored half-open.
+
+The video id is the list entry without extension (``Abuse/Abuse028_x264``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from anomalyclip.datasets.registry import (
+    UCF,
+    DatasetSpec,
+    FileIndex,
+    Interval,
+    VideoEntry,
+    find_list_file,
+    iter_fields,
+    parse_pairs,
+    read_video_list,
+    strip_video_extension,
+)
+from anomalyclip.errors import AnomalyError
+
+log = logging.getLogger(__name__)
+
+TRAIN_LIST = "Anomaly_Train.txt"
+TEST_LIST = "Anomaly_Test.txt"
+TEMPORAL_ANNOTATIONS = "Temporal_Anomaly_Annotation_for_Testing_Videos.txt"
+
+_CLASS_PREFIX = re.compile(r"^([A-Za-z]+?)_?\d")
+
+
+@dataclass(frozen=True)
+class TemporalAnnotation:
+    """One annotated test video: its class and anomalous ``[start, end)`` intervals."""
+
+    label: str
+    intervals: list[Interval] = field(default_factory=list)
+    lineno: int = 0
+
+
+def read_ucf_temporal_annotations(
+    path: Path, spec: DatasetSpec = UCF
+) -> dict[str, TemporalAnnotation]:
+    """``name class s1 e1 [s2 e2 ...]`` lines, keyed by the name without extension.
+
+    The class may be several words (the authors' ShanghaiTech file uses this format too): it
+    is every token between the name and the first frame number.
+    """
+    path = Path(path)
+    out: dict[str, TemporalAnnotation] = {}
+    for lineno, fields in iter_fields(path):
+        if len(fields) < 4:
+            raise AnomalyError(
+                f"{path}:{lineno}: expected 'name class start end [start end ...]', "
+                f"got {len(fields)} fields"
+            )
+        n_words = 1
+        while 1 + n_words < len(fields) and not fields[1 + n_words].lstrip("-").isdigit():
+            n_words += 1
+        label_text = " ".join(fields[1 : 1 + n_words])
+        numbers = fields[1 + n_words :]
+        if not numbers:
+            raise AnomalyError(f"{path}:{lineno}: no frame numbers after the class")
+        try:
+            label = spec.canonical(label_text)
+        except AnomalyError as e:
+            raise AnomalyError(f"{path}:{lineno}: {e}") from None
+        intervals = parse_pairs(path, lineno, numbers, end_inclusive=True, allow_none=True)
+        name = PurePosixPath(strip_video_extension(fields[0].replace("\\", "/"))).name
+        if name in out:
+            raise AnomalyError(
+                f"{path}:{lineno}: duplicate video {name!r} (first on line {out[name].lineno})"
+            )
+        out[name] = TemporalAnnotation(label, intervals, lineno)
+    return out
+
+
+def class_from_path(relpath: str) -> str:
+    """The class of a UCF-Crime video from its file name (``Abuse028_x264``) or folder."""
+    pure = PurePosixPath(relpath.replace("\\", "/"))
+    stem = strip_video_extension(pure.name)
+    if stem.startswith("Normal"):
+        return UCF.normal
+    match = _CLASS_PREFIX.match(stem)
+    if match and match.group(1) in UCF.classes:
+        return match.group(1)
+    for part in reversed(pure.parts[:-1]):
+        if part in UCF.classes:
+            return part
+        if "normal" in part.casefold():
+            return UCF.normal
+    raise AnomalyError(
+        f"cannot tell the UCF-Crime class of {relpath!r}: expected a name like "
+        "'Abuse028_x264' or 'Normal_Videos_003_x264'"
+    )
+
+
+def discover(
+    root: Path, lists: Path | None = None, *, allow_missing: bool = False
+) -> list[VideoEntry]:
+    """Every video of the official train and test lists, located under ``root``."""
+    root = Path(root)
+    list_files = {
+        split: find_list_file(name, root, lists)
+        for split, name in (("train", TRAIN_LIST), ("test", TEST_LIST))
+    }
+    if not any(list_files.values()):
+        where = f"{lists} or {root}" if lists else str(root)
+        raise AnomalyError(f"{where}: neither {TRAIN_LIST} nor {TEST_LIST} found")
+    annotations: dict[str, TemporalAnnotation] = {}
+    ann_file = None
+    if list_files["test"] is not None:
+        ann_file = find_list_file(TEMPORAL_ANNOTATIONS, root, lists)
+        if ann_file is None:
+            raise AnomalyError(
+                f"{root}: {TEMPORAL_ANNOTATIONS} not found (needed for the test list)"
+            )
+        annotations = read_ucf_temporal_annotations(ann_file)
+
+    index = FileIndex(root)
+    entries: list[VideoEntry] = []
+    missing: list[str] = []
+    for split, list_file in list_files.items():
+        if list_file is None:
+            log.warning("%s: no %s list, the %s split is empty", root, split, split)
+            continue
+        for rel in read_video_list(list_file):
+            path = index.locate(rel)
+            if path is None:
+                missing.append(rel)
+                continue
+            label = class_from_path(rel)
+            intervals: list[Interval] = []
+            if split == "test":
+                stem = strip_video_extension(PurePosixPath(rel).name)
+                ann = annotations.get(stem)
+                if ann is None:
+                    raise AnomalyError(f"{ann_file}: no annotation for test video {rel!r}")
+                if ann.label != label:
+                    raise AnomalyError(
+                        f"{ann_file}:{ann.lineno}: class {ann.label!r} disagrees with "
+                        f"{label!r} from the path {rel!r}"
+                    )
+                intervals = ann.intervals
+            entries.append(VideoEntry(strip_video_extension(rel), path, label, split, intervals))
+    if missing:
+        message = f"{root}: {len(missing)} listed videos not found, e.g. {missing[0]!r}"
+        if not allow_missing:
+            raise AnomalyError(message)
+        log.warning(message)
+    return entries

@@ -1,0 +1,173 @@
+"""Evaluating a model on the test split of a feature store, and writing what people read."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from anomalyclip.datasets import frame_labels, get_dataset
+from anomalyclip.errors import AnomalyError
+from anomalyclip.evaluate.inference import score_videos
+from anomalyclip.evaluate.metrics import evaluate_arrays
+from anomalyclip.evaluate.report import write_metrics_json, write_video_csv
+from anomalyclip.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+# The headline metric the literature reports per dataset.
+PRIMARY_METRIC = {"xd": "ap"}
+
+
+@dataclass
+class VideoResult:
+    video_id: str
+    frames: np.ndarray  # (T,) decoded frame numbers
+    times: np.ndarray  # (T,) seconds
+    p_abnormal: np.ndarray  # (T,)
+    probs: np.ndarray  # (T, C)
+    labels: np.ndarray | None  # (T,) true class id per frame, None without ground truth
+    intervals: list[list[int]]  # true anomalous [start, end) frame intervals
+
+
+def score_fn(model: torch.nn.Module):
+    """Adapter from the model to the (p_abnormal, probs) pair that inference expects."""
+
+    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(x)
+        return out.p_abnormal, out.probs
+
+    return score
+
+
+def true_classes(intervals, frames: np.ndarray, class_id: int, normal_id: int) -> np.ndarray:
+    """Per-row class ids: the video's class inside its anomalous intervals, Normal elsewhere."""
+    inside = frame_labels([tuple(i) for i in intervals], frames)
+    return np.where(inside, class_id, normal_id).astype(np.int64)
+
+
+def evaluate_store(
+    model: torch.nn.Module,
+    store: FeatureStore,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, Any], list[VideoResult]] | None:
+    """Metrics over all frames of the store's test videos (None when it has none)."""
+    spec = get_dataset(store.dataset)
+    records = store.records(split="test")
+    if not records:
+        return None
+    mcfg = model.cfg
+    feats = [torch.from_numpy(store.features(r.video_id).astype(np.float32)) for r in records]
+    was_training = model.training
+    model.eval()
+    try:
+        p_list, probs_list = score_videos(
+            feats,
+            score_fn(model),
+            mcfg.num_segments,
+            mcfg.seg_length,
+            batch_size,
+            device,
+            progress=progress,
+        )
+    finally:
+        model.train(was_training)
+    results = []
+    for rec, p, probs in zip(records, p_list, probs_list, strict=True):
+        frames = store.frames(rec.video_id)
+        labels = true_classes(rec.intervals, frames, spec.class_id(rec.label), spec.normal_id)
+        results.append(
+            VideoResult(
+                rec.video_id,
+                frames,
+                store.times(rec.video_id),
+                p.float().numpy(),
+                probs.float().numpy(),
+                labels,
+                rec.intervals,
+            )
+        )
+    metrics = evaluate_arrays(
+        np.concatenate([r.p_abnormal for r in results]),
+        np.concatenate([r.probs for r in results]),
+        np.concatenate([r.labels for r in results]),
+        spec.classes,
+        spec.normal_id,
+        primary=PRIMARY_METRIC.get(spec.name, "auc"),
+    )
+    metrics["dataset"] = spec.name
+    metrics["videos"] = len(results)
+    return metrics, results
+
+
+def safe_name(video_id: str) -> str:
+    """A file name for a video id (its path separators and odd characters flattened)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_") or "video"
+
+
+def intervals_in_seconds(intervals, frames: np.ndarray, times: np.ndarray) -> list[tuple[float, float]]:
+    """Map [start, end) frame intervals onto the time axis of the stored rows."""
+    out = []
+    for start, end in intervals:
+        inside = (frames >= start) & (frames < end)
+        if inside.any():
+            t = times[inside]
+            step = float(np.median(np.diff(times))) if times.size > 1 else 0.0
+            out.append((float(t.min()), float(t.max()) + step))
+    return out
+
+
+def write_outputs(
+    out_dir: str | Path,
+    metrics: dict[str, Any],
+    results: list[VideoResult],
+    class_names: tuple[str, ...],
+    normal_id: int,
+    max_video_plots: int = 50,
+) -> Path:
+    """``metrics.json``, one CSV per video, and the plots (ROC, PR, confusion, per video)."""
+    from anomalyclip.evaluate import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics_json(out / "metrics.json", metrics)
+    p_all = np.concatenate([r.p_abnormal for r in results])
+    labels_all = np.concatenate([r.labels for r in results])
+    abnormal = labels_all != normal_id
+    if abnormal.any() and not abnormal.all():
+        plots.plot_roc(p_all, abnormal, out / "roc.png")
+        plots.plot_pr(p_all, abnormal, out / "pr.png")
+    if metrics.get("confusion") is not None:
+        plots.plot_confusion(np.asarray(metrics["confusion"]), list(class_names), out / "confusion.png")
+    for i, r in enumerate(results):
+        name = safe_name(r.video_id)
+        write_video_csv(
+            out / "videos" / f"{name}.csv", r.frames, r.times, r.p_abnormal, r.probs, class_names, r.labels
+        )
+        if i < max_video_plots:
+            plots.plot_video(
+                r.times,
+                r.p_abnormal,
+                r.probs,
+                class_names,
+                normal_id,
+                intervals_in_seconds(r.intervals, r.frames, r.times),
+                r.video_id,
+                out / "videos" / f"{name}.png",
+                threshold=metrics.get("threshold"),
+            )
+    log.info("evaluation outputs in %s", out)
+    return out
+
+
+def require_results(found, location: str):
+    if found is None:
+        raise AnomalyError(f"{location}: the store has no test videos to evaluate")
+    return found

@@ -1,0 +1,230 @@
+"""Decoding videos (PyAV) and folders of image frames into numbered, timed RGB frames.
+
+Frame numbers are positions in the decoder's output (display) order, counted over every
+decoded frame whatever the sampling, so they index the same frames as the datasets'
+annotations. The number of frames is what decoding yields, never the container header:
+``tree.avi`` promises 444 frames and holds 68 coded ones.
+
+Presentation times come from the container and are repaired, in a streaming way, so the
+stored times are always strictly increasing:
+
+1. Reordering. Some containers hand the decoder timestamps in *decode* order (AVI with packed
+   MPEG-4 B-frames, e.g. ``Megamind.avi``: the display-order frames come out carrying
+   ``1 2 3 5 4 ...``). The set of timestamps is right but their assignment is shuffled within
+   the reorder depth, so each frame gets the smallest timestamp still pending in a window of
+   :data:`REORDER_WINDOW` frames (a streaming sort; the identity on well-formed streams).
+2. Gaps and duplicates. A frame without a timestamp, or one not after its predecessor, gets
+   the previous time plus one nominal frame period (1 / the stream's average rate).
+
+A container with a wrong nominal rate (``Megamind_bugy.avi`` says 30 fps for a 23.976 fps
+clip) cannot be detected from the file alone; its own timeline is kept as it is.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+from PIL import Image
+
+from anomalyclip.errors import AnomalyError
+
+log = logging.getLogger(__name__)
+
+REORDER_WINDOW = 16  # frames; far above any real B-frame reorder depth
+FOLDER_FPS = 30.0  # frame rate assumed for a folder of frames when none is given
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+av.logging.set_level(av.logging.PANIC)  # damaged streams are reported through AnomalyError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which decoded frames are kept: all, ``value`` per second (by time), or every ``value``-th."""
+
+    mode: Literal["all", "fps", "stride"] = "all"
+    value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("all", "fps", "stride"):
+            raise AnomalyError(f"sampling: unknown mode {self.mode!r} (all, fps or stride)")
+        if self.mode != "all" and not (self.value and self.value > 0):
+            raise AnomalyError(f"sampling: {self.mode} needs a positive value, got {self.value}")
+        if self.mode == "stride" and int(self.value) != self.value:
+            raise AnomalyError(f"sampling: stride must be an integer, got {self.value}")
+
+    def describe(self) -> dict:
+        """The store's ``sampling`` attribute."""
+        value = None if self.mode == "all" else (int(self.value) if self.mode == "stride" else float(self.value))
+        return {"mode": self.mode, "value": value}
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # decoded frame number (display order, 0-based)
+    time: float  # presentation time in seconds, strictly increasing within a video
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+class _Sampler:
+    """Stateful keep/drop decision over the stream of (index, time)."""
+
+    def __init__(self, sampling: Sampling) -> None:
+        self.sampling = sampling
+        self._last_bucket: int | None = None
+
+    def keep(self, index: int, time: float) -> bool:
+        s = self.sampling
+        if s.mode == "all":
+            return True
+        if s.mode == "stride":
+            return index % int(s.value) == 0
+        # fps: keep the first frame of every 1/value-second bucket
+        bucket = int(np.floor(time * s.value + 1e-6))
+        if bucket == self._last_bucket:
+            return False
+        self._last_bucket = bucket
+        return True
+
+
+class _TimeRepair:
+    """Streaming repair of presentation times (module docstring, steps 1 and 2)."""
+
+    def __init__(self, period: float, window: int = REORDER_WINDOW) -> None:
+        self.period = period
+        self.window = window
+        self._heap: list[float] = []
+        self._prev: float | None = None
+
+    def push(self, t: float | None) -> None:
+        if t is not None:
+            heapq.heappush(self._heap, t)
+
+    def pop(self) -> float:
+        t = heapq.heappop(self._heap) if self._heap else None
+        if t is None or (self._prev is not None and t <= self._prev):
+            t = (self._prev + self.period) if self._prev is not None else (t or 0.0)
+        self._prev = t
+        return t
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``frame2`` before ``frame10``."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+class VideoSource:
+    """A video file or a folder of image frames, iterated as sampled :class:`Frame` objects.
+
+    ``num_decoded`` (every decoded frame, before sampling) and ``fps`` (the nominal rate) are
+    valid after a complete iteration. Every failure is an :class:`AnomalyError` naming the file.
+    """
+
+    def __init__(
+        self, path: str | Path, sampling: Sampling = Sampling(), folder_fps: float | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.sampling = sampling
+        self.folder_fps = folder_fps
+        self.fps: float | None = None
+        self.num_decoded = 0
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.path.is_dir():
+            return self._iter_folder()
+        return self._iter_video()
+
+    def _fail(self, reason: str) -> AnomalyError:
+        return AnomalyError(f"{self.path}: {reason}")
+
+    # -- folders of frames ----------------------------------------------------------------
+    def _iter_folder(self) -> Iterator[Frame]:
+        files = sorted(
+            (f for f in self.path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES),
+            key=lambda f: natural_key(f.name),
+        )
+        if not files:
+            raise self._fail("folder holds no image frames")
+        self.fps = float(self.folder_fps or FOLDER_FPS)
+        sampler = _Sampler(self.sampling)
+        self.num_decoded = 0
+        for index, f in enumerate(files):
+            time = index / self.fps
+            self.num_decoded = index + 1
+            if not sampler.keep(index, time):
+                continue
+            try:
+                with Image.open(f) as im:
+                    image = np.asarray(im.convert("RGB"))
+            except (OSError, ValueError) as exc:
+                raise AnomalyError(f"{f}: cannot read image frame ({exc})") from exc
+            yield Frame(index, time, image)
+
+    # -- video files ------------------------------------------------------------------------
+    def _iter_video(self) -> Iterator[Frame]:
+        if not self.path.exists():
+            raise self._fail("no such file")
+        if self.path.stat().st_size == 0:
+            raise self._fail("empty file (0 bytes)")
+        try:
+            container = av.open(str(self.path))
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise self._fail(f"not a readable video ({_short(exc)})") from exc
+        with container:
+            if not container.streams.video:
+                raise self._fail("no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+            self.fps = float(rate)
+            tb = stream.time_base
+            start = stream.start_time or 0
+            repair = _TimeRepair(period=1.0 / self.fps)
+            sampler = _Sampler(self.sampling)
+            pending: deque[av.VideoFrame] = deque()  # decoded, waiting for their repaired time
+            self.num_decoded = 0
+
+            def emit(frame: av.VideoFrame) -> Iterator[Frame]:
+                index = self.num_decoded
+                self.num_decoded += 1
+                time = repair.pop()
+                if sampler.keep(index, time):
+                    yield Frame(index, time, frame.to_ndarray(format="rgb24"))
+
+            try:
+                for packet in container.demux(stream):
+                    if packet.is_corrupt:
+                        raise self._fail(
+                            f"corrupt packet after {self.num_decoded + len(pending)} decoded "
+                            "frames (truncated or damaged file)"
+                        )
+                    for frame in packet.decode():
+                        repair.push(None if frame.pts is None else float((frame.pts - start) * tb))
+                        pending.append(frame)
+                        if len(pending) > repair.window:
+                            yield from emit(pending.popleft())
+                while pending:
+                    yield from emit(pending.popleft())
+            except av.error.FFmpegError as exc:
+                raise self._fail(
+                    f"decoding failed after {self.num_decoded} frames ({_short(exc)})"
+                ) from exc
+        if self.num_decoded == 0:
+            raise self._fail("no frames could be decoded")
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an exception's message, without PyAV's errno prefix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    return re.sub(r":\s*'[^']*'", "", text)  # the path, which the message names already
+

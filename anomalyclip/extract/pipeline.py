@@ -1,0 +1,398 @@
+"""Videos -> feature store: decoder workers overlapped with batched CLIP inference.
+
+Shape of a run::
+
+    entries ─► [decoder thread] ─┐                       ┌─► per-video buffers ─► store
+               [decoder thread] ─┼─► bounded queue of ──►│ batches of exactly batch_size
+               [decoder thread] ─┘   uint8 224x224 crops │ frames through the image tower
+                                                         └─ (one consumer: the model)
+
+Decoder threads (PyAV and torch's resize both release the GIL) decode a whole video each,
+resize and crop its frames in chunks and put them on a bounded queue, so decoding runs ahead
+of the model by at most a few batches of memory. The consumer packs frames of consecutive
+videos into full batches (short videos do not waste batch slots), splits the embeddings back,
+and writes a video to the store once all its frames are embedded. Only this thread touches
+the store.
+
+Resume and idempotence come from the store: a video whose copy is complete and whose source
+fingerprint matches is skipped before decoding; anything else is (re)done, and the store's
+complete-flag-last write means a killed run never leaves a video that reads as done.
+A video that fails (cannot be opened, truncated, ...) is recorded in the store with its reason
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from anomalyclip import backbone
+from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.errors import AnomalyError
+from anomalyclip.extract.decode import Sampling, VideoSource
+from anomalyclip.extract.encoder import ImageEncoder, Precision
+from anomalyclip.extract.preprocess import crop_offsets, resize_crop
+from anomalyclip.store import VideoRecord, fingerprint_file, open_store, provenance
+
+log = logging.getLogger(__name__)
+
+
+def preprocessing_attrs() -> dict:
+    """Every number of the preprocessing, for the store's provenance."""
+    return {
+        "resize": "shorter side to 224, bicubic, antialiased (longer = int(224 * long / short))",
+        "crop": "centre 224x224",
+        "crop_rounding": "round((side - 224) / 2)",
+        "size": backbone.CLIP_IMAGE_SIZE,
+        "scale": "1/255",
+        "mean": list(backbone.CLIP_MEAN),
+        "std": list(backbone.CLIP_STD),
+        "implementation": "torch uint8 bicubic antialias (<= 2 grey levels from PIL)",
+    }
+
+
+@dataclass
+class Summary:
+    """What a run did; ``failed`` maps video ids to the reason."""
+
+    total: int = 0
+    extracted: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def format(self) -> str:
+        lines = [
+            f"{self.total} videos: {self.extracted} extracted, {self.skipped} already done, "
+            f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
+            f"({self.frames_per_s:.1f} frames/s)"
+        ]
+        lines += [f"  failed {vid}: {reason}" for vid, reason in sorted(self.failed.items())]
+        return "\n".join(lines)
+
+
+# -- messages from the decoder threads to the consumer ---------------------------------------
+@dataclass
+class _Chunk:
+    video: int  # position in the work list
+    pixels: torch.Tensor  # (n, 3, 224, 224) uint8
+    frames: np.ndarray  # (n,) int64 decoded frame numbers
+    times: np.ndarray  # (n,) float64 seconds
+
+
+@dataclass
+class _Done:
+    video: int
+    num_decoded: int
+    fps: float
+
+
+@dataclass
+class _Failed:
+    video: int
+    reason: str
+
+
+_WORKER_EXIT = object()
+
+
+def _decode_worker(
+    work: queue.Queue,
+    out: queue.Queue,
+    stop: threading.Event,
+    sampling: Sampling,
+    chunk: int,
+    folder_fps: float | None,
+    pin: bool,
+) -> None:
+    """Decode whole videos from ``work``; put chunks of crops, then _Done or _Failed, on ``out``."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def flush(video: int, images: list, frames: list, times: list) -> bool:
+        pixels = resize_crop(np.stack(images))  # (n, 3, 224, 224) uint8
+        if pin:
+            pixels = pixels.pin_memory()
+        item = _Chunk(video, pixels, np.asarray(frames, np.int64), np.asarray(times, np.float64))
+        images.clear(), frames.clear(), times.clear()
+        return put(item)
+
+    while not stop.is_set():
+        try:
+            video, path = work.get_nowait()
+        except queue.Empty:
+            break
+        source = VideoSource(path, sampling, folder_fps)
+        images: list[np.ndarray] = []
+        frames: list[int] = []
+        times: list[float] = []
+        try:
+            for frame in source:
+                if images and frame.image.shape != images[0].shape and not flush(
+                    video, images, frames, times
+                ):  # a resolution change mid-stream: chunks hold one size
+                    return
+                images.append(frame.image)
+                frames.append(frame.index)
+                times.append(frame.time)
+                if len(images) == chunk and not flush(video, images, frames, times):
+                    return
+            if images and not flush(video, images, frames, times):
+                return
+            put(_Done(video, source.num_decoded, source.fps or 0.0))
+        except AnomalyError as exc:
+            put(_Failed(video, str(exc)))
+        except Exception as exc:  # a decoder bug must not take the whole run down
+            log.exception("unexpected error while decoding %s", path)
+            put(_Failed(video, f"{path}: unexpected {type(exc).__name__}: {exc}"))
+    put(_WORKER_EXIT)
+
+
+@dataclass
+class _VideoState:
+    chunks_in: int = 0  # frames received from the decoder
+    embedded: int = 0  # frames through the model
+    features: list = field(default_factory=list)
+    frames: list = field(default_factory=list)
+    times: list = field(default_factory=list)
+    done: _Done | None = None
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+def extract(
+    entries: Sequence[VideoEntry],
+    store_path: str | Path,
+    model: str | Path | ImageEncoder = backbone.DEFAULT_CLIP,
+    device: str = "cpu",
+    sampling: Sampling = Sampling(),
+    batch_size: int = 64,
+    workers: int = 2,
+    dtype: str = "float16",
+    *,
+    dataset: str,
+    root: str | Path | None = None,
+    precision: Precision = "auto",
+    folder_fps: float | None = None,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> Summary:
+    """Extract CLIP frame embeddings of ``entries`` into the store at ``store_path``.
+
+    ``model`` is a hub id, a local Hugging Face directory, or a loaded :class:`ImageEncoder`
+    (reused by the demo and the benchmark). ``shard=(rank, world)`` takes every ``world``-th
+    entry starting at ``rank``, so several processes (one per GPU) share a dataset.
+    ``root`` makes the stored source paths relative. Returns a :class:`Summary`; failures are
+    also recorded in the store.
+    """
+    if batch_size < 1 or workers < 1:
+        raise AnomalyError(f"batch size and workers must be >= 1 (got {batch_size}, {workers})")
+    rank, world = shard
+    entries = sorted(entries, key=lambda e: e.video_id)[rank::world]
+    encoder = model if isinstance(model, ImageEncoder) else ImageEncoder(model, device, precision)
+    model_name = getattr(encoder.vision, "name_or_path", "") or str(model)
+    attrs = provenance(
+        dataset=dataset,
+        backbone=backbone.describe(model_name),
+        preprocessing=preprocessing_attrs(),
+        sampling=sampling.describe(),
+        dtype=dtype,
+        device=str(encoder.device),
+    )
+    summary = Summary(total=len(entries))
+    t0 = time.perf_counter()
+    with open_store(store_path, mode="a") as st:
+        st.init(attrs)
+        todo: list[tuple[VideoEntry, int, str]] = []
+        for entry in entries:
+            try:
+                size, fp = fingerprint_file(entry.path)
+            except OSError as exc:
+                reason = f"{entry.path}: cannot read ({exc.strerror or exc})"
+                st.record_failure(entry.video_id, _relative(entry.path, root), reason)
+                summary.failed[entry.video_id] = reason
+                continue
+            if st.is_complete(entry.video_id, fingerprint=fp):
+                summary.skipped += 1
+            else:
+                todo.append((entry, size, fp))
+        log.info(
+            "%d videos: %d to extract, %d already in %s",
+            len(entries),
+            len(todo),
+            summary.skipped,
+            store_path,
+        )
+        if todo:
+            _run(
+                todo, st, encoder, summary, sampling, batch_size, workers, dtype, root,
+                folder_fps, progress,
+            )  # fmt: skip
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _run(
+    todo: list[tuple[VideoEntry, int, str]],
+    st,
+    encoder: ImageEncoder,
+    summary: Summary,
+    sampling: Sampling,
+    batch_size: int,
+    workers: int,
+    dtype: str,
+    root: str | Path | None,
+    folder_fps: float | None,
+    progress: bool,
+) -> None:
+    """The decode -> queue -> model -> store loop over the videos to do."""
+    work: queue.Queue = queue.Queue()
+    for i, (entry, _, _) in enumerate(todo):
+        work.put((i, entry.path))
+    workers = min(workers, len(todo))
+    out: queue.Queue = queue.Queue(maxsize=2 * workers + 2)
+    stop = threading.Event()
+    pin = encoder.device.type == "cuda"
+    threads = [
+        threading.Thread(
+            target=_decode_worker,
+            args=(work, out, stop, sampling, batch_size, folder_fps, pin),
+            name=f"decode-{k}",
+            daemon=True,
+        )
+        for k in range(workers)
+    ]
+    states: dict[int, _VideoState] = {}
+    pending_pixels: list[torch.Tensor] = []  # crops waiting for a full batch, in arrival order
+    pending_owner: list[np.ndarray] = []  # (n,) video of each waiting crop
+    bar = tqdm(total=None, unit="frame", desc="extract", disable=not progress, dynamic_ncols=True)
+    videos_done = 0
+
+    def finish(video: int) -> None:
+        nonlocal videos_done
+        state = states.pop(video)
+        entry, size, fp = todo[video]
+        feats = (
+            np.concatenate(state.features)
+            if state.features
+            else np.zeros((0, encoder.dim), np.float32)
+        )
+        record = VideoRecord(
+            video_id=entry.video_id,
+            source=_relative(entry.path, root),
+            label=entry.label,
+            split=entry.split,
+            fps=float(state.done.fps),
+            num_frames=int(feats.shape[0]),
+            source_size=int(size),
+            fingerprint=fp,
+            intervals=[[int(s), int(e)] for s, e in entry.intervals],
+        )
+        st.write_video(
+            record,
+            feats.astype(dtype),
+            np.concatenate(state.frames) if state.frames else np.zeros(0, np.int64),
+            np.concatenate(state.times) if state.times else np.zeros(0, np.float64),
+        )
+        summary.extracted += 1
+        summary.frames += feats.shape[0]
+        videos_done += 1
+        bar.set_postfix_str(f"{videos_done}/{len(todo)} videos", refresh=False)
+        log.debug("%s: %d frames (%d decoded)", entry.video_id, feats.shape[0], state.done.num_decoded)
+
+    def run_model(n: int) -> None:
+        """Embed the first ``n`` waiting crops and hand the rows to their videos."""
+        pixels = torch.cat(pending_pixels)  # (m, 3, 224, 224)
+        owner = np.concatenate(pending_owner)  # (m,)
+        emb = encoder(pixels[:n]).numpy()  # (n, D)
+        pending_pixels[:] = [pixels[n:]] if n < len(owner) else []
+        pending_owner[:] = [owner[n:]] if n < len(owner) else []
+        owner = owner[:n]
+        bar.update(n)
+        for video in np.unique(owner).tolist():
+            state = states[video]
+            rows = emb[owner == video]  # (k, D), in frame order
+            state.features.append(rows)
+            state.embedded += len(rows)
+            if state.done is not None and state.embedded == state.chunks_in:
+                finish(video)
+
+    for t in threads:
+        t.start()
+    exited = 0
+    try:
+        while exited < len(threads):
+            item = out.get()
+            if item is _WORKER_EXIT:
+                exited += 1
+            elif isinstance(item, _Chunk):
+                state = states.setdefault(item.video, _VideoState())
+                state.chunks_in += len(item.frames)
+                state.frames.append(item.frames)
+                state.times.append(item.times)
+                pending_pixels.append(item.pixels)
+                pending_owner.append(np.full(len(item.frames), item.video))
+                while sum(len(o) for o in pending_owner) >= batch_size:
+                    run_model(batch_size)
+            elif isinstance(item, _Done):
+                state = states.setdefault(item.video, _VideoState())
+                state.done = item
+                if state.embedded == state.chunks_in:
+                    finish(item.video)
+            elif isinstance(item, _Failed):
+                states.pop(item.video, None)
+                if pending_owner:  # drop its crops still waiting for a batch
+                    owner = np.concatenate(pending_owner)
+                    keep = owner != item.video
+                    pending_pixels[:] = [torch.cat(pending_pixels)[torch.from_numpy(keep)]]
+                    pending_owner[:] = [owner[keep]]
+                entry = todo[item.video][0]
+                st.record_failure(entry.video_id, _relative(entry.path, root), item.reason)
+                summary.failed[entry.video_id] = item.reason
+                log.warning("failed: %s", item.reason)
+        remaining = sum(len(o) for o in pending_owner)
+        if remaining:
+            run_model(remaining)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+        bar.close()
+
+
+def shard_from_env() -> tuple[int, int]:
+    """(rank, world size) under ``torchrun`` (or any launcher setting RANK/WORLD_SIZE)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

@@ -1,0 +1,63 @@
+"""Building an AnomalyCLIP network from a configuration, and from a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomalyclip.backbone import load_text
+from anomalyclip.datasets import DatasetSpec, get_dataset
+from anomalyclip.errors import AnomalyError
+from anomalyclip.model import AnomalyCLIP, ModelConfig
+from anomalyclip.train.checkpoint import load_model_state, load_run
+from anomalyclip.train.config import TrainConfig
+
+
+def model_config(spec: DatasetSpec, cfg: TrainConfig, feature_dim: int) -> ModelConfig:
+    return ModelConfig(
+        classes=spec.classes,
+        normal_id=spec.normal_id,
+        feature_dim=feature_dim,
+        emb_dim=cfg.emb_dim,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        n_ctx=cfg.n_ctx,
+        num_segments=cfg.num_segments,
+        seg_length=cfg.seg_length,
+        concat_similarity=cfg.concat_similarity,
+        topk=cfg.topk,
+        segment_dropout=cfg.segment_dropout,
+        loss_weights=cfg.loss_weights,
+    )
+
+
+def build_model(mcfg: ModelConfig, clip: str | Path) -> AnomalyCLIP:
+    """A fresh network on the text tower of ``clip`` (its projection size must match)."""
+    text_model, tokenizer = load_text(clip)
+    proj = text_model.config.projection_dim
+    if proj != mcfg.feature_dim:
+        raise AnomalyError(
+            f"{clip}: text embeddings have {proj} dims but the features have {mcfg.feature_dim}"
+        )
+    return AnomalyCLIP(mcfg, text_model, tokenizer)
+
+
+def load_model(run_dir: str | Path, clip: str | Path | None = None) -> tuple[AnomalyCLIP, dict[str, Any]]:
+    """The network of a run, in eval mode, with its weights and centroid; and its config."""
+    state = load_run(run_dir)
+    config = state.config
+    mcfg = ModelConfig.from_dict(config["model"])
+    spec = get_dataset(config["dataset"])
+    if tuple(spec.classes) != tuple(mcfg.classes):
+        raise AnomalyError(f"{run_dir}: its classes do not match dataset {spec.name!r}")
+    model = build_model(mcfg, clip or config["clip"])
+    load_model_state(model, state.weights, Path(run_dir) / "model.safetensors")
+    return model.eval(), config
+
+
+def default_device(requested: str | None = None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,155 @@
+"""The training loop: MIL top-k training on stored features, with checkpoints and resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from anomalyclip.datasets import get_dataset
+from anomalyclip.errors import AnomalyError
+from anomalyclip.evaluate.run import evaluate_store
+from anomalyclip.model import AnomalyCLIP
+from anomalyclip.store import open_store
+from anomalyclip.train.build import build_model, default_device, model_config
+from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
+from anomalyclip.train.config import TrainConfig
+from anomalyclip.train.data import TrainingSet, compute_centroid, epoch_plan, iterate_batches
+
+log = logging.getLogger(__name__)
+
+
+def warmup_cosine(warmup_epochs: int, total_epochs: int):
+    """lr multiplier per epoch: linear warm-up to 1, then cosine decay to 0 at the end."""
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return (epoch + 1) / warmup_epochs
+        span = max(1, total_epochs - warmup_epochs)
+        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))
+
+    return factor
+
+
+def make_optimizer(model: AnomalyCLIP, cfg: TrainConfig) -> torch.optim.AdamW:
+    groups = []
+    for name, params in model.trainable_parameters().items():
+        ratio = cfg.lr_ratios.get(name, 1.0)
+        base = cfg.lr * ratio
+        groups.append({"params": list(params), "lr": base, "base_lr": base, "name": name})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def train(
+    features: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    clip: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train AnomalyCLIP on the store at ``features``; write the run to ``out``.
+
+    Returns the config written with the last checkpoint (including the last metrics).
+    """
+    device = default_device(cfg.device)
+    store = open_store(features)
+    spec = get_dataset(store.dataset)
+    data = TrainingSet.from_store(store)
+    dim = int(store.attrs.get("backbone", {}).get("dim") or 512)
+    clip = clip or store.attrs.get("backbone", {}).get("model")
+    if not clip:
+        raise AnomalyError(f"{features}: the store names no backbone; pass --clip")
+
+    _seed_everything(cfg.seed)
+    mcfg = model_config(spec, cfg, dim)
+    model = build_model(mcfg, clip)
+    optimizer = make_optimizer(model, cfg)
+    start_epoch = 0
+    metrics: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    if resume:
+        state = load_run(out, with_optimizer=True)
+        if state.config.get("dataset") != spec.name:
+            raise AnomalyError(
+                f"{out}: checkpoint is for dataset {state.config.get('dataset')!r}, "
+                f"the store holds {spec.name!r}"
+            )
+        if state.config.get("model") != mcfg.to_dict():
+            raise AnomalyError(f"{out}: checkpoint model configuration differs from this run's")
+        load_model_state(model, state.weights, Path(out) / "model.safetensors")
+        if state.optimizer is None:
+            raise AnomalyError(f"{out}: no optimizer state to resume from")
+        optimizer.load_state_dict(state.optimizer)
+        if state.rng is not None:
+            torch.set_rng_state(state.rng)
+        start_epoch = int(state.config["epoch"]) + 1
+        metrics = state.config.get("metrics")
+        history = list(state.config.get("history", []))
+        log.info("resuming %s at epoch %d", out, start_epoch)
+    else:
+        model.set_centroid(compute_centroid(store, data.normal))
+    lr_factor = warmup_cosine(cfg.warmup_epochs, cfg.epochs)
+    model.to(device)
+
+    run_config = {
+        "dataset": spec.name,
+        "clip": str(clip),
+        "model": mcfg.to_dict(),
+        "train": cfg.to_dict(),
+        "store": {"location": str(features), "backbone": store.attrs.get("backbone")},
+    }
+    has_test = bool(store.records(split="test"))
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        for group in optimizer.param_groups:  # the schedule is a function of the epoch alone
+            group["lr"] = group["base_lr"] * lr_factor(epoch)
+        plan = epoch_plan(data, cfg.batch_size, cfg.seed, epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+        batches = iterate_batches(
+            store, data, plan, cfg.num_segments, cfg.seg_length, cfg.seed, epoch, cfg.workers
+        )
+        bar = tqdm(batches, total=len(plan), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+        t0, sums = time.perf_counter(), {}
+        for batch in bar:
+            out_ = model(batch.features.to(device))
+            loss, terms = model.loss(out_, batch.labels.to(device), generator=gen)
+            if not torch.isfinite(loss):
+                raise AnomalyError(f"non-finite loss at epoch {epoch + 1}: {terms}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in {"loss": loss, **terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+        epoch_log = {k: v / len(plan) for k, v in sums.items()}
+        epoch_log.update(
+            epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0
+        )
+        if has_test and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            found = evaluate_store(model, store, device=device)
+            if found:
+                metrics = found[0]
+                epoch_log[metrics["primary"]] = metrics["primary_value"]
+                log.info(
+                    "epoch %d: loss %.4f, test %s %.4f",
+                    epoch + 1,
+                    epoch_log["loss"],
+                    metrics["primary"],
+                    metrics["primary_value"],
+                )
+        history.append(epoch_log)
+        save_run(out, model, {**run_config, "metrics": metrics, "history": history}, epoch, optimizer)
+    store.close()
+    return {**run_config, "metrics": metrics, "history": history}
