@@ -218,6 +218,40 @@ def eval_cmd(
     typer.echo(f"outputs in {out_dir}")
 
 
+@app.command("predict")
+def predict_cmd(
+    videos: list[str] = typer.Argument(..., help="Video files or folders of frames."),
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run directory."),
+    out: str = typer.Option("predictions", "--out", "-o", help="Output folder."),
+    clip: str = typer.Option(None, "--clip", help="Image tower (default: the run's CLIP)."),
+    render: bool = typer.Option(False, "--render", help="Also write an MP4 with the curves."),
+    fps: float = typer.Option(None, "--fps", help="Score N frames per second (default: all)."),
+    stride: int = typer.Option(None, "--stride", help="Score every K-th frame."),
+    threshold: float = typer.Option(None, "--threshold", help="p(A) above which a frame is abnormal."),
+    device: str = typer.Option(None, "--device"),
+) -> None:
+    """Per-frame anomaly scores and classes for videos that are not in any store."""
+    from anomalyclip.evaluate.predict import predict
+    from anomalyclip.extract.decode import Sampling
+
+    if fps and stride:
+        raise AnomalyError("give --fps or --stride, not both")
+    sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
+    results, failed = predict(
+        videos, checkpoint, out, clip, render, device, sampling, threshold=threshold
+    )
+    for r in results:
+        extra = f", {r.video}" if r.video else ""
+        typer.echo(
+            f"{r.source}: {r.frames} frames, mean p(A) {r.mean_p_abnormal:.3f}, "
+            f"top class {r.top_class} -> {r.csv}, {r.plot}{extra}"
+        )
+    for src, reason in failed.items():
+        typer.echo(f"failed: {src}: {reason}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``anomaly`` console script."""
     try:

@@ -14,8 +14,8 @@ Layout (the registry's ``demo`` dataset)::
 
     <root>/train/<Class>/<Class>_train_<k>.mp4
     <root>/test/<Class>/<Class>_test_<k>.mp4
-    <root>/annotations.txt        test videos: ``<name> s1 e1`` (end-exclusive frame numbers);
-                                  normal test videos have a line with no interval
+    <root>/annotations.txt        one line per test video: ``<split>/<Class>/<name> s1 e1``
+                                  (end-exclusive decoded frame numbers; none for Normal)
 
 :func:`run_demo` chains the steps (generate, build a tiny random CLIP, extract); later stages
 append their own steps to :data:`DEMO_STEPS`.
@@ -32,7 +32,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from anomalyclip.datasets.registry import DEMO, VideoEntry
+from anomalyclip.datasets.registry import DEMO
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +44,25 @@ NORMAL = DEMO.normal
 class DemoVideo:
     """Ground truth of one generated video."""
 
-    name: str  # file stem, unique across the dataset
+    video_id: str  # path relative to the root without extension (the registry's id)
     path: Path
     label: str
     split: str
     num_frames: int
     intervals: list[tuple[int, int]]  # anomalous [start, end) frames; empty for normal videos
 
-    def entry(self, root: Path) -> VideoEntry:
-        video_id = self.path.relative_to(root).with_suffix("").as_posix()
-        intervals = self.intervals if self.split == "test" else []
-        return VideoEntry(video_id, self.path, self.label, self.split, list(intervals))
-
 
 # -- scene rendering ------------------------------------------------------------------------
-def _smooth_texture(rng: np.random.Generator, h: int, w: int, cells: int = 8) -> np.ndarray:
-    """(h, w, 3) float texture in [0, 255]: a coarse random grid, bilinearly upsampled."""
-    grid = rng.uniform(0, 1, (cells + 1, cells + 1, 3))
-    ys = np.linspace(0, cells, h)
-    xs = np.linspace(0, cells, w)
-    y0 = np.minimum(ys.astype(int), cells - 1)
-    x0 = np.minimum(xs.astype(int), cells - 1)
+def _smooth_texture(rng: np.random.Generator, h: int, w: int, cell: int = 20) -> np.ndarray:
+    """(h, w, 3) float texture in [0, 255]: a random grid of ``cell``-pixel cells, bilinearly
+    upsampled, periodic along x so a panning camera can wrap around without a seam."""
+    cy, cx = max(1, h // cell), max(1, w // cell)
+    grid = rng.uniform(0, 1, (cy + 1, cx + 1, 3))
+    grid[:, -1] = grid[:, 0]
+    ys = np.linspace(0, cy, h)
+    xs = np.linspace(0, cx, w, endpoint=False)
+    y0 = np.minimum(ys.astype(int), cy - 1)
+    x0 = np.minimum(xs.astype(int), cx - 1)
     fy = (ys - y0)[:, None, None]
     fx = (xs - x0)[None, :, None]
     g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
@@ -75,28 +73,39 @@ def _smooth_texture(rng: np.random.Generator, h: int, w: int, cells: int = 8) ->
 
 
 class _Scene:
-    """Normal scene: panning texture + drifting soft blobs + noise, rendered frame by frame."""
+    """Normal scene: panning texture + drifting soft blobs + noise, all frames at once."""
 
     def __init__(self, rng: np.random.Generator, h: int, w: int, num_blobs: int = 3) -> None:
         self.rng, self.h, self.w = rng, h, w
-        self.texture = _smooth_texture(rng, h, 2 * w)  # twice as wide: room to pan
+        self.texture = _smooth_texture(rng, h, 2 * w).astype(np.float32)  # room to pan
         self.pan = rng.uniform(0.2, 0.6) * rng.choice([-1, 1])  # pixels per frame
         self.blob_pos = rng.uniform([0, 0], [w, h], (num_blobs, 2))  # (B, 2) x, y
         self.blob_vel = rng.uniform(-0.8, 0.8, (num_blobs, 2))
         self.blob_rad = rng.uniform(8, 16, num_blobs)
-        self.blob_col = rng.uniform(40, 220, (num_blobs, 3))
+        self.blob_col = rng.uniform(40, 220, (num_blobs, 3)).astype(np.float32)
         self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
-    def render(self, t: int) -> np.ndarray:
-        """(h, w, 3) float frame ``t``."""
-        shift = int(round(t * self.pan)) % self.w
-        frame = self.texture[:, shift : shift + self.w].copy()
-        pos = (self.blob_pos + t * self.blob_vel) % [self.w, self.h]  # (B, 2)
-        d2 = (self.xx[None] - pos[:, 0, None, None]) ** 2 + (self.yy[None] - pos[:, 1, None, None]) ** 2
-        alpha = np.exp(-d2 / (2 * self.blob_rad[:, None, None] ** 2))[..., None]  # (B, h, w, 1)
-        for a, col in zip(alpha, self.blob_col, strict=True):  # few blobs, painted in order
-            frame = frame * (1 - a) + col * a
-        return frame + self.rng.normal(0, 3, frame.shape)
+    def render(self, num_frames: int) -> np.ndarray:
+        """(T, h, w, 3) float32 frames."""
+        t = np.arange(num_frames)
+        shifts = np.round(t * self.pan).astype(int) % (2 * self.w)
+        wrapped = np.concatenate([self.texture, self.texture[:, : self.w]], axis=1)  # (h, 3w, 3)
+        frames = np.empty((num_frames, self.h, self.w, 3), np.float32)
+        for i, s in enumerate(shifts):  # slice copies: far faster than a fancy-index gather
+            frames[i] = wrapped[:, s : s + self.w]
+        pos = (self.blob_pos + t[:, None, None] * self.blob_vel) % [self.w, self.h]  # (T, B, 2)
+        # separable Gaussian blobs: alpha = gy (T, B, h, 1) * gx (T, B, 1, w)
+        r2 = 2 * self.blob_rad[None, :, None] ** 2  # (1, B, 1)
+        gx = np.exp(-((np.arange(self.w) - pos[..., 0:1]) ** 2) / r2).astype(np.float32)
+        gy = np.exp(-((np.arange(self.h) - pos[..., 1:2]) ** 2) / r2).astype(np.float32)
+        alpha = gy[..., :, None] * gx[..., None, :]  # (T, B, h, w)
+        for b in range(len(self.blob_rad)):  # few blobs, painted in order
+            a = alpha[:, b, :, :, None]  # (T, h, w, 1)
+            frames += a * (self.blob_col[b] - frames)
+        # sensor noise from a small bank of noise frames, drawn at random per frame
+        bank = 3 * self.rng.standard_normal((16, self.h, self.w, 3), dtype=np.float32)
+        frames += bank[self.rng.integers(0, len(bank), num_frames)]
+        return frames
 
 
 def _explosion(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) -> np.ndarray:
@@ -113,12 +122,12 @@ def _explosion(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) -
 
 def _intruder(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) -> np.ndarray:
     w = scene.w
-    x = -20 + (w + 40) * (k + 0.5) / n  # crosses the whole frame during the event
+    x = -4 + (w + 8) * (k + 0.5) / n  # crosses the whole frame, in view the whole event
     if params["leftward"]:
         x = w - x
     y = params["y"]  # feet
-    body = (np.abs(scene.xx - x) < 7) & (scene.yy > y - 38) & (scene.yy < y)
-    head = (scene.xx - x) ** 2 + (scene.yy - (y - 45)) ** 2 < 7**2
+    body = (np.abs(scene.xx - x) < 8) & (scene.yy > y - 42) & (scene.yy < y)
+    head = (scene.xx - x) ** 2 + (scene.yy - (y - 50)) ** 2 < 8**2
     mask = (body | head)[..., None]
     return np.where(mask, params["colour"], frame)
 
@@ -170,14 +179,11 @@ def render_video(
         start = int(rng.uniform(0.2, 0.6) * num_frames)
         intervals = [(start, min(num_frames, start + length))]
         params = _event_params(label, rng, h, w)
-    frames = np.empty((num_frames, h, w, 3), np.uint8)
-    for t in range(num_frames):
-        frame = scene.render(t)
-        for s, e in intervals:
-            if s <= t < e:
-                frame = _EVENTS[label](frame, scene, t - s, e - s, params)
-        frames[t] = np.clip(frame, 0, 255).round().astype(np.uint8)
-    return frames, intervals
+    frames = scene.render(num_frames)  # (T, h, w, 3) float32
+    for s, e in intervals:
+        for t in range(s, e):
+            frames[t] = _EVENTS[label](frames[t], scene, t - s, e - s, params)
+    return np.clip(frames, 0, 255).round().astype(np.uint8), intervals
 
 
 def video_codec() -> str:
@@ -233,12 +239,12 @@ def generate_demo_videos(
         for k in range(count):
             num_frames = int(rng.integers(frames[0], frames[1] + 1))
             pixels, intervals = render_video(label, rng, num_frames, size)
-            name = f"{label}_{split}_{k:03d}"
-            path = root / split / label / f"{name}.mp4"
+            video_id = f"{split}/{label}/{label}_{split}_{k:03d}"
+            path = root / f"{video_id}.mp4"
             write_video(path, pixels, fps)
-            videos.append(DemoVideo(name, path, label, split, num_frames, intervals))
+            videos.append(DemoVideo(video_id, path, label, split, num_frames, intervals))
     lines = [
-        " ".join([v.name, *(f"{s} {e}" for s, e in v.intervals)])
+        " ".join([v.video_id, *(f"{s} {e}" for s, e in v.intervals)])
         for v in videos
         if v.split == "test"
     ]
@@ -271,9 +277,6 @@ class DemoRun:
     def store(self) -> Path:
         return self.out / "store.zarr"
 
-    def entries(self) -> list[VideoEntry]:
-        return [v.entry(self.video_root) for v in self.videos]
-
 
 def step_generate(run: DemoRun) -> list[DemoVideo]:
     """Step 1: render and encode the demo videos."""
@@ -290,10 +293,11 @@ def step_clip(run: DemoRun) -> Path:
 
 def step_extract(run: DemoRun):
     """Step 3: every frame of every video through the tiny CLIP into ``store.zarr``."""
+    from anomalyclip.datasets import discover
     from anomalyclip.extract.pipeline import extract
 
     summary = extract(
-        run.entries(),
+        discover("demo", run.video_root),
         run.store,
         run.clip_dir,
         dataset="demo",

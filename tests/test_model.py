@@ -27,9 +27,10 @@ from anomalyclip.model.temporal import (
 
 XD = ("Abuse", "Car_accident", "Explosion", "Fighting", "Normal", "Riot", "Shooting")
 SHT = (
-    "car chasing circuit fall fighting hurdle jumping monocycle normal push robbery running "
-    "skateboard step stoop"
-).split() + ["throwing object", "vaudeville", "vehicle"]
+    "car", "chasing", "circuit", "fall", "fighting", "hurdle", "jumping", "monocycle", "normal",
+    "push", "robbery", "running", "skateboard", "step", "stoop", "throwing object", "vaudeville",
+    "vehicle",
+)  # fmt: skip
 TOL = 1e-6
 
 
@@ -177,7 +178,9 @@ def ref_select(sim, labels, normal_id, keep, k):
             c = int(labels[b]) - (int(labels[b]) > normal_id)
             score = [float(sum(sim[b, n, t, c] for t in range(L))) for n in range(N)]
         else:
-            score = [float(sum(sim[b, n, t, a] for t in range(L) for a in range(A))) for n in range(N)]
+            score = [
+                float(sum(sim[b, n, t, a] for t in range(L) for a in range(A))) for n in range(N)
+            ]
         hi = [score[n] if keep[b, n] else -1e6 for n in range(N)]
         top.append(sorted(range(N), key=lambda n: -hi[n])[:k])
         if b < half:
@@ -191,8 +194,10 @@ def ref_loss_terms(sim, logits, labels, normal_id, keep, k):
     B, N, L, A = sim.shape
     half = B // 2
     top, bottom = ref_select(sim, labels, normal_id, keep, k)
-    p = [[[1 / (1 + math.exp(-float(logits[b, n, t]))) for t in range(L)] for n in range(N)]
-         for b in range(B)]
+    p = [
+        [[1 / (1 + math.exp(-float(logits[b, n, t]))) for t in range(L)] for n in range(N)]
+        for b in range(B)
+    ]
 
     def prob(b, n, t, cls):  # C-way probability of class id cls
         if cls == normal_id:
@@ -243,8 +248,9 @@ def test_prompt_injection_equals_plain_clip_on_placeholder_embeddings(clip_dir):
     pl = model.prompt_learner
     text_model, tokenizer = load_text(clip_dir)
     text_model = text_model.double().eval()
-    ids = tokenizer([prompt_text(c, 8) for c in XD], padding="max_length", max_length=77,
-                    return_tensors="pt")["input_ids"]
+    ids = tokenizer(
+        [prompt_text(c, 8) for c in XD], padding="max_length", max_length=77, return_tensors="pt"
+    )["input_ids"]
     assert torch.equal(pl.input_ids, ids)
     with torch.no_grad():
         expected = text_model(input_ids=ids).text_embeds  # (C, D)
@@ -259,8 +265,9 @@ def test_prompt_injection_equals_plain_clip_on_placeholder_embeddings(clip_dir):
         pl.ctx[2].add_(torch.randn(pl.ctx[2].shape, dtype=torch.float64))
         moved = pl()
     assert not torch.allclose(moved[2], expected[2], atol=1e-3)
-    assert torch.allclose(torch.cat([moved[:2], moved[3:]]),
-                          torch.cat([expected[:2], expected[3:]]), atol=TOL, rtol=0)
+    assert torch.allclose(
+        torch.cat([moved[:2], moved[3:]]), torch.cat([expected[:2], expected[3:]]), atol=TOL, rtol=0
+    )
     # the hook is gone after the call: the shared token embedding is untouched
     with torch.no_grad():
         plain = model.prompt_learner.text_encoder(input_ids=ids).text_embeds
@@ -293,8 +300,9 @@ def test_selector_against_loops():
         for b in range(B):
             for n in range(N):
                 for t in range(L):
-                    raw[b, n, t, c] = sum((float(x[b, n, t, i]) - float(m[i])) * d[i] / norm
-                                          for i in range(D))
+                    raw[b, n, t, c] = sum(
+                        (float(x[b, n, t, i]) - float(m[i])) * d[i] / norm for i in range(D)
+                    )
     frames = raw.reshape(-1, A)
     count = frames.shape[0]
     expected = torch.zeros_like(frames)
@@ -369,8 +377,9 @@ def test_every_loss_term_against_loops():
 def test_loss_is_finite_on_saturated_scores():
     sim, logits, labels, normal_id, keep = loss_batch()
     for value in (math.inf, -math.inf, 1e4, -1e4):
-        total, terms = anomalyclip_loss(sim, torch.full_like(logits, value), labels,
-                                        normal_id, keep, 3)
+        total, terms = anomalyclip_loss(
+            sim, torch.full_like(logits, value), labels, normal_id, keep, 3
+        )
         assert torch.isfinite(total) and all(torch.isfinite(t) for t in terms.values())
     # saturated in opposite directions at once: the clamped NLL terms hit their cap of 100
     z = torch.where(torch.arange(6).view(-1, 1, 1) < 3, -1e4, 1e4) * torch.ones_like(logits)
@@ -416,7 +425,9 @@ def test_channel_layer_norm_and_conv_coupling_against_loops():
     x = torch.randn(2, 5, 3, 4, dtype=torch.float64) * 3 + 1
     assert torch.allclose(ln(x), ref_channel_layer_norm(ln, x), atol=TOL, rtol=0)
     # eps sits on the standard deviation: on a near-constant input it is not nn.LayerNorm's
-    flat = torch.full((1, 5, 1, 1), 2.0, dtype=torch.float64) + torch.arange(5).view(1, 5, 1, 1) * 1e-3
+    flat = (
+        torch.full((1, 5, 1, 1), 2.0, dtype=torch.float64) + torch.arange(5).view(1, 5, 1, 1) * 1e-3
+    )
     assert torch.allclose(ln(flat), ref_channel_layer_norm(ln, flat), atol=TOL, rtol=0)
 
     block = Coupling(ConvFeedForward(4), ConvFeedForward(4)).double()
@@ -509,15 +520,18 @@ def test_only_trainable_groups_change_in_a_step(clip_dir):
     names = {n for n, p in model.named_parameters() if id(p) in trainable}
     assert names == {n for n, p in model.named_parameters() if p.requires_grad}
     assert names >= {"prompt_learner.ctx", "prompt_learner.text_encoder.text_projection.weight"}
-    assert all(n.startswith("temporal_model.") for n in names - {
-        "prompt_learner.ctx", "prompt_learner.text_encoder.text_projection.weight"})
+    assert all(
+        n.startswith("temporal_model.")
+        for n in names
+        - {"prompt_learner.ctx", "prompt_learner.text_encoder.text_projection.weight"}
+    )
 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW([{"params": ps} for ps in groups.values()], lr=1e-3,
-                            weight_decay=0.2)
+    opt = torch.optim.AdamW([{"params": ps} for ps in groups.values()], lr=1e-3, weight_decay=0.2)
     out = model(torch.randn(4, 6, 4, 512))
-    total, _ = model.loss(out, torch.tensor([0, 6, 4, 4]),
-                          generator=torch.Generator().manual_seed(0))
+    total, _ = model.loss(
+        out, torch.tensor([0, 6, 4, 4]), generator=torch.Generator().manual_seed(0)
+    )
     total.backward()
     opt.step()
     frozen = [n for n in before if n not in names]
@@ -530,8 +544,9 @@ def test_only_trainable_groups_change_in_a_step(clip_dir):
 
 
 def test_config_round_trip_and_checks(clip_dir):
-    cfg = small_cfg(classes=SHT, normal_id=8, concat_similarity=True,
-                    loss_weights=LossWeights(smooth=1e-3))
+    cfg = small_cfg(
+        classes=SHT, normal_id=8, concat_similarity=True, loss_weights=LossWeights(smooth=1e-3)
+    )
     back = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg and back.num_classes == 18 and back.num_anomaly == 17
     assert back.temporal_in_dim == 529

@@ -61,7 +61,9 @@ def attrs_for(base: dict, dtype: str = "float16", **changes) -> dict:
     return attrs
 
 
-def random_video(video_id: str, seed: int) -> tuple[VideoRecord, np.ndarray, np.ndarray, np.ndarray]:
+def random_video(
+    video_id: str, seed: int
+) -> tuple[VideoRecord, np.ndarray, np.ndarray, np.ndarray]:
     spec = VIDEOS[video_id]
     rng = np.random.default_rng(seed)
     n = spec["rows"]
@@ -122,7 +124,7 @@ def test_round_trip_through_every_format(tmp_path, base_attrs, dtype):
         st.record_failure("Arson/Arson011_x264", "Arson/Arson011_x264.mp4", "invalid data found")
 
     chain = [src, tmp_path / "a.h5", tmp_path / "b.zip", tmp_path / "nested" / "c.zarr"]
-    for a, b in zip(chain, chain[1:]):
+    for a, b in zip(chain, chain[1:], strict=False):
         assert export_store(a, b) == len(VIDEOS)
     assert not list(tmp_path.glob(".*partial*")), "temporary export names left behind"
 
@@ -313,7 +315,9 @@ def test_merge_refuses_a_different_backbone(tmp_path, base_attrs):
     fill(tmp_path / "a.zarr", base_attrs, ids=["one_row"])
     other = attrs_for(base_attrs, backbone__model="openai/clip-vit-large-patch14")
     fill(tmp_path / "b.zarr", other, ids=["Abuse/Abuse028_x264"])
-    with pytest.raises(AnomalyError, match=r"b\.zarr: cannot merge into .*a\.zarr: backbone\.model"):
+    with pytest.raises(
+        AnomalyError, match=r"b\.zarr: cannot merge into .*a\.zarr: backbone\.model"
+    ):
         merge_stores(tmp_path / "a.zarr", [tmp_path / "b.zarr"])
     with open_store(tmp_path / "a.zarr") as st:
         assert st.video_ids() == ["one_row"]
@@ -360,7 +364,9 @@ def test_merge_keeps_identical_once_and_reports_conflicts(tmp_path, base_attrs):
     assert list(report.conflicts) == ["one_row"]
     assert "src.zarr" in report.conflicts["one_row"]
     with open_store(tmp_path / "dst.zarr") as st:
-        assert sorted(st.video_ids()) == sorted(["Abuse/Abuse028_x264", "one_row", "__starts_with_underscores"])
+        assert sorted(st.video_ids()) == sorted(
+            ["Abuse/Abuse028_x264", "one_row", "__starts_with_underscores"]
+        )
         np.testing.assert_array_equal(st.features("one_row"), feats.astype(np.float16))
         assert st.verify() == {}
 

@@ -130,7 +130,7 @@ def test_verify_exit_codes_and_names(monkeypatch, capsys, store):
 
 def test_export_chain_and_verify(monkeypatch, capsys, store, tmp_path):
     chain = [store, tmp_path / "out" / "xd.h5", tmp_path / "xd.zip", tmp_path / "back.zarr"]
-    for src, dst in zip(chain, chain[1:]):
+    for src, dst in zip(chain, chain[1:], strict=False):
         code, out, _ = anomaly(monkeypatch, capsys, "store", "export", src, dst)
         assert code == 0 and out.strip() == f"exported 4 videos to {dst}"
     code, out, _ = anomaly(monkeypatch, capsys, "store", "verify", chain[-1])
@@ -142,7 +142,9 @@ def test_export_chain_and_verify(monkeypatch, capsys, store, tmp_path):
 
     code, _, err = anomaly(monkeypatch, capsys, "store", "export", store, chain[1])
     assert code == 2
-    assert error_lines(err) == [f"error: {chain[1]}: already exists; remove it or choose another name"]
+    assert error_lines(err) == [
+        f"error: {chain[1]}: already exists; remove it or choose another name"
+    ]
 
 
 @pytest.mark.parametrize("name", ["nothing.zarr", "nothing.h5", "nothing.zip", "plain.txt"])
@@ -169,7 +171,9 @@ def test_merge_halves_then_conflict(monkeypatch, capsys, tmp_path):
     make_store(tmp_path / "a.zarr", {k: VIDEOS[k] for k in ids[:2]})
     make_store(tmp_path / "b.h5", {k: VIDEOS[k] for k in ids[2:]}, seed=1)
     dst = tmp_path / "all.zarr"
-    code, out, _ = anomaly(monkeypatch, capsys, "store", "merge", dst, tmp_path / "a.zarr", tmp_path / "b.h5")
+    code, out, _ = anomaly(
+        monkeypatch, capsys, "store", "merge", dst, tmp_path / "a.zarr", tmp_path / "b.h5"
+    )
     assert code == 0 and out.strip() == "added 4, already present 0, conflicts 0"
     code, out, _ = anomaly(monkeypatch, capsys, "store", "merge", dst, tmp_path / "a.zarr")
     assert code == 0 and out.strip() == "added 0, already present 2, conflicts 0"
@@ -189,7 +193,9 @@ def test_merge_refuses_another_backbone(monkeypatch, capsys, store, tmp_path):
     code, _, err = anomaly(monkeypatch, capsys, "store", "merge", store, tmp_path / "l14.zarr")
     assert code == 2
     [line] = error_lines(err)
-    assert line.startswith(f"error: {tmp_path / 'l14.zarr'}: cannot merge into {store}: backbone.model")
+    assert line.startswith(
+        f"error: {tmp_path / 'l14.zarr'}: cannot merge into {store}: backbone.model"
+    )
 
 
 def test_memory_url_through_the_cli(monkeypatch, capsys):

@@ -116,14 +116,15 @@ def write_all(layout: Layout, lengths: np.ndarray, seed: int) -> dict[str, float
             vid = f"video_{i:04d}"
             feats = synthetic_features(int(n), rng)
             rec = VideoRecord(vid, split="train", label="Normal", fps=30.0)
-            for fmt, write in (
-                ("zarr", lambda: z.write_video(rec, feats)),
-                ("hdf5", lambda: h.write_video(rec, feats)),
-                ("npy", lambda: np.save(layout.npy_file(vid), feats, allow_pickle=False)),
-            ):
-                t0 = time.perf_counter()
-                write()
-                seconds[fmt] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            z.write_video(rec, feats)
+            t1 = time.perf_counter()
+            h.write_video(rec, feats)
+            t2 = time.perf_counter()
+            np.save(layout.npy_file(vid), feats, allow_pickle=False)
+            t3 = time.perf_counter()
+            for fmt, dt in zip(FORMATS, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                seconds[fmt] += dt
     return seconds
 
 
@@ -152,20 +153,49 @@ def batch_reader(fmt: str, layout: Layout) -> Callable[[list[str], list[np.ndarr
     def from_store(path: Path):
         def read(ids: list[str], index: list[np.ndarray]) -> np.ndarray:
             with open_store(path) as st:
-                rows = [st.rows(vid, idx) for vid, idx in zip(ids, index)]
+                rows = [st.rows(vid, idx) for vid, idx in zip(ids, index, strict=True)]
             return np.stack(rows).astype(np.float32)
 
         return read
 
     def from_npy(ids: list[str], index: list[np.ndarray]) -> np.ndarray:
         rows = []
-        for vid, idx in zip(ids, index):
+        for vid, idx in zip(ids, index, strict=True):
             arr = np.load(layout.npy_file(vid), mmap_mode="r", allow_pickle=False)
             rows.append(np.asarray(arr[idx]))
             del arr
         return np.stack(rows)
 
     return {"zarr": from_store(layout.zarr), "hdf5": from_store(layout.hdf5), "npy": from_npy}[fmt]
+
+
+def time_reads(
+    layout: Layout, lengths: np.ndarray, seed: int, batches: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per batch, cold and warm, for every format; checks all formats agree."""
+    ids = [f"video_{i:04d}" for i in range(len(lengths))]
+    readers = {fmt: batch_reader(fmt, layout) for fmt in FORMATS}
+    paths = {"zarr": layout.zarr, "hdf5": layout.hdf5, "npy": layout.npy}
+    times = {cache: {fmt: [] for fmt in FORMATS} for cache in ("cold", "warm")}
+    for b in tqdm(range(batches), desc="read", unit="batch"):
+        batch_rng = np.random.default_rng([seed, b])
+        chosen = batch_rng.choice(len(ids), size=min(BATCH_VIDEOS, len(ids)), replace=False)
+        batch_ids = [ids[i] for i in chosen]
+        index = [tsn_indices(int(lengths[i]), batch_rng) for i in chosen]
+        results = {}
+        for cache in ("cold", "warm"):
+            for fmt in FORMATS:
+                if cache == "cold":
+                    evict(paths[fmt])
+                t0 = time.perf_counter()
+                results[fmt] = readers[fmt](batch_ids, index)
+                times[cache][fmt].append(time.perf_counter() - t0)
+        # every format must hand back the same rows (float16-rounded for the stores)
+        expected = results["npy"].astype(np.float16).astype(np.float32)
+        for fmt in ("zarr", "hdf5"):
+            if not np.array_equal(results[fmt], expected):
+                raise AssertionError(f"{fmt} batch {b} differs from the .npy batch")
+    return times
 
 
 def run(
@@ -183,7 +213,6 @@ def run(
     layout = Layout(Path(out_dir))
     rng = np.random.default_rng(seed)
     lengths = video_lengths(n_videos, frames_per_video, rng)
-    ids = [f"video_{i:04d}" for i in range(n_videos)]
     write_s = write_all(layout, lengths, seed)
 
     sizes = {
@@ -191,31 +220,7 @@ def run(
         "hdf5": disk_bytes(layout.hdf5),
         "npy": disk_bytes(layout.npy),
     }
-    readers = {fmt: batch_reader(fmt, layout) for fmt in FORMATS}
-    paths = {"zarr": layout.zarr, "hdf5": layout.hdf5, "npy": layout.npy}
-    times: dict[str, dict[str, list[float]]] = {"cold": {}, "warm": {}}
-    for cache in ("cold", "warm"):
-        for fmt in FORMATS:
-            times[cache][fmt] = []
-    for b in tqdm(range(batches), desc="read", unit="batch"):
-        batch_rng = np.random.default_rng([seed, b])
-        chosen = batch_rng.choice(n_videos, size=min(BATCH_VIDEOS, n_videos), replace=False)
-        batch_ids = [ids[i] for i in chosen]
-        index = [tsn_indices(int(lengths[i]), batch_rng) for i in chosen]
-        results = {}
-        for cache in ("cold", "warm"):
-            for fmt in FORMATS:
-                if cache == "cold":
-                    evict(paths[fmt])
-                t0 = time.perf_counter()
-                results[fmt] = readers[fmt](batch_ids, index)
-                times[cache][fmt].append(time.perf_counter() - t0)
-        # every format must hand back the same rows (float16-rounded for the stores)
-        expected = results["npy"].astype(np.float16).astype(np.float32)
-        for fmt in ("zarr", "hdf5"):
-            if not np.array_equal(results[fmt], expected):
-                raise AssertionError(f"{fmt} batch {b} differs from the .npy batch")
-
+    times = time_reads(layout, lengths, seed, batches)
     read_s = {cache: {f: statistics.median(v) for f, v in t.items()} for cache, t in times.items()}
     return {
         "videos": n_videos,

@@ -64,7 +64,9 @@ class Sampling:
 
     def describe(self) -> dict:
         """The store's ``sampling`` attribute."""
-        value = None if self.mode == "all" else (int(self.value) if self.mode == "stride" else float(self.value))
+        if self.mode == "all":
+            return {"mode": "all", "value": None}
+        value = int(self.value) if self.mode == "stride" else float(self.value)
         return {"mode": self.mode, "value": value}
 
 
@@ -227,4 +229,3 @@ def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
     return re.sub(r":\s*'[^']*'", "", text)  # the path, which the message names already
-

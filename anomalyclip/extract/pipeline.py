@@ -41,7 +41,7 @@ from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import Sampling, VideoSource
 from anomalyclip.extract.encoder import ImageEncoder, Precision
-from anomalyclip.extract.preprocess import crop_offsets, resize_crop
+from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.store import VideoRecord, fingerprint_file, open_store, provenance
 
 log = logging.getLogger(__name__)
@@ -154,8 +154,10 @@ def _decode_worker(
         times: list[float] = []
         try:
             for frame in source:
-                if images and frame.image.shape != images[0].shape and not flush(
-                    video, images, frames, times
+                if (
+                    images
+                    and frame.image.shape != images[0].shape
+                    and not flush(video, images, frames, times)
                 ):  # a resolution change mid-stream: chunks hold one size
                     return
                 images.append(frame.image)
@@ -331,7 +333,7 @@ def _run(
         summary.frames += feats.shape[0]
         videos_done += 1
         bar.set_postfix_str(f"{videos_done}/{len(todo)} videos", refresh=False)
-        log.debug("%s: %d frames (%d decoded)", entry.video_id, feats.shape[0], state.done.num_decoded)
+        log.debug("%s: %d rows, %d decoded", entry.video_id, len(feats), state.done.num_decoded)
 
     def run_model(n: int) -> None:
         """Embed the first ``n`` waiting crops and hand the rows to their videos."""

@@ -55,9 +55,12 @@ def resize_crop(images: np.ndarray | torch.Tensor, size: int = CLIP_IMAGE_SIZE) 
 
 def normalize(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(N, 3, S, S) uint8 -> (N, 3, S, S) ``dtype``: scaled to [0, 1], then CLIP mean/std."""
-    mean = torch.tensor(CLIP_MEAN, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((pixels.float() / 255.0 - mean) / std).to(dtype)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float64)
+    std = torch.tensor(CLIP_STD, dtype=torch.float64)
+    # (x / 255 - mean) / std as one fused multiply-add: x * scale + shift
+    scale = (1.0 / (255.0 * std)).float().view(1, 3, 1, 1).to(pixels.device)
+    shift = (-mean / std).float().view(1, 3, 1, 1).to(pixels.device)
+    return torch.addcmul(shift, pixels.float(), scale).to(dtype)
 
 
 def preprocess(images: np.ndarray | torch.Tensor) -> torch.Tensor:

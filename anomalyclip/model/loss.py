@@ -115,7 +115,7 @@ def anomalyclip_loss(
     # Temporal priors on the abnormal half, flattened in frame order across the half as the
     # authors do (so the step from one video's last frame to the next video's first counts).
     p = torch.sigmoid(logits[:half]).reshape(-1)
-    smooth = (p[1:] - p[:-1]).square().mean()
+    smooth = (p[1:] - p[:-1]).square().sum()
     sparse = p.mean()
 
     terms = {
