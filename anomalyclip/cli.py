@@ -35,6 +35,104 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
 # -- commands are registered below, one section per stage ------------------------------------
 
 
+# -- extract --------------------------------------------------------------------------------
+@app.command("features")
+def features_cmd(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht or demo."),
+    videos: str = typer.Option(..., "--videos", help="The dataset's folder of videos."),
+    out: str = typer.Option(None, "--out", "-o", help="Store (default store/<dataset>.zarr)."),
+    model: str = typer.Option(
+        "openai/clip-vit-base-patch16", "--model", help="Hub id or local HF CLIP directory."
+    ),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    fps: float = typer.Option(None, "--fps", help="Keep N frames per second (default: all)."),
+    stride: int = typer.Option(None, "--stride", help="Keep every K-th frame (default: all)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Frames per forward pass."),
+    workers: int = typer.Option(4, "--workers", help="Decoder threads."),
+    dtype: str = typer.Option("float16", "--dtype", help="Stored dtype: float16 or float32."),
+    lists: str = typer.Option(None, "--lists", help="Folder of the official list/GT files."),
+    frames_fps: float = typer.Option(None, "--frames-fps", help="Rate of frame folders (30)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Skip absent videos."),
+) -> None:
+    """Extract CLIP frame embeddings of a dataset into a feature store (resumable)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from anomalyclip.datasets import discover
+    from anomalyclip.extract.decode import Sampling
+    from anomalyclip.extract.pipeline import extract, shard_from_env
+
+    if fps is not None and stride is not None:
+        raise AnomalyError("--fps and --stride: choose one sampling")
+    sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
+    rank, world = shard_from_env()
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and world > 1:  # torchrun: one GPU per process
+        device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+    lists_dir = Path(lists) if lists else None
+    entries = discover(dataset, Path(videos), lists_dir, allow_missing=allow_missing)
+    summary = extract(
+        entries,
+        out or f"store/{dataset}.zarr",
+        model,
+        device,
+        sampling,
+        batch_size,
+        workers,
+        dtype,
+        dataset=dataset,
+        root=videos,
+        folder_fps=frames_fps,
+        shard=(rank, world),
+    )
+    typer.echo(summary.format())
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: str = typer.Option("demo", "--out", "-o", help="Folder for videos, CLIP, store, runs."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """The whole pipeline on a generated dataset: no download, a few minutes on a CPU."""
+    from anomalyclip.demo import run_demo
+
+    run = run_demo(out, seed=seed)
+    for name, seconds in run.timings.items():
+        result = run.results[name]
+        detail = result.format().splitlines()[0] if hasattr(result, "format") else ""
+        typer.echo(f"{name:<10} {seconds:6.1f} s  {detail}".rstrip())
+    typer.echo(f"videos in {run.video_root}, features in {run.store}")
+
+
+@bench_app.command("extract")
+def bench_extract_cmd(
+    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 shape)."),
+    frames: int = typer.Option(128, "--frames", help="Frames to extract."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    workers: int = typer.Option(2, "--workers"),
+    device: str = typer.Option("cpu", "--device"),
+    size: str = typer.Option("320x240", "--size", help="Input video WIDTHxHEIGHT."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Pipeline frames/s against model-only frames/s (target ratio >= 0.9), and decode-only."""
+    import json
+
+    from anomalyclip.bench.extract import run
+
+    w, h = (int(v) for v in size.lower().split("x"))
+    result = run(model, frames, batch_size, workers, device, (w, h))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        typer.echo(f"{key:<22} {value:.2f}" if isinstance(value, float) else f"{key:<22} {value}")
+
+
 # -- store ----------------------------------------------------------------------------------
 def _human_bytes(n: int) -> str:
     size = float(n)
@@ -133,6 +231,46 @@ def store_merge(
     for vid, why in report.conflicts.items():
         typer.echo(f"conflict: {vid}: {why}", err=True)
     if report.conflicts:
+        raise typer.Exit(1)
+
+
+@store_app.command("import-npy")
+def store_import_npy(
+    npy_dir: str = typer.Argument(..., help="Folder of per-video .npy features, any nesting."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht or demo."),
+    out: str = typer.Option(..., "--out", "-o", help="Store to create or add to (Zarr, .h5)."),
+    lists: str = typer.Option(None, "--lists", help="Folder of official list / truth files."),
+    authors_list: list[str] = typer.Option(
+        None, "--authors-list", help="Authors' 'path start end label' list (FILE, train=FILE or test=FILE)."
+    ),
+    dtype: str = typer.Option("float16", "--dtype", help="float16, or float32 (bit-exact)."),
+    ncrops: int = typer.Option(1, "--ncrops", help="Crops: files __0..__N-1 or (T*N, D) rows."),
+    crop: str = typer.Option("0", "--crop", help="Crop to keep (0-based), or 'mean'."),
+    backbone: str = typer.Option(
+        "openai/clip-vit-base-patch16", "--backbone", help="Model the features came from."
+    ),
+    dim: int = typer.Option(None, "--dim", help="Feature width (default 512, or the store's)."),
+    fps: float = typer.Option(None, "--fps", help="Frame rate, for presentation times."),
+    stride: int = typer.Option(1, "--stride", help="Decoded frames between consecutive rows."),
+) -> None:
+    """Import published per-video .npy features, labels and test ground truth into a store."""
+    from anomalyclip.store.npy import import_npy
+
+    if crop != "mean" and not crop.isdigit():
+        raise AnomalyError(f"--crop must be a crop index or 'mean', not {crop!r}")
+    summary = import_npy(
+        npy_dir, dataset, out, lists=lists, authors_lists=authors_list or None, dtype=dtype,
+        ncrops=ncrops, crop=crop if crop == "mean" else int(crop), backbone=backbone, dim=dim,
+        fps=fps, stride=stride, progress=True,
+    )  # fmt: skip
+    typer.echo(
+        f"imported {len(summary.imported)} ({summary.frames:,} rows), "
+        f"unchanged {len(summary.skipped)}, failed {len(summary.failed)}, "
+        f"listed without .npy {len(summary.missing)}, .npy not listed {len(summary.unlisted)}"
+    )
+    for vid, why in summary.failed.items():
+        typer.echo(f"failed: {vid}: {why}", err=True)
+    if summary.failed:
         raise typer.Exit(1)
 
 
@@ -250,6 +388,59 @@ def predict_cmd(
         typer.echo(f"failed: {src}: {reason}", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+# -- interop: the authors' published checkpoints ----------------------------------------------
+@app.command("import-checkpoint")
+def import_checkpoint_cmd(
+    ckpt: str = typer.Argument(..., help="The authors' last.ckpt (read safely, on the CPU)."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd or sht."),
+    out: str = typer.Option(..., "--out", "-o", help="Run directory to write."),
+    centroid: str = typer.Option(None, "--centroid", help="The authors' ncentroid.pt."),
+    features: str = typer.Option(
+        None, "--features", "-f", help="Store: the run's default; centroid if no --centroid."
+    ),
+    clip: str = typer.Option(None, "--clip", help="CLIP for the tokenizer and image tower."),
+) -> None:
+    """Import a published AnomalyCLIP checkpoint as a run (eval, predict, train --resume)."""
+    from anomalyclip.backbone import DEFAULT_CLIP
+    from anomalyclip.interop.authors import import_checkpoint
+
+    run = import_checkpoint(ckpt, dataset, out, clip or DEFAULT_CLIP, centroid, features)
+    typer.echo(f"run written to {run}")
+
+
+@app.command("export-checkpoint")
+def export_checkpoint_cmd(
+    run: str = typer.Argument(..., help="Run directory."),
+    out: str = typer.Argument(..., help="Checkpoint to write (ncentroid.pt goes beside it)."),
+    clip: str = typer.Option(None, "--clip", help="Also write this CLIP's image tower."),
+) -> None:
+    """Write a run as a checkpoint in the authors' layout (their key names and shapes)."""
+    from anomalyclip.interop.authors import export_checkpoint
+
+    path = export_checkpoint(run, out, clip)
+    typer.echo(f"checkpoint written to {path} (centroid: {path.with_name('ncentroid.pt')})")
+
+
+@bench_app.command("store")
+def bench_store_cmd(
+    videos: int = typer.Option(64, "--videos", help="Synthetic videos to write."),
+    frames: int = typer.Option(4000, "--frames", help="Mean frames per video (T/2 to 3T/2)."),
+    batches: int = typer.Option(5, "--batches", help="Batches timed (median reported)."),
+    out: str = typer.Option(None, "--out", help="Folder for the data (default: a temp dir)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Store size and training-batch read time: float16 Zarr and HDF5 against float32 .npy."""
+    import json
+    import tempfile
+
+    from anomalyclip.bench.store import run, table
+
+    with tempfile.TemporaryDirectory(prefix="anomaly-bench-store-") as tmp:
+        result = run(out or tmp, videos, frames, seed=seed, batches=batches)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
 def main() -> None:

@@ -110,13 +110,13 @@ class _Scene:
 
 def _explosion(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) -> np.ndarray:
     cx, cy, rmax = params["cx"], params["cy"], params["rmax"]
-    radius = 3 + (rmax - 3) * min(1.0, (k + 1) / max(1, 0.6 * n))
+    radius = rmax * (0.3 + 0.7 * min(1.0, (k + 1) / max(1, 0.5 * n)))  # a fast bloom
     d = np.sqrt((scene.xx - cx) ** 2 + (scene.yy - cy) ** 2) / radius  # (h, w)
-    inside = np.clip(1.2 - d, 0, 1)[..., None]  # soft edge
+    inside = np.clip(3 * (1 - d), 0, 1)[..., None]  # opaque fireball, soft outer third
     core = np.array([255, 245, 160])  # yellow-white core, orange rim
     rim = np.array([255, 120, 20])
     colour = core * (1 - d[..., None].clip(0, 1)) + rim * d[..., None].clip(0, 1)
-    flicker = 0.85 + 0.15 * np.sin(k * 1.7)
+    flicker = 0.9 + 0.1 * np.sin(k * 1.7)
     return frame * (1 - inside) + colour * flicker * inside
 
 
@@ -134,7 +134,7 @@ def _intruder(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) ->
 
 def _tampering(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) -> np.ndarray:
     if params["kind"] == "covered":
-        return frame * 0.12 + scene.rng.normal(0, 25, frame.shape)
+        return frame * 0.12 + params["rng"].normal(0, 25, frame.shape)
     # defocus: separable box blur of width 15, washed out towards grey
     kernel = 15
     pad = np.pad(frame, ((kernel, kernel), (kernel, kernel), (0, 0)), mode="edge")
@@ -157,28 +157,33 @@ _EVENTS: dict[str, Callable] = {
 
 def _event_params(label: str, rng: np.random.Generator, h: int, w: int) -> dict:
     if label == "Explosion":
-        return {"cx": rng.uniform(0.3, 0.7) * w, "cy": rng.uniform(0.3, 0.7) * h, "rmax": 0.4 * h}
+        return {"cx": rng.uniform(0.3, 0.7) * w, "cy": rng.uniform(0.3, 0.7) * h, "rmax": 0.45 * h}
     if label == "Intruder":
         return {
             "leftward": bool(rng.integers(2)),
             "y": rng.uniform(0.75, 0.95) * h,
             "colour": rng.uniform(5, 35, 3),
         }
-    return {"kind": "covered" if rng.integers(2) else "defocus"}
+    return {"kind": "covered" if rng.integers(2) else "defocus", "rng": rng}
 
 
 def render_video(
     label: str, rng: np.random.Generator, num_frames: int, size: tuple[int, int]
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """(T, H, W, 3) uint8 frames of one demo video and its anomalous intervals."""
+    """(T, H, W, 3) uint8 frames of one demo video and its anomalous intervals.
+
+    The scene and the event draw from separate streams split off ``rng``, so a video of any
+    class is, outside its event, pixel for pixel the Normal video of the same ``rng`` state.
+    """
     w, h = size
-    scene = _Scene(rng, h, w)
+    scene_rng, event_rng = rng.spawn(2)
+    scene = _Scene(scene_rng, h, w)
     intervals: list[tuple[int, int]] = []
     if label != NORMAL:
-        length = int(rng.uniform(0.15, 0.3) * num_frames)
-        start = int(rng.uniform(0.2, 0.6) * num_frames)
+        length = int(event_rng.uniform(0.15, 0.3) * num_frames)
+        start = int(event_rng.uniform(0.2, 0.6) * num_frames)
         intervals = [(start, min(num_frames, start + length))]
-        params = _event_params(label, rng, h, w)
+        params = _event_params(label, event_rng, h, w)
     frames = scene.render(num_frames)  # (T, h, w, 3) float32
     for s, e in intervals:
         for t in range(s, e):
@@ -261,6 +266,7 @@ class DemoRun:
     out: Path
     seed: int = 0
     progress: bool = True
+    generate: dict = field(default_factory=dict)  # generate_demo_videos options (scale)
     videos: list[DemoVideo] = field(default_factory=list)
     results: dict = field(default_factory=dict)  # step name -> its result
     timings: dict[str, float] = field(default_factory=dict)  # step name -> seconds
@@ -280,7 +286,7 @@ class DemoRun:
 
 def step_generate(run: DemoRun) -> list[DemoVideo]:
     """Step 1: render and encode the demo videos."""
-    run.videos = generate_demo_videos(run.video_root, seed=run.seed)
+    run.videos = generate_demo_videos(run.video_root, seed=run.seed, **run.generate)
     return run.videos
 
 
@@ -325,9 +331,14 @@ DEMO_STEPS: list[tuple[str, Callable[[DemoRun], object]]] = [
 ]
 
 
-def run_demo(out_dir: str | Path = "demo", seed: int = 0, progress: bool = True) -> DemoRun:
-    """Run every step of :data:`DEMO_STEPS` in order into ``out_dir``."""
-    run = DemoRun(Path(out_dir), seed=seed, progress=progress)
+def run_demo(
+    out_dir: str | Path = "demo", seed: int = 0, progress: bool = True, **generate
+) -> DemoRun:
+    """Run every step of :data:`DEMO_STEPS` in order into ``out_dir``.
+
+    ``generate`` overrides :func:`generate_demo_videos`' defaults (tests run a smaller demo).
+    """
+    run = DemoRun(Path(out_dir), seed=seed, progress=progress, generate=generate)
     run.out.mkdir(parents=True, exist_ok=True)
     for name, step in DEMO_STEPS:
         t0 = time.perf_counter()

@@ -248,7 +248,7 @@ def test_verify_hdf5_catches_flipped_byte_in_a_chunk(tmp_path, base_attrs):
     fill(path, base_attrs, ids=["Abuse/Abuse028_x264", "one_row"])
     with h5py.File(path, "r") as f:
         dset = f[f"videos/{video_key('Abuse/Abuse028_x264')}"]
-        assert dset.fletcher32 and dset.chunks == (1024, DIM)
+        assert dset.fletcher32 and dset.chunks == (834, DIM)  # 2500 rows in 3 even chunks
         info = dset.id.get_chunk_info(1)
         offset = info.byte_offset + info.size // 2
     with open_store(path) as st:
@@ -524,3 +524,44 @@ def test_summary_counts(tmp_path, base_attrs):
     }
     assert summary["dim"] == DIM and summary["dtype"] == "float16" and summary["dataset"] == "ucf"
     assert summary["size_bytes"] == path.stat().st_size
+
+
+# -- benchmark ----------------------------------------------------------------------------------
+def test_tsn_indices_long_and_short_videos():
+    from anomalyclip.bench.store import SEGMENT_LEN, SEGMENTS, tsn_indices
+
+    rng = np.random.default_rng(0)
+    for length in (10_000, 512, 100, 1):
+        index = tsn_indices(length, rng).reshape(SEGMENTS, SEGMENT_LEN)
+        assert index.min() >= 0 and index.max() < length
+        # 16 consecutive rows per segment, wrapping around the end of the video
+        np.testing.assert_array_equal(
+            np.diff(index, axis=1) % length, np.full((SEGMENTS, SEGMENT_LEN - 1), 1 % length)
+        )
+        starts = index[:, 0]
+        edges = np.floor(np.linspace(0, length, SEGMENTS + 1)).astype(int)
+        assert (starts >= edges[:-1]).all()
+        assert (starts < np.maximum(edges[1:], edges[:-1] + 1)).all()
+    # a long video: one segment per span, so the segments cover the whole video in order
+    index = tsn_indices(10_000, rng).reshape(SEGMENTS, SEGMENT_LEN)
+    assert (np.diff(index[:, 0]) > 0).all() and index[-1, 0] >= 10_000 - 10_000 // SEGMENTS
+
+
+def test_bench_store_sizes_and_reads(tmp_path):
+    from anomalyclip.bench.store import run, table
+
+    result = run(tmp_path, n_videos=3, frames_per_video=600, batches=1)
+    assert result["batch"] == [3, 512, 512]
+    assert 300 * 3 <= result["frames"] < 900 * 3
+    assert result["bytes"]["npy"] == sum(f.stat().st_size for f in (tmp_path / "npy").iterdir())
+    # float16 rows: half of float32, plus frames, times, checksums and metadata
+    rows = result["frames"] * 512
+    assert result["bytes"]["npy"] >= rows * 4
+    for fmt in ("zarr", "hdf5"):
+        assert rows * 2 < result["bytes"][fmt] < rows * 2 * 1.2
+        assert 0.45 < result["size_vs_npy"][fmt] < 0.6
+    for cache in ("cold", "warm", "warm_cpu"):
+        assert result["read_vs_npy"][cache]["npy"] == 1.0
+        assert all(v > 0 for v in result["read_s"][cache].values())
+    lines = table(result).splitlines()
+    assert len(lines) == 5 and lines[2].startswith("zarr f16")

@@ -220,3 +220,14 @@ def test_console_script_error_is_one_line(tmp_path):
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"error: {missing}: no feature store here"]
+
+
+def test_bench_store_command(monkeypatch, capsys, tmp_path):
+    args = ["bench", "store", "--videos", "2", "--frames", "200", "--batches", "1"]
+    code, out, _ = anomaly(monkeypatch, capsys, *args, "--out", tmp_path, "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["videos"] == 2 and result["batch"] == [2, 512, 512]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.h5", "features.zarr", "npy"]
+    code, out, _ = anomaly(monkeypatch, capsys, *args)
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[2:]] == ["zarr", "h5", "npy"]

@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from anomalyclip import backbone
 from anomalyclip.backbone import DEFAULT_CLIP, load_vision
 from anomalyclip.extract.preprocess import normalize
 
@@ -38,8 +39,16 @@ class ImageEncoder:
         if precision not in ("fp32", *_AUTOCAST):
             raise ValueError(f"unknown precision {precision!r}")
         self.precision = precision
+        self.model = model
         self.vision = load_vision(model).to(self.device)
         self.dim = int(self.vision.config.projection_dim)
+        self._description: dict | None = None
+
+    def describe(self) -> dict:
+        """The backbone's provenance (hashing local weights once per encoder, not per run)."""
+        if self._description is None:
+            self._description = backbone.describe(self.model)
+        return self._description
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:

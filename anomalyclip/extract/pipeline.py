@@ -225,10 +225,9 @@ def extract(
     rank, world = shard
     entries = sorted(entries, key=lambda e: e.video_id)[rank::world]
     encoder = model if isinstance(model, ImageEncoder) else ImageEncoder(model, device, precision)
-    model_name = getattr(encoder.vision, "name_or_path", "") or str(model)
     attrs = provenance(
         dataset=dataset,
-        backbone=backbone.describe(model_name),
+        backbone=encoder.describe(),
         preprocessing=preprocessing_attrs(),
         sampling=sampling.describe(),
         dtype=dtype,

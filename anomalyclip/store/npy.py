@@ -41,8 +41,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from anomalyclip.datasets import get_dataset
 from anomalyclip.datasets import demo as demo_ds
+from anomalyclip.datasets import get_dataset
 from anomalyclip.datasets import sht as sht_ds
 from anomalyclip.datasets import ucf as ucf_ds
 from anomalyclip.datasets import xd as xd_ds
@@ -233,10 +233,14 @@ def _ground_truth(
                 return mask_to_intervals(sht_ds.read_frame_mask(path)) if path.is_file() else None
 
             return from_mask
-    official = {"ucf": ucf_ds.TEMPORAL_ANNOTATIONS, "xd": xd_ds.ANNOTATIONS, "demo": demo_ds.ANNOTATIONS}
+    official = {
+        "ucf": ucf_ds.TEMPORAL_ANNOTATIONS,
+        "xd": xd_ds.ANNOTATIONS,
+        "demo": demo_ds.ANNOTATIONS,
+    }
     path = find(official[spec.name]) if spec.name in official else None
     if path is not None and spec.name == "xd":
-        table = read_xd_annotations_by_name(path)
+        table = xd_ds.read_xd_annotations(path)
         return lambda name: table.get(name)
     if path is not None and spec.name == "demo":
         table = demo_ds.read_demo_annotations(path)
@@ -246,10 +250,6 @@ def _ground_truth(
         return None
     annotations = ucf_ds.read_ucf_temporal_annotations(path, spec)
     return lambda name: annotations[name].intervals if name in annotations else None
-
-
-def read_xd_annotations_by_name(path: Path) -> dict[str, list[Interval]]:
-    return xd_ds.read_xd_annotations(path)
 
 
 def _split_of_list(arg: str) -> tuple[str, Path]:
@@ -262,7 +262,8 @@ def _split_of_list(arg: str) -> tuple[str, Path]:
     found = [s for s in SPLITS if s in name]
     if len(found) != 1:
         raise AnomalyError(
-            f"{path}: cannot tell the split from the file name; pass it as train={arg} or test={arg}"
+            f"{path}: cannot tell the split from the file name; "
+            f"pass it as train={arg} or test={arg}"
         )
     return found[0], path
 
@@ -313,7 +314,9 @@ def _read_official_list(path: Path) -> list[str]:
         raise
 
 
-def plan_from_official_lists(spec: DatasetSpec, npy_root: Path, lists: Path | None, index: NpyIndex) -> list[PlannedVideo]:
+def plan_from_official_lists(
+    spec: DatasetSpec, npy_root: Path, lists: Path | None, index: NpyIndex
+) -> list[PlannedVideo]:
     """Videos of the dataset's official split lists (XD-Violence and demo: of the files found)."""
     planned: list[PlannedVideo] = []
     if spec.name == "demo":
@@ -333,10 +336,11 @@ def plan_from_official_lists(spec: DatasetSpec, npy_root: Path, lists: Path | No
                 if path is not None
                 for entry in _read_official_list(path)
             ]
-        else:  # the folders say it: XDTestClipFeatures/, test/ ...
+        else:  # the folders say it (XDTestClipFeatures/, test/); files with no label are left out
             pairs = [
                 (_xd_split_from_folders(base), PurePosixPath(base).name)
                 for base in sorted(index.groups)
+                if "_label_" in base
             ]
         planned = [PlannedVideo(name, xd_ds.class_from_path(name), split) for split, name in pairs]
     else:
@@ -358,7 +362,9 @@ def plan_from_official_lists(spec: DatasetSpec, npy_root: Path, lists: Path | No
         for split, path in list_files.items():
             for rel in _read_official_list(path) if path else []:
                 if spec.name == "ucf":
-                    planned.append(PlannedVideo(strip_video_extension(rel), ucf_ds.class_from_path(rel), split))
+                    planned.append(
+                        PlannedVideo(strip_video_extension(rel), ucf_ds.class_from_path(rel), split)
+                    )
                 else:
                     name = sht_ds.video_name(rel)
                     planned.append(PlannedVideo(name, sht_ds.class_from_path(name, classes), split))
@@ -383,7 +389,9 @@ def _xd_split_from_folders(base: str) -> str:
 
 
 def _attach_ground_truth(
-    spec: DatasetSpec, planned: list[PlannedVideo], gt: Callable[[str], list[Interval] | None] | None
+    spec: DatasetSpec,
+    planned: list[PlannedVideo],
+    gt: Callable[[str], list[Interval] | None] | None,
 ) -> None:
     """Intervals of the test videos; training videos never get any (weak supervision)."""
     unannotated = []
@@ -416,7 +424,9 @@ class ImportSummary:
     frames: int = 0
 
 
-def _read_sources(files: FeatureFiles, crop: int | str, ncrops: int) -> tuple[list[tuple[Path, bytes]], str]:
+def _read_sources(
+    files: FeatureFiles, crop: int | str, ncrops: int
+) -> tuple[list[tuple[Path, bytes]], str]:
     """The bytes of the files this video is made of, and the fingerprint they give."""
     per_crop = sorted(k for k in files.files if k is not None)
     if per_crop and None in files.files:
@@ -438,17 +448,19 @@ def _read_sources(files: FeatureFiles, crop: int | str, ncrops: int) -> tuple[li
     else:
         paths = [files.files[None]]
         choice = f"ncrops={ncrops};crop={crop}" if ncrops > 1 else ""
-    digest = hashlib.sha256(choice.encode())
-    out = []
+    out, digests = [], []
     for path in paths:
         try:
             data = path.read_bytes()
         except OSError as e:
             raise AnomalyError(f"{path}: cannot read ({e.strerror})") from None
-        digest.update(hashlib.sha256(data).digest())
+        digests.append(hashlib.sha256(data).hexdigest())
         out.append((path, data))
-    suffix = f";{choice}" if choice else ""
-    return out, f"npy-sha256:{digest.hexdigest()}{suffix}"
+    # one file: the SHA-256 of its bytes; several: of their digests, in crop order
+    digest = (
+        digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+    )
+    return out, f"npy-sha256:{digest}" + (f";{choice}" if choice else "")
 
 
 def _features_of(
@@ -457,7 +469,9 @@ def _features_of(
     arrays = [load_npy_features(data, path, dim) for path, data in sources]
     if per_crop:
         if len({a.shape for a in arrays}) > 1:
-            shapes = ", ".join(f"{p.name} {a.shape}" for (p, _), a in zip(sources, arrays, strict=True))
+            shapes = ", ".join(
+                f"{p.name} {a.shape}" for (p, _), a in zip(sources, arrays, strict=True)
+            )
             raise AnomalyError(f"{sources[0][0].parent}: crop files differ in shape ({shapes})")
         if len(arrays) == 1:
             return arrays[0]
@@ -499,7 +513,7 @@ def import_npy(
         raise AnomalyError(f"--ncrops must be at least 1, not {ncrops}")
     if crop != "mean":
         crop = int(crop)
-        if not 0 <= crop < max(ncrops, 1) and ncrops > 1:
+        if crop < 0 or (ncrops > 1 and crop >= ncrops):
             raise AnomalyError(f"--crop {crop} out of range for --ncrops {ncrops}")
     if stride < 1:
         raise AnomalyError(f"--stride must be at least 1, not {stride}")
@@ -591,7 +605,10 @@ def import_npy(
 
     if summary.missing:
         log.warning(
-            "%d listed videos have no .npy in %s, e.g. %r", len(summary.missing), npy_dir, summary.missing[0]
+            "%d listed videos have no .npy in %s, e.g. %r",
+            len(summary.missing),
+            npy_dir,
+            summary.missing[0],
         )
     if summary.unlisted:
         log.warning(

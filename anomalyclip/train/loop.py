@@ -58,8 +58,12 @@ def train(
     clip: str | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train AnomalyCLIP on the store at ``features``; write the run to ``out``.
+
+    ``stop_after`` ends the run after that many epochs of the schedule (a time-boxed job);
+    ``resume`` continues it, giving the same weights as an uninterrupted run.
 
     Returns the config written with the last checkpoint (including the last metrics).
     """
@@ -111,7 +115,8 @@ def train(
         "store": {"location": str(features), "backbone": store.attrs.get("backbone")},
     }
     has_test = bool(store.records(split="test"))
-    for epoch in range(start_epoch, cfg.epochs):
+    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
         model.train()
         for group in optimizer.param_groups:  # the schedule is a function of the epoch alone
             group["lr"] = group["base_lr"] * lr_factor(epoch)
@@ -132,7 +137,7 @@ def train(
             optimizer.step()
             for k, v in {"loss": loss, **terms}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         epoch_log = {k: v / len(plan) for k, v in sums.items()}
         epoch_log.update(
             epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0

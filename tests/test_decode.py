@@ -1,0 +1,154 @@
+"""Decoding: frame counts from decoding, repaired presentation times, sampling, errors."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomalyclip.demo import write_video
+from anomalyclip.errors import AnomalyError
+from anomalyclip.extract.decode import Sampling, VideoSource, _TimeRepair
+
+# decoded frame counts (ffprobe -count_frames agrees), and what the headers claim
+REAL = {
+    "vtest.avi": (795, 795),
+    "tree.avi": (68, 444),
+    "Megamind.avi": (270, 270),
+    "Megamind_bugy.avi": (270, 270),
+}
+
+
+def _raw_times(path) -> list[float]:
+    """Container timestamps in decoder output order, unrepaired."""
+    with av.open(str(path)) as c:
+        return [float(f.pts * f.time_base) for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_videos_decode_all_frames_with_increasing_times(shared_videos, name):
+    decoded, header = REAL[name]
+    with av.open(str(shared_videos / name)) as c:
+        assert c.streams.video[0].frames == header  # the quirk is real: tree.avi claims 444
+    source = VideoSource(shared_videos / name)
+    frames = list(source)
+    assert source.num_decoded == decoded == len(frames)
+    assert [f.index for f in frames] == list(range(decoded))
+    times = np.array([f.time for f in frames])
+    assert np.all(np.diff(times) > 0)
+    # the repair only reorders the container's own timestamps, it invents none here
+    np.testing.assert_allclose(times, np.sort(_raw_times(shared_videos / name)))
+    assert frames[0].image.dtype == np.uint8 and frames[0].image.shape[2] == 3
+
+
+def test_megamind_needs_the_timestamp_repair(shared_videos):
+    """Packed B-frames in AVI: the decoder's output carries timestamps out of order."""
+    for name in ("Megamind.avi", "Megamind_bugy.avi"):
+        raw = np.array(_raw_times(shared_videos / name))
+        assert np.sum(np.diff(raw) <= 0) > 50  # 88 inversions in both files
+
+
+def test_tree_times_keep_the_gaps(shared_videos):
+    """tree.avi's 68 coded frames sit at irregular slots of a ~15 fps timeline."""
+    times = np.array([f.time for f in VideoSource(shared_videos / "tree.avi")])
+    assert times[1] == pytest.approx(11 / 14.999925, rel=1e-5)  # slot 11: 0.7333 s
+    assert times[-1] == pytest.approx(29.533481, abs=1e-5)
+
+
+def test_time_repair_sorts_within_window_and_fills_gaps():
+    repair = _TimeRepair(period=0.5, window=4)
+    out = []
+    for t in [0.0, 2.0, 1.0, None, 3.0, 3.0]:
+        repair.push(t)
+    for _ in range(6):
+        out.append(repair.pop())
+    # sorted 0, 1, 2, 3; duplicate 3 -> 3.5; missing timestamp -> 4.0
+    assert out == [0.0, 1.0, 2.0, 3.0, 3.5, 4.0]
+
+
+def test_sampling_stride_and_fps(shared_videos):
+    path = shared_videos / "vtest.avi"  # 795 frames at 10 fps
+    stride = VideoSource(path, Sampling("stride", 5))
+    kept = [f.index for f in stride]
+    assert kept == list(range(0, 795, 5)) and stride.num_decoded == 795
+    by_time = [(f.index, f.time) for f in VideoSource(path, Sampling("fps", 2))]
+    assert [i for i, _ in by_time] == list(range(0, 795, 5))
+    np.testing.assert_allclose([t for _, t in by_time], np.arange(159) * 0.5, atol=1e-9)
+    # asking for more than the native rate keeps every frame
+    assert len(list(VideoSource(path, Sampling("fps", 25)))) == 795
+
+
+@pytest.mark.parametrize("bad", [("stride", 0), ("fps", -1.0), ("stride", 2.5), ("every", 1)])
+def test_sampling_rejects_bad_values(bad):
+    with pytest.raises(AnomalyError, match="sampling"):
+        Sampling(*bad)
+
+
+def _numbered_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """Frame k is a flat grey of level 8 * k (survives lossy coding as its mean)."""
+    return np.repeat((8 * np.arange(n, dtype=np.uint8))[:, None, None, None], h * w * 3).reshape(
+        n, h, w, 3
+    )
+
+
+def test_encoded_video_decodes_in_order_with_exact_count(tmp_path):
+    path = tmp_path / "numbered.mp4"
+    write_video(path, _numbered_frames(30), fps=15)
+    source = VideoSource(path)
+    frames = list(source)
+    assert source.num_decoded == 30 and source.fps == 15
+    levels = [f.image.mean() for f in frames]
+    np.testing.assert_allclose(levels, 8 * np.arange(30), atol=3)
+    np.testing.assert_allclose([f.time for f in frames], np.arange(30) / 15, atol=1e-9)
+
+
+def test_folder_of_frames_natural_order(tmp_path):
+    folder = tmp_path / "clip01"
+    folder.mkdir()
+    images = _numbered_frames(12)
+    for k, image in enumerate(images):  # unpadded names: frame10 must come after frame9
+        Image.fromarray(image).save(folder / f"frame{k}.png")
+    (folder / "notes.txt").write_text("not a frame")
+    source = VideoSource(folder, Sampling("stride", 2), folder_fps=25)
+    frames = list(source)
+    assert source.num_decoded == 12 and source.fps == 25
+    assert [f.index for f in frames] == list(range(0, 12, 2))
+    assert [int(f.image[0, 0, 0]) for f in frames] == [8 * k for k in range(0, 12, 2)]
+    assert [f.time for f in frames] == [k / 25 for k in range(0, 12, 2)]
+    assert VideoSource(folder).fps is None  # known once iterated; 30 by default
+    assert [f.time for f in VideoSource(folder)][1] == pytest.approx(1 / 30)
+
+
+def test_broken_inputs_raise_anomaly_error_naming_file(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.mp4"
+    text.write_text("this is a text file, not a video\n" * 20)
+    good = tmp_path / "good.mp4"
+    write_video(good, _numbered_frames(30))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # loses the moov atom
+    empty_dir = tmp_path / "frames"
+    empty_dir.mkdir()
+    cases = {
+        empty: "empty file",
+        text: "not a readable video",
+        cut: "not a readable video",
+        tmp_path / "missing.mp4": "no such file",
+        empty_dir: "no image frames",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(AnomalyError) as info:
+            list(VideoSource(path))
+        message = str(info.value)
+        assert message.startswith(f"{path}: ") and reason in message
+        assert "\n" not in message
+
+
+def test_truncated_avi_is_an_error_not_a_short_video(shared_videos, tmp_path):
+    data = (shared_videos / "vtest.avi").read_bytes()
+    cut = tmp_path / "vtest_cut.avi"
+    cut.write_bytes(data[:4_000_000])  # half of the file, mid-packet
+    with pytest.raises(AnomalyError, match=r"vtest_cut\.avi: corrupt packet after 390 decoded"):
+        list(VideoSource(cut))

@@ -1,0 +1,646 @@
+"""Importing the AnomalyCLIP authors' Lightning checkpoints, and exporting runs to them.
+
+The checkpoints are built here from the reference tables (``shared/reference/*.tsv``: every
+key, shape and dtype of a real ``last.ckpt``) with random weights, and saved the way Lightning
+1.8 saves them: hyper-parameters holding objects of classes from modules that exist only while
+saving (the authors' ``src.*`` and omegaconf), and every storage tagged ``cuda:0``. The text
+tower has OpenAI ViT-B/16's real shape (512 wide, 12 layers, 8 heads, 49,408 tokens); the
+tokenizer is the byte-level one of :mod:`anomalyclip.backbone` (real token ids do not matter
+here, only that the checkpoint's prompt buffers were made with the same tokenizer). The image
+tower, which the importer skips, is saved as zero-stride views of one random value per tensor
+(right shapes, small files).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import os
+import pickle
+import pickletools
+import sys
+import types
+import typing
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+from anomalyclip.backbone import write_byte_tokenizer
+from anomalyclip.cli import main
+from anomalyclip.datasets import get_dataset
+from anomalyclip.errors import AnomalyError
+from anomalyclip.interop.authors import (
+    authors_to_state,
+    export_checkpoint,
+    import_checkpoint,
+    infer_config,
+    model_rules,
+    read_authors_checkpoint,
+    text_layers,
+)
+from anomalyclip.interop.safe_pickle import Placeholder, load_torch_file
+from anomalyclip.model.prompt import prompt_text
+from anomalyclip.train.build import build_model, load_model, model_config
+from anomalyclip.train.checkpoint import load_run
+from anomalyclip.train.config import resolve_config
+from anomalyclip.train.loop import make_optimizer
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+if not REFERENCE.is_dir():  # a checkout outside the shared workspace
+    REFERENCE = Path("/work/shared/reference")
+TABLES = {"ucf": "ucfcrime", "xd": "xdviolence", "sht": "shanghaitech"}
+SKIPPED = ("net.image_encoder.", "net.selector_model.logit_scale", "net.prompt_learner.token_")
+TEXT = "prompt_learner.text_encoder."
+
+pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference tables not found")
+
+
+def read_table(dataset: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """(key, shape, dtype) of every state_dict entry of the dataset's ``last.ckpt``."""
+    lines = (REFERENCE / f"{TABLES[dataset]}_state_dict.tsv").read_text().splitlines()[1:]
+    rows = []
+    for line in lines:
+        key, shape, dtype, _ = line.split("\t")
+        dims = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
+        rows.append((key, dims, dtype))
+    return rows
+
+
+# -------------------------------------------------------------------- a CLIP of OpenAI's text shape
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory) -> Path:
+    """HF CLIP: OpenAI ViT-B/16's text tower shape, a tiny image tower, a byte tokenizer."""
+    out = tmp_path_factory.mktemp("clip_openai_text")
+    n = write_byte_tokenizer(out)
+    text = dict(
+        vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
+        num_attention_heads=8, max_position_embeddings=77, projection_dim=512,
+        hidden_act="quick_gelu", bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1,
+    )  # fmt: skip
+    vision = dict(
+        hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        image_size=224, patch_size=32, projection_dim=512, hidden_act="quick_gelu",
+    )  # fmt: skip
+    cfg = CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)
+    torch.manual_seed(0)
+    CLIPModel(cfg).save_pretrained(out)
+    return out
+
+
+def authors_token_ids(tokenizer: CLIPTokenizer, classes: tuple[str, ...]) -> torch.Tensor:
+    """(C, 77) ids as the authors' tokenizer lays them out: SOS ... EOS, then zeros."""
+    rows = [tokenizer(prompt_text(c, 8))["input_ids"] for c in classes]
+    ids = torch.zeros(len(rows), 77, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+    return ids
+
+
+# -------------------------------------------------------------------- Lightning-style checkpoints
+def random_tensor(key: str, shape: tuple[int, ...], dtype: str, g: torch.Generator) -> torch.Tensor:
+    if dtype == "int64":
+        return torch.tensor(1234, dtype=torch.int64)
+    if key.startswith("net.image_encoder."):  # skipped by the importer: right shape, tiny storage
+        return torch.randn(1, generator=g).expand(shape) if shape else torch.randn((), generator=g)
+    fan_in = shape[-1] if len(shape) >= 2 else 1
+    t = torch.randn(shape, generator=g)
+    if key.endswith("running_var"):
+        return t.abs() + 0.5
+    if len(shape) == 1 and ("ln_" in key or "norm" in key) and key.endswith("weight"):
+        return 1 + 0.1 * t  # LayerNorm gains
+    if key.endswith("text_projection") or "in_proj_weight" in key or "c_fc" in key:
+        return t / math.sqrt(shape[0] if key.endswith("text_projection") else fan_in)
+    if "c_proj.weight" in key or "out_proj.weight" in key:
+        return t / math.sqrt(fan_in)
+    return 0.05 * t
+
+
+class _CudaTaggingPickler(pickle._Pickler):
+    """torch.save's pickler with every storage reference saying ``cuda:0``, as on the GPU."""
+
+    def save_pers(self, pid):
+        if isinstance(pid, tuple) and pid and pid[0] == "storage":
+            pid = (*pid[:3], "cuda:0", *pid[4:])
+        super().save_pers(pid)
+
+
+CUDA_PICKLE = types.ModuleType("cuda_tagging_pickle")
+CUDA_PICKLE.Pickler = _CudaTaggingPickler
+
+
+def _throwaway_modules() -> dict[str, types.ModuleType]:
+    """The authors' ``src.*`` and omegaconf, as modules that exist only while saving."""
+    mods = {
+        name: types.ModuleType(name)
+        for name in (
+            "src", "src.models", "src.models.components", "src.models.components.loss",
+            "src.models.components.scheduler", "omegaconf", "omegaconf.dictconfig",
+        )
+    }  # fmt: skip
+    for modname, cls in (
+        ("src.models.components.loss", "ComputeLoss"),
+        ("src.models.components.scheduler", "WarmupCosineAnnealingLR"),
+        ("omegaconf.dictconfig", "DictConfig"),
+    ):
+        setattr(mods[modname], cls, type(cls, (), {"__module__": modname, "__qualname__": cls}))
+    return mods
+
+
+def save_lightning(path: Path, state_dict: OrderedDict, extra_hparams: dict | None = None) -> None:
+    mods = _throwaway_modules()
+    assert not set(mods) & set(sys.modules)
+    sys.modules.update(mods)
+    try:
+        loss = mods["src.models.components.loss"].ComputeLoss()
+        loss.__dict__.update(lambda_dir_abn=1.0, smoothing=8e-4, bce=torch.nn.BCELoss())
+        solver = mods["omegaconf.dictconfig"].DictConfig()
+        solver.__dict__.update(
+            _metadata={"ref_type": typing.Any, "object_type": dict},
+            _content={"lr": 1e-5, "selector_ratio": 1.0, "temporal_ratio": 1.0},
+        )
+        sched = mods["src.models.components.scheduler"].WarmupCosineAnnealingLR
+        ckpt = {
+            "epoch": 49,
+            "global_step": 4900,
+            "pytorch-lightning_version": "1.8.3",
+            "state_dict": state_dict,
+            "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 50, "completed": 49}}}},
+            "callbacks": {
+                "ModelCheckpoint{'monitor': 'test/AUC'}": {
+                    "monitor": "test/AUC",
+                    "best_model_score": torch.tensor(0.86),
+                    "kth_value": torch.tensor(float("inf")),
+                    "best_k_models": {},
+                }
+            },
+            "optimizer_states": [
+                {
+                    "state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.zeros(3)}},
+                    "param_groups": [{"name": "prompt_learner", "initial_lr": 1e-5, "params": [0]}],
+                }
+            ],  # fmt: skip
+            "lr_schedulers": [{"base_lrs": [1e-5], "last_epoch": 49, "_last_lr": [1e-7]}],
+            "hparams_name": "kwargs",
+            "hyper_parameters": {
+                "optimizer": functools.partial(torch.optim.AdamW, weight_decay=0.2),
+                "scheduler": functools.partial(sched, warmup_epochs=5, total_epoch=50),
+                "loss": loss,
+                "solver": solver,
+                "num_classes": len(state_dict["net.prompt_learner.ctx"]),
+                "save_dir": "/usr/src/app/logs/train/runs/x",
+                **(extra_hparams or {}),
+            },
+            "datamodule_hparams_name": "kwargs",
+            "datamodule_hyper_parameters": {
+                "num_segments": 32,
+                "seg_length": 16,
+                "train_val_test_split": (0.8, 0.1, 0.1),
+                "tags": {"a", "b"},
+            },
+        }
+        torch.save(ckpt, path, pickle_module=CUDA_PICKLE)
+    finally:
+        for name in mods:
+            del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def shared_text(clip_dir) -> dict[str, torch.Tensor]:
+    """One random text tower (all three datasets have the same), by checkpoint key."""
+    g = torch.Generator().manual_seed(1)
+    return {
+        k: random_tensor(k, s, d, g)
+        for k, s, d in read_table("ucf")
+        if k.startswith(("net.text_encoder.", "net.token_embedding."))
+    }
+
+
+def build_state_dict(dataset: str, shared_text, tokenizer, seed: int) -> OrderedDict:
+    g = torch.Generator().manual_seed(seed)
+    spec = get_dataset(dataset)
+    sd = OrderedDict()
+    for key, shape, dtype in read_table(dataset):
+        sd[key] = shared_text.get(key)
+        if sd[key] is None:
+            sd[key] = random_tensor(key, shape, dtype, g)
+    # the prompt buffers are the frozen embeddings of the tokenized prompts (zero padded)
+    ids = authors_token_ids(tokenizer, spec.classes)
+    emb = sd["net.token_embedding.weight"][ids]  # (C, 77, 512)
+    sd["net.prompt_learner.token_prefix"] = emb[:, :1].clone()
+    sd["net.prompt_learner.token_suffix"] = emb[:, 9:].clone()
+    for key, shape, _ in read_table(dataset):
+        assert tuple(sd[key].shape) == shape, key
+    return sd
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, clip_dir, shared_text):
+    out = tmp_path_factory.mktemp("ckpts")
+    tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
+    made = {}
+    for seed, dataset in enumerate(TABLES):
+        sd = build_state_dict(dataset, shared_text, tokenizer, seed=10 + seed)
+        save_lightning(out / f"{dataset}.ckpt", sd)
+        centroid = torch.randn(512, generator=torch.Generator().manual_seed(seed))
+        torch.save(centroid, out / f"{dataset}_ncentroid.pt", pickle_module=CUDA_PICKLE)
+        made[dataset] = (out / f"{dataset}.ckpt", out / f"{dataset}_ncentroid.pt", sd, centroid)
+    return made
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, checkpoints, clip_dir):
+    out = tmp_path_factory.mktemp("runs")
+    return {
+        ds: import_checkpoint(ckpt, ds, out / ds, clip_dir, centroid=cen)
+        for ds, (ckpt, cen, _, _) in checkpoints.items()
+    }
+
+
+# -------------------------------------------------------------------- the files are what they claim
+def test_checkpoint_is_cuda_tagged_and_refused_by_weights_only(checkpoints, tmp_path):
+    ckpt = checkpoints["ucf"][0]
+    with zipfile.ZipFile(ckpt) as zf:
+        pkl = zf.read(next(n for n in zf.namelist() if n.endswith("/data.pkl")))
+    strings = {arg for op, arg, _ in pickletools.genops(pkl) if isinstance(arg, str)}
+    assert "cuda:0" in strings and "cpu" not in strings
+    assert {"src.models.components.loss ComputeLoss", "omegaconf.dictconfig DictConfig"} <= strings
+    assert "src" not in sys.modules and "omegaconf" not in sys.modules
+    with pytest.raises(pickle.UnpicklingError):  # functools.partial & co. are not weights
+        torch.load(ckpt, weights_only=True)
+    # the tag is real: torch refuses to put such a tensor anywhere but on a GPU
+    only_tensors = tmp_path / "t.pt"
+    torch.save(OrderedDict(w=torch.ones(2)), only_tensors, pickle_module=CUDA_PICKLE)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(only_tensors, weights_only=True)
+    assert torch.equal(load_torch_file(only_tensors).obj["w"], torch.ones(2))
+
+
+def test_safe_load_reads_everything_as_data(checkpoints):
+    ckpt, _, sd, _ = checkpoints["xd"]
+    loaded = load_torch_file(ckpt)
+    assert loaded.locations == {"cuda:0"}
+    obj = loaded.obj
+    assert list(obj["state_dict"]) == list(sd)
+    assert all(torch.equal(obj["state_dict"][k], v) for k, v in sd.items())
+    assert all(v.device.type == "cpu" for v in obj["state_dict"].values())
+    hp = obj["hyper_parameters"]
+    assert isinstance(hp["loss"], Placeholder)
+    assert hp["loss"].qualified_name == "src.models.components.loss.ComputeLoss"
+    assert hp["optimizer"].qualified_name == "functools.partial"
+    assert hp["optimizer"].state[2] == {"weight_decay": 0.2}
+    assert hp["solver"].qualified_name == "omegaconf.dictconfig.DictConfig"
+    assert hp["solver"].state["_content"]["lr"] == 1e-5
+    assert obj["datamodule_hyper_parameters"]["tags"] == {"a", "b"}  # protocol 2 __builtin__ set
+    assert (
+        obj["callbacks"]["ModelCheckpoint{'monitor': 'test/AUC'}"]["kth_value"].item() == math.inf
+    )
+    assert "src" not in sys.modules and "omegaconf" not in sys.modules
+
+
+# -------------------------------------------------------------------- key by key
+def _expected_weights(sd: OrderedDict, depth: int) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Our weights from the authors' (written from the reference's mapping table); sources."""
+    want: dict[str, torch.Tensor] = {}
+    sources: set[str] = set()
+    for line in (REFERENCE / "openai_text_to_hf.tsv").read_text().splitlines()[1:]:
+        src, dst, transform = line.split("\t")
+        sources.add(src)
+        dst = [TEXT + k for k in dst.split(",")]
+        if transform.startswith("split"):
+            n = sd[src].shape[0] // 3
+            for i, k in enumerate(dst):  # rows [0, n) q, [n, 2n) k, [2n, 3n) v
+                want[k] = sd[src][i * n : (i + 1) * n]
+        elif transform.startswith("transpose"):
+            want[dst[0]] = sd[src].T
+        else:
+            want[dst[0]] = sd[src]
+    for key, value in sd.items():
+        if key.startswith(
+            ("net.temporal_model.", "net.selector_model.bn", "net.prompt_learner.ctx")
+        ):
+            sources.add(key)
+        if key.startswith("net.temporal_model."):
+            ours = key.removeprefix("net.")
+            ours = ours.replace("axial_attn.pos_emb.param_0", "pos_emb_n")
+            ours = ours.replace("axial_attn.pos_emb.param_1", "pos_emb_l")
+            ours = ours.replace("axial_attn.layers.", "").replace(".net.fn.fn.", ".")
+            want[ours.replace(".net.fn.norm.", ".norm.")] = value
+        elif key.startswith(("net.selector_model.bn_layer.", "net.prompt_learner.ctx")):
+            want[key.removeprefix("net.")] = value
+    assert sum(k.startswith("temporal_model.blocks.") for k in want) == 24 * depth
+    return want, sources
+
+
+@pytest.mark.parametrize("dataset", list(TABLES))
+def test_import_maps_every_tensor(dataset, checkpoints, imported, clip_dir):
+    _, _, sd, centroid = checkpoints[dataset]
+    run = imported[dataset]
+    cfg = json.loads((run / "config.json").read_text())
+    depth = {"ucf": 1, "xd": 1, "sht": 2}[dataset]
+    want, sources = _expected_weights(sd, depth)
+    got = load_file(str(run / "model.safetensors"))
+    assert set(got) == set(want) | {"centroid"}
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype, key
+        assert torch.equal(got[key], value), key
+    assert torch.equal(got["centroid"], centroid)
+    # every tensor of the checkpoint is checked above or one the model does not need
+    assert sources == {k for k in sd if not k.startswith(SKIPPED)}
+    # the shape read from the tensors is the paper's configuration
+    spec = get_dataset(dataset)
+    m = cfg["model"]
+    assert (m["emb_dim"], m["depth"], m["concat_similarity"]) == {
+        "ucf": (256, 1, False), "xd": (128, 1, False), "sht": (256, 2, True)
+    }[dataset]  # fmt: skip
+    assert (m["n_ctx"], m["num_segments"], m["seg_length"], m["heads"]) == (8, 32, 16, 8)
+    assert tuple(m["classes"]) == spec.classes and m["normal_id"] == spec.normal_id
+    assert cfg["imported"]["saved_on"] == ["cuda:0"] and cfg["epoch"] == 49
+    # `anomaly train --resume` rebuilds the same configuration from the preset and the run
+    assert m == model_config(spec, resolve_config(dataset), 512).to_dict()
+    state = load_run(run, with_optimizer=True)
+    model, _ = load_model(run, clip_dir)
+    make_optimizer(model, resolve_config(dataset)).load_state_dict(state.optimizer)
+
+
+def test_sht_input_projection_keeps_similarities_first(checkpoints, imported, clip_dir):
+    """529 inputs = 17 similarities, then the 512 centred values: the model's own order."""
+    _, _, sd, _ = checkpoints["sht"]
+    model, _ = load_model(imported["sht"], clip_dir)
+    x = torch.randn(1, 32, 16, 512, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = model(x)
+        centred = x - model.centroid
+        feats = torch.cat([out.similarity, centred], -1)  # (1, 32, 16, 529)
+        w = sd["net.temporal_model.projection.weight"]
+        b = sd["net.temporal_model.projection.bias"]
+        ours = model.temporal_model.projection(feats)
+    torch.testing.assert_close(ours, feats @ w.T + b, rtol=0, atol=1e-5)
+    assert model.temporal_model.projection.weight.shape == (256, 529)
+
+
+# -------------------------------------------------------------------- text features
+def openai_text_features(sd: OrderedDict, ids: torch.Tensor) -> torch.Tensor:
+    """CLIP's text encoder as OpenAI defines it, with CoOp contexts at positions 1..8.
+
+    tokens -> embeddings + positions -> pre-LN residual blocks (causal attention, QuickGELU
+    MLP) -> final LayerNorm -> the EOS token (the largest id) -> ``x @ text_projection``.
+    """
+    p = "net.text_encoder."
+    x = sd["net.token_embedding.weight"][ids].double()  # (C, 77, 512)
+    x[:, 1:9] = sd["net.prompt_learner.ctx"].double()
+    x = x + sd[p + "positional_embedding"].double()
+    c, t, w = x.shape
+    heads = w // 64
+    causal = torch.full((t, t), float("-inf"), dtype=x.dtype).triu(1)
+    layers = len({k.split(".")[4] for k in sd if k.startswith(p + "transformer.resblocks.")})
+    for i in range(layers):
+        blk = {
+            k.removeprefix(f"{p}transformer.resblocks.{i}."): v.double()
+            for k, v in sd.items()
+            if k.startswith(f"{p}transformer.resblocks.{i}.")
+        }
+        h = F.layer_norm(x, (w,), blk["ln_1.weight"], blk["ln_1.bias"], 1e-5)
+        qkv = h @ blk["attn.in_proj_weight"].T + blk["attn.in_proj_bias"]
+        q, k, v = (z.reshape(c, t, heads, -1).transpose(1, 2) for z in qkv.chunk(3, -1))
+        att = (q @ k.transpose(-1, -2) / math.sqrt(w // heads) + causal).softmax(-1)
+        o = (att @ v).transpose(1, 2).reshape(c, t, w)
+        x = x + o @ blk["attn.out_proj.weight"].T + blk["attn.out_proj.bias"]
+        h = F.layer_norm(x, (w,), blk["ln_2.weight"], blk["ln_2.bias"], 1e-5)
+        h = h @ blk["mlp.c_fc.weight"].T + blk["mlp.c_fc.bias"]
+        h = h * torch.sigmoid(1.702 * h)  # QuickGELU
+        x = x + h @ blk["mlp.c_proj.weight"].T + blk["mlp.c_proj.bias"]
+    x = F.layer_norm(x, (w,), sd[p + "ln_final.weight"].double(), sd[p + "ln_final.bias"].double())
+    eos = x[torch.arange(c), ids.argmax(-1)]  # (C, 512)
+    return eos @ sd[p + "text_projection"].double()
+
+
+@pytest.mark.parametrize("dataset", ["xd", "sht"])
+def test_text_features_equal_openai_computation(dataset, checkpoints, imported, clip_dir):
+    _, _, sd, _ = checkpoints[dataset]
+    model, _ = load_model(imported[dataset], clip_dir)
+    ids = authors_token_ids(CLIPTokenizer.from_pretrained(clip_dir), model.cfg.classes)
+    with torch.no_grad():
+        ours = model.text_features().double()
+    ref = openai_text_features(sd, ids)
+    assert ref.abs().mean() > 0.3  # features of a real magnitude, not a vanishing signal
+    assert (ours - ref).abs().max() < 1e-5
+    # negative controls: the two transforms matter far beyond the tolerance
+    bad = OrderedDict(sd)
+    bad["net.text_encoder.text_projection"] = sd["net.text_encoder.text_projection"].T
+    assert (openai_text_features(bad, ids) - ours).abs().max() > 1e-2
+    w = sd["net.text_encoder.transformer.resblocks.0.attn.in_proj_weight"]
+    bad = OrderedDict(sd)
+    bad["net.text_encoder.transformer.resblocks.0.attn.in_proj_weight"] = torch.cat(
+        [w[512:1024], w[:512], w[1024:]]
+    )  # q and k swapped
+    assert (openai_text_features(bad, ids) - ours).abs().max() > 1e-2
+
+
+# -------------------------------------------------------------------- round trip
+def test_export_import_round_trip_is_bit_exact(checkpoints, imported, clip_dir, tmp_path):
+    _, _, sd, _ = checkpoints["sht"]
+    run = imported["sht"]
+    out = export_checkpoint(run, tmp_path / "export" / "last.ckpt")
+    # our export is plain tensors and containers: torch's own safe loader takes it
+    exported = torch.load(out, map_location="cpu", weights_only=True)
+    assert exported["pytorch-lightning_version"] == "1.8.3"
+    esd = exported["state_dict"]
+    kept = [k for k in sd if not k.startswith(("net.image_encoder.", "net.selector_model.logit"))]
+    assert [k for k in esd if k != "net.selector_model.logit_scale"] == kept  # names and order
+    for k in kept:
+        assert esd[k].dtype == sd[k].dtype and torch.equal(esd[k], sd[k]), k
+    assert exported["datamodule_hyper_parameters"]["normal_id"] == 8
+    again = import_checkpoint(
+        out, "sht", tmp_path / "again", clip_dir, centroid=out.with_name("ncentroid.pt")
+    )
+    a = load_file(str(run / "model.safetensors"))
+    b = load_file(str(again / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_export_with_image_tower(imported, clip_dir, tmp_path):
+    out = export_checkpoint(imported["xd"], tmp_path / "x.ckpt", clip=clip_dir)
+    esd = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
+    vision = CLIPModel.from_pretrained(clip_dir)
+    vs = vision.state_dict()
+    img = [k for k in esd if k.startswith("net.image_encoder.")]
+    assert len(img) == 8 + 12 * 2  # embeddings, ln_pre/post, proj + 12 tensors per block
+    assert torch.equal(esd["net.image_encoder.proj"], vs["visual_projection.weight"].T)
+    w = esd["net.image_encoder.transformer.resblocks.1.attn.in_proj_weight"]
+    assert torch.equal(w[64:128], vs["vision_model.encoder.layers.1.self_attn.k_proj.weight"])
+    assert torch.equal(
+        esd["net.image_encoder.conv1.weight"], vs["vision_model.embeddings.patch_embedding.weight"]
+    )
+
+
+# -------------------------------------------------------------------- safety
+class _CreatesFile:
+    """Unpickling this with a plain unpickler creates ``path`` (via builtins.open)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+class _RunsShell:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_malicious_reduce_never_runs(checkpoints, clip_dir, tmp_path):
+    victim = tmp_path / "pwned"
+    # the payload is live: a plain unpickler does create the file
+    pickle.loads(pickle.dumps(_CreatesFile(victim), protocol=2)).close()
+    assert victim.exists()
+    victim.unlink()
+
+    _, cen, sd, _ = checkpoints["xd"]
+    evil = tmp_path / "evil.ckpt"
+    save_lightning(evil, sd, {"hook": _CreatesFile(victim), "shell": _RunsShell(victim)})
+    run = import_checkpoint(evil, "xd", tmp_path / "run", clip_dir, centroid=cen)
+    assert not victim.exists()
+    assert (run / "model.safetensors").is_file()
+    hp = load_torch_file(evil).obj["hyper_parameters"]
+    assert hp["hook"].qualified_name in ("builtins.open", "__builtin__.open", "io.open")
+    assert hp["hook"].args == (str(victim), "w")
+    assert hp["shell"].qualified_name in ("posix.system", "os.system", "nt.system")
+    assert not victim.exists()
+
+
+def _archive(path: Path, pkl: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", pkl)
+        zf.writestr("archive/byteorder", "little")
+    return path
+
+
+def test_modules_named_in_the_file_are_never_imported(tmp_path, monkeypatch):
+    marker = tmp_path / "imported"
+    (tmp_path / "sneaky_side_effect_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass Thing:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # GLOBAL sneaky_side_effect_mod.Thing, EMPTY_TUPLE, NEWOBJ, then BUILD with {"a": 1}
+    pkl = b"\x80\x02csneaky_side_effect_mod\nThing\n)\x81}X\x01\x00\x00\x00aK\x01sb."
+    obj = load_torch_file(_archive(tmp_path / "s.pt", pkl)).obj
+    assert isinstance(obj, Placeholder) and obj.state == {"a": 1}
+    assert obj.qualified_name == "sneaky_side_effect_mod.Thing"
+    assert "sneaky_side_effect_mod" not in sys.modules and not marker.exists()
+    # control: a plain unpickler imports it (and so runs its code)
+    try:
+        pickle.loads(pkl)
+        assert marker.exists()
+    finally:
+        sys.modules.pop("sneaky_side_effect_mod", None)
+
+
+def test_extension_codes_go_through_the_same_gate(tmp_path):
+    import copyreg
+
+    copyreg.add_extension("posix", "system", 0xF1)
+    try:
+        pkl = pickle.dumps(os.system, protocol=2)  # an EXT1 opcode, no module name in the file
+        assert b"system" not in pkl
+        obj = load_torch_file(_archive(tmp_path / "e.pt", pkl)).obj
+    finally:
+        copyreg.remove_extension("posix", "system", 0xF1)
+    assert issubclass(obj, Placeholder) and obj.qualified_name == "posix.system"
+
+
+# -------------------------------------------------------------------- errors
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    argv = sys.argv
+    sys.argv = ["anomaly", *args]
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main()
+    finally:
+        sys.argv = argv
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not a checkpoint at all\n", b"PK\x03\x04truncated", io.BytesIO().getvalue()],
+    ids=["text", "broken-zip", "empty"],
+)
+def test_not_a_checkpoint_is_one_line_error(content, tmp_path, capsys, clip_dir):
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(content)
+    code, err = _cli(
+        capsys, "import-checkpoint", str(bad), "--dataset", "ucf", "--centroid", str(bad),
+        "--clip", str(clip_dir), "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(bad) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_archives_are_refused(tmp_path):
+    no_pkl = tmp_path / "a.zip"
+    with zipfile.ZipFile(no_pkl, "w") as zf:
+        zf.writestr("x/readme.txt", "hi")
+    with pytest.raises(AnomalyError, match="without data.pkl"):
+        load_torch_file(no_pkl)
+    plain = tmp_path / "tensor.pt"
+    torch.save(torch.ones(3), plain)
+    with pytest.raises(AnomalyError, match="no state_dict"):
+        read_authors_checkpoint(plain)
+    # a storage record shorter than the tensor it backs
+    short = tmp_path / "short.pt"
+    torch.save({"state_dict": {"net.w": torch.ones(4)}}, short)
+    with zipfile.ZipFile(short) as src, zipfile.ZipFile(tmp_path / "s2.pt", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, data[:4] if "/data/" in info.filename else data)
+    with pytest.raises(AnomalyError, match="wrong size"):
+        load_torch_file(tmp_path / "s2.pt")
+
+
+def test_missing_or_misshaped_key_is_named(checkpoints, clip_dir):
+    ck = read_authors_checkpoint(checkpoints["ucf"][0])
+    spec = get_dataset("ucf")
+    mcfg, _ = infer_config(ck, spec)
+    model = build_model(mcfg, clip_dir)
+    rules = model_rules(mcfg, text_layers(ck))
+    key = "temporal_model.axial_attn.layers.blocks.1.g.net.3.weight"
+    saved = ck.state.pop(key)
+    with pytest.raises(AnomalyError, match=rf"key net\.{key} is missing"):
+        authors_to_state(ck, rules, model, str(clip_dir))
+    ck.state[key] = saved
+    key = "text_encoder.transformer.resblocks.3.attn.in_proj_weight"
+    ck.state[key] = ck.state[key][:1000]
+    with pytest.raises(
+        AnomalyError, match=rf"key net\.{key} has shape 1000x512, expected 1536x512"
+    ):
+        authors_to_state(ck, rules, model, str(clip_dir))
+    # hyper-parameters checked against the dataset
+    with pytest.raises(AnomalyError, match="has 14 classes, dataset 'xd' has 7"):
+        infer_config(ck, get_dataset("xd"))
+    ck.normal_id = 3
+    with pytest.raises(AnomalyError, match="normal_id is 3"):
+        infer_config(ck, spec)
+
+
+def test_centroid_is_required(checkpoints, clip_dir, tmp_path):
+    with pytest.raises(AnomalyError, match="--centroid ncentroid.pt or --features"):
+        import_checkpoint(checkpoints["xd"][0], "xd", tmp_path / "r", clip_dir)
+    with pytest.raises(AnomalyError, match="expected a centroid tensor of shape 512"):
+        import_checkpoint(
+            checkpoints["xd"][0], "xd", tmp_path / "r", clip_dir, centroid=checkpoints["xd"][0]
+        )

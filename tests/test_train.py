@@ -1,0 +1,113 @@
+"""Training: learning on planted features (with a shuffled-label control), exact resume,
+frozen weights, sampling, and the errors a user can run into."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from synthetic import planted_store
+
+from anomalyclip.errors import AnomalyError
+from anomalyclip.store import VideoRecord, open_store
+from anomalyclip.train import resolve_config, train
+from anomalyclip.train.data import TrainingSet, epoch_plan, tsn_indices
+
+
+@pytest.fixture(scope="module")
+def quick_cfg():
+    return resolve_config("demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0)
+
+
+def test_tsn_indices_cover_equal_spans_and_wrap():
+    rng = np.random.default_rng(0)
+    idx = tsn_indices(1000, 32, 16, rng)
+    assert idx.shape == (32, 16)
+    assert (np.diff(idx, axis=1) == 1).all()  # consecutive frames
+    spans = np.floor(np.arange(33) * 1000 / 32).astype(int)
+    assert ((idx[:, 0] >= spans[:-1]) & (idx[:, -1] < spans[1:])).all()  # inside its span
+    short = tsn_indices(100, 32, 16, rng)  # shorter than N*L: read modulo the length
+    assert short.min() >= 0 and short.max() < 100
+    assert ((short[:, 1:] - short[:, :-1]) % 100 == 1).all()
+    one = tsn_indices(1, 32, 16, rng)
+    assert (one == 0).all()
+
+
+def test_epoch_plan_pairs_abnormal_first_and_covers_every_video(tmp_path, tiny_clip, quick_cfg):
+    path = planted_store(tmp_path / "s.zarr", tiny_clip, quick_cfg, n_abnormal=6, n_normal=10)
+    with open_store(path) as st:
+        data = TrainingSet.from_store(st)
+    plan = epoch_plan(data, 4, seed=1, epoch=0)
+    assert len(plan) == 5  # ceil(10 normal / 2 per batch)
+    for batch in plan:
+        assert [r.label != "Normal" for r in batch] == [True, True, False, False]
+    assert {r.video_id for b in plan for r in b[2:]} == {r.video_id for r in data.normal}
+    assert {r.video_id for b in plan for r in b[:2]} == {r.video_id for r in data.abnormal}
+    assert [r.video_id for b in plan for r in b] == [
+        r.video_id for b in epoch_plan(data, 4, seed=1, epoch=0) for r in b
+    ]
+    assert plan != epoch_plan(data, 4, seed=1, epoch=1)
+
+
+@pytest.mark.slow
+def test_learns_planted_anomalies_and_shuffled_control_does_not(tmp_path, tiny_clip):
+    cfg = resolve_config("demo", epochs=6, warmup_epochs=1, workers=1)
+    real = planted_store(tmp_path / "real.zarr", tiny_clip, cfg)
+    control = planted_store(tmp_path / "control.zarr", tiny_clip, cfg, shuffle_labels=True)
+    auc_real = train(real, tmp_path / "run_real", cfg, progress=False)["metrics"]["auc"]
+    auc_control = train(control, tmp_path / "run_ctl", cfg, progress=False)["metrics"]["auc"]
+    assert auc_real >= 0.9, auc_real
+    assert auc_control <= 0.75, auc_control
+
+
+def test_resume_equals_straight_run(tmp_path, tiny_clip):
+    cfg = resolve_config("demo", epochs=4, warmup_epochs=1, workers=2, eval_every=0)
+    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=8)
+    train(store, tmp_path / "straight", cfg, progress=False)
+    train(store, tmp_path / "resumed", cfg, progress=False, stop_after=2)
+    half = load_file(tmp_path / "resumed" / "model.safetensors")
+    train(store, tmp_path / "resumed", cfg, progress=False, resume=True)
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert not all(torch.equal(half[k], straight[k]) for k in straight)  # it did train on
+    # what a run stores: trainable weights, statistics and the centroid, not the frozen tower
+    assert "centroid" in straight
+    assert any("ctx" in k for k in straight)
+    assert not any(".text_model." in k for k in straight)
+
+
+def test_resume_refuses_a_run_of_another_dataset_shape(tmp_path, tiny_clip):
+    cfg = resolve_config("demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0)
+    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=4)
+    train(store, tmp_path / "run", cfg, progress=False, stop_after=1)
+    with pytest.raises(AnomalyError, match="model configuration differs"):
+        train(store, tmp_path / "run", cfg.updated(emb_dim=64), progress=False, resume=True)
+    with pytest.raises(AnomalyError, match="not a run directory"):
+        train(store, tmp_path / "nothing", cfg, progress=False, resume=True)
+
+
+def test_store_without_both_kinds_of_training_videos_is_refused(tmp_path, tiny_clip, quick_cfg):
+    path = planted_store(tmp_path / "s.zarr", tiny_clip, quick_cfg, n_abnormal=4, n_normal=4)
+    with open_store(path, "a") as st:
+        for vid in st.video_ids(split="train"):
+            if not vid.startswith("train/Normal"):
+                st.delete_video(vid)
+    with pytest.raises(AnomalyError, match="found 0 abnormal and 4 normal"):
+        train(path, tmp_path / "run", quick_cfg, progress=False)
+
+
+def test_text_encoder_must_match_the_feature_size(tmp_path, tiny_clip, quick_cfg):
+    path = planted_store(tmp_path / "s.zarr", tiny_clip, quick_cfg, n_abnormal=4, n_normal=4)
+    with open_store(tmp_path / "narrow.zarr", "w") as dst, open_store(path) as src:
+        attrs = src.attrs
+        attrs["backbone"] = {**attrs["backbone"], "dim": 256}
+        dst.init(attrs)
+        for vid in src.video_ids():
+            rec = src.record(vid)
+            dst.write_video(VideoRecord(**{**rec.__dict__}), src.features(vid)[:, :256])
+    with pytest.raises(AnomalyError, match="512 dims but the features have 256"):
+        train(tmp_path / "narrow.zarr", tmp_path / "run", quick_cfg, progress=False)
