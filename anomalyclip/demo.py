@@ -230,11 +230,11 @@ def generate_demo_videos(
 ) -> list[DemoVideo]:
     """Write the demo dataset under ``root`` (layout in the module docstring).
 
-    Deterministic for a seed. ``size`` is (width, height); every video gets a length drawn
-    uniformly in ``frames`` (inclusive).
+    Deterministic: video ``k`` of the returned list draws its length (uniform in ``frames``,
+    inclusive) and then its pixels (:func:`render_video`) from ``default_rng([seed, k])``.
+    ``size`` is (width, height).
     """
     root = Path(root)
-    rng = np.random.default_rng(seed)
     plan = [("train", NORMAL, n_train_normal), ("test", NORMAL, n_test_normal)]
     for label in ANOMALIES:
         plan += [("train", label, n_train_abnormal_per_class)]
@@ -242,6 +242,7 @@ def generate_demo_videos(
     videos: list[DemoVideo] = []
     for split, label, count in plan:
         for k in range(count):
+            rng = np.random.default_rng([seed, len(videos)])
             num_frames = int(rng.integers(frames[0], frames[1] + 1))
             pixels, intervals = render_video(label, rng, num_frames, size)
             video_id = f"{split}/{label}/{label}_{split}_{k:03d}"

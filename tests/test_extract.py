@@ -65,7 +65,9 @@ def _compare(images: np.ndarray) -> tuple[float, float, float]:
 
 def test_preprocessing_matches_pil_reference_on_real_frames(shared_videos):
     for name in ("vtest.avi", "tree.avi", "Megamind.avi"):
-        images = np.stack([f.image for f in VideoSource(shared_videos / name, Sampling("stride", 40))])
+        images = np.stack(
+            [f.image for f in VideoSource(shared_videos / name, Sampling("stride", 40))]
+        )
         worst, mean, normalised = _compare(images)
         assert worst <= MAX_LEVEL_DIFF, name
         assert mean < 0.01, name  # measured 0.001-0.004 grey levels
@@ -125,7 +127,9 @@ def test_real_videos_and_broken_files(shared_videos, tiny_clip, tmp_path):
             np.testing.assert_array_equal(st.frames(vid), np.arange(n))
             assert np.all(np.diff(st.times(vid)) > 0)
             assert rec.source == f"{vid}.avi" and rec.fingerprint
-        assert st.record("Megamind_bugy").fps == 30.0 and st.record("tree").fps == pytest.approx(15, abs=1e-3)
+        assert st.record("Megamind_bugy").fps == 30.0 and st.record("tree").fps == pytest.approx(
+            15, abs=1e-3
+        )
         assert set(st.failures()) == {"empty", "notes", "vtest_cut"}
         assert st.verify() == {}
         assert st.attrs["sampling"] == {"mode": "all", "value": None}
@@ -283,5 +287,7 @@ def test_features_cli_exits_nonzero_on_failure(tiny_clip, tmp_path):
     assert result.exit_code == 1
     assert "1 extracted" in result.output and "train/Explosion/broken: " in result.output
     with open_store(out) as st:
-        assert st.video_ids() == ["train/Normal/ok"] and st.record("train/Normal/ok").label == "Normal"
+        assert (
+            st.video_ids() == ["train/Normal/ok"] and st.record("train/Normal/ok").label == "Normal"
+        )
         assert st.record("train/Normal/ok").source == "train/Normal/ok.mp4"

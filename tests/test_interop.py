@@ -39,6 +39,7 @@ from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.interop.authors import (
     authors_to_state,
+    check_prompt_tokens,
     export_checkpoint,
     import_checkpoint,
     infer_config,
@@ -273,14 +274,13 @@ def test_checkpoint_is_cuda_tagged_and_refused_by_weights_only(checkpoints, tmp_
     assert "cuda:0" in strings and "cpu" not in strings
     assert {"src.models.components.loss ComputeLoss", "omegaconf.dictconfig DictConfig"} <= strings
     assert "src" not in sys.modules and "omegaconf" not in sys.modules
-    with pytest.raises(pickle.UnpicklingError):  # functools.partial & co. are not weights
-        torch.load(ckpt, weights_only=True)
-    # the tag is real: torch refuses to put such a tensor anywhere but on a GPU
+    with pytest.raises(pickle.UnpicklingError, match="functools.partial"):
+        torch.load(ckpt, map_location="cpu", weights_only=True)
+    if not torch.cuda.is_available():  # and without map_location, the cuda:0 tag stops it
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(ckpt, weights_only=True)
     only_tensors = tmp_path / "t.pt"
     torch.save(OrderedDict(w=torch.ones(2)), only_tensors, pickle_module=CUDA_PICKLE)
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA"):
-            torch.load(only_tensors, weights_only=True)
     assert torch.equal(load_torch_file(only_tensors).obj["w"], torch.ones(2))
 
 
@@ -376,15 +376,29 @@ def test_sht_input_projection_keeps_similarities_first(checkpoints, imported, cl
     _, _, sd, _ = checkpoints["sht"]
     model, _ = load_model(imported["sht"], clip_dir)
     x = torch.randn(1, 32, 16, 512, generator=torch.Generator().manual_seed(3))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(module, args, output):  # the temporal model's input, then skip the rest
+        seen["input"], seen["output"] = args[0], output
+        raise Stop
+
+    handle = model.temporal_model.projection.register_forward_hook(capture)
+    with torch.no_grad(), pytest.raises(Stop):
+        model(x)
+    handle.remove()
     with torch.no_grad():
-        out = model(x)
-        centred = x - model.centroid
-        feats = torch.cat([out.similarity, centred], -1)  # (1, 32, 16, 529)
-        w = sd["net.temporal_model.projection.weight"]
-        b = sd["net.temporal_model.projection.bias"]
-        ours = model.temporal_model.projection(feats)
-    torch.testing.assert_close(ours, feats @ w.T + b, rtol=0, atol=1e-5)
-    assert model.temporal_model.projection.weight.shape == (256, 529)
+        text = model.text_features()
+        sim = model.selector_model(
+            x - model.centroid, torch.cat([text[:8], text[9:]]), model.centroid
+        )
+    feats = seen["input"]  # (1, 32, 16, 529)
+    assert torch.equal(feats[..., :17], sim) and torch.equal(feats[..., 17:], x - model.centroid)
+    w = sd["net.temporal_model.projection.weight"]  # the authors' (256, 529), as saved
+    b = sd["net.temporal_model.projection.bias"]
+    torch.testing.assert_close(seen["output"], feats @ w.T + b, rtol=0, atol=1e-5)
 
 
 # -------------------------------------------------------------------- text features
@@ -396,8 +410,8 @@ def openai_text_features(sd: OrderedDict, ids: torch.Tensor) -> torch.Tensor:
     """
     p = "net.text_encoder."
     x = sd["net.token_embedding.weight"][ids].double()  # (C, 77, 512)
-    x[:, 1:9] = sd["net.prompt_learner.ctx"].double()
-    x = x + sd[p + "positional_embedding"].double()
+    x[:, 1:9] = sd["net.prompt_learner.ctx"][: len(ids)].double()
+    x = x + sd[p + "positional_embedding"][: ids.shape[1]].double()
     c, t, w = x.shape
     heads = w // 64
     causal = torch.full((t, t), float("-inf"), dtype=x.dtype).triu(1)
@@ -423,33 +437,37 @@ def openai_text_features(sd: OrderedDict, ids: torch.Tensor) -> torch.Tensor:
     return eos @ sd[p + "text_projection"].double()
 
 
-@pytest.mark.parametrize("dataset", ["xd", "sht"])
-def test_text_features_equal_openai_computation(dataset, checkpoints, imported, clip_dir):
-    _, _, sd, _ = checkpoints[dataset]
-    model, _ = load_model(imported[dataset], clip_dir)
+def test_text_features_equal_openai_computation(checkpoints, imported, clip_dir):
+    """XD-Violence's prompts (``Car_accident`` -> "Car accident") through the mapped tower."""
+    _, _, sd, _ = checkpoints["xd"]
+    model, _ = load_model(imported["xd"], clip_dir)
     ids = authors_token_ids(CLIPTokenizer.from_pretrained(clip_dir), model.cfg.classes)
     with torch.no_grad():
         ours = model.text_features().double()
     ref = openai_text_features(sd, ids)
     assert ref.abs().mean() > 0.3  # features of a real magnitude, not a vanishing signal
     assert (ours - ref).abs().max() < 1e-5
-    # negative controls: the two transforms matter far beyond the tolerance
+    # negative controls: both transforms matter far beyond the tolerance (one class, and only
+    # the positions up to its EOS, which are all a causal model's EOS state depends on)
+    one = ids[:1, : int(ids[0].argmax()) + 1]
     bad = OrderedDict(sd)
     bad["net.text_encoder.text_projection"] = sd["net.text_encoder.text_projection"].T
-    assert (openai_text_features(bad, ids) - ours).abs().max() > 1e-2
+    assert (openai_text_features(bad, one) - ours[:1]).abs().max() > 1e-2
     w = sd["net.text_encoder.transformer.resblocks.0.attn.in_proj_weight"]
     bad = OrderedDict(sd)
     bad["net.text_encoder.transformer.resblocks.0.attn.in_proj_weight"] = torch.cat(
         [w[512:1024], w[:512], w[1024:]]
     )  # q and k swapped
-    assert (openai_text_features(bad, ids) - ours).abs().max() > 1e-2
+    assert (openai_text_features(bad, one) - ours[:1]).abs().max() > 1e-2
 
 
 # -------------------------------------------------------------------- round trip
-def test_export_import_round_trip_is_bit_exact(checkpoints, imported, clip_dir, tmp_path):
+def test_export_import_round_trip_is_bit_exact(checkpoints, imported, clip_dir, tmp_path, capsys):
     _, _, sd, _ = checkpoints["sht"]
     run = imported["sht"]
-    out = export_checkpoint(run, tmp_path / "export" / "last.ckpt")
+    out = tmp_path / "export" / "last.ckpt"
+    code, _ = _cli(capsys, "export-checkpoint", str(run), str(out))
+    assert code == 0 and out.is_file() and out.with_name("ncentroid.pt").is_file()
     # our export is plain tensors and containers: torch's own safe loader takes it
     exported = torch.load(out, map_location="cpu", weights_only=True)
     assert exported["pytorch-lightning_version"] == "1.8.3"
@@ -459,13 +477,42 @@ def test_export_import_round_trip_is_bit_exact(checkpoints, imported, clip_dir, 
     for k in kept:
         assert esd[k].dtype == sd[k].dtype and torch.equal(esd[k], sd[k]), k
     assert exported["datamodule_hyper_parameters"]["normal_id"] == 8
-    again = import_checkpoint(
-        out, "sht", tmp_path / "again", clip_dir, centroid=out.with_name("ncentroid.pt")
-    )
+    again = tmp_path / "again"
+    code, _ = _cli(
+        capsys, "import-checkpoint", str(out), "--dataset", "sht", "--clip", str(clip_dir),
+        "--centroid", str(out.with_name("ncentroid.pt")), "--out", str(again),
+    )  # fmt: skip
+    assert code == 0
     a = load_file(str(run / "model.safetensors"))
     b = load_file(str(again / "model.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_centroid_from_store_features(checkpoints, clip_dir, tmp_path):
+    from anomalyclip.store import VideoRecord, open_store, provenance
+
+    rng = torch.Generator().manual_seed(5)
+    videos = {  # id -> (label, split, frames)
+        "A__normal_1": ("Normal", "train", 40), "A__normal_2": ("Normal", "train", 23),
+        "B1__fight": ("Fighting", "train", 30), "A__normal_test": ("Normal", "test", 50),
+    }  # fmt: skip
+    store = tmp_path / "xd.zarr"
+    attrs = provenance(
+        dataset="xd", backbone={"model": str(clip_dir), "dim": 512},
+        preprocessing={"size": 224}, sampling={"stride": 1}, dtype="float32",
+    )  # fmt: skip
+    feats = {}
+    with open_store(store, "w") as st:
+        st.init(attrs)
+        for vid, (label, split, n) in videos.items():
+            feats[vid] = torch.randn(n, 512, generator=rng)
+            st.write_video(VideoRecord(vid, label=label, split=split, fps=24.0), feats[vid].numpy())
+    normal = torch.cat([feats["A__normal_1"], feats["A__normal_2"]]).double()
+    run = import_checkpoint(checkpoints["xd"][0], "xd", tmp_path / "r", clip_dir, features=store)
+    got = load_file(str(run / "model.safetensors"))["centroid"]
+    torch.testing.assert_close(got, normal.mean(0).float(), rtol=0, atol=1e-6)
+    assert json.loads((run / "config.json").read_text())["store"]["location"] == str(store)
 
 
 def test_export_with_image_tower(imported, clip_dir, tmp_path):
@@ -623,6 +670,16 @@ def test_missing_or_misshaped_key_is_named(checkpoints, clip_dir):
     with pytest.raises(AnomalyError, match=rf"key net\.{key} is missing"):
         authors_to_state(ck, rules, model, str(clip_dir))
     ck.state[key] = saved
+    # the stored prompt buffers must be what our tokenizer gives, up to EOS (not the padding)
+    model.load_state_dict(authors_to_state(ck, rules, model, str(clip_dir)), strict=False)
+    check_prompt_tokens(ck, model, str(clip_dir))
+    suffix = ck.state["prompt_learner.token_suffix"]
+    eos = int(model.prompt_learner.eos_position[3])  # class 3 = Assault
+    suffix[3, eos - 9 + 1] += 1  # first padding position after EOS: ignored
+    check_prompt_tokens(ck, model, str(clip_dir))
+    suffix[3, eos - 9 - 1] += 1  # the full stop before EOS
+    with pytest.raises(AnomalyError, match="token_suffix differs .* class 'Assault'"):
+        check_prompt_tokens(ck, model, str(clip_dir))
     key = "text_encoder.transformer.resblocks.3.attn.in_proj_weight"
     ck.state[key] = ck.state[key][:1000]
     with pytest.raises(

@@ -409,12 +409,15 @@ def _check_text_heads(model: AnomalyCLIP, clip: str) -> None:
 
 def _centroid_from_store(features: str | Path, spec: DatasetSpec) -> torch.Tensor:
     from anomalyclip.store import open_store
-    from anomalyclip.train.data import TrainingSet, compute_centroid
+    from anomalyclip.train.data import TrainingSet, centroid_sums
 
     with open_store(features) as store:
         if store.dataset != spec.name:
             raise AnomalyError(f"{features}: store holds {store.dataset!r}, not {spec.name!r}")
-        return compute_centroid(store, TrainingSet.from_store(store).normal)
+        total, count = centroid_sums(store, TrainingSet.from_store(store).normal)
+    if not count:
+        raise AnomalyError(f"{features}: no frames to compute the normal centroid from")
+    return (total / count).float()
 
 
 def _store_info(features: str | Path | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ State-dict layout (mirrors the authors' ``net.*`` where that is free)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -105,6 +106,7 @@ class AnomalyCLIP(nn.Module):
         labels: torch.Tensor,
         keep: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss of a batch (first half abnormal, second half normal).
 
@@ -123,6 +125,7 @@ class AnomalyCLIP(nn.Module):
             keep,
             self.cfg.topk,
             self.cfg.loss_weights,
+            gather,
         )
 
     def trainable_parameters(self) -> dict[str, list[nn.Parameter]]:

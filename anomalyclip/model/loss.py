@@ -13,6 +13,7 @@ saturated score gives a finite loss and finite gradients.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -86,8 +87,14 @@ def anomalyclip_loss(
     keep: torch.Tensor,
     k: int = 3,
     weights: LossWeights | None = None,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its weighted terms (they sum to the total).
+
+    ``gather`` (data-parallel training) maps this process's abnormal-half p(A) (b, N, L) to
+    the whole global batch's, in global order, differentiably; the temporal priors are then
+    those of the global batch, as in one process (the other terms are means of equal-sized
+    shards, which data-parallel gradient averaging already combines exactly).
 
     similarity: (B, N, L, A) BatchNorm-ed similarities s; logits: (B, N, L) head logits z,
     p(A) = sigmoid(z); labels: (B,) class ids; keep: (B, N) bool segment-dropout mask.
@@ -114,7 +121,8 @@ def anomalyclip_loss(
 
     # Temporal priors on the abnormal half, flattened in frame order across the half as the
     # authors do (so the step from one video's last frame to the next video's first counts).
-    p = torch.sigmoid(logits[:half]).reshape(-1)
+    p = torch.sigmoid(logits[:half])
+    p = (gather(p) if gather is not None else p).reshape(-1)
     smooth = (p[1:] - p[:-1]).square().sum()
     sparse = p.mean()
 

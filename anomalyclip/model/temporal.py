@@ -100,7 +100,7 @@ class ConvFeedForward(nn.Module):
         self.net = nn.Sequential(
             ChannelLayerNorm(dim),
             nn.Conv2d(dim, mult * dim, 3, padding=1),
-            nn.LeakyReLU(0.01),
+            nn.LeakyReLU(0.01, inplace=True),  # its backward needs only its output
             nn.Conv2d(mult * dim, dim, 3, padding=1),
         )
 

@@ -59,16 +59,16 @@ class TrainingSet:
         return cls(abnormal, normal, {r.video_id: spec.class_id(r.label) for r in records})
 
 
-def compute_centroid(store: FeatureStore, records: list[VideoRecord]) -> torch.Tensor:
-    """Mean embedding of every frame of the given (normal training) videos, in float64."""
-    total, count = None, 0
+def centroid_sums(store: FeatureStore, records: list[VideoRecord]) -> tuple[torch.Tensor, int]:
+    """Sum (float64) and count of the frame embeddings of ``records``: the normal centroid
+    is their quotient, summed over processes first when the work is shared."""
+    total = torch.zeros(int(store.attrs.get("backbone", {}).get("dim") or 512), dtype=torch.float64)
+    count = 0
     for rec in records:
         x = store.features(rec.video_id).astype(np.float64)
-        total = x.sum(0) if total is None else total + x.sum(0)
+        total += torch.from_numpy(x.sum(0))
         count += x.shape[0]
-    if not count:
-        raise AnomalyError(f"{store.location}: no frames to compute the normal centroid from")
-    return torch.from_numpy(total / count).float()
+    return total, count
 
 
 def epoch_plan(data: TrainingSet, batch_size: int, seed: int, epoch: int) -> list[list[VideoRecord]]:
@@ -97,16 +97,31 @@ class Batch:
     labels: torch.Tensor  # (B,) class ids, abnormal first
 
 
+def local_positions(batch_size: int, rank: int, world: int) -> list[int]:
+    """Positions in a global batch that one of ``world`` processes trains on.
+
+    Each process takes a contiguous share of the abnormal half and the same share of the
+    normal half, so its local batch keeps the abnormal-first layout the loss expects, and the
+    shards concatenated in rank order give back the global order.
+    """
+    half = batch_size // 2
+    if half % world:
+        raise AnomalyError(f"batch size {batch_size} does not split over {world} processes")
+    share = half // world
+    mine = list(range(rank * share, (rank + 1) * share))
+    return mine + [half + i for i in mine]
+
+
 def load_batch(
     store: FeatureStore,
     videos: list[VideoRecord],
     class_ids: dict[str, int],
     num_segments: int,
     seg_length: int,
-    rng: np.random.Generator,
+    rngs: list[np.random.Generator],
 ) -> Batch:
     rows = []
-    for rec in videos:
+    for rec, rng in zip(videos, rngs, strict=True):
         idx = tsn_indices(rec.num_frames, num_segments, seg_length, rng)  # (N, L)
         rows.append(store.rows(rec.video_id, idx.reshape(-1)).reshape(*idx.shape, -1))
     x = torch.from_numpy(np.stack(rows).astype(np.float32))
@@ -124,16 +139,24 @@ def iterate_batches(
     epoch: int,
     workers: int = 2,
     prefetch: int = 4,
+    positions: list[int] | None = None,
 ) -> Iterator[Batch]:
     """Yield the batches of ``plan`` in order while ``workers`` threads read ahead.
 
-    Each batch gets its own RNG seeded by (seed, epoch, batch), so what is sampled does not
-    depend on thread timing.
+    ``positions`` picks this process's videos of each global batch (all by default). Every
+    video draws its frames from its own RNG, seeded by (seed, epoch, batch, position), so
+    what is sampled depends neither on thread timing nor on how the batch is sharded.
     """
+
+    def load(b: int) -> Batch:
+        pos = positions if positions is not None else range(len(plan[b]))
+        videos = [plan[b][j] for j in pos]
+        rngs = [np.random.default_rng([seed, epoch, 1, b, j]) for j in pos]
+        return load_batch(store, videos, data.class_ids, num_segments, seg_length, rngs)
+
     if workers <= 0:
-        for b, videos in enumerate(plan):
-            rng = np.random.default_rng([seed, epoch, 1, b])
-            yield load_batch(store, videos, data.class_ids, num_segments, seg_length, rng)
+        for b in range(len(plan)):
+            yield load(b)
         return
 
     results: dict[int, Batch | BaseException] = {}
@@ -154,11 +177,8 @@ def iterate_batches(
                 cond.wait_for(lambda: stop.is_set() or b < state["next"] + prefetch)
             if stop.is_set():
                 return
-            rng = np.random.default_rng([seed, epoch, 1, b])
             try:
-                item: Batch | BaseException = load_batch(
-                    store, plan[b], data.class_ids, num_segments, seg_length, rng
-                )
+                item: Batch | BaseException = load(b)
             except BaseException as exc:  # handed to the consumer, raised there
                 item = exc
             with cond:

@@ -16,11 +16,19 @@ from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.run import evaluate_store
 from anomalyclip.model import AnomalyCLIP
+from anomalyclip.model.loss import segment_keep_mask
 from anomalyclip.store import open_store
-from anomalyclip.train.build import build_model, default_device, model_config
+from anomalyclip.train.build import build_model, model_config
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
-from anomalyclip.train.data import TrainingSet, compute_centroid, epoch_plan, iterate_batches
+from anomalyclip.train import distributed
+from anomalyclip.train.data import (
+    TrainingSet,
+    centroid_sums,
+    epoch_plan,
+    iterate_batches,
+    local_positions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,24 @@ def train(
 
     Returns the config written with the last checkpoint (including the last metrics).
     """
-    device = default_device(cfg.device)
+    d = distributed.setup(cfg.device)
+    try:
+        return _train(features, out, cfg, clip, resume, progress and d.is_main, stop_after, d)
+    finally:
+        distributed.teardown(d)
+
+
+def _train(
+    features: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    clip: str | None,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    d: distributed.Dist,
+) -> dict[str, Any]:
+    device = d.device
     store = open_store(features)
     spec = get_dataset(store.dataset)
     data = TrainingSet.from_store(store)
@@ -75,6 +100,7 @@ def train(
     clip = clip or store.attrs.get("backbone", {}).get("model")
     if not clip:
         raise AnomalyError(f"{features}: the store names no backbone; pass --clip")
+    positions = local_positions(cfg.batch_size, d.rank, d.world) if d.enabled else None
 
     _seed_everything(cfg.seed)
     mcfg = model_config(spec, cfg, dim)
@@ -103,9 +129,21 @@ def train(
         history = list(state.config.get("history", []))
         log.info("resuming %s at epoch %d", out, start_epoch)
     else:
-        model.set_centroid(compute_centroid(store, data.normal))
+        total, count = centroid_sums(store, data.normal[d.rank :: d.world])
+        total = distributed.all_sum(total, d)
+        count = int(distributed.all_sum(torch.tensor([count], dtype=torch.float64), d).item())
+        if not count:
+            raise AnomalyError(f"{features}: no frames to compute the normal centroid from")
+        model.set_centroid((total / count).float())
     lr_factor = warmup_cosine(cfg.warmup_epochs, cfg.epochs)
     model.to(device)
+    net = model
+    gather = None
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        gather = distributed.gather_cat
 
     run_config = {
         "dataset": spec.name,
@@ -123,26 +161,41 @@ def train(
         plan = epoch_plan(data, cfg.batch_size, cfg.seed, epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         batches = iterate_batches(
-            store, data, plan, cfg.num_segments, cfg.seg_length, cfg.seed, epoch, cfg.workers
-        )
-        bar = tqdm(batches, total=len(plan), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+            store, data, plan, cfg.num_segments, cfg.seg_length, cfg.seed, epoch, cfg.workers,
+            positions=positions,
+        )  # fmt: skip
+        desc = f"epoch {epoch + 1}/{cfg.epochs}"
+        bar = tqdm(batches, total=len(plan), desc=desc, disable=not progress)
         t0, sums = time.perf_counter(), {}
         for batch in bar:
-            out_ = model(batch.features.to(device))
-            loss, terms = model.loss(out_, batch.labels.to(device), generator=gen)
+            # one global dropout mask, each process taking its videos' rows
+            keep = segment_keep_mask(cfg.batch_size, cfg.num_segments, cfg.segment_dropout, gen)
+            keep = keep if positions is None else keep[positions]
+            out_ = net(batch.features.to(device))
+            loss, terms = model.loss(
+                out_, batch.labels.to(device), keep=keep.to(device), gather=gather
+            )
             if not torch.isfinite(loss):
                 raise AnomalyError(f"non-finite loss at epoch {epoch + 1}: {terms}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            for k, v in {"loss": loss, **terms}.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        epoch_log = {k: v / len(plan) for k, v in sums.items()}
+            values = torch.stack([loss.detach(), *(v.detach() for v in terms.values())]).cpu()
+            values = distributed.all_sum(values.double(), d) / d.world
+            for k, v in zip(["loss", *terms], values.tolist(), strict=True):
+                sums.setdefault(k, []).append(v)
+            bar.set_postfix(loss=f"{values[0].item():.4f}")
+        epoch_log: dict[str, Any] = {k: sum(v) / len(v) for k, v in sums.items()}
         epoch_log.update(
-            epoch=epoch, lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0
+            epoch=epoch,
+            first_step_loss=sums["loss"][0],
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - t0,
         )
-        if has_test and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+        evaluate_now = cfg.eval_every and (
+            (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        )
+        if d.is_main and has_test and evaluate_now:
             found = evaluate_store(model, store, device=device)
             if found:
                 metrics = found[0]
@@ -155,6 +208,9 @@ def train(
                     metrics["primary_value"],
                 )
         history.append(epoch_log)
-        save_run(out, model, {**run_config, "metrics": metrics, "history": history}, epoch, optimizer)
+        if d.is_main:
+            config = {**run_config, "metrics": metrics, "history": history, "world_size": d.world}
+            save_run(out, model, config, epoch, optimizer)
+        distributed.barrier(d)
     store.close()
     return {**run_config, "metrics": metrics, "history": history}
