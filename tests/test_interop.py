@@ -385,15 +385,19 @@ def test_sht_input_projection_keeps_similarities_first(checkpoints, imported, cl
         seen["input"], seen["output"] = args[0], output
         raise Stop
 
-    handle = model.temporal_model.projection.register_forward_hook(capture)
+    def similarity(module, args, output):
+        seen["similarity"] = output
+
+    hooks = [
+        model.temporal_model.projection.register_forward_hook(capture),
+        model.selector_model.register_forward_hook(similarity),
+    ]
     with torch.no_grad(), pytest.raises(Stop):
         model(x)
-    handle.remove()
-    with torch.no_grad():
-        text = model.text_features()
-        sim = model.selector_model(
-            x - model.centroid, torch.cat([text[:8], text[9:]]), model.centroid
-        )
+    for h in hooks:
+        h.remove()
+    sim = seen["similarity"]
+    assert sim.shape == (1, 32, 16, 17)
     feats = seen["input"]  # (1, 32, 16, 529)
     assert torch.equal(feats[..., :17], sim) and torch.equal(feats[..., 17:], x - model.centroid)
     w = sd["net.temporal_model.projection.weight"]  # the authors' (256, 529), as saved
