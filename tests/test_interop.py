@@ -14,7 +14,6 @@ tower, which the importer skips, is saved as zero-stride views of one random val
 from __future__ import annotations
 
 import functools
-import io
 import json
 import math
 import os
@@ -627,7 +626,7 @@ def _cli(capsys, *args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize(
     "content",
-    [b"not a checkpoint at all\n", b"PK\x03\x04truncated", io.BytesIO().getvalue()],
+    [b"not a checkpoint at all\n", b"PK\x03\x04truncated", b""],
     ids=["text", "broken-zip", "empty"],
 )
 def test_not_a_checkpoint_is_one_line_error(content, tmp_path, capsys, clip_dir):
