@@ -52,6 +52,8 @@ class ClipShape:
 
 CLIP_SHAPES = {
     "tiny": ClipShape(64, 2, 2, 32, 64, 2, 2),
+    # the demo's: a wider image tower, so its random features keep what the events change
+    "demo": ClipShape(256, 2, 4, 32, 64, 2, 2),
     "vit-b-16": ClipShape(768, 12, 12, 16, 512, 12, 8),
 }
 

@@ -443,6 +443,46 @@ def bench_store_cmd(
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
+def _bench_convs(conv: str) -> tuple[str, ...]:
+    if conv not in ("direct", "winograd", "both"):
+        raise AnomalyError(f"--conv: expected direct, winograd or both, got {conv!r}")
+    return ("direct", "winograd") if conv == "both" else (conv,)
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    steps: int = typer.Option(3, "--steps", help="Timed steps per configuration (median)."),
+    conv: str = typer.Option("both", "--conv", help="direct | winograd | both."),
+    bf16: bool = typer.Option(False, "--bf16", help="Also time bf16 autocast."),
+    rounds: int = typer.Option(1, "--rounds", help="Interleaved repeats of every configuration."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Seconds per training step at the paper's UCF-Crime shape, against the published code."""
+    import json
+
+    from anomalyclip.bench.train import run, table
+
+    dtypes = (False, True) if bf16 else (False,)
+    result = run(convs=_bench_convs(conv), bf16=dtypes, steps=steps, rounds=rounds)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("eval")
+def bench_eval_cmd(
+    videos: int = typer.Option(16, "--videos", help="Random-length test videos."),
+    conv: str = typer.Option("both", "--conv", help="direct | winograd | both."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved repeats (median)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Frames/s of test-mode inference at the UCF-Crime shape, and the time outside the model."""
+    import json
+
+    from anomalyclip.bench.eval import run, table
+
+    result = run(n_videos=videos, convs=_bench_convs(conv), rounds=rounds)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
 def main() -> None:
     """Entry point of the ``anomaly`` console script."""
     try:

@@ -17,8 +17,9 @@ Layout (the registry's ``demo`` dataset)::
     <root>/annotations.txt        one line per test video: ``<split>/<Class>/<name> s1 e1``
                                   (end-exclusive decoded frame numbers; none for Normal)
 
-:func:`run_demo` chains the steps (generate, build a tiny random CLIP, extract); later stages
-append their own steps to :data:`DEMO_STEPS`.
+:func:`run_demo` chains the steps of :data:`DEMO_STEPS`: generate the videos, build a tiny
+random CLIP, stand in for its pre-training (:func:`align_text_projection`), extract the
+features, train AnomalyCLIP and evaluate it on the test split.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 from anomalyclip.datasets.registry import DEMO
 
@@ -72,12 +74,17 @@ def _smooth_texture(rng: np.random.Generator, h: int, w: int, cell: int = 20) ->
     return np.clip(base + (tex - 0.5) * 90, 0, 255)
 
 
+NUM_CAMERAS = 4  # fixed scenes the videos are filmed in, as in surveillance datasets
+
+
 class _Scene:
-    """Normal scene: panning texture + drifting soft blobs + noise, all frames at once."""
+    """Normal scene: one of the cameras' backgrounds, panning slowly, drifting soft blobs and
+    noise, all frames at once."""
 
     def __init__(self, rng: np.random.Generator, h: int, w: int, num_blobs: int = 3) -> None:
         self.rng, self.h, self.w = rng, h, w
-        self.texture = _smooth_texture(rng, h, 2 * w).astype(np.float32)  # room to pan
+        camera = np.random.default_rng([7919, int(rng.integers(NUM_CAMERAS))])
+        self.texture = _smooth_texture(camera, h, 2 * w).astype(np.float32)  # room to pan
         self.pan = rng.uniform(0.2, 0.6) * rng.choice([-1, 1])  # pixels per frame
         self.blob_pos = rng.uniform([0, 0], [w, h], (num_blobs, 2))  # (B, 2) x, y
         self.blob_vel = rng.uniform(-0.8, 0.8, (num_blobs, 2))
@@ -122,12 +129,12 @@ def _explosion(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) -
 
 def _intruder(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) -> np.ndarray:
     w = scene.w
-    x = -4 + (w + 8) * (k + 0.5) / n  # crosses the whole frame, in view the whole event
+    x = 10 + (w - 20) * (k + 0.5) / n  # crosses the frame, fully in view the whole event
     if params["leftward"]:
         x = w - x
     y = params["y"]  # feet
-    body = (np.abs(scene.xx - x) < 8) & (scene.yy > y - 42) & (scene.yy < y)
-    head = (scene.xx - x) ** 2 + (scene.yy - (y - 50)) ** 2 < 8**2
+    body = (np.abs(scene.xx - x) < 14) & (scene.yy > y - 66) & (scene.yy < y)
+    head = (scene.xx - x) ** 2 + (scene.yy - (y - 78)) ** 2 < 12**2
     mask = (body | head)[..., None]
     return np.where(mask, params["colour"], frame)
 
@@ -161,7 +168,7 @@ def _event_params(label: str, rng: np.random.Generator, h: int, w: int) -> dict:
     if label == "Intruder":
         return {
             "leftward": bool(rng.integers(2)),
-            "y": rng.uniform(0.75, 0.95) * h,
+            "y": rng.uniform(0.85, 0.98) * h,
             "colour": rng.uniform(5, 35, 3),
         }
     return {"kind": "covered" if rng.integers(2) else "defocus", "rng": rng}
@@ -284,6 +291,14 @@ class DemoRun:
     def store(self) -> Path:
         return self.out / "store.zarr"
 
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "run"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.out / "run" / "eval"
+
 
 def step_generate(run: DemoRun) -> list[DemoVideo]:
     """Step 1: render and encode the demo videos."""
@@ -295,11 +310,11 @@ def step_clip(run: DemoRun) -> Path:
     """Step 2: a tiny random CLIP in Hugging Face format (no download)."""
     from anomalyclip.backbone import build_clip
 
-    return build_clip(run.clip_dir, "tiny", seed=run.seed)
+    return build_clip(run.clip_dir, "demo", seed=run.seed)
 
 
 def step_extract(run: DemoRun):
-    """Step 3: every frame of every video through the tiny CLIP into ``store.zarr``."""
+    """Step 4: every frame of every video through the tiny CLIP into ``store.zarr``."""
     from anomalyclip.datasets import discover
     from anomalyclip.extract.pipeline import extract
 
@@ -324,11 +339,113 @@ def step_extract(run: DemoRun):
     return summary
 
 
-# Later stages append ("train", step_train), ("evaluate", step_evaluate), ...
+def _pooled_states(module: torch.nn.Module, projection: torch.nn.Module, fn) -> torch.Tensor:
+    """Inputs of ``projection`` (the pooled states) while ``fn()`` runs ``module``."""
+    seen: list[torch.Tensor] = []
+    hook = projection.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            fn()
+    finally:
+        hook.remove()
+    return torch.cat(seen).double()
+
+
+def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float = 1e-4) -> torch.Tensor:
+    """W (out, in) minimising ||x W^T - y||^2 + lam * n * ||W||^2 (inputs standardised by scale)."""
+    reg = lam * x.shape[0] * x.square().mean() * torch.eye(x.shape[1], dtype=x.dtype)
+    return torch.linalg.solve(x.T @ x + reg, x.T @ y).T
+
+
+def pretrain_projections(clip_dir: Path, seed: int = 0, clips_per_class: int = 6) -> None:
+    """Stand in for CLIP's pre-training: make the tiny random CLIP's two towers agree.
+
+    Real CLIP was trained on captioned images until a picture of an explosion and the word
+    "explosion" land close together. A random CLIP has no such knowledge: its image
+    embeddings are dominated by nuisance (background, motion, noise) and its text embeddings
+    point anywhere, so a demo built on it could not show what AnomalyCLIP does. Here both
+    projection layers are fitted by ridge regression on captioned clips of the demo's world
+    that are not part of the dataset (rendered in memory from a disjoint seed stream): each
+    frame's pooled image state, and each class prompt's pooled text state (over many random
+    initial contexts, as AnomalyCLIP draws them), are mapped to a per-class anchor vector.
+    Only ``visual_projection`` and ``text_projection`` change; both towers stay random.
+    """
+    from transformers import CLIPModel
+
+    from anomalyclip.backbone import load_text
+    from anomalyclip.extract.preprocess import preprocess
+    from anomalyclip.model.prompt import PromptLearner
+
+    model = CLIPModel.from_pretrained(str(clip_dir)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    names = DEMO.classes
+    anchors = torch.randn(len(names), model.config.projection_dim, generator=gen, dtype=torch.float64)
+
+    images, targets = [], []
+    for c, label in enumerate(names):
+        for k in range(clips_per_class):
+            rng = np.random.default_rng([seed, 10_000 + c, k])
+            pixels, intervals = render_video(label, rng, 96, (160, 120))
+            if intervals:
+                pixels = pixels[intervals[0][0] : intervals[0][1]]
+            images.append(preprocess(pixels[:: max(1, len(pixels) // 24)]))
+            targets += [c] * len(images[-1])
+    pixels = torch.cat(images)
+    v = _pooled_states(model, model.visual_projection, lambda: model.get_image_features(pixels))
+    counts = torch.bincount(torch.tensor(targets), minlength=len(names)).double()
+    weight = (1.0 / counts[targets]).sqrt()[:, None]  # every class counts the same
+    visual = _ridge(v * weight, anchors[targets] * weight)
+
+    text_model, tokenizer = load_text(clip_dir)
+    learner = PromptLearner(names, text_model, tokenizer, 8)
+
+    def prompts() -> None:
+        for _ in range(32):
+            learner.ctx.copy_(torch.randn(learner.ctx.shape, generator=gen) * 0.02)
+            learner()
+
+    h = _pooled_states(text_model, text_model.text_projection, prompts)
+    text = _ridge(h, anchors.repeat(32, 1))
+    with torch.no_grad():
+        model.visual_projection.weight.copy_(visual.float())
+        model.text_projection.weight.copy_(text.float())
+    model.save_pretrained(clip_dir)
+
+
+def step_pretrain(run: DemoRun) -> str:
+    """Step 3: stand-in for CLIP's pre-training (see :func:`pretrain_projections`)."""
+    pretrain_projections(run.clip_dir, run.seed)
+    return "image and text projections fitted on captioned clips outside the dataset"
+
+
+def step_train(run: DemoRun) -> dict:
+    """Step 5: AnomalyCLIP on the demo store, the demo preset (a minute or two on a CPU)."""
+    from anomalyclip.train import resolve_config, train
+
+    cfg = resolve_config("demo")
+    return train(run.store, run.run_dir, cfg, progress=run.progress)
+
+
+def step_evaluate(run: DemoRun) -> dict:
+    """Step 6: the paper's metrics on the demo test split, CSVs and plots."""
+    from anomalyclip.evaluate.run import evaluate_store, require_results, write_outputs
+    from anomalyclip.store import open_store
+    from anomalyclip.train.build import load_model
+
+    model, _ = load_model(run.run_dir)
+    with open_store(run.store) as st:
+        metrics, results = require_results(evaluate_store(model, st), str(run.store))
+    write_outputs(run.eval_dir, metrics, results, model.cfg.classes, model.cfg.normal_id)
+    return metrics
+
+
 DEMO_STEPS: list[tuple[str, Callable[[DemoRun], object]]] = [
     ("generate", step_generate),
     ("clip", step_clip),
+    ("pretrain", step_pretrain),
     ("extract", step_extract),
+    ("train", step_train),
+    ("evaluate", step_evaluate),
 ]
 
 

@@ -13,6 +13,14 @@ channels-last memory format that oneDNN's convolutions take as is (and return in
 format), so no layout copies sit between the blocks. The convolutions are ~93% of the FLOPs
 at the paper's shape; they run at the CPU's matrix-multiply rate in either memory format.
 
+Convolution algorithm. :func:`set_conv_algorithm` (or the :func:`conv_algorithm` context
+manager) picks how the feed-forward 3x3 convolutions are computed, process-wide, without
+touching parameters, state dict or config: ``"direct"`` (``nn.Conv2d``: oneDNN on CPU, cuDNN
+on CUDA) or ``"winograd"`` (:mod:`anomalyclip.model.winograd`: the same convolution with
+~4x fewer multiplies, as batched matrix multiplies). ``"auto"`` (the default) takes Winograd
+for float32/float64 CPU tensors outside autocast and direct everywhere else (cuDNN picks
+its own algorithms; in bfloat16 the Winograd transforms would amplify rounding).
+
 Parameter names (``depth`` layers, layer d owning blocks 2d and 2d+1)::
 
     projection.{weight,bias}                      (E, in_dim), (E,)
@@ -37,9 +45,57 @@ attention blocks ``f|g.net.fn.fn.X`` -> ``f|g.X``, ``f|g.net.fn.norm`` -> ``f|g.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from anomalyclip.model.winograd import TILE_SIZES, winograd_conv3x3
+
+CONV_ALGORITHMS = ("auto", "direct", "winograd")
+_conv = {"algorithm": "auto", "tile": 4}
+
+
+def set_conv_algorithm(algorithm: str, tile: int = 4) -> None:
+    """Process-wide choice for the feed-forward convolutions: auto | direct | winograd.
+
+    ``tile`` is Winograd's output tile m of F(m x m, 3 x 3): 4 (fewest multiplies) or 2
+    (smaller float32 rounding error).
+    """
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(f"conv algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
+    if tile not in TILE_SIZES:
+        raise ValueError(f"Winograd tile must be one of {TILE_SIZES}, got {tile}")
+    _conv.update(algorithm=algorithm, tile=tile)
+
+
+def get_conv_algorithm() -> tuple[str, int]:
+    """The current (algorithm, Winograd tile)."""
+    return _conv["algorithm"], _conv["tile"]
+
+
+@contextlib.contextmanager
+def conv_algorithm(algorithm: str, tile: int = 4) -> Iterator[None]:
+    """Use ``algorithm`` for the feed-forward convolutions inside the ``with`` block."""
+    before = get_conv_algorithm()
+    set_conv_algorithm(algorithm, tile)
+    try:
+        yield
+    finally:
+        set_conv_algorithm(*before)
+
+
+def _use_winograd(x: torch.Tensor) -> bool:
+    algorithm = _conv["algorithm"]
+    if algorithm == "auto":
+        return (
+            x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu")
+        )
+    return algorithm == "winograd"
 
 
 class AxialAttention(nn.Module):
@@ -106,7 +162,14 @@ class ConvFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, N, L, E) -> channels-last (B, E, N, L) view -> back to (B, N, L, E), no copies
-        return self.net(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        if not _use_winograd(x):
+            return self.net(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        norm, conv1, act, conv2 = self.net
+        tile = _conv["tile"]
+        h = norm(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, N, L, E)
+        h = winograd_conv3x3(h, conv1.weight, conv1.bias, tile)  # (B, N, L, 4E)
+        h = F.leaky_relu(h, act.negative_slope, inplace=True)
+        return winograd_conv3x3(h, conv2.weight, conv2.bias, tile)  # (B, N, L, E)
 
 
 class Coupling(nn.Module):

@@ -1,0 +1,345 @@
+"""Training-step benchmark at the paper's UCF-Crime shape (issue 5).
+
+One optimisation step of AnomalyCLIP: batch 64 (32 abnormal + 32 normal) x 32 segments x 16
+frames of 512-d features, E = 256, depth 1, the 14 UCF-Crime prompts through a ViT-B/16-sized
+text tower (random weights, built locally). Each configuration (convolution algorithm x
+fp32 / bf16 autocast) runs in a subprocess of its own so its peak RSS is its own; inside it,
+forward and backward are timed separately over several steps (medians).
+
+Everything is read against the fp32 matrix-multiply peak measured in the same subprocess just
+before and after its steps, because shared hosts of the same kind differ by ~2x and a loaded
+host's speed drifts within a run. The published implementation (reversible layers:
+the forward is recomputed in the backward, ~4x the forward's FLOPs per step) runs at ~0.84 of
+that peak, so its equivalent time here is 4 x forward FLOPs / (0.84 x peak); at the paper's
+shape 4 x 663 GFLOP = 2.65 TFLOP. "Nominal" FLOPs are those of the direct convolution (what
+the model computes), "executed" those actually run (fewer with Winograd).
+
+The data-loading rate is batches/s of :func:`anomalyclip.train.data.iterate_batches` over a
+float16 Zarr store of random features, to compare with the step rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from anomalyclip.backbone import build_clip, load_text
+from anomalyclip.bench.peak import peaks
+from anomalyclip.datasets import get_dataset
+from anomalyclip.model import AnomalyCLIP, ModelConfig
+from anomalyclip.model.temporal import conv_algorithm
+from anomalyclip.store import SCHEMA, SCHEMA_VERSION, VideoRecord, open_store
+from anomalyclip.train.data import TrainingSet, epoch_plan, iterate_batches
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_EFFICIENCY = 0.84  # fraction of the fp32 matmul peak the published step runs at
+PUBLISHED_FORWARDS_PER_STEP = 4  # reversible layers: forward + (recomputed forward + backward)
+
+
+@dataclass
+class Shape:
+    """Benchmark shape; the defaults are the paper's UCF-Crime configuration."""
+
+    batch: int = 64
+    segments: int = 32
+    seg_length: int = 16
+    dim: int = 512
+    emb_dim: int = 256
+    depth: int = 1
+    heads: int = 8
+    clip: str = "vit-b-16"  # anomalyclip.backbone.build_clip shape of the text tower
+
+
+@dataclass
+class StepResult:
+    conv: str
+    bf16: bool
+    forward_s: float
+    backward_s: float
+    step_s: float
+    peak_rss_mb: float
+    nominal_gflop_fwd: float
+    nominal_gflop_bwd: float
+    executed_gflop_fwd: float
+    executed_gflop_bwd: float
+    peak_fp32: float  # matmul GFLOP/s measured around this configuration's steps
+    peak_bf16: float
+    load_avg: float  # 1-minute load average when the steps ended
+
+
+def build_model(clip_dir: Path, shape: Shape) -> AnomalyCLIP:
+    ucf = get_dataset("ucf")
+    cfg = ModelConfig(
+        classes=ucf.classes,
+        normal_id=ucf.normal_id,
+        feature_dim=shape.dim,
+        emb_dim=shape.emb_dim,
+        depth=shape.depth,
+        heads=shape.heads,
+        num_segments=shape.segments,
+        seg_length=shape.seg_length,
+    )
+    text_model, tokenizer = load_text(clip_dir)
+    return AnomalyCLIP(cfg, text_model, tokenizer).train()
+
+
+def _batch(shape: Shape, num_classes: int, normal_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(shape.batch, shape.segments, shape.seg_length, shape.dim, generator=gen)
+    half = shape.batch // 2
+    abnormal = [c for c in range(num_classes) if c != normal_id]
+    labels = torch.tensor([abnormal[i % len(abnormal)] for i in range(half)] + [normal_id] * half)
+    return x, labels
+
+
+def _count(
+    model: AnomalyCLIP, x: torch.Tensor, labels: torch.Tensor, bf16: bool
+) -> tuple[int, int]:
+    """(forward, backward) FLOPs of one step as torch's flop counter sees them."""
+    gen = torch.Generator().manual_seed(0)
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
+    with FlopCounterMode(display=False) as counter, autocast:
+        loss, _ = model.loss(model(x), labels, generator=gen)
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return forward, counter.get_total_flops()
+
+
+def measure_step(
+    clip_dir: Path,
+    shape: Shape,
+    conv: str,
+    bf16: bool,
+    steps: int = 3,
+    threads: int | None = None,
+    peak_n: int = 4096,
+) -> StepResult:
+    """Time ``steps`` training steps (after one warm-up) of one configuration, in this process.
+
+    The matmul peak is measured just before and just after the steps (mean of the two), so
+    the configuration is read against the load the machine had while it ran.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(clip_dir, shape)
+    before = peaks(peak_n)
+    x, labels = _batch(shape, model.cfg.num_classes, model.cfg.normal_id)
+    with conv_algorithm("direct"):
+        nominal = _count(model, x, labels, bf16)
+    with conv_algorithm(conv):
+        executed = _count(model, x, labels, bf16)
+        gen = torch.Generator().manual_seed(0)
+        forward, backward = [], []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss, _ = model.loss(model(x), labels, generator=gen)
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            model.zero_grad(set_to_none=True)
+            forward.append(t1 - t0)
+            backward.append(t2 - t1)
+    fwd, bwd = statistics.median(forward[1:]), statistics.median(backward[1:])
+    after = peaks(peak_n)
+    return StepResult(
+        conv=conv,
+        bf16=bf16,
+        forward_s=fwd,
+        backward_s=bwd,
+        step_s=fwd + bwd,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        nominal_gflop_fwd=nominal[0] / 1e9,
+        nominal_gflop_bwd=nominal[1] / 1e9,
+        executed_gflop_fwd=executed[0] / 1e9,
+        executed_gflop_bwd=executed[1] / 1e9,
+        peak_fp32=(before["fp32"] + after["fp32"]) / 2,
+        peak_bf16=(before["bf16"] + after["bf16"]) / 2,
+        load_avg=os.getloadavg()[0],
+    )
+
+
+def _child(queue, clip_dir, shape, conv, bf16, steps, threads, peak_n) -> None:  # noqa: ANN001
+    queue.put(asdict(measure_step(Path(clip_dir), shape, conv, bf16, steps, threads, peak_n)))
+
+
+def measure_in_subprocess(
+    clip_dir: Path,
+    shape: Shape,
+    conv: str,
+    bf16: bool,
+    steps: int,
+    threads: int | None,
+    peak_n: int = 4096,
+) -> StepResult:
+    """:func:`measure_step` in a fresh process, so its peak RSS is this configuration's alone."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(
+        target=_child, args=(queue, str(clip_dir), shape, conv, bf16, steps, threads, peak_n)
+    )
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return StepResult(**result)
+
+
+def write_random_store(
+    path: Path, n_videos: int, frames: tuple[int, int], dim: int, seed: int = 0
+) -> None:
+    """A float16 UCF-labelled Zarr store of random features, half abnormal, half normal."""
+    ucf = get_dataset("ucf")
+    abnormal = [c for i, c in enumerate(ucf.classes) if i != ucf.normal_id]
+    rng = np.random.default_rng(seed)
+    with open_store(path, "w") as store:
+        store.init(
+            {
+                "schema": SCHEMA,
+                "schema_version": SCHEMA_VERSION,
+                "dataset": "ucf",
+                "backbone": {"model": "synthetic", "dim": dim, "output": "image_embeds"},
+                "preprocessing": {},
+                "sampling": {"stride": 1},
+                "dtype": "float16",
+                "producer": {"package": "anomalyclip.bench.train"},
+            }
+        )
+        for i in range(n_videos):
+            n = int(rng.integers(frames[0], frames[1] + 1))
+            label = abnormal[i % len(abnormal)] if i % 2 == 0 else "Normal"
+            feats = rng.standard_normal((n, dim), dtype=np.float32).astype(np.float16)
+            store.write_video(
+                VideoRecord(f"video_{i:04d}", split="train", label=label, fps=30.0), feats
+            )
+
+
+def loading_rate(store_path: Path, shape: Shape, batches: int, workers: int = 2) -> float:
+    """Batches/s that ``iterate_batches`` delivers from the store (one epoch plan, truncated)."""
+    with open_store(store_path) as store:
+        data = TrainingSet.from_store(store)
+        plan = epoch_plan(data, shape.batch, seed=0, epoch=0)
+        plan = (plan * (-(-batches // len(plan))))[:batches]
+        t0 = time.perf_counter()
+        count = 0
+        for batch in iterate_batches(
+            store, data, plan, shape.segments, shape.seg_length, 0, 0, workers
+        ):
+            assert batch.features.shape[0] == shape.batch
+            count += 1
+        return count / (time.perf_counter() - t0)
+
+
+def summarize(result: StepResult) -> dict[str, float | str | bool]:
+    """Derived numbers of one configuration: rates, fractions of peak, published-code ratio."""
+    peak_fp32, peak_bf16 = result.peak_fp32, result.peak_bf16
+    nominal = (result.nominal_gflop_fwd + result.nominal_gflop_bwd) * 1e9
+    executed = (result.executed_gflop_fwd + result.executed_gflop_bwd) * 1e9
+    published_flop = PUBLISHED_FORWARDS_PER_STEP * result.nominal_gflop_fwd * 1e9
+    published_s = published_flop / (PUBLISHED_EFFICIENCY * peak_fp32 * 1e9)
+    peak = peak_bf16 if result.bf16 else peak_fp32
+    return {
+        **asdict(result),
+        "effective_gflops": nominal / result.step_s / 1e9,
+        "executed_gflops": executed / result.step_s / 1e9,
+        "executed_fraction_of_peak": executed / result.step_s / 1e9 / peak,
+        "published_tflop": published_flop / 1e12,
+        "published_equivalent_s": published_s,
+        "speedup_vs_published": published_s / result.step_s,
+    }
+
+
+def run(
+    shape: Shape | None = None,
+    convs: tuple[str, ...] = ("direct", "winograd"),
+    bf16: tuple[bool, ...] = (False,),
+    steps: int = 3,
+    rounds: int = 1,
+    threads: int | None = 2,
+    store_videos: int = 128,
+    store_frames: tuple[int, int] = (1000, 4000),
+    load_batches: int = 8,
+    subprocess: bool = True,
+    peak_n: int = 4096,
+) -> dict:
+    """The whole benchmark; configurations are interleaved over ``rounds`` and medians kept."""
+    shape = shape or Shape()
+    if threads:
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="anomaly-bench-train-") as tmp:
+        clip_dir = build_clip(Path(tmp) / "clip", shape.clip)
+        configs = [(c, b) for b in bf16 for c in convs]
+        samples: dict[tuple[str, bool], list[StepResult]] = {cfg: [] for cfg in configs}
+        for _ in range(rounds):
+            for conv, use_bf16 in configs:
+                measure = measure_in_subprocess if subprocess else measure_step
+                samples[(conv, use_bf16)].append(
+                    measure(clip_dir, shape, conv, use_bf16, steps, threads, peak_n)
+                )
+        store_path = Path(tmp) / "features.zarr"
+        write_random_store(store_path, store_videos, store_frames, shape.dim)
+        rate = loading_rate(store_path, shape, load_batches)
+    rows = [summarize(_median_result(s)) for s in samples.values()]
+    peak = {k: statistics.median(r[f"peak_{k}"] for r in rows) for k in ("fp32", "bf16")}
+    fastest = min(r["step_s"] for r in rows)
+    return {
+        "shape": asdict(shape),
+        "peak_gflops": peak,
+        "rows": rows,
+        "loading_batches_per_s": rate,
+        "fastest_step_per_s": 1 / fastest,
+        "loading_over_step_rate": rate * fastest,
+        "memory": "peak RSS (ru_maxrss) of one subprocess per configuration, text tower included",
+    }
+
+
+def _median_result(results: list[StepResult]) -> StepResult:
+    first = results[0]
+    med = {
+        k: statistics.median(getattr(r, k) for r in results)
+        for k in ("forward_s", "backward_s", "peak_rss_mb", "peak_fp32", "peak_bf16", "load_avg")
+    }
+    return StepResult(**{**asdict(first), **med, "step_s": med["forward_s"] + med["backward_s"]})
+
+
+def table(result: dict) -> str:
+    peak = result["peak_gflops"]
+    lines = [
+        f"matmul peak (median over configurations): fp32 {peak['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peak['bf16']:.0f} GFLOP/s; each row is read against its own",
+        f"{'config':<16}{'peak':>6}{'load':>6}{'fwd s':>8}{'bwd s':>8}{'step s':>8}"
+        f"{'RSS MB':>8}{'nom GF':>8}"
+        f"{'exec GF':>9}{'eff GF/s':>9}{'%peak':>7}{'publ. s':>9}{'speedup':>8}",
+    ]
+    for r in result["rows"]:
+        name = f"{r['conv']}{' bf16' if r['bf16'] else ' fp32'}"
+        lines.append(
+            f"{name:<16}{r['peak_fp32']:>6.0f}{r['load_avg']:>6.1f}{r['forward_s']:>8.2f}"
+            f"{r['backward_s']:>8.2f}{r['step_s']:>8.2f}"
+            f"{r['peak_rss_mb']:>8.0f}{r['nominal_gflop_fwd'] + r['nominal_gflop_bwd']:>8.0f}"
+            f"{r['executed_gflop_fwd'] + r['executed_gflop_bwd']:>9.0f}"
+            f"{r['effective_gflops']:>9.1f}"
+            f"{100 * r['executed_fraction_of_peak']:>6.0f}%{r['published_equivalent_s']:>9.2f}"
+            f"{r['speedup_vs_published']:>7.2f}x"
+        )
+    lines.append(
+        f"data loading: {result['loading_batches_per_s']:.2f} batches/s vs fastest step "
+        f"{result['fastest_step_per_s']:.2f} steps/s "
+        f"({result['loading_over_step_rate']:.1f}x headroom)"
+    )
+    lines.append(f"memory: {result['memory']}")
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Smoke tests of the training / evaluation benchmarks at tiny shapes: the reported numbers
+must be consistent with each other (rates and ratios are quotients of the reported times and
+counts). No timing is asserted."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from anomalyclip.bench import eval as bench_eval
+from anomalyclip.bench import train as bench_train
+from anomalyclip.bench.peak import matmul_gflops
+from anomalyclip.bench.train import Shape
+
+TINY = Shape(batch=4, segments=4, seg_length=4, dim=512, emb_dim=16, heads=4, clip="tiny")
+
+
+def test_matmul_peak_is_a_positive_rate():
+    assert matmul_gflops(torch.float32, n=128, repeats=3) > 0
+
+
+@pytest.fixture(scope="module")
+def train_result():
+    return bench_train.run(
+        TINY,
+        convs=("direct", "winograd"),
+        bf16=(False, True),
+        steps=2,
+        threads=None,
+        store_videos=6,
+        store_frames=(20, 80),
+        load_batches=3,
+        subprocess=False,
+        peak_n=64,
+    )
+
+
+def test_train_bench_numbers_are_consistent(train_result):
+    r = train_result
+    assert {(row["conv"], row["bf16"]) for row in r["rows"]} == {
+        ("direct", False),
+        ("winograd", False),
+        ("direct", True),
+        ("winograd", True),
+    }
+    fwd = {row["nominal_gflop_fwd"] for row in r["rows"]}
+    assert len(fwd) == 1  # the nominal model FLOPs do not depend on the configuration
+    for row in r["rows"]:
+        assert math.isclose(row["step_s"], row["forward_s"] + row["backward_s"])
+        nominal = row["nominal_gflop_fwd"] + row["nominal_gflop_bwd"]
+        executed = row["executed_gflop_fwd"] + row["executed_gflop_bwd"]
+        assert row["nominal_gflop_bwd"] > row["nominal_gflop_fwd"] > 0
+        assert math.isclose(row["effective_gflops"], nominal / row["step_s"])
+        assert math.isclose(row["executed_gflops"], executed / row["step_s"])
+        assert row["peak_fp32"] > 0 and row["peak_bf16"] > 0
+        used_peak = row["peak_bf16"] if row["bf16"] else row["peak_fp32"]
+        assert math.isclose(row["executed_fraction_of_peak"], row["executed_gflops"] / used_peak)
+        assert math.isclose(row["published_tflop"], 4 * row["nominal_gflop_fwd"] / 1e3)
+        published_s = row["published_tflop"] * 1e3 / (0.84 * row["peak_fp32"])
+        assert math.isclose(row["published_equivalent_s"], published_s)
+        assert math.isclose(row["speedup_vs_published"], published_s / row["step_s"])
+        assert row["peak_rss_mb"] > 0
+        if row["conv"] == "winograd" and not row["bf16"]:
+            assert executed < nominal  # fewer multiplies for the same convolution
+        if row["conv"] == "direct":
+            assert math.isclose(executed, nominal)
+    fastest = min(row["step_s"] for row in r["rows"])
+    assert math.isclose(r["fastest_step_per_s"], 1 / fastest)
+    assert math.isclose(r["loading_over_step_rate"], r["loading_batches_per_s"] * fastest)
+    assert r["loading_batches_per_s"] > 0
+    assert "direct fp32" in bench_train.table(r) and "batches/s" in bench_train.table(r)
+
+
+def test_paper_shape_flops_match_the_reference():
+    """The nominal count at the paper's shape is the reference's 663.1 GFLOP forward, without
+    running it: the temporal model's FLOPs scale linearly in the batch, so count batch 1."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from anomalyclip.model.temporal import TemporalModel, conv_algorithm
+
+    model = TemporalModel(512, 256, 1, 8, 32, 16)
+    x = torch.randn(1, 32, 16, 512)
+    with conv_algorithm("direct"), FlopCounterMode(display=False) as counter:
+        model(x)
+    assert math.isclose(64 * counter.get_total_flops() / 1e9, 663.1, rel_tol=2e-3)
+
+
+def test_eval_bench_numbers_are_consistent():
+    r = bench_eval.run(TINY, n_videos=3, frames=(1, 100), batch_size=2, rounds=2, threads=None)
+    assert r["videos"] == 3 and r["frames"] >= 3
+    for row in r["rows"]:
+        assert 0 < row["model_s"] < row["wall_s"]
+        assert math.isclose(row["frames_per_s"], r["frames"] / row["wall_s"])
+        assert math.isclose(
+            row["outside_model_share"], (row["wall_s"] - row["model_s"]) / row["wall_s"]
+        )
+    assert {row["conv"] for row in r["rows"]} == {"direct", "winograd"}
+    assert "frames/s" in bench_eval.table(r)

@@ -1,0 +1,184 @@
+"""Winograd 3x3 convolutions against ``F.conv2d``, the algorithm switch, and the text-tower cut.
+
+Float32 error at the paper's shape (batch 8 of the 64, (32, 16) grid, 256 <-> 1024 channels,
+forward and both gradients, max |error| / max |float64 reference|): F(4x4, 3x3) 4e-6 .. 9e-6,
+F(2x2, 3x3) ~5e-7, oneDNN's direct convolution ~2e-6 on the same arrays.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from anomalyclip.backbone import build_clip, load_text
+from anomalyclip.model import AnomalyCLIP, ModelConfig
+from anomalyclip.model.temporal import (
+    ConvFeedForward,
+    conv_algorithm,
+    get_conv_algorithm,
+    set_conv_algorithm,
+)
+from anomalyclip.model.winograd import conv3x3_nhwc, transform_weight, winograd_conv3x3
+
+SHAPES = [(2, 32, 16, 5, 7), (3, 6, 4, 4, 3), (2, 5, 7, 3, 6), (1, 1, 1, 2, 2), (2, 9, 3, 3, 3)]
+
+
+def direct(x, w, b):
+    return F.conv2d(x.permute(0, 3, 1, 2), w, b, padding=1).permute(0, 2, 3, 1)
+
+
+def operands(B, H, W, C, Fo, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, H, W, C, generator=gen, dtype=dtype, requires_grad=True)
+    w = (torch.randn(Fo, C, 3, 3, generator=gen, dtype=dtype) / (3 * C**0.5)).requires_grad_()
+    b = torch.randn(Fo, generator=gen, dtype=dtype, requires_grad=True)
+    return x, w, b
+
+
+def rel_err(got, ref):
+    got, ref = got.detach().double(), ref.detach().double()
+    return float((got - ref).abs().max() / ref.abs().max())
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("fn", [conv3x3_nhwc, winograd_conv3x3])
+def test_float64_forward_and_gradients_equal_conv2d(fn, shape, m):
+    x, w, b = operands(*shape)
+    ref = direct(x, w, b)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (x, w, b), g)
+    got = fn(x, w, b, m)
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, atol=1e-11, rtol=0)
+    for got_g, ref_g in zip(torch.autograd.grad(got, (x, w, b), g), ref_grads, strict=True):
+        assert torch.allclose(got_g, ref_g, atol=1e-11, rtol=0)
+
+
+def test_without_bias_and_blocking_over_images(monkeypatch):
+    import anomalyclip.model.winograd as wg
+
+    monkeypatch.setattr(wg, "CHUNK_BYTES", 1)  # one image per block: the blocked path
+    x, w, _ = operands(5, 8, 4, 3, 4)
+    ref = direct(x, w, None)
+    g = torch.randn_like(ref)
+    got = winograd_conv3x3(x, w, None, 4)
+    assert torch.allclose(got, ref, atol=1e-11, rtol=0)
+    for got_g, ref_g in zip(
+        torch.autograd.grad(got, (x, w), g), torch.autograd.grad(ref, (x, w), g), strict=True
+    ):
+        assert torch.allclose(got_g, ref_g, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("m, tol", [(2, 3e-6), (4, 3e-5)])
+def test_float32_error_at_paper_channels(m, tol):
+    """Paper channels and grid, one video: the float32 error stays near float32 rounding."""
+    for C, Fo in [(256, 1024), (1024, 256)]:
+        x, w, b = operands(1, 32, 16, C, Fo)
+        ref = direct(x, w, b)
+        g = torch.randn_like(ref)
+        ref_gx, ref_gw = torch.autograd.grad(ref, (x, w), g)
+        xf, wf = x.detach().float().requires_grad_(), w.detach().float().requires_grad_()
+        got = winograd_conv3x3(xf, wf, b.detach().float(), m)
+        gx, gw = torch.autograd.grad(got, (xf, wf), g.float())
+        errors = [rel_err(got, ref), rel_err(gx, ref_gx), rel_err(gw, ref_gw)]
+        assert max(errors) < tol, errors
+        assert max(errors) > 1e-9  # really computed in float32
+
+
+def test_weight_transform_of_a_delta_filter():
+    """A centre-tap filter is the identity convolution; its transform is G[:,1] G[:,1]^T."""
+    w = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    w[0, 0, 1, 1] = 1
+    u = transform_weight(w, 2).view(4, 4)
+    g1 = torch.tensor([0.0, 0.5, -0.5, 0.0], dtype=torch.float64)
+    assert torch.allclose(u, torch.outer(g1, g1))
+    x = torch.randn(2, 5, 6, 1, dtype=torch.float64)
+    assert torch.allclose(conv3x3_nhwc(x, w, None, 2), x, atol=1e-12)
+
+
+def test_bad_tile_size():
+    x, w, b = operands(1, 4, 4, 2, 2)
+    with pytest.raises(ValueError, match="tile size"):
+        winograd_conv3x3(x, w, b, 3)
+
+
+# ---------------------------------------------------------------- the switch in the model
+
+
+def test_feed_forward_same_under_both_algorithms_and_same_state_dict():
+    torch.manual_seed(0)
+    ff = ConvFeedForward(8).double()
+    with torch.no_grad():  # non-trivial norm parameters
+        ff.net[0].g.normal_()
+        ff.net[0].b.normal_()
+    keys = list(ff.state_dict())
+    x = torch.randn(3, 6, 5, 8, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for algorithm in ("direct", "winograd"):
+        with conv_algorithm(algorithm, tile=4):
+            y = ff(x)
+            grads = torch.autograd.grad(y.square().sum(), [x, *ff.parameters()])
+        results[algorithm] = (y, grads)
+    (yd, gd), (yw, gw) = results["direct"], results["winograd"]
+    assert torch.allclose(yw, yd, atol=1e-11, rtol=0)
+    for a, b in zip(gw, gd, strict=True):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+    assert list(ff.state_dict()) == keys
+
+
+def _conv_flops(ff: ConvFeedForward, x: torch.Tensor, autocast: bool = False) -> dict:
+    cast = torch.autocast("cpu", torch.bfloat16, enabled=autocast)
+    with FlopCounterMode(display=False) as counter, cast:
+        ff(x)
+    return {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+
+
+def test_auto_picks_winograd_in_fp32_and_direct_under_autocast():
+    ff = ConvFeedForward(16)
+    x = torch.randn(2, 8, 8, 16)
+    with conv_algorithm("auto"):
+        fp32 = _conv_flops(ff, x)
+        bf16 = _conv_flops(ff, x, autocast=True)
+    with conv_algorithm("direct"):
+        direct_fp32 = _conv_flops(ff, x)
+    assert "aten.convolution" in direct_fp32 and "aten.convolution" in bf16
+    assert "aten.convolution" not in fp32 and "aten.bmm" in fp32
+    # 36 multiplies per 4x4 tile instead of 144: a quarter of the convolution's FLOPs
+    assert fp32["aten.bmm"] == direct_fp32["aten.convolution"] // 4
+
+
+def test_switch_validates_and_context_restores():
+    before = get_conv_algorithm()
+    with conv_algorithm("winograd", tile=2):
+        assert get_conv_algorithm() == ("winograd", 2)
+    assert get_conv_algorithm() == before
+    with pytest.raises(ValueError, match="conv algorithm"):
+        set_conv_algorithm("fft")
+    with pytest.raises(ValueError, match="tile"):
+        set_conv_algorithm("winograd", tile=6)
+    assert get_conv_algorithm() == before
+
+
+# ---------------------------------------------------------------- the text tower cut
+
+
+def test_text_tower_cut_at_last_eos_gives_the_same_features(tmp_path):
+    text_model, tokenizer = load_text(build_clip(tmp_path / "clip", "tiny"))
+    classes = ("Abuse", "Car_accident", "Normal", "Riot", "throwing object")
+    model = AnomalyCLIP(ModelConfig(classes=classes, normal_id=2), text_model, tokenizer)
+    pl = model.prompt_learner
+    assert pl.seq_len == int(pl.eos_position.max()) + 1 < pl.input_ids.shape[1]
+    seq_len = pl.seq_len
+    for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 1e-6)]:
+        model.to(dtype)
+        with torch.no_grad():
+            pl.ctx.normal_()
+            pl.seq_len = seq_len
+            cut = pl()
+            pl.seq_len = pl.input_ids.shape[1]  # the whole 77-token sequence
+            full = pl()
+        assert rel_err(cut, full) < tol  # float32: only the attention's summation order differs
+        assert cut.abs().max() > 0.1
