@@ -101,12 +101,20 @@ def demo_cmd(
     """The whole pipeline on a generated dataset: no download, a few minutes on a CPU."""
     from anomalyclip.demo import run_demo
 
+    from anomalyclip.report import print_metrics
+
     run = run_demo(out, seed=seed)
     for name, seconds in run.timings.items():
         result = run.results[name]
         detail = result.format().splitlines()[0] if hasattr(result, "format") else ""
         typer.echo(f"{name:<10} {seconds:6.1f} s  {detail}".rstrip())
-    typer.echo(f"videos in {run.video_root}, features in {run.store}")
+    typer.echo("")
+    print_metrics(run.results["evaluate"])
+    typer.echo("")
+    typer.echo(f"videos    {run.video_root}")
+    typer.echo(f"features  {run.store}")
+    typer.echo(f"model     {run.run_dir}")
+    typer.echo(f"pictures  {run.eval_dir} (roc.png, pr.png, confusion.png, videos/*.png)")
 
 
 @bench_app.command("extract")

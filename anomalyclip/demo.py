@@ -7,7 +7,7 @@ an exact frame interval, framed by normal frames before and after, so their vide
 is weak exactly as in the real datasets and a working detector has to localise:
 
 - ``Explosion``: a bright yellow-orange disc that grows from a point and flickers;
-- ``Intruder``: a dark figure (body and head) that crosses the frame fast;
+- ``Intruder``: a figure in a red jacket (body and head) that crosses the frame fast;
 - ``Tampering``: the camera is covered (dark and noisy) or defocused (heavy blur, washed out).
 
 Layout (the registry's ``demo`` dataset)::
@@ -133,7 +133,7 @@ def _intruder(frame: np.ndarray, scene: _Scene, k: int, n: int, params: dict) ->
     if params["leftward"]:
         x = w - x
     y = params["y"]  # feet
-    body = (np.abs(scene.xx - x) < 14) & (scene.yy > y - 66) & (scene.yy < y)
+    body = (np.abs(scene.xx - x) < 20) & (scene.yy > y - 66) & (scene.yy < y)
     head = (scene.xx - x) ** 2 + (scene.yy - (y - 78)) ** 2 < 12**2
     mask = (body | head)[..., None]
     return np.where(mask, params["colour"], frame)
@@ -169,7 +169,7 @@ def _event_params(label: str, rng: np.random.Generator, h: int, w: int) -> dict:
         return {
             "leftward": bool(rng.integers(2)),
             "y": rng.uniform(0.85, 0.98) * h,
-            "colour": rng.uniform(5, 35, 3),
+            "colour": rng.uniform([170, 0, 0], [250, 50, 60]),  # a red jacket
         }
     return {"kind": "covered" if rng.integers(2) else "defocus", "rng": rng}
 
@@ -226,10 +226,10 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 15) -> None:
 
 def generate_demo_videos(
     root: str | Path,
-    n_train_normal: int = 16,
-    n_train_abnormal_per_class: int = 6,
-    n_test_normal: int = 6,
-    n_test_abnormal_per_class: int = 2,
+    n_train_normal: int = 32,
+    n_train_abnormal_per_class: int = 12,
+    n_test_normal: int = 8,
+    n_test_abnormal_per_class: int = 3,
     seed: int = 0,
     size: tuple[int, int] = (160, 120),
     frames: tuple[int, int] = (128, 192),
@@ -357,7 +357,7 @@ def _ridge(x: torch.Tensor, y: torch.Tensor, lam: float = 1e-4) -> torch.Tensor:
     return torch.linalg.solve(x.T @ x + reg, x.T @ y).T
 
 
-def pretrain_projections(clip_dir: Path, seed: int = 0, clips_per_class: int = 6) -> None:
+def pretrain_projections(clip_dir: Path, seed: int = 0, clips_per_class: int = 24) -> None:
     """Stand in for CLIP's pre-training: make the tiny random CLIP's two towers agree.
 
     Real CLIP was trained on captioned images until a picture of an explosion and the word

@@ -52,7 +52,9 @@ def test_epoch_plan_pairs_abnormal_first_and_covers_every_video(tmp_path, tiny_c
 
 @pytest.mark.slow
 def test_learns_planted_anomalies_and_shuffled_control_does_not(tmp_path, tiny_clip):
-    cfg = resolve_config("demo", epochs=6, warmup_epochs=1, workers=1)
+    cfg = resolve_config(
+        "demo", epochs=6, warmup_epochs=1, workers=1, lr=1e-3, concat_similarity=False
+    )
     real = planted_store(tmp_path / "real.zarr", tiny_clip, cfg)
     control = planted_store(tmp_path / "control.zarr", tiny_clip, cfg, shuffle_labels=True)
     auc_real = train(real, tmp_path / "run_real", cfg, progress=False)["metrics"]["auc"]
