@@ -30,12 +30,12 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check anomalyclip tests benchmarks
-	$(BIN)/ruff format --check anomalyclip tests benchmarks
+	$(BIN)/ruff check anomalyclip tests
+	$(BIN)/ruff format --check anomalyclip tests
 
 format: install
-	$(BIN)/ruff format anomalyclip tests benchmarks
-	$(BIN)/ruff check --fix anomalyclip tests benchmarks
+	$(BIN)/ruff format anomalyclip tests
+	$(BIN)/ruff check --fix anomalyclip tests
 
 # make features DATASET=xd VIDEOS=/data/xd  ->  store/xd.zarr
 features: install

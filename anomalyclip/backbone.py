@@ -147,7 +147,9 @@ def load_vision(model: str | Path = DEFAULT_CLIP) -> CLIPVisionModelWithProjecti
     return _load(CLIPVisionModelWithProjection, model).eval().requires_grad_(False)
 
 
-def load_text(model: str | Path = DEFAULT_CLIP) -> tuple[CLIPTextModelWithProjection, CLIPTokenizer]:
+def load_text(
+    model: str | Path = DEFAULT_CLIP,
+) -> tuple[CLIPTextModelWithProjection, CLIPTokenizer]:
     """The text tower with its projection, and the matching tokenizer."""
     return _load(CLIPTextModelWithProjection, model), _load(CLIPTokenizer, model)
 

@@ -15,8 +15,12 @@ import typer
 from anomalyclip.errors import AnomalyError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
-store_app = typer.Typer(no_args_is_help=True, help="Inspect, check, convert and merge feature stores.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (numbers are ratios within one run).")
+store_app = typer.Typer(
+    no_args_is_help=True, help="Inspect, check, convert and merge feature stores."
+)
+bench_app = typer.Typer(
+    no_args_is_help=True, help="Benchmarks (numbers are ratios within one run)."
+)
 app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 
@@ -100,7 +104,6 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on a generated dataset: no download, a few minutes on a CPU."""
     from anomalyclip.demo import run_demo
-
     from anomalyclip.report import print_metrics
 
     run = run_demo(out, seed=seed)
@@ -177,7 +180,9 @@ def store_info(
     typer.echo(f"frames     {info['frames']:,}")
     typer.echo(f"size       {_human_bytes(info['size_bytes'])}")
     for split, n in info["per_split"].items():
-        classes = {k.split("/", 1)[1]: v for k, v in info["per_class"].items() if k.startswith(split)}
+        classes = {
+            k.split("/", 1)[1]: v for k, v in info["per_class"].items() if k.startswith(split)
+        }
         typer.echo(f"  {split:<6} {n:>6}  " + ", ".join(f"{c} {v}" for c, v in classes.items()))
 
 
@@ -187,7 +192,7 @@ def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
     from anomalyclip.store import open_store
 
     with open_store(path) as st:
-        for key in st.keys():
+        for key in st.keys():  # noqa: SIM118 (a store, not a dict)
             r = st.record_by_key(key)
             state = "ok" if r.complete else "incomplete"
             typer.echo(f"{r.video_id}\t{r.split}\t{r.label}\t{r.num_frames}\t{state}")
@@ -249,7 +254,9 @@ def store_import_npy(
     out: str = typer.Option(..., "--out", "-o", help="Store to create or add to (Zarr, .h5)."),
     lists: str = typer.Option(None, "--lists", help="Folder of official list / truth files."),
     authors_list: list[str] = typer.Option(
-        None, "--authors-list", help="Authors' 'path start end label' list (FILE, train=FILE or test=FILE)."
+        None,
+        "--authors-list",
+        help="Authors' 'path start end label' list (FILE, train=FILE or test=FILE).",
     ),
     dtype: str = typer.Option("float16", "--dtype", help="float16, or float32 (bit-exact)."),
     ncrops: int = typer.Option(1, "--ncrops", help="Crops: files __0..__N-1 or (T*N, D) rows."),
@@ -287,7 +294,9 @@ def store_import_npy(
 def train_cmd(
     features: str = typer.Option(..., "--features", "-f", help="Feature store to train on."),
     out: str = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>)."),
-    clip: str = typer.Option(None, "--clip", help="CLIP for the text encoder (default: the store's)."),
+    clip: str = typer.Option(
+        None, "--clip", help="CLIP for the text encoder (default: the store's)."
+    ),
     config: str = typer.Option(None, "--config", help="TOML file overriding the dataset preset."),
     epochs: int = typer.Option(None, "--epochs"),
     warmup_epochs: int = typer.Option(None, "--warmup-epochs"),
@@ -352,7 +361,8 @@ def eval_cmd(
     with open_store(features) as st:
         if st.dataset != config["dataset"]:
             raise AnomalyError(
-                f"{features}: store holds {st.dataset!r}, the run was trained on {config['dataset']!r}"
+                f"{features}: store holds {st.dataset!r}, "
+                f"the run was trained on {config['dataset']!r}"
             )
         metrics, results = require_results(
             evaluate_store(model, st, batch_size, dev, progress=True), features
@@ -373,7 +383,9 @@ def predict_cmd(
     render: bool = typer.Option(False, "--render", help="Also write an MP4 with the curves."),
     fps: float = typer.Option(None, "--fps", help="Score N frames per second (default: all)."),
     stride: int = typer.Option(None, "--stride", help="Score every K-th frame."),
-    threshold: float = typer.Option(None, "--threshold", help="p(A) above which a frame is abnormal."),
+    threshold: float = typer.Option(
+        None, "--threshold", help="p(A) above which a frame is abnormal."
+    ),
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Per-frame anomaly scores and classes for videos that are not in any store."""

@@ -379,7 +379,9 @@ def pretrain_projections(clip_dir: Path, seed: int = 0, clips_per_class: int = 2
     model = CLIPModel.from_pretrained(str(clip_dir)).eval()
     gen = torch.Generator().manual_seed(seed)
     names = DEMO.classes
-    anchors = torch.randn(len(names), model.config.projection_dim, generator=gen, dtype=torch.float64)
+    anchors = torch.randn(
+        len(names), model.config.projection_dim, generator=gen, dtype=torch.float64
+    )
 
     images, targets = [], []
     for c, label in enumerate(names):

@@ -107,7 +107,7 @@ def test_generation_is_deterministic(tmp_path):
 @pytest.mark.slow
 def test_run_demo_small(tmp_path):
     run = run_demo(tmp_path / "demo", seed=0, progress=False, **SMALL)
-    assert list(run.timings)[:3] == ["generate", "clip", "extract"]
+    assert list(run.timings) == ["generate", "clip", "pretrain", "extract", "train", "evaluate"]
     summary = run.results["extract"]
     assert summary.ok and summary.extracted == len(run.videos)
     with open_store(run.store) as st:
@@ -118,3 +118,18 @@ def test_run_demo_small(tmp_path):
             assert [tuple(iv) for iv in rec.intervals] == (v.intervals if v.split == "test" else [])
             assert st.features(v.video_id).shape == (v.num_frames, 512)
     assert step_extract(run).skipped == len(run.videos)  # extraction again: nothing to redo
+
+
+@pytest.mark.slow
+def test_full_demo_finds_the_planted_events(tmp_path):
+    """The main job on its default: the pipeline must localise events it was never shown."""
+    import json
+
+    run = run_demo(tmp_path / "demo", seed=0, progress=False)
+    metrics = run.results["evaluate"]
+    assert metrics["auc"] >= 0.9, metrics["auc"]
+    assert metrics["videos"] == 17 and metrics["abnormal_frames"] > 0
+    written = json.loads((run.eval_dir / "metrics.json").read_text())
+    assert written["auc"] == pytest.approx(metrics["auc"])
+    assert (run.eval_dir / "roc.png").stat().st_size > 10_000
+    assert len(list((run.eval_dir / "videos").glob("*.csv"))) == 17

@@ -87,13 +87,26 @@ def predict(
             feats = torch.from_numpy(st.features(vid))
             frames, times = st.frames(vid), st.times(vid)
             p, probs = score_video(
-                feats, score_fn(model), model.cfg.num_segments, model.cfg.seg_length, batch_size, dev
+                feats,
+                score_fn(model),
+                model.cfg.num_segments,
+                model.cfg.seg_length,
+                batch_size,
+                dev,
             )
             p, probs = p.float().numpy(), probs.float().numpy()
             stem = safe_name(path.stem)
             csv = write_video_csv(out / f"{stem}.csv", frames, times, p, probs, names)
             plot = plots.plot_video(
-                times, p, probs, names, normal_id, [], path.name, out / f"{stem}.png", threshold=threshold
+                times,
+                p,
+                probs,
+                names,
+                normal_id,
+                [],
+                path.name,
+                out / f"{stem}.png",
+                threshold=threshold,
             )
             movie = None
             if render:
@@ -106,8 +119,6 @@ def predict(
                 top = [n for i, n in enumerate(names) if i != normal_id][int(ranked.argmax())]
             else:
                 top = names[normal_id]
-            results.append(
-                Prediction(path, csv, plot, movie, len(frames), float(p.mean()), top)
-            )
+            results.append(Prediction(path, csv, plot, movie, len(frames), float(p.mean()), top))
     failed = {str(paths[ids.index(vid)]): reason for vid, reason in summary.failed.items()}
     return results, failed

@@ -71,7 +71,9 @@ def _bars(probs: np.ndarray, class_names: Sequence[str], p_abnormal: float) -> n
         y = 26 + i * bar_h
         width = int((PANEL_WIDTH - 170) * float(probs[c]))
         draw.text((10, y + 2), str(class_names[c])[:18], fill="black")
-        draw.rectangle((150, y, 150 + width, y + bar_h - 6), fill=(214, 39, 40) if i == 0 else (120, 120, 200))
+        draw.rectangle(
+            (150, y, 150 + width, y + bar_h - 6), fill=(214, 39, 40) if i == 0 else (120, 120, 200)
+        )
         draw.text((155 + width, y + 2), f"{probs[c]:.2f}", fill="black")
     return np.asarray(panel)
 
@@ -111,7 +113,9 @@ def render_video(
                 stream.width, stream.height = width + PANEL_WIDTH, HEIGHT
                 stream.pix_fmt = "yuv420p"
             left = np.asarray(Image.fromarray(image).resize((width, HEIGHT), Image.BILINEAR))
-            row = int(np.clip(np.searchsorted(frames, frame.index, side="right") - 1, 0, len(frames) - 1))
+            row = int(
+                np.clip(np.searchsorted(frames, frame.index, side="right") - 1, 0, len(frames) - 1)
+            )
             top = curve.copy()
             x = int(np.clip(column(float(times[row])), 0, top.shape[1] - 1))
             top[row_top:row_bottom, max(0, x - 1) : x + 1] = (0, 0, 0)

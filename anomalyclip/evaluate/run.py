@@ -112,7 +112,9 @@ def safe_name(video_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_") or "video"
 
 
-def intervals_in_seconds(intervals, frames: np.ndarray, times: np.ndarray) -> list[tuple[float, float]]:
+def intervals_in_seconds(
+    intervals, frames: np.ndarray, times: np.ndarray
+) -> list[tuple[float, float]]:
     """Map [start, end) frame intervals onto the time axis of the stored rows."""
     out = []
     for start, end in intervals:
@@ -145,11 +147,19 @@ def write_outputs(
         plots.plot_roc(p_all, abnormal, out / "roc.png")
         plots.plot_pr(p_all, abnormal, out / "pr.png")
     if metrics.get("confusion") is not None:
-        plots.plot_confusion(np.asarray(metrics["confusion"]), list(class_names), out / "confusion.png")
+        plots.plot_confusion(
+            np.asarray(metrics["confusion"]), list(class_names), out / "confusion.png"
+        )
     for i, r in enumerate(results):
         name = safe_name(r.video_id)
         write_video_csv(
-            out / "videos" / f"{name}.csv", r.frames, r.times, r.p_abnormal, r.probs, class_names, r.labels
+            out / "videos" / f"{name}.csv",
+            r.frames,
+            r.times,
+            r.p_abnormal,
+            r.probs,
+            class_names,
+            r.labels,
         )
         if i < max_video_plots:
             plots.plot_video(

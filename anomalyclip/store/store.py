@@ -155,7 +155,9 @@ def provenance(
     }
 
 
-def first_difference(a: dict, b: dict, fields_: tuple[str, ...] = COMPATIBILITY_FIELDS) -> str | None:
+def first_difference(
+    a: dict, b: dict, fields_: tuple[str, ...] = COMPATIBILITY_FIELDS
+) -> str | None:
     """Dotted name of the first compatibility field where two root attribute sets differ."""
 
     def walk(x, y, prefix: str) -> str | None:
@@ -243,7 +245,9 @@ class FeatureStore:
         key = video_key(record.video_id)
         features = np.asarray(features)
         if features.ndim != 2:
-            raise AnomalyError(f"{record.video_id}: features must be (frames, dim), got {features.shape}")
+            raise AnomalyError(
+                f"{record.video_id}: features must be (frames, dim), got {features.shape}"
+            )
         dim = self.attrs.get("backbone", {}).get("dim")
         if dim and features.shape[1] != dim:
             raise AnomalyError(
@@ -420,7 +424,9 @@ class FeatureStore:
         return problems
 
 
-def open_store(location: str | Path, mode: str = "r", storage_options: dict | None = None) -> FeatureStore:
+def open_store(
+    location: str | Path, mode: str = "r", storage_options: dict | None = None
+) -> FeatureStore:
     """Open a feature store: a Zarr directory, ``.zip``, fsspec URL, or an ``.h5`` file.
 
     ``mode``: ``"r"`` read an existing store, ``"a"`` create or add to one, ``"w"`` start anew.

@@ -44,7 +44,9 @@ def build_model(mcfg: ModelConfig, clip: str | Path) -> AnomalyCLIP:
     return AnomalyCLIP(mcfg, text_model, tokenizer)
 
 
-def load_model(run_dir: str | Path, clip: str | Path | None = None) -> tuple[AnomalyCLIP, dict[str, Any]]:
+def load_model(
+    run_dir: str | Path, clip: str | Path | None = None
+) -> tuple[AnomalyCLIP, dict[str, Any]]:
     """The network of a run, in eval mode, with its weights and centroid; and its config."""
     state = load_run(run_dir)
     config = state.config

@@ -39,7 +39,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+def _atomic_save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]
+) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), meta)
     os.replace(tmp, path)
@@ -143,7 +145,9 @@ def load_run(run_dir: str | Path, with_optimizer: bool = False) -> RunState:
     epoch = str(config.get("epoch"))
     weights, meta = _load_tensors(run / "model.safetensors")
     if meta.get("epoch") != epoch:
-        raise AnomalyError(f"{run}: model.safetensors is from epoch {meta.get('epoch')}, config from {epoch}")
+        raise AnomalyError(
+            f"{run}: model.safetensors is from epoch {meta.get('epoch')}, config from {epoch}"
+        )
     optimizer, rng = None, None
     if with_optimizer and (run / "optimizer.safetensors").is_file():
         tensors, ometa = _load_tensors(run / "optimizer.safetensors")

@@ -33,7 +33,7 @@ class TrainConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     # optimisation
     lr: float = 1e-5
-    # per-group multipliers of lr (the authors' solver ratios), all 1 in the published configs we know
+    # per-group multipliers of lr (the authors' solver ratios); 1 unless a config says otherwise
     lr_ratios: dict[str, float] = field(
         default_factory=lambda: {"prompt": 1.0, "text_projection": 1.0, "temporal": 1.0}
     )
@@ -110,7 +110,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise AnomalyError(f"{path}: invalid TOML ({exc})") from exc
 
 
-def resolve_config(dataset: str, toml_path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+def resolve_config(
+    dataset: str, toml_path: str | Path | None = None, **overrides: Any
+) -> TrainConfig:
     """Preset of ``dataset`` <- TOML file <- explicit overrides (None means "not given")."""
     cfg = TrainConfig.from_dict(PRESETS.get(dataset, {}))
     if toml_path is not None:

@@ -71,7 +71,9 @@ def centroid_sums(store: FeatureStore, records: list[VideoRecord]) -> tuple[torc
     return total, count
 
 
-def epoch_plan(data: TrainingSet, batch_size: int, seed: int, epoch: int) -> list[list[VideoRecord]]:
+def epoch_plan(
+    data: TrainingSet, batch_size: int, seed: int, epoch: int
+) -> list[list[VideoRecord]]:
     """Video lists of every batch of one epoch: first half abnormal, second half normal.
 
     One epoch visits every video of the larger kind once; the smaller kind is cycled.
@@ -88,7 +90,9 @@ def epoch_plan(data: TrainingSet, batch_size: int, seed: int, epoch: int) -> lis
         return [videos[i] for i in order[: n_batches * half]]
 
     abn, nor = draw(data.abnormal), draw(data.normal)
-    return [abn[b * half : (b + 1) * half] + nor[b * half : (b + 1) * half] for b in range(n_batches)]
+    return [
+        abn[b * half : (b + 1) * half] + nor[b * half : (b + 1) * half] for b in range(n_batches)
+    ]
 
 
 @dataclass
@@ -174,7 +178,7 @@ def iterate_batches(
             except queue.Empty:
                 return
             with cond:  # bound the read-ahead; the batch awaited next always goes ahead
-                cond.wait_for(lambda: stop.is_set() or b < state["next"] + prefetch)
+                cond.wait_for(lambda b=b: stop.is_set() or b < state["next"] + prefetch)
             if stop.is_set():
                 return
             try:

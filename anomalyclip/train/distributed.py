@@ -44,9 +44,7 @@ def setup(requested_device: str | None = None) -> Dist:
     if cuda:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(
-            "nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30)
-        )
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
     rank = dist.get_rank()
     log.info("process %d of %d on %s", rank, world, device)
     return Dist(rank, world, device)

@@ -18,10 +18,10 @@ from anomalyclip.evaluate.run import evaluate_store
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.loss import segment_keep_mask
 from anomalyclip.store import open_store
+from anomalyclip.train import distributed
 from anomalyclip.train.build import build_model, model_config
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
-from anomalyclip.train import distributed
 from anomalyclip.train.data import (
     TrainingSet,
     centroid_sums,
