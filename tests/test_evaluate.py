@@ -389,3 +389,19 @@ def test_metrics_json_and_table(tmp_path):
     assert "AUC* 88.89" in table and "AP 91.67" in table and "mAUC 81.25" in table
     row_a = next(line for line in table.splitlines() if line.startswith("A "))
     assert row_a.split() == ["A", "2", "62.50", "70.00", "50.00", "50.00"]
+
+
+def test_video_plot_without_presentation_times_uses_frame_numbers(tmp_path):
+    """Features imported from .npy without --fps have NaN times; the plot falls back to frames."""
+    from anomalyclip.evaluate.run import VideoResult, write_outputs
+
+    rng = np.random.default_rng(0)
+    T, names = 40, ("A", "Normal")
+    p = rng.random(T)
+    probs = np.stack([p, 1 - p], 1)
+    labels = np.where(np.arange(T) >= 30, 0, 1)
+    result = VideoResult("v/one", np.arange(T), np.full(T, np.nan), p, probs, labels, [[30, 40]])
+    metrics = {"threshold": 0.5, "confusion": [[10, 0], [0, 30]]}
+    out = write_outputs(tmp_path, metrics, [result], names, 1)
+    png = out / "videos" / "v_one.png"
+    assert png.is_file() and png.stat().st_size > 10_000

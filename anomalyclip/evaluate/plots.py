@@ -128,9 +128,13 @@ def plot_video(
     path: str | Path,
     threshold: float | None = None,
     top: int = 3,
+    xlabel: str = "time (s)",
 ) -> Path:
     """One video at a glance: p(A) over time with the true anomalous intervals shaded (top),
     and the probabilities of the ``top`` anomaly classes the model favours most (bottom).
+
+    ``times`` may be frame numbers instead (features imported without a frame rate); say so
+    with ``xlabel``.
 
     Classes are ranked by their summed probability over the video, which is dominated by the
     frames the model calls abnormal, so the legend names what it thinks happens, in order.
@@ -166,7 +170,7 @@ def plot_video(
 
     for c in chosen:
         ax_class.plot(times, probs[:, c], lw=1.3, marker=marker, label=class_names[c])
-    ax_class.set(ylim=(-0.02, 1.02), xlabel="time (s)", ylabel="class probability")
+    ax_class.set(ylim=(-0.02, 1.02), xlabel=xlabel, ylabel="class probability")
     ax_class.grid(alpha=0.3)
     if chosen:
         ax_class.legend(loc="upper right", fontsize=9, title=f"top {len(chosen)} classes")

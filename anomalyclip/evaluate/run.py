@@ -162,16 +162,20 @@ def write_outputs(
             r.labels,
         )
         if i < max_video_plots:
+            timed = bool(np.isfinite(r.times).all())  # imported features may lack a frame rate
             plots.plot_video(
-                r.times,
+                r.times if timed else r.frames.astype(np.float64),
                 r.p_abnormal,
                 r.probs,
                 class_names,
                 normal_id,
-                intervals_in_seconds(r.intervals, r.frames, r.times),
+                intervals_in_seconds(r.intervals, r.frames, r.times)
+                if timed
+                else [(float(s), float(e)) for s, e in r.intervals],
                 r.video_id,
                 out / "videos" / f"{name}.png",
                 threshold=metrics.get("threshold"),
+                xlabel="time (s)" if timed else "frame",
             )
     log.info("evaluation outputs in %s", out)
     return out
