@@ -57,8 +57,15 @@ def features_cmd(
     lists: str = typer.Option(None, "--lists", help="Folder of the official list/GT files."),
     frames_fps: float = typer.Option(None, "--frames-fps", help="Rate of frame folders (30)."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Skip absent videos."),
+    shard: str = typer.Option(
+        None, "--shard", help="I/N: this job's share of N (job arrays; default torchrun's)."
+    ),
 ) -> None:
-    """Extract CLIP frame embeddings of a dataset into a feature store (resumable)."""
+    """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
+
+    Under ``torchrun`` each process takes a share of the videos (balanced by size) and all
+    write one store; ``--shard I/N`` does the same for independent jobs (e.g. a job array).
+    """
     import os
     from pathlib import Path
 
@@ -71,10 +78,16 @@ def features_cmd(
     if fps is not None and stride is not None:
         raise AnomalyError("--fps and --stride: choose one sampling")
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
-    rank, world = shard_from_env()
+    if shard is None:
+        rank, world = shard_from_env()
+    else:
+        i, sep, n = shard.partition("/")
+        if not (sep and i.isdigit() and n.isdigit() and int(i) < int(n)):
+            raise AnomalyError(f"--shard {shard}: expected I/N with 0 <= I < N, e.g. 0/4")
+        rank, world = int(i), int(n)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and world > 1:  # torchrun: one GPU per process
+    if device == "cuda" and world > 1 and shard is None:  # torchrun: one GPU per process
         device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
     lists_dir = Path(lists) if lists else None
     entries = discover(dataset, Path(videos), lists_dir, allow_missing=allow_missing)
@@ -91,6 +104,7 @@ def features_cmd(
         root=videos,
         folder_fps=frames_fps,
         shard=(rank, world),
+        coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
     )
     typer.echo(summary.format())
     if not summary.ok:

@@ -19,10 +19,16 @@ fingerprint matches is skipped before decoding; anything else is (re)done, and t
 complete-flag-last write means a killed run never leaves a video that reads as done.
 A video that fails (cannot be opened, truncated, ...) is recorded in the store with its reason
 and the run goes on.
+
+Scale-out: ``shard=(rank, world)`` gives each of ``world`` processes a disjoint share of the
+videos balanced by bytes (:func:`shard_entries`), all writing into one store. Under one launch
+(``coordinated``, e.g. ``torchrun``) rank 0 writes the root attributes and the other ranks wait
+for them, so a store's provenance is written once and never raced.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import queue
@@ -42,9 +48,12 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import Sampling, VideoSource
 from anomalyclip.extract.encoder import ImageEncoder, Precision
 from anomalyclip.extract.preprocess import resize_crop
-from anomalyclip.store import VideoRecord, fingerprint_file, open_store, provenance
+from anomalyclip.store import SCHEMA, VideoRecord, fingerprint_file, open_store, provenance
+from anomalyclip.store.backend import store_format
 
 log = logging.getLogger(__name__)
+
+ROOT_WAIT_S = 600.0  # how long ranks > 0 wait for rank 0 to write a store's root attributes
 
 
 def preprocessing_attrs() -> dict:
@@ -210,20 +219,29 @@ def extract(
     precision: Precision = "auto",
     folder_fps: float | None = None,
     shard: tuple[int, int] = (0, 1),
+    coordinated: bool = False,
+    root_timeout: float = ROOT_WAIT_S,
     progress: bool = True,
 ) -> Summary:
     """Extract CLIP frame embeddings of ``entries`` into the store at ``store_path``.
 
     ``model`` is a hub id, a local Hugging Face directory, or a loaded :class:`ImageEncoder`
-    (reused by the demo and the benchmark). ``shard=(rank, world)`` takes every ``world``-th
-    entry starting at ``rank``, so several processes (one per GPU) share a dataset.
-    ``root`` makes the stored source paths relative. Returns a :class:`Summary`; failures are
-    also recorded in the store.
+    (reused by the demo and the benchmark). ``shard=(rank, world)`` takes this process's share
+    of the entries (:func:`shard_entries`), so several processes (one per GPU, or the tasks of
+    a job array) share a dataset. ``coordinated`` says the ``world`` processes were started
+    together and write the same store: rank 0 writes its root attributes, the others wait up
+    to ``root_timeout`` seconds for them. ``root`` makes the stored source paths relative.
+    Returns a :class:`Summary`; failures are also recorded in the store.
     """
     if batch_size < 1 or workers < 1:
         raise AnomalyError(f"batch size and workers must be >= 1 (got {batch_size}, {workers})")
     rank, world = shard
-    entries = sorted(entries, key=lambda e: e.video_id)[rank::world]
+    entries = shard_entries(entries, rank, world)
+    if coordinated and world > 1 and store_format(store_path) != "zarr":
+        raise AnomalyError(
+            f"{store_path}: {world} processes cannot write one {store_format(store_path)} "
+            "store at once; extract into a Zarr directory or URL (export it afterwards)"
+        )
     encoder = model if isinstance(model, ImageEncoder) else ImageEncoder(model, device, precision)
     attrs = provenance(
         dataset=dataset,
@@ -233,10 +251,18 @@ def extract(
         dtype=dtype,
         device=str(encoder.device),
     )
+    attrs["producer"]["shard"] = f"{rank}/{world}"  # who wrote the root attributes
     summary = Summary(total=len(entries))
     t0 = time.perf_counter()
+    if coordinated and rank > 0:
+        _wait_for_root(store_path, root_timeout)
     with open_store(store_path, mode="a") as st:
-        st.init(attrs)
+        existed = st.attrs.get("schema") == SCHEMA
+        st.init(attrs)  # writes them, or checks the existing ones agree
+        log.info(
+            "rank %d/%d: %s root attributes of %s",
+            rank, world, "checked" if existed else "wrote", store_path,
+        )  # fmt: skip
         todo: list[tuple[VideoEntry, int, str]] = []
         for entry in entries:
             try:
@@ -392,6 +418,66 @@ def _run(
         for t in threads:
             t.join(timeout=5)
         bar.close()
+
+
+def _source_size(path: Path) -> int:
+    """Bytes of a video file, or of all files of a folder of frames (0 when unreadable)."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+        return p.stat().st_size
+    except OSError:  # the owning rank records the failure when it fingerprints it
+        return 0
+
+
+def shard_entries(entries: Sequence[VideoEntry], rank: int, world: int) -> list[VideoEntry]:
+    """This rank's share of ``entries``: disjoint across ranks, complete, balanced by bytes.
+
+    Greedy longest-processing-time: sources from largest to smallest (ties by video id) each
+    go to the rank with the fewest bytes so far (ties to the lower rank). Every rank computes
+    the same assignment from the same file sizes, with no communication, and the loads end
+    within one source of each other (max - min <= the largest source). Bytes stand in for
+    decoding + embedding time, which a round-robin over ids ignores: one long video per rank
+    would otherwise decide when the whole job ends. Returned in video-id order.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise AnomalyError(f"shard {rank}/{world}: need 0 <= rank < world size")
+    sized = sorted(
+        ((_source_size(e.path), e) for e in entries), key=lambda s: (-s[0], s[1].video_id)
+    )
+    loads = [(0, r) for r in range(world)]  # heap of (bytes so far, rank)
+    mine: list[VideoEntry] = []
+    for size, entry in sized:
+        load, owner = heapq.heappop(loads)
+        heapq.heappush(loads, (load + size, owner))
+        if owner == rank:
+            mine.append(entry)
+    return sorted(mine, key=lambda e: e.video_id)
+
+
+def _wait_for_root(store_path: str | Path, timeout: float, poll: float = 0.2) -> None:
+    """Block until rank 0 has written the store's root attributes (ranks > 0 of one launch).
+
+    Opening read-only never creates anything, so waiting ranks cannot race rank 0 into an
+    empty root; any error while the store is being created (absent, no attributes yet, a
+    metadata file caught half-written) means "not yet" and is retried.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no store yet"
+    while True:
+        try:
+            with open_store(store_path, mode="r") as st:
+                if st.attrs.get("schema") == SCHEMA:
+                    return
+        except Exception as exc:  # noqa: BLE001 - every failure here means "not written yet"
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            raise AnomalyError(
+                f"{store_path}: rank 0 did not write the store's root attributes within "
+                f"{timeout:.0f} s (last: {last})"
+            )
+        time.sleep(poll)
 
 
 def shard_from_env() -> tuple[int, int]:

@@ -1,0 +1,66 @@
+"""``anomaly predict`` on real videos: one row per decoded frame, a playable rendered MP4."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+from synthetic import planted_store
+
+from anomalyclip.train import resolve_config, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_clip):
+    tmp = tmp_path_factory.mktemp("predict")
+    cfg = resolve_config("demo", epochs=1, warmup_epochs=1, workers=1)
+    store = planted_store(tmp / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=4)
+    train(store, tmp / "run", cfg, progress=False)
+    return tmp / "run"
+
+
+def decoded_frames(path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.slow
+def test_predict_real_videos_with_render(tmp_path, run_dir, shared_videos):
+    videos = [shared_videos / "tree.avi", shared_videos / "Megamind.avi"]
+    out = tmp_path / "pred"
+    done = subprocess.run(
+        [sys.executable, "-m", "anomalyclip.cli", "predict", *map(str, videos),
+         "--checkpoint", str(run_dir), "--out", str(out), "--render"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    for video, expected in zip(videos, (68, 270), strict=True):
+        with open(out / f"{video.stem}.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == expected  # tree.avi's header promises 444 frames: decoding says 68
+        assert [int(r["frame"]) for r in rows] == list(range(expected))
+        times = np.array([float(r["time"]) for r in rows])
+        assert (np.diff(times) > 0).all()
+        probs = np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+        p_abnormal, classes = probs[:, 0], probs[:, 1:]
+        np.testing.assert_allclose(classes.sum(1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(classes[:, 2], 1 - p_abnormal, atol=1e-5)  # the Normal column
+        assert (out / f"{video.stem}.png").stat().st_size > 10_000
+        assert decoded_frames(out / f"{video.stem}.mp4") == decoded_frames(video) == expected
+
+
+def test_predict_names_a_missing_video(tmp_path, run_dir):
+    done = subprocess.run(
+        [sys.executable, "-m", "anomalyclip.cli", "predict", str(tmp_path / "nope.mp4"),
+         "--checkpoint", str(run_dir), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"error: {tmp_path / 'nope.mp4'}: no such video file or frame folder"
+    )
