@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from anomalyclip.store import SCHEMA, SCHEMA_VERSION, VideoRecord, open_store
+from anomalyclip.store import VideoRecord, open_store, provenance
+from anomalyclip.train.data import tsn_indices as train_tsn_indices
 
 log = logging.getLogger(__name__)
 
@@ -87,26 +88,18 @@ def synthetic_features(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def tsn_indices(length: int, rng: np.random.Generator) -> np.ndarray:
-    """(N*L,) row indices: N equal spans, L consecutive rows from a random start in each."""
-    edges = np.linspace(0, length, SEGMENTS + 1)  # (N+1,)
-    lo = np.floor(edges[:-1]).astype(np.int64)
-    hi = np.maximum(lo + 1, np.floor(edges[1:]).astype(np.int64))
-    starts = rng.integers(lo, hi)  # (N,)
-    return ((starts[:, None] + np.arange(SEGMENT_LEN)[None, :]) % length).reshape(-1)
+    """(N*L,) row indices of one training sample, exactly as the trainer draws them."""
+    return train_tsn_indices(length, SEGMENTS, SEGMENT_LEN, rng).reshape(-1)
 
 
 def write_all(layout: Layout, lengths: np.ndarray, seed: int) -> dict[str, float]:
     """Write the same features in the three formats; returns seconds spent per format."""
-    attrs = {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "dataset": "bench",
-        "backbone": {"model": "synthetic", "dim": DIM, "output": "image_embeds"},
-        "preprocessing": {},
-        "sampling": {"stride": 1},
-        "dtype": "float16",
-        "producer": {"package": "anomalyclip.bench.store"},
-    }
+    attrs = provenance(
+        dataset="bench",
+        backbone={"model": "synthetic", "dim": DIM, "output": "image_embeds"},
+        preprocessing={},
+        sampling={"mode": "all", "value": None},
+    )
     layout.npy.mkdir(parents=True, exist_ok=True)
     seconds = dict.fromkeys(FORMATS, 0.0)
     rng = np.random.default_rng(seed)

@@ -34,12 +34,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from anomalyclip.backbone import build_clip, load_text
+from anomalyclip.backbone import build_clip
 from anomalyclip.bench.peak import peaks
 from anomalyclip.datasets import get_dataset
-from anomalyclip.model import AnomalyCLIP, ModelConfig
+from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.temporal import conv_algorithm
-from anomalyclip.store import SCHEMA, SCHEMA_VERSION, VideoRecord, open_store
+from anomalyclip.store import VideoRecord, open_store, provenance
+from anomalyclip.train.build import build_model as build_trainer_model
+from anomalyclip.train.build import model_config
+from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.data import TrainingSet, epoch_plan, iterate_batches
 
 log = logging.getLogger(__name__)
@@ -80,19 +83,15 @@ class StepResult:
 
 
 def build_model(clip_dir: Path, shape: Shape) -> AnomalyCLIP:
-    ucf = get_dataset("ucf")
-    cfg = ModelConfig(
-        classes=ucf.classes,
-        normal_id=ucf.normal_id,
-        feature_dim=shape.dim,
+    """The model the trainer builds for UCF-Crime at ``shape``, in training mode."""
+    cfg = TrainConfig(
         emb_dim=shape.emb_dim,
         depth=shape.depth,
         heads=shape.heads,
         num_segments=shape.segments,
         seg_length=shape.seg_length,
     )
-    text_model, tokenizer = load_text(clip_dir)
-    return AnomalyCLIP(cfg, text_model, tokenizer).train()
+    return build_trainer_model(model_config(get_dataset("ucf"), cfg, shape.dim), clip_dir).train()
 
 
 def _batch(shape: Shape, num_classes: int, normal_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,16 +207,12 @@ def write_random_store(
     rng = np.random.default_rng(seed)
     with open_store(path, "w") as store:
         store.init(
-            {
-                "schema": SCHEMA,
-                "schema_version": SCHEMA_VERSION,
-                "dataset": "ucf",
-                "backbone": {"model": "synthetic", "dim": dim, "output": "image_embeds"},
-                "preprocessing": {},
-                "sampling": {"stride": 1},
-                "dtype": "float16",
-                "producer": {"package": "anomalyclip.bench.train"},
-            }
+            provenance(
+                dataset="ucf",
+                backbone={"model": "synthetic", "dim": dim, "output": "image_embeds"},
+                preprocessing={},
+                sampling={"mode": "all", "value": None},
+            )
         )
         for i in range(n_videos):
             n = int(rng.integers(frames[0], frames[1] + 1))
