@@ -371,10 +371,18 @@ def eval_cmd(
     out: str = typer.Option(None, "--out", "-o", help="Output folder (default <run>/eval)."),
     clip: str = typer.Option(None, "--clip", help="Text encoder source (default: the run's)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Sequences per forward pass."),
+    annotations: str = typer.Option(
+        None, "--annotations", help="Ground-truth file to use instead of the store's."
+    ),
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Paper metrics on the test split, per-video CSVs and plots."""
-    from anomalyclip.evaluate.run import evaluate_store, require_results, write_outputs
+    from anomalyclip.evaluate.run import (
+        evaluate_store,
+        read_annotations,
+        require_results,
+        write_outputs,
+    )
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
     from anomalyclip.train.build import default_device, load_model
@@ -389,8 +397,9 @@ def eval_cmd(
                 f"{features}: store holds {st.dataset!r}, "
                 f"the run was trained on {config['dataset']!r}"
             )
+        truth = read_annotations(st.dataset, annotations) if annotations else None
         metrics, results = require_results(
-            evaluate_store(model, st, batch_size, dev, progress=True), features
+            evaluate_store(model, st, batch_size, dev, progress=True, annotations=truth), features
         )
     out_dir = write_outputs(
         out or f"{checkpoint}/eval", metrics, results, model.cfg.classes, model.cfg.normal_id

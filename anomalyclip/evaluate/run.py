@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -51,18 +51,75 @@ def true_classes(intervals, frames: np.ndarray, class_id: int, normal_id: int) -
     return np.where(inside, class_id, normal_id).astype(np.int64)
 
 
+def read_annotations(dataset: str, path: str | Path) -> dict[str, list[list[int]]]:
+    """A dataset's test ground-truth file as video name -> anomalous [start, end) intervals.
+
+    UCF-Crime's temporal annotation file, XD-Violence's or the demo's ``annotations.txt``,
+    or ShanghaiTech's ``test_frame_mask`` folder. Keys are as the file names the videos.
+    """
+    from anomalyclip.datasets import (
+        read_demo_annotations,
+        read_frame_mask,
+        read_ucf_temporal_annotations,
+        read_xd_annotations,
+    )
+    from anomalyclip.datasets.registry import mask_to_intervals
+
+    path = Path(path)
+    if not path.exists():
+        raise AnomalyError(f"{path}: no such annotation file")
+    if dataset == "ucf":
+        found = {k: a.intervals for k, a in read_ucf_temporal_annotations(path).items()}
+    elif dataset == "xd":
+        found = read_xd_annotations(path)
+    elif dataset == "demo":
+        found = read_demo_annotations(path)
+    elif dataset == "sht":
+        if not path.is_dir():
+            raise AnomalyError(f"{path}: ShanghaiTech ground truth is a folder of frame masks")
+        found = {f.stem: mask_to_intervals(read_frame_mask(f)) for f in sorted(path.glob("*.npy"))}
+    else:
+        raise AnomalyError(f"{path}: no annotation format for dataset {dataset!r}")
+    return {k: [[int(s), int(e)] for s, e in v] for k, v in found.items()}
+
+
+def apply_annotations(
+    records: list, annotations: dict[str, list[list[int]]], source: str | Path
+) -> None:
+    """Replace the test records' intervals by those of an annotation file.
+
+    A video is matched by its id or by its base name; test videos the file does not name
+    are normal (the official files list only anomalous videos).
+    """
+    by_name = {PurePosixPath(k).name: v for k, v in annotations.items()}
+    matched = 0
+    for rec in records:
+        key = rec.video_id if rec.video_id in annotations else PurePosixPath(rec.video_id).name
+        intervals = annotations.get(key, by_name.get(key))
+        matched += intervals is not None
+        rec.intervals = intervals or []
+    if annotations and not matched:
+        raise AnomalyError(f"{source}: names none of the store's test videos")
+
+
 def evaluate_store(
     model: torch.nn.Module,
     store: FeatureStore,
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: bool = False,
+    annotations: dict[str, list[list[int]]] | None = None,
 ) -> tuple[dict[str, Any], list[VideoResult]] | None:
-    """Metrics over all frames of the store's test videos (None when it has none)."""
+    """Metrics over all frames of the store's test videos (None when it has none).
+
+    ``annotations`` (from :func:`read_annotations`) replaces the ground truth in the store.
+    """
     spec = get_dataset(store.dataset)
     records = store.records(split="test")
     if not records:
         return None
+    if annotations is not None:
+        apply_annotations(records, annotations, "annotations")
     mcfg = model.cfg
     feats = [torch.from_numpy(store.features(r.video_id).astype(np.float32)) for r in records]
     was_training = model.training

@@ -1,0 +1,60 @@
+"""``anomaly eval``: outputs, and ground truth taken from an annotation file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from synthetic import planted_store
+from typer.testing import CliRunner
+
+from anomalyclip.cli import app
+from anomalyclip.store import open_store
+from anomalyclip.train import resolve_config, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_clip):
+    tmp = tmp_path_factory.mktemp("evalcli")
+    cfg = resolve_config("demo", epochs=2, warmup_epochs=1, workers=1)
+    store = planted_store(tmp / "s.zarr", tiny_clip, cfg, n_abnormal=6, n_normal=6)
+    train(store, tmp / "run", cfg, progress=False)
+    return store, tmp / "run"
+
+
+def evaluate(run, out, *extra):
+    result = CliRunner().invoke(app, ["eval", "--checkpoint", str(run), "--out", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_annotation_file_replaces_the_stores_ground_truth(tmp_path, trained):
+    store, run = trained
+    with open_store(store) as st:
+        records = [r for r in st.records("test") if r.intervals]
+    same = tmp_path / "same.txt"
+    same.write_text(
+        "".join(f"{r.video_id} {r.intervals[0][0]} {r.intervals[0][1]}\n" for r in records)
+    )
+    moved = tmp_path / "moved.txt"  # the same videos, every interval moved to the start
+    moved.write_text(
+        "".join(f"{r.video_id} 0 {r.intervals[0][1] - r.intervals[0][0]}\n" for r in records)
+    )
+
+    base = evaluate(run, tmp_path / "a")
+    assert base["videos"] == 12 and (tmp_path / "a" / "roc.png").is_file()
+    assert evaluate(run, tmp_path / "b", "--annotations", str(same))["auc"] == base["auc"]
+    shifted = evaluate(run, tmp_path / "c", "--annotations", str(moved))
+    assert shifted["abnormal_frames"] == base["abnormal_frames"]
+    assert shifted["auc"] != base["auc"]
+
+
+def test_annotation_file_naming_no_test_video_is_refused(tmp_path, trained):
+    _, run = trained
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("test/Explosion/nothing 1 5\n")
+    result = CliRunner().invoke(
+        app, ["eval", "--checkpoint", str(run), "--out", str(tmp_path), "--annotations", str(wrong)]
+    )
+    assert result.exit_code != 0
+    assert "names none of the store's test videos" in str(result.exception)
