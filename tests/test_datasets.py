@@ -281,7 +281,7 @@ def test_sht_frame_mask_to_intervals_round_trip(tmp_path):
 
 
 def test_sht_frame_mask_refuses_pickles_and_bad_values(tmp_path):
-    np.save(tmp_path / "obj.npy", np.array([1, None, 0], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "obj.npy", np.array([1, None, 0], dtype=object))  # pickled: object dtype
     with pytest.raises(AnomalyError, match=r"obj\.npy: not a plain \.npy array"):
         read_frame_mask(tmp_path / "obj.npy")
     (tmp_path / "raw.npy").write_bytes(pickle.dumps([0, 1, 1]))

@@ -207,7 +207,7 @@ def test_authors_list_in_lists_dir_gets_a_hint(tmp_path):
 
 def test_pickled_npy_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "evil.npy"
-    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(path, np.array([{"a": 1}, None], dtype=object))  # saved pickled: object dtype
     with pytest.raises(AnomalyError) as exc:
         load_npy_features(path, path)
     message = str(exc.value)
@@ -227,7 +227,7 @@ def test_bad_files_are_recorded_and_the_rest_imported(monkeypatch, capsys, tmp_p
         ).astype(np.float32),
     }
     for vid, arr in bad.items():
-        np.save(npy / f"{vid}.npy", arr, allow_pickle=True)
+        np.save(npy / f"{vid}.npy", arr)  # saved pickled: object dtype
     truncated = npy / "Testing_Normal_Videos_Anomaly/Normal_Videos_003_x264.npy"
     truncated.write_bytes(truncated.read_bytes()[:200])
     out = tmp_path / "s.zarr"
