@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class Backend(Protocol):
     def missing_chunks(self, path: str) -> int: ...
     def size_bytes(self) -> int: ...
     def flush(self) -> None: ...
+    def reload(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -102,11 +104,42 @@ class ZarrBackend:
         self._root = None
         if self.write_once:  # the root's zarr.json is written once, with attributes, by init
             return
-        zmode = {"r": "r", "a": "a", "w": "w"}[mode]
         try:
-            self._root = zarr.open_group(store=self._store, mode=zmode)
+            if mode == "a":
+                self._root = self._open_existing_or_create()
+            else:
+                self._root = zarr.open_group(store=self._store, mode=mode)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise AnomalyError(f"{location}: no feature store here") from exc
+
+    def _open_existing_or_create(self, attempts: int = 50):
+        """Open the root for appending without ever replacing an existing one.
+
+        zarr's own mode "a" creates a fresh root whenever opening fails, which would wipe the
+        root attributes if another process (a rank of the same extraction) is rewriting them
+        at that moment; here only a root that is really absent is created, and a metadata file
+        caught half-written is read again.
+        """
+        import zarr
+
+        for attempt in range(attempts):
+            try:
+                return zarr.open_group(store=self._store, mode="r+")
+            except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+                return zarr.open_group(store=self._store, mode="a")
+            except ValueError:  # JSON of a metadata file being written by another process
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
+
+    def reload(self) -> None:
+        """Read the root's metadata again (another process may have changed it)."""
+        import zarr
+
+        if self._root is not None and not self.write_once:
+            mode = "r" if self._store.read_only else "r+"
+            self._root = zarr.open_group(store=self._store, mode=mode)
 
     def get_attrs(self, path: str) -> dict:
         if self._root is None:
@@ -261,6 +294,9 @@ class HDF5Backend:
 
     def flush(self) -> None:
         self._file.flush()
+
+    def reload(self) -> None:
+        pass  # one process writes an HDF5 store; its view is always current
 
     def close(self) -> None:
         self._file.close()

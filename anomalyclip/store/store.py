@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
@@ -221,6 +222,12 @@ class FeatureStore:
     def init(self, attrs: dict) -> None:
         """Write the root attributes of a new store, or check an existing one agrees."""
         current = self._b.get_attrs("")
+        for _ in range(50):  # another process may be part-way through writing them
+            if current.get("schema") != SCHEMA or all(k in current for k in COMPATIBILITY_FIELDS):
+                break
+            time.sleep(0.1)
+            self._b.reload()
+            current = self._b.get_attrs("")
         if current.get("schema") == SCHEMA:
             diff = first_difference(current, attrs, COMPATIBILITY_FIELDS + ("dtype",))
             if diff:
