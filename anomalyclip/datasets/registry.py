@@ -356,6 +356,23 @@ def find_list_file(name: str, root: Path, lists: Path | None) -> Path | None:
     return found[0] if found else None
 
 
+def find_split_lists(
+    root: Path, lists: Path | None, train_name: str, test_name: str, *, required: bool = True
+) -> dict[str, Path | None]:
+    """The train and test list files of a dataset ({"train": path or None, "test": ...}).
+
+    With ``required``, finding neither is an error naming where they were looked for.
+    """
+    found = {
+        split: find_list_file(name, root, lists)
+        for split, name in (("train", train_name), ("test", test_name))
+    }
+    if required and not any(found.values()):
+        where = f"{lists} or {root}" if lists else str(root)
+        raise AnomalyError(f"{where}: neither {train_name} nor {test_name} found")
+    return found
+
+
 class FileIndex:
     """Every video file (and, on request, frame folder) below a root, by path and by name.
 

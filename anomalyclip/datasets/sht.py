@@ -29,6 +29,7 @@ from anomalyclip.datasets.registry import (
     Interval,
     VideoEntry,
     find_list_file,
+    find_split_lists,
     iter_fields,
     mask_to_intervals,
     read_video_list,
@@ -129,13 +130,7 @@ def discover(
 ) -> list[VideoEntry]:
     """Every video of the weakly supervised split, with class, split and test intervals."""
     root = Path(root)
-    list_files = {
-        split: find_list_file(name, root, lists)
-        for split, name in (("train", TRAIN_LIST), ("test", TEST_LIST))
-    }
-    if not any(list_files.values()):
-        where = f"{lists} or {root}" if lists else str(root)
-        raise AnomalyError(f"{where}: neither {TRAIN_LIST} nor {TEST_LIST} found")
+    list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST)
     class_file = find_list_file(CLASS_LIST, root, lists)
     classes = read_sht_classes(class_file) if class_file else {}
     mask_dir = _find_mask_dir(root, lists)

@@ -29,6 +29,7 @@ from anomalyclip.datasets.registry import (
     Interval,
     VideoEntry,
     find_list_file,
+    find_split_lists,
     iter_fields,
     parse_pairs,
     read_video_list,
@@ -116,13 +117,7 @@ def discover(
 ) -> list[VideoEntry]:
     """Every video of the official train and test lists, located under ``root``."""
     root = Path(root)
-    list_files = {
-        split: find_list_file(name, root, lists)
-        for split, name in (("train", TRAIN_LIST), ("test", TEST_LIST))
-    }
-    if not any(list_files.values()):
-        where = f"{lists} or {root}" if lists else str(root)
-        raise AnomalyError(f"{where}: neither {TRAIN_LIST} nor {TEST_LIST} found")
+    list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST)
     annotations: dict[str, TemporalAnnotation] = {}
     ann_file = None
     if list_files["test"] is not None:

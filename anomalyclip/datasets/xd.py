@@ -26,6 +26,7 @@ from anomalyclip.datasets.registry import (
     Interval,
     VideoEntry,
     find_list_file,
+    find_split_lists,
     iter_fields,
     parse_pairs,
     read_video_list,
@@ -122,10 +123,7 @@ def discover(
     if not len(index):
         raise AnomalyError(f"{root}: no video files found")
 
-    list_files = {
-        split: find_list_file(name, root, lists)
-        for split, name in (("train", TRAIN_LIST), ("test", TEST_LIST))
-    }
+    list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST, required=False)
     if any(list_files.values()):
         wanted = [
             (split, video_name(entry))
