@@ -509,6 +509,9 @@ def bench_train_cmd(
     conv: str = typer.Option("both", "--conv", help="direct | winograd | both."),
     bf16: bool = typer.Option(False, "--bf16", help="Also time bf16 autocast."),
     rounds: int = typer.Option(1, "--rounds", help="Interleaved repeats of every configuration."),
+    libc_malloc: bool = typer.Option(
+        False, "--libc-malloc", help="Also time with glibc's default allocator settings."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Seconds per training step at the paper's UCF-Crime shape, against the published code."""
@@ -517,7 +520,10 @@ def bench_train_cmd(
     from anomalyclip.bench.train import run, table
 
     dtypes = (False, True) if bf16 else (False,)
-    result = run(convs=_bench_convs(conv), bf16=dtypes, steps=steps, rounds=rounds)
+    keep = (True, False) if libc_malloc else (True,)
+    result = run(
+        convs=_bench_convs(conv), bf16=dtypes, steps=steps, rounds=rounds, keep_memory=keep
+    )
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 

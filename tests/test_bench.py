@@ -14,7 +14,7 @@ from anomalyclip.bench import train as bench_train
 from anomalyclip.bench.peak import matmul_gflops
 from anomalyclip.bench.train import Shape
 
-TINY = Shape(batch=4, segments=4, seg_length=4, dim=512, emb_dim=16, heads=4, clip="tiny")
+TINY = Shape(batch=4, segments=4, seg_length=4, dim=512, emb_dim=128, heads=4, clip="tiny")
 
 
 def test_matmul_peak_is_a_positive_rate():

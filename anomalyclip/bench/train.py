@@ -40,6 +40,7 @@ from anomalyclip.datasets import get_dataset
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.temporal import conv_algorithm
 from anomalyclip.store import VideoRecord, open_store, provenance
+from anomalyclip.train.allocator import keep_freed_memory, keeps_freed_memory
 from anomalyclip.train.build import build_model as build_trainer_model
 from anomalyclip.train.build import model_config
 from anomalyclip.train.config import TrainConfig
@@ -80,6 +81,7 @@ class StepResult:
     peak_fp32: float  # matmul GFLOP/s measured around this configuration's steps
     peak_bf16: float
     load_avg: float  # 1-minute load average when the steps ended
+    kept_memory: bool = True  # glibc told to keep freed memory (anomalyclip.train.allocator)
 
 
 def build_model(clip_dir: Path, shape: Shape) -> AnomalyCLIP:
@@ -126,14 +128,18 @@ def measure_step(
     steps: int = 3,
     threads: int | None = None,
     peak_n: int = 4096,
+    keep_memory: bool = True,
 ) -> StepResult:
     """Time ``steps`` training steps (after one warm-up) of one configuration, in this process.
 
     The matmul peak is measured just before and just after the steps (mean of the two), so
     the configuration is read against the load the machine had while it ran.
+    ``keep_memory`` applies the trainer's allocator setting (it lasts for the process).
     """
     if threads:
         torch.set_num_threads(threads)
+    if keep_memory:
+        keep_freed_memory()
     torch.manual_seed(0)
     model = build_model(clip_dir, shape)
     before = peaks(peak_n)
@@ -170,11 +176,13 @@ def measure_step(
         peak_fp32=(before["fp32"] + after["fp32"]) / 2,
         peak_bf16=(before["bf16"] + after["bf16"]) / 2,
         load_avg=os.getloadavg()[0],
+        kept_memory=keeps_freed_memory(),
     )
 
 
-def _child(queue, clip_dir, shape, conv, bf16, steps, threads, peak_n) -> None:  # noqa: ANN001
-    queue.put(asdict(measure_step(Path(clip_dir), shape, conv, bf16, steps, threads, peak_n)))
+def _child(queue, clip_dir, shape, conv, bf16, steps, threads, peak_n, keep) -> None:  # noqa: ANN001
+    result = measure_step(Path(clip_dir), shape, conv, bf16, steps, threads, peak_n, keep)
+    queue.put(asdict(result))
 
 
 def measure_in_subprocess(
@@ -185,12 +193,14 @@ def measure_in_subprocess(
     steps: int,
     threads: int | None,
     peak_n: int = 4096,
+    keep_memory: bool = True,
 ) -> StepResult:
     """:func:`measure_step` in a fresh process, so its peak RSS is this configuration's alone."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(
-        target=_child, args=(queue, str(clip_dir), shape, conv, bf16, steps, threads, peak_n)
+        target=_child,
+        args=(queue, str(clip_dir), shape, conv, bf16, steps, threads, peak_n, keep_memory),
     )
     proc.start()
     result = queue.get()
@@ -270,20 +280,25 @@ def run(
     load_batches: int = 8,
     subprocess: bool = True,
     peak_n: int = 4096,
+    keep_memory: tuple[bool, ...] = (True,),
 ) -> dict:
-    """The whole benchmark; configurations are interleaved over ``rounds`` and medians kept."""
+    """The whole benchmark; configurations are interleaved over ``rounds`` and medians kept.
+
+    ``keep_memory`` lists the allocator settings to time (True: the trainer's, see
+    :mod:`anomalyclip.train.allocator`; False: glibc's defaults).
+    """
     shape = shape or Shape()
     if threads:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-train-") as tmp:
         clip_dir = build_clip(Path(tmp) / "clip", shape.clip)
-        configs = [(c, b) for b in bf16 for c in convs]
-        samples: dict[tuple[str, bool], list[StepResult]] = {cfg: [] for cfg in configs}
+        configs = [(c, b, k) for k in keep_memory for b in bf16 for c in convs]
+        samples: dict[tuple[str, bool, bool], list[StepResult]] = {cfg: [] for cfg in configs}
         for _ in range(rounds):
-            for conv, use_bf16 in configs:
+            for conv, use_bf16, keep in configs:
                 measure = measure_in_subprocess if subprocess else measure_step
-                samples[(conv, use_bf16)].append(
-                    measure(clip_dir, shape, conv, use_bf16, steps, threads, peak_n)
+                samples[(conv, use_bf16, keep)].append(
+                    measure(clip_dir, shape, conv, use_bf16, steps, threads, peak_n, keep)
                 )
         store_path = Path(tmp) / "features.zarr"
         write_random_store(store_path, store_videos, store_frames, shape.dim)
@@ -321,7 +336,9 @@ def table(result: dict) -> str:
         f"{'exec GF':>9}{'eff GF/s':>9}{'%peak':>7}{'publ. s':>9}{'speedup':>8}",
     ]
     for r in result["rows"]:
-        name = f"{r['conv']}{' bf16' if r['bf16'] else ' fp32'}"
+        name = (
+            f"{r['conv']}{' bf16' if r['bf16'] else ' fp32'}{'' if r['kept_memory'] else ' libc'}"
+        )
         lines.append(
             f"{name:<16}{r['peak_fp32']:>6.0f}{r['load_avg']:>6.1f}{r['forward_s']:>8.2f}"
             f"{r['backward_s']:>8.2f}{r['step_s']:>8.2f}"

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalyclip.model.winograd import TILE_SIZES, winograd_conv3x3
+from anomalyclip.model.winograd import TILE_SIZES, winograd_feedforward
 
 CONV_ALGORITHMS = ("auto", "direct", "winograd")
 _conv = {"algorithm": "direct", "tile": 4}
@@ -150,7 +150,8 @@ class ChannelLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         var, mean = torch.var_mean(x, dim=1, correction=0, keepdim=True)
-        return (x - mean) / (var.sqrt() + self.eps) * self.g + self.b
+        scale = 1 / (var.sqrt() + self.eps)  # (B, 1, H, W): small, so divide once per pixel
+        return torch.addcmul(self.b, (x - mean) * scale, self.g)
 
 
 class ConvFeedForward(nn.Module):
@@ -172,9 +173,9 @@ class ConvFeedForward(nn.Module):
         norm, conv1, act, conv2 = self.net
         tile = _conv["tile"]
         h = norm(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, N, L, E)
-        h = winograd_conv3x3(h, conv1.weight, conv1.bias, tile)  # (B, N, L, 4E)
-        h = F.leaky_relu(h, act.negative_slope, inplace=True)
-        return winograd_conv3x3(h, conv2.weight, conv2.bias, tile)  # (B, N, L, E)
+        return winograd_feedforward(
+            h, conv1.weight, conv1.bias, conv2.weight, conv2.bias, act.negative_slope, tile
+        )  # (B, N, L, E)
 
 
 class Coupling(nn.Module):

@@ -126,6 +126,108 @@ def _input_tiles(xp: torch.Tensor, m: int, kin: torch.Tensor) -> torch.Tensor:
     return (kin @ d).view(r * r, -1, xp.shape[-1])
 
 
+def _accumulate(acc: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """acc + a @ b (batched) in place; the first block writes instead of adding to zeros.
+
+    ``out=`` rather than ``baddbmm_``: torch's FLOP counter sees only the former.
+    """
+    return torch.bmm(a, b) if acc is None else torch.baddbmm(acc, a, b, out=acc)
+
+
+class _Grid:
+    """Tiling of an (H, W) grid by m x m output tiles; the transforms for one dtype/device."""
+
+    def __init__(self, H: int, W: int, m: int, like: torch.Tensor) -> None:
+        self.H, self.W, self.m, self.r = H, W, m, m + 2
+        self.th, self.tw = -(-H // m), -(-W // m)
+        self.exact = (self.th * m, self.tw * m) == (H, W)
+        self.kin, self.kw, self.kout = transforms(m, like.dtype, like.device)
+
+    def padded(self, b: int, c: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (b, th*m + 2, tw*m + 2, c) buffer with a zero border, and its (b, H, W, c) inside.
+
+        Writing a tensor into the inside spares the copy that padding it would cost.
+        """
+        m = self.m
+        buf = like.new_empty(b, self.th * m + 2, self.tw * m + 2, c)
+        buf[:, 0].zero_()
+        buf[:, 1 + self.H :].zero_()
+        buf[:, :, 0].zero_()
+        buf[:, :, 1 + self.W :].zero_()
+        return buf, buf[:, 1 : 1 + self.H, 1 : 1 + self.W]
+
+    def winograd_input(self, xb: torch.Tensor, padded: bool = False) -> torch.Tensor:
+        """(b, H, W, C) -> V (r*r, t, C): zero padding of the convolution plus the last tile's.
+
+        ``padded``: xb is already such a block, as :meth:`padded` lays it out.
+        """
+        m = self.m
+        if not padded:
+            xb = F.pad(xb, (0, 0, 1, 1 + self.tw * m - self.W, 1, 1 + self.th * m - self.H))
+        return _input_tiles(xb, m, self.kin)
+
+    def conv(
+        self,
+        xb: torch.Tensor,
+        u: torch.Tensor,
+        bias: torch.Tensor | None,
+        out: torch.Tensor,
+        padded: bool = False,
+    ) -> None:
+        """out (b, H, W, F) = conv3x3(xb) + bias, with Winograd-domain filters u (r*r, C, F)."""
+        b, m, f = xb.shape[0], self.m, u.shape[-1]
+        mm = torch.bmm(self.winograd_input(xb, padded), u)  # (r*r, t, F)
+        y = (self.kout @ mm.view(self.r * self.r, -1)).view(m, m, b, self.th, self.tw, f)
+        y = y.permute(2, 3, 0, 4, 1, 5)  # (b, th, m, tw, m, F)
+        if self.exact:
+            dst = out.view(b, self.th, m, self.tw, m, f)
+        else:
+            y = y.reshape(b, self.th * m, self.tw * m, f)[:, : self.H, : self.W]
+            dst = out
+        if bias is None:
+            dst.copy_(y)
+        else:
+            torch.add(y, bias, out=dst)
+
+    def grad_output(self, gb: torch.Tensor) -> torch.Tensor:
+        """Gradient w.r.t. the output block (b, H, W, F) -> w.r.t. M, (r*r, t, F)."""
+        b, m, f = gb.shape[0], self.m, gb.shape[-1]
+        if not self.exact:
+            gb = F.pad(gb, (0, 0, 0, self.tw * m - self.W, 0, self.th * m - self.H))
+        gy = gb.view(b, self.th, m, self.tw, m, f).permute(2, 4, 0, 1, 3, 5).reshape(m * m, -1)
+        return (self.kout.T @ gy).view(self.r * self.r, -1, f)
+
+    def grad_input(
+        self, gm: torch.Tensor, u: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Gradient w.r.t. the input block (b, H, W, C), from gm (r*r, t, F).
+
+        Written into ``out`` if given, else returned as a view into a padded buffer.
+        """
+        b, C, m, r = gm.shape[1] // (self.th * self.tw), u.shape[1], self.m, self.r
+        th, tw = self.th, self.tw
+        gd = (self.kin.T @ torch.bmm(gm, u.transpose(1, 2)).view(r * r, -1)).view(
+            r, r, b, th, tw, C
+        )
+        gxp = gm.new_empty(b, th * m + 2, tw * m + 2, C)
+        # The tiles' m x m cores do not overlap: one copy; then add the two-wide overlaps.
+        core = gxp[:, : th * m, : tw * m].view(b, th, m, tw, m, C)
+        core.copy_(gd[:m, :m].permute(2, 3, 0, 4, 1, 5))
+        gxp[:, th * m :].zero_()
+        gxp[:, : th * m, tw * m :].zero_()
+        for i in range(r):  # scatter-add the overlapping rims, one tap offset at a time
+            for j in range(r):
+                if i >= m or j >= m:
+                    gxp[:, i : i + th * m : m, j : j + tw * m : m].add_(gd[i, j])
+        inside = gxp[:, 1 : 1 + self.H, 1 : 1 + self.W]
+        return inside if out is None else out.copy_(inside)
+
+    def grad_weight(self, gu: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Winograd-domain filter gradient (r*r, C, F) -> (F, C, 3, 3)."""
+        r = self.r
+        return (self.kw.T @ gu.view(r * r, -1)).view(3, 3, shape[1], shape[0]).permute(3, 2, 0, 1)
+
+
 class _WinogradConv3x3(torch.autograd.Function):
     """Blocked over images so every intermediate is cache-sized and recycled by the allocator.
 
@@ -138,66 +240,103 @@ class _WinogradConv3x3(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx, x, weight, bias, m):  # type: ignore[override]
         B, H, W, C = x.shape
-        f, r = weight.shape[0], m + 2
-        th, tw = -(-H // m), -(-W // m)
-        kin, _, kout = transforms(m, x.dtype, x.device)
+        grid = _Grid(H, W, m, x)
         u = transform_weight(weight, m)  # (r*r, C, F)
-        out = x.new_empty(B, th * m, tw * m, f)
-        step = _chunk_images(th * tw, r, max(C, f), x.element_size())
+        out = x.new_empty(B, H, W, u.shape[-1])
+        step = _chunk_images(grid.th * grid.tw, grid.r, max(C, u.shape[-1]), x.element_size())
         for b0 in range(0, B, step):  # cache blocking, not a per-video computation
-            xb = x[b0 : b0 + step]
-            b = xb.shape[0]
-            xp = F.pad(xb, (0, 0, 1, 1 + tw * m - W, 1, 1 + th * m - H))
-            mm = torch.bmm(_input_tiles(xp, m, kin), u)  # (r*r, t, F)
-            y = (kout @ mm.view(r * r, -1)).view(m, m, b, th, tw, f)
-            dst = out[b0 : b0 + b].view(b, th, m, tw, m, f)
-            y = y.permute(2, 3, 0, 4, 1, 5)  # (b, th, m, tw, m, F)
-            if bias is None:
-                dst.copy_(y)
-            else:
-                torch.add(y, bias, out=dst)
+            grid.conv(x[b0 : b0 + step], u, bias, out[b0 : b0 + step])
         ctx.save_for_backward(x, u)
         ctx.m, ctx.has_bias, ctx.wshape = m, bias is not None, weight.shape
-        return out if (th * m, tw * m) == (H, W) else out[:, :H, :W].contiguous()
+        return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):  # type: ignore[override]
         x, u = ctx.saved_tensors
-        m = ctx.m
         B, H, W, C = x.shape
-        f, r = u.shape[-1], m + 2
-        th, tw = -(-H // m), -(-W // m)
-        kin, kw, kout = transforms(m, x.dtype, x.device)
-        if (th * m, tw * m) != (H, W):
-            grad = F.pad(grad, (0, 0, 0, tw * m - W, 0, th * m - H))
+        grid = _Grid(H, W, ctx.m, x)
         grad = grad.contiguous()
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         gx = x.new_empty(B, H, W, C) if need_x else None
-        gu = torch.zeros_like(u) if need_w else None
-        ut = u.transpose(1, 2)  # (r*r, F, C)
-        step = _chunk_images(th * tw, r, max(C, f), x.element_size())
+        gu = None
+        step = _chunk_images(grid.th * grid.tw, grid.r, max(C, u.shape[-1]), x.element_size())
         for b0 in range(0, B, step):
-            gb = grad[b0 : b0 + step]
-            b = gb.shape[0]
-            gy = gb.view(b, th, m, tw, m, f).permute(2, 4, 0, 1, 3, 5).reshape(m * m, -1)
-            gm = (kout.T @ gy).view(r * r, -1, f)  # (r*r, t, F)
+            gm = grid.grad_output(grad[b0 : b0 + step])  # (r*r, t, F)
             if need_w:
-                xp = F.pad(x[b0 : b0 + b], (0, 0, 1, 1 + tw * m - W, 1, 1 + th * m - H))
-                gu.baddbmm_(_input_tiles(xp, m, kin).transpose(1, 2), gm)  # (r*r, C, F)
+                gu = _accumulate(gu, grid.winograd_input(x[b0 : b0 + step]).transpose(1, 2), gm)
             if need_x:
-                gd = (kin.T @ torch.bmm(gm, ut).view(r * r, -1)).view(r, r, b, th, tw, C)
-                gxp = x.new_zeros(b, th * m + 2, tw * m + 2, C)
-                for i in range(r):  # scatter-add the overlapping tiles, one tap offset at a time
-                    for j in range(r):
-                        gxp[:, i : i + th * m : m, j : j + tw * m : m].add_(gd[i, j])
-                gx[b0 : b0 + b] = gxp[:, 1 : 1 + H, 1 : 1 + W]
-        gw = None
-        if need_w:
-            wshape = ctx.wshape
-            gw = (kw.T @ gu.view(r * r, -1)).view(3, 3, wshape[1], wshape[0]).permute(3, 2, 0, 1)
+                grid.grad_input(gm, u, gx[b0 : b0 + step])
+        gw = grid.grad_weight(gu, ctx.wshape) if need_w else None
         gbias = grad.sum((0, 1, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gbias, None
+
+
+class _WinogradFeedForward(torch.autograd.Function):
+    """conv3x3 -> LeakyReLU -> conv3x3 in one pass over blocks of images.
+
+    Each block's hidden activation goes from the first convolution through the activation
+    into the second while it is still in cache, and the backward does the same in reverse
+    (the activation's derivative applied to the block's hidden gradient in place), so the
+    wide (B, H, W, 4E) hidden tensor is written once and read once per direction. Saved for
+    the backward: the input and the hidden activation (what the two separate convolutions
+    would save too).
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, x, w1, b1, w2, b2, slope, m):  # type: ignore[override]
+        B, H, W, C = x.shape
+        grid = _Grid(H, W, m, x)
+        u1, u2 = transform_weight(w1, m), transform_weight(w2, m)  # (r*r, C, 4E), (r*r, 4E, E)
+        hidden, inside = grid.padded(B, u1.shape[-1], x)  # stored padded for the 2nd conv
+        out = x.new_empty(B, H, W, u2.shape[-1])
+        step = _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size())
+        for b0 in range(0, B, step):  # cache blocking, not a per-video computation
+            hb = inside[b0 : b0 + step]
+            grid.conv(x[b0 : b0 + step], u1, b1, hb)
+            F.leaky_relu_(hb, slope)
+            grid.conv(hidden[b0 : b0 + step], u2, b2, out[b0 : b0 + step], padded=True)
+        ctx.save_for_backward(x, hidden, u1, u2)
+        ctx.m, ctx.slope, ctx.shapes = m, slope, (w1.shape, w2.shape)
+        ctx.has_bias = (b1 is not None, b2 is not None)
+        return out
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad):  # type: ignore[override]
+        x, hidden, u1, u2 = ctx.saved_tensors
+        B, H, W, C = x.shape
+        grid = _Grid(H, W, ctx.m, x)
+        grad = grad.contiguous()
+        need_x = ctx.needs_input_grad[0]
+        gx = x.new_empty(B, H, W, C) if need_x else None
+        gu1 = gu2 = None
+        gb1 = x.new_zeros(u1.shape[-1])
+        step = _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size())
+        inside = hidden[:, 1 : 1 + H, 1 : 1 + W]
+        for b0 in range(0, B, step):
+            hb = inside[b0 : b0 + step]
+            gm2 = grid.grad_output(grad[b0 : b0 + step])  # (r*r, t, E)
+            hp = grid.winograd_input(hidden[b0 : b0 + step], padded=True)
+            gu2 = _accumulate(gu2, hp.transpose(1, 2), gm2)
+            gh = grid.grad_input(gm2, u2)  # (b, H, W, 4E) view
+            gh = torch.ops.aten.leaky_relu_backward(gh, hb, ctx.slope, True)  # from its output
+            gb1 += gh.sum((0, 1, 2))
+            gm1 = grid.grad_output(gh)  # (r*r, t, 4E)
+            gu1 = _accumulate(gu1, grid.winograd_input(x[b0 : b0 + step]).transpose(1, 2), gm1)
+            if need_x:
+                grid.grad_input(gm1, u1, gx[b0 : b0 + step])
+        (w1_shape, w2_shape), (has_b1, has_b2) = ctx.shapes, ctx.has_bias
+        return (
+            gx,
+            grid.grad_weight(gu1, w1_shape),
+            gb1 if has_b1 else None,
+            grid.grad_weight(gu2, w2_shape),
+            grad.sum((0, 1, 2)) if has_b2 else None,
+            None,
+            None,
+        )
 
 
 def winograd_conv3x3(
@@ -207,3 +346,22 @@ def winograd_conv3x3(
     if m not in _TRANSFORMS:
         raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
     return _WinogradConv3x3.apply(x.contiguous(), weight, bias, m)
+
+
+def winograd_feedforward(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: torch.Tensor | None,
+    w2: torch.Tensor,
+    b2: torch.Tensor | None,
+    slope: float,
+    m: int = 4,
+) -> torch.Tensor:
+    """``conv3x3(leaky_relu(conv3x3(x, w1, b1), slope), w2, b2)`` on channels-last x (B, H, W, C).
+
+    Same result as the two :func:`winograd_conv3x3` calls with the activation between them,
+    computed block by block so the wide hidden activation stays in cache.
+    """
+    if m not in _TRANSFORMS:
+        raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
+    return _WinogradFeedForward.apply(x.contiguous(), w1, b1, w2, b2, slope, m)

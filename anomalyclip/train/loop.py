@@ -19,6 +19,7 @@ from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.loss import segment_keep_mask
 from anomalyclip.store import open_store
 from anomalyclip.train import distributed
+from anomalyclip.train.allocator import keep_freed_memory
 from anomalyclip.train.build import build_model, model_config
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
@@ -75,6 +76,7 @@ def train(
 
     Returns the config written with the last checkpoint (including the last metrics).
     """
+    keep_freed_memory()  # the step's big tensors reuse freed memory instead of page-faulting
     d = distributed.setup(cfg.device)
     try:
         return _train(features, out, cfg, clip, resume, progress and d.is_main, stop_after, d)
