@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from anomalyclip.backbone import build_clip, load_text
 from anomalyclip.model import AnomalyCLIP, ModelConfig
 from anomalyclip.model.temporal import (
+    WINOGRAD_MIN_CHANNELS,
     ConvFeedForward,
     conv_algorithm,
     get_conv_algorithm,
@@ -136,15 +137,18 @@ def _conv_flops(ff: ConvFeedForward, x: torch.Tensor, autocast: bool = False) ->
     return {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
 
 
-def test_auto_picks_winograd_in_fp32_and_direct_under_autocast():
-    ff = ConvFeedForward(16)
-    x = torch.randn(2, 8, 8, 16)
+def test_auto_picks_winograd_in_fp32_and_direct_under_autocast_or_when_narrow():
+    ff = ConvFeedForward(WINOGRAD_MIN_CHANNELS)
+    x = torch.randn(1, 4, 4, WINOGRAD_MIN_CHANNELS)
+    narrow = ConvFeedForward(WINOGRAD_MIN_CHANNELS // 2)
     with conv_algorithm("auto"):
         fp32 = _conv_flops(ff, x)
         bf16 = _conv_flops(ff, x, autocast=True)
+        narrow_fp32 = _conv_flops(narrow, x[..., : WINOGRAD_MIN_CHANNELS // 2])
     with conv_algorithm("direct"):
         direct_fp32 = _conv_flops(ff, x)
     assert "aten.convolution" in direct_fp32 and "aten.convolution" in bf16
+    assert "aten.convolution" in narrow_fp32
     assert "aten.convolution" not in fp32 and "aten.bmm" in fp32
     # 36 multiplies per 4x4 tile instead of 144: a quarter of the convolution's FLOPs
     assert fp32["aten.bmm"] == direct_fp32["aten.convolution"] // 4

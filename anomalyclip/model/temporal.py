@@ -15,16 +15,16 @@ at the paper's shape; they run at the CPU's matrix-multiply rate in either memor
 
 Convolution algorithm. :func:`set_conv_algorithm` (or the :func:`conv_algorithm` context
 manager) picks how the feed-forward 3x3 convolutions are computed, process-wide, without
-touching parameters, state dict or config: ``"direct"`` (``nn.Conv2d``: oneDNN on CPU, cuDNN
-on CUDA; the default) or ``"winograd"`` (:mod:`anomalyclip.model.winograd`: the same
-convolution with ~4x fewer multiplies, as batched matrix multiplies). ``"auto"`` takes
-Winograd for float32/float64 CPU tensors outside autocast and direct everywhere else (cuDNN
-picks its own algorithms; in bfloat16 the Winograd transforms would amplify rounding).
-Direct is the default because it measured faster for a training step at the paper's shape
-on the 2-core benchmark host (interleaved, one process: feed-forward forward + backward
-9.7 s direct, 12.5 s Winograd): oneDNN's convolution runs at ~80% of the matmul peak while
-the Winograd form, at a quarter of the multiplies, is bound by moving its tiles through
-memory, in the backward above all. ``anomaly bench train --conv both`` re-measures it.
+touching parameters, state dict or config: ``"direct"`` (``nn.Conv2d``: oneDNN on CPU,
+cuDNN on CUDA; the library's default) or ``"winograd"`` (:mod:`anomalyclip.model.winograd`:
+the same convolution with ~4x fewer multiplies, as batched matrix multiplies). ``"auto"``
+(what ``anomaly train`` uses) takes Winograd for float32/float64 CPU tensors of at least
+``WINOGRAD_MIN_CHANNELS`` channels outside autocast, and direct everywhere else: cuDNN picks
+its own algorithms; in bfloat16 the Winograd transforms would amplify rounding; below 128
+channels the transforms cost more than the multiplies they save. Measured on the 2-core
+benchmark host, feed-forward forward + backward over a (32, 16) grid: E = 32, batch 8:
+12 ms direct, 16 ms Winograd; E = 128, batch 16: 278 vs 187 ms; E = 256, batch 16: 1059 vs
+516 ms. ``anomaly bench train --conv both`` re-measures the whole step.
 
 Parameter names (``depth`` layers, layer d owning blocks 2d and 2d+1)::
 
@@ -60,6 +60,7 @@ from torch import nn
 from anomalyclip.model.winograd import TILE_SIZES, winograd_feedforward
 
 CONV_ALGORITHMS = ("auto", "direct", "winograd")
+WINOGRAD_MIN_CHANNELS = 128  # "auto": below this width direct convolutions measured faster
 _conv = {"algorithm": "direct", "tile": 4}
 
 
@@ -98,6 +99,7 @@ def _use_winograd(x: torch.Tensor) -> bool:
         return (
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
+            and x.shape[-1] >= WINOGRAD_MIN_CHANNELS
             and not torch.is_autocast_enabled("cpu")
         )
     return algorithm == "winograd"
