@@ -7,13 +7,15 @@ F(2x2, 3x3) ~5e-7, oneDNN's direct convolution ~2e-6 on the same arrays.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalyclip.backbone import build_clip, load_text
-from anomalyclip.model import AnomalyCLIP, ModelConfig
+from anomalyclip.model import AnomalyCLIP, ModelConfig, native
 from anomalyclip.model.temporal import (
     WINOGRAD_MIN_CHANNELS,
     ConvFeedForward,
@@ -21,7 +23,12 @@ from anomalyclip.model.temporal import (
     get_conv_algorithm,
     set_conv_algorithm,
 )
-from anomalyclip.model.winograd import conv3x3_nhwc, transform_weight, winograd_conv3x3
+from anomalyclip.model.winograd import (
+    conv3x3_nhwc,
+    transform_weight,
+    winograd_conv3x3,
+    winograd_feedforward,
+)
 
 SHAPES = [(2, 32, 16, 5, 7), (3, 6, 4, 4, 3), (2, 5, 7, 3, 6), (1, 1, 1, 2, 2), (2, 9, 3, 3, 3)]
 
@@ -43,10 +50,28 @@ def rel_err(got, ref):
     return float((got - ref).abs().max() / ref.abs().max())
 
 
+@pytest.fixture(params=["native", "eager"])
+def transforms_impl(request, monkeypatch):
+    """Run a test with the compiled tile transforms and again with the eager torch ones."""
+    if request.param == "eager":
+        monkeypatch.setattr(native, "supports", lambda t: False)
+    elif native.kernels() is None:
+        pytest.skip("no C compiler: the compiled transforms are not built here")
+    return request.param
+
+
+def test_compiled_transforms_are_built_where_a_compiler_exists():
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    assert native.kernels() is not None
+    x = torch.randn(1, 4, 4, 3)
+    assert native.supports(x) and native.supports(x.double()) and not native.supports(x.half())
+
+
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("fn", [conv3x3_nhwc, winograd_conv3x3])
-def test_float64_forward_and_gradients_equal_conv2d(fn, shape, m):
+def test_float64_forward_and_gradients_equal_conv2d(fn, shape, m, transforms_impl):
     x, w, b = operands(*shape)
     ref = direct(x, w, b)
     g = torch.randn_like(ref)
@@ -107,6 +132,42 @@ def test_bad_tile_size():
 
 
 # ---------------------------------------------------------------- the switch in the model
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 5, 8), (2, 8, 4, 70), (1, 1, 3, 5)])
+def test_fused_feed_forward_equals_direct_convolutions(shape, transforms_impl):
+    """conv -> LeakyReLU -> conv, fused, against F.conv2d in float64: values and all gradients.
+
+    70 channels: more than one 64-channel pass of the compiled kernels, the last one partial.
+    """
+    B, H, W, C = shape
+    x, w1, b1 = operands(B, H, W, C, 4 * C, seed=1)
+    _, w2, b2 = operands(B, H, W, 4 * C, C, seed=2)
+    ref = direct(F.leaky_relu(direct(x, w1, b1), 0.01), w2, b2)
+    got = winograd_feedforward(x, w1, b1, w2, b2, 0.01, 4)
+    assert torch.allclose(got, ref, atol=1e-11, rtol=0)
+    g = torch.randn_like(ref)
+    args = (x, w1, b1, w2, b2)
+    for a, b in zip(
+        torch.autograd.grad(got, args, g), torch.autograd.grad(ref, args, g), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+
+
+def test_float32_error_of_the_fused_feed_forward_at_paper_width(transforms_impl):
+    """Paper widths in float32: within the float32 tolerance of F(4x4, 3x3) of the float64
+    direct convolutions, forward and every gradient, for both transform implementations."""
+    x, w1, b1 = operands(2, 32, 16, 256, 1024)
+    _, w2, b2 = operands(2, 32, 16, 1024, 256, seed=1)
+    args = (x, w1, b1, w2, b2)
+    ref = direct(F.leaky_relu(direct(x, w1, b1), 0.01), w2, b2)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, args, g)
+    args32 = [a.detach().float().requires_grad_() for a in args]
+    got = winograd_feedforward(*args32, 0.01, 4)
+    assert rel_err(got, ref) < 3e-5
+    for a, b in zip(torch.autograd.grad(got, args32, g.float()), ref_grads, strict=True):
+        assert rel_err(a, b) < 3e-5
 
 
 def test_feed_forward_same_under_both_algorithms_and_same_state_dict():

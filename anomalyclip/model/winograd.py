@@ -35,6 +35,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from anomalyclip.model import native
+
 # Transforms (Lavin & Gray 2016), as B^T, G, A^T.
 _TRANSFORMS: dict[int, tuple[list[list[float]], list[list[float]], list[list[float]]]] = {
     2: (
@@ -146,6 +148,8 @@ class _Grid:
         self.th, self.tw = -(-H // m), -(-W // m)
         self.exact = (self.th * m, self.tw * m) == (H, W)
         self.kin, self.kw, self.kout = transforms(m, like.dtype, like.device)
+        # the fused C transforms (F(4x4, 3x3) only) where they are built, else eager torch
+        self.native = m == 4 and native.supports(like)
 
     def padded(self, b: int, c: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A (b, th*m + 2, tw*m + 2, c) buffer with a zero border, and its (b, H, W, c) inside.
@@ -168,6 +172,8 @@ class _Grid:
         m = self.m
         if not padded:
             xb = F.pad(xb, (0, 0, 1, 1 + self.tw * m - self.W, 1, 1 + self.th * m - self.H))
+        if self.native:
+            return native.input_transform(xb.contiguous(), self.th, self.tw)
         return _input_tiles(xb, m, self.kin)
 
     def conv(
@@ -177,10 +183,17 @@ class _Grid:
         bias: torch.Tensor | None,
         out: torch.Tensor,
         padded: bool = False,
+        slope: float | None = None,
     ) -> None:
-        """out (b, H, W, F) = conv3x3(xb) + bias, with Winograd-domain filters u (r*r, C, F)."""
+        """out (b, H, W, F) = conv3x3(xb) + bias, with Winograd-domain filters u (r*r, C, F).
+
+        ``slope``: LeakyReLU applied to the result in the same pass.
+        """
         b, m, f = xb.shape[0], self.m, u.shape[-1]
         mm = torch.bmm(self.winograd_input(xb, padded), u)  # (r*r, t, F)
+        if self.native:
+            native.output_transform(mm, bias, out, self.th, self.tw, slope)
+            return
         y = (self.kout @ mm.view(self.r * self.r, -1)).view(m, m, b, self.th, self.tw, f)
         y = y.permute(2, 3, 0, 4, 1, 5)  # (b, th, m, tw, m, F)
         if self.exact:
@@ -192,10 +205,14 @@ class _Grid:
             dst.copy_(y)
         else:
             torch.add(y, bias, out=dst)
+        if slope is not None:
+            F.leaky_relu_(out, slope)
 
     def grad_output(self, gb: torch.Tensor) -> torch.Tensor:
         """Gradient w.r.t. the output block (b, H, W, F) -> w.r.t. M, (r*r, t, F)."""
         b, m, f = gb.shape[0], self.m, gb.shape[-1]
+        if self.native:
+            return native.grad_output(gb, self.th, self.tw)
         if not self.exact:
             gb = F.pad(gb, (0, 0, 0, self.tw * m - self.W, 0, self.th * m - self.H))
         gy = gb.view(b, self.th, m, self.tw, m, f).permute(2, 4, 0, 1, 3, 5).reshape(m * m, -1)
@@ -210,6 +227,12 @@ class _Grid:
         """
         b, C, m, r = gm.shape[1] // (self.th * self.tw), u.shape[1], self.m, self.r
         th, tw = self.th, self.tw
+        if self.native:
+            gv = torch.bmm(gm, u.transpose(1, 2))  # (r*r, t, C)
+            if out is not None and out.is_contiguous():
+                return native.grad_input(gv, out, th, tw)
+            gx = native.grad_input(gv, gm.new_empty(b, self.H, self.W, C), th, tw)
+            return gx if out is None else out.copy_(gx)
         gd = (self.kin.T @ torch.bmm(gm, u.transpose(1, 2)).view(r * r, -1)).view(
             r, r, b, th, tw, C
         )
@@ -298,8 +321,7 @@ class _WinogradFeedForward(torch.autograd.Function):
         step = _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size())
         for b0 in range(0, B, step):  # cache blocking, not a per-video computation
             hb = inside[b0 : b0 + step]
-            grid.conv(x[b0 : b0 + step], u1, b1, hb)
-            F.leaky_relu_(hb, slope)
+            grid.conv(x[b0 : b0 + step], u1, b1, hb, slope=slope)
             grid.conv(hidden[b0 : b0 + step], u2, b2, out[b0 : b0 + step], padded=True)
         ctx.save_for_backward(x, hidden, u1, u2)
         ctx.m, ctx.slope, ctx.shapes = m, slope, (w1.shape, w2.shape)
