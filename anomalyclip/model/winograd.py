@@ -21,7 +21,11 @@ with a hand-written backward; :func:`winograd_feedforward`, what the model uses,
 feed-forward's conv -> LeakyReLU -> conv in one such blocked pass. On a CPU the transforms
 and tile moves, not the GEMMs, are the cost to watch, so the blocked forms keep each
 intermediate to a block of images (reused memory, see :mod:`anomalyclip.train.allocator`),
-save only their inputs for the backward, and write output tiles straight into place.
+save only their inputs for the backward, and write output tiles straight into place. For
+F(4x4, 3x3) in float32/float64 on a CPU, the gather + transform, the transform + bias +
+LeakyReLU + scatter, and their two gradients run as the small C kernels of
+:mod:`anomalyclip.model.native` (each tile read and written once); elsewhere, or without a
+C compiler, as the Kronecker GEMMs below. Both are tested against ``F.conv2d``.
 
 It is exact arithmetic (checked against ``F.conv2d`` to ~1e-12 in float64); in float32 the
 transforms amplify rounding, more for m = 4 (interpolation points 0, +-1, +-2, inf) than for
