@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from synthetic import planted_store
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.model.temporal import conv_algorithm
 from anomalyclip.store import VideoRecord, open_store
 from anomalyclip.train import resolve_config, train
 from anomalyclip.train.data import TrainingSet, epoch_plan, tsn_indices
@@ -80,6 +81,24 @@ def test_resume_equals_straight_run(tmp_path, tiny_clip):
     assert "centroid" in straight
     assert any("ctx" in k for k in straight)
     assert not any(".text_model." in k for k in straight)
+
+
+def test_winograd_training_gives_the_weights_of_direct_convolutions(tmp_path, tiny_clip):
+    """``anomaly train``'s CPU default (auto: Winograd at >= 128 channels) trains the same
+    model as direct convolutions: same weights after two epochs, up to float32 rounding."""
+    cfg = resolve_config(
+        "demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0, emb_dim=128, batch_size=4
+    )
+    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=4)
+    weights = {}
+    for algorithm in ("auto", "direct"):
+        with conv_algorithm(algorithm):
+            train(store, tmp_path / algorithm, cfg, progress=False)
+        weights[algorithm] = load_file(tmp_path / algorithm / "model.safetensors")
+    # a different algorithm did run (direct twice would be bit-identical: training is seeded)
+    assert any(not torch.equal(weights["auto"][k], v) for k, v in weights["direct"].items())
+    for key, value in weights["direct"].items():
+        assert torch.allclose(weights["auto"][key], value, atol=1e-4, rtol=1e-4), key
 
 
 def test_resume_refuses_a_run_of_another_dataset_shape(tmp_path, tiny_clip):
