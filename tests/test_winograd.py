@@ -170,7 +170,7 @@ def test_float32_error_of_the_fused_feed_forward_at_paper_width(transforms_impl)
         assert rel_err(a, b) < 3e-5
 
 
-def test_feed_forward_same_under_both_algorithms_and_same_state_dict():
+def test_feed_forward_same_under_both_algorithms_and_same_state_dict(transforms_impl):
     torch.manual_seed(0)
     ff = ConvFeedForward(8).double()
     with torch.no_grad():  # non-trivial norm parameters

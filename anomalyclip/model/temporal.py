@@ -173,11 +173,16 @@ class ConvFeedForward(nn.Module):
         if not _use_winograd(x):
             return self.net(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         norm, conv1, act, conv2 = self.net
-        tile = _conv["tile"]
-        h = norm(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, N, L, E)
-        return winograd_feedforward(
-            h, conv1.weight, conv1.bias, conv2.weight, conv2.bias, act.negative_slope, tile
-        )  # (B, N, L, E)
+        return winograd_feedforward(  # the norm too, block by block: (B, N, L, E) -> same
+            x,
+            conv1.weight,
+            conv1.bias,
+            conv2.weight,
+            conv2.bias,
+            act.negative_slope,
+            _conv["tile"],
+            norm=(norm.g.view(-1), norm.b.view(-1), norm.eps),
+        )
 
 
 class Coupling(nn.Module):

@@ -136,6 +136,18 @@ def _input_tiles(xp: torch.Tensor, m: int, kin: torch.Tensor) -> torch.Tensor:
     return (kin @ d).view(r * r, -1, xp.shape[-1])
 
 
+def _normalise(
+    xb: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, eps: float, stats: torch.Tensor
+) -> torch.Tensor:
+    """Channel LayerNorm of a block (b, H, W, C) as ``ChannelLayerNorm`` computes it; writes
+    the per-pixel (mean, std) into stats (2, b, H, W, 1) for the backward."""
+    var, mean = torch.var_mean(xb, -1, correction=0, keepdim=True)
+    std = var.sqrt()
+    stats[0].copy_(mean)
+    stats[1].copy_(std)
+    return torch.addcmul(beta, (xb - mean) * (1 / (std + eps)), g)
+
+
 def _accumulate(acc: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """acc + a @ b (batched) in place; the first block writes instead of adding to zeros.
 
@@ -304,38 +316,45 @@ class _WinogradConv3x3(torch.autograd.Function):
 
 
 class _WinogradFeedForward(torch.autograd.Function):
-    """conv3x3 -> LeakyReLU -> conv3x3 in one pass over blocks of images.
+    """[channel LayerNorm ->] conv3x3 -> LeakyReLU -> conv3x3 in one pass over blocks of images.
 
-    Each block's hidden activation goes from the first convolution through the activation
-    into the second while it is still in cache, and the backward does the same in reverse
-    (the activation's derivative applied to the block's hidden gradient in place), so the
-    wide (B, H, W, 4E) hidden tensor is written once and read once per direction. Saved for
-    the backward: the input and the hidden activation (what the two separate convolutions
-    would save too).
+    Each block is normalised, goes through the first convolution and the activation into
+    the second while it is still in cache, and the backward does the same in reverse, so
+    the wide (B, H, W, 4E) hidden tensor is written once and read once per direction and
+    the normalised input is never stored whole. Saved for the backward: the input, the
+    per-pixel mean and scale of the norm, and the hidden activation.
+
+    The norm is the authors' (x - mean) / (std + eps) * g + b over channels, with the
+    biased variance; its backward, per pixel with xhat = (x - mean) * s, s = 1 / (std + eps)
+    and gy the gradient of the normalised input times g:
+    dx = s * (gy - mean(gy)) - xhat * mean(gy * xhat) / std.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, x, w1, b1, w2, b2, slope, m):  # type: ignore[override]
+    def forward(ctx, x, g, beta, eps, w1, b1, w2, b2, slope, m):  # type: ignore[override]
         B, H, W, C = x.shape
         grid = _Grid(H, W, m, x)
         u1, u2 = transform_weight(w1, m), transform_weight(w2, m)  # (r*r, C, 4E), (r*r, 4E, E)
         hidden, inside = grid.padded(B, u1.shape[-1], x)  # stored padded for the 2nd conv
         out = x.new_empty(B, H, W, u2.shape[-1])
+        stats = x.new_empty(2, B, H, W, 1) if g is not None else None  # mean, std
         step = _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size())
         for b0 in range(0, B, step):  # cache blocking, not a per-video computation
-            hb = inside[b0 : b0 + step]
-            grid.conv(x[b0 : b0 + step], u1, b1, hb, slope=slope)
+            xb = x[b0 : b0 + step]
+            if g is not None:
+                xb = _normalise(xb, g, beta, eps, stats[:, b0 : b0 + step])
+            grid.conv(xb, u1, b1, inside[b0 : b0 + step], slope=slope)
             grid.conv(hidden[b0 : b0 + step], u2, b2, out[b0 : b0 + step], padded=True)
-        ctx.save_for_backward(x, hidden, u1, u2)
-        ctx.m, ctx.slope, ctx.shapes = m, slope, (w1.shape, w2.shape)
+        ctx.save_for_backward(x, g, beta, stats, hidden, u1, u2)
+        ctx.m, ctx.slope, ctx.eps, ctx.shapes = m, slope, eps, (w1.shape, w2.shape)
         ctx.has_bias = (b1 is not None, b2 is not None)
         return out
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):  # type: ignore[override]
-        x, hidden, u1, u2 = ctx.saved_tensors
+        x, g, beta, stats, hidden, u1, u2 = ctx.saved_tensors
         B, H, W, C = x.shape
         grid = _Grid(H, W, ctx.m, x)
         grad = grad.contiguous()
@@ -343,6 +362,9 @@ class _WinogradFeedForward(torch.autograd.Function):
         gx = x.new_empty(B, H, W, C) if need_x else None
         gu1 = gu2 = None
         gb1 = x.new_zeros(u1.shape[-1])
+        gg = gbeta = None
+        if g is not None:
+            gg, gbeta = x.new_zeros(C), x.new_zeros(C)
         step = _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size())
         inside = hidden[:, 1 : 1 + H, 1 : 1 + W]
         for b0 in range(0, B, step):
@@ -350,16 +372,35 @@ class _WinogradFeedForward(torch.autograd.Function):
             gm2 = grid.grad_output(grad[b0 : b0 + step])  # (r*r, t, E)
             hp = grid.winograd_input(hidden[b0 : b0 + step], padded=True)
             gu2 = _accumulate(gu2, hp.transpose(1, 2), gm2)
-            gh = grid.grad_input(gm2, u2)  # (b, H, W, 4E) view
+            gh = grid.grad_input(gm2, u2)  # (b, H, W, 4E)
             gh = torch.ops.aten.leaky_relu_backward(gh, hb, ctx.slope, True)  # from its output
             gb1 += gh.sum((0, 1, 2))
             gm1 = grid.grad_output(gh)  # (r*r, t, 4E)
-            gu1 = _accumulate(gu1, grid.winograd_input(x[b0 : b0 + step]).transpose(1, 2), gm1)
+            xb = x[b0 : b0 + step]
+            if g is not None:
+                mean, std = stats[:, b0 : b0 + step]
+                scale = 1 / (std + ctx.eps)
+                xhat = (xb - mean) * scale
+                xb = torch.addcmul(beta, xhat, g)
+            gu1 = _accumulate(gu1, grid.winograd_input(xb).transpose(1, 2), gm1)
+            if not need_x and g is None:
+                continue
+            gxb = grid.grad_input(gm1, u1)  # gradient of the (normalised) conv input
+            if g is None:
+                gx[b0 : b0 + step] = gxb
+                continue
+            gg += (gxb * xhat).sum((0, 1, 2))
+            gbeta += gxb.sum((0, 1, 2))
             if need_x:
-                grid.grad_input(gm1, u1, gx[b0 : b0 + step])
+                gy = gxb * g
+                c = (gy * xhat).mean(-1, keepdim=True) / std
+                gx[b0 : b0 + step] = (gy - gy.mean(-1, keepdim=True)) * scale - xhat * c
         (w1_shape, w2_shape), (has_b1, has_b2) = ctx.shapes, ctx.has_bias
         return (
             gx,
+            gg,
+            gbeta,
+            None,
             grid.grad_weight(gu1, w1_shape),
             gb1 if has_b1 else None,
             grid.grad_weight(gu2, w2_shape),
@@ -386,12 +427,16 @@ def winograd_feedforward(
     b2: torch.Tensor | None,
     slope: float,
     m: int = 4,
+    norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
 ) -> torch.Tensor:
     """``conv3x3(leaky_relu(conv3x3(x, w1, b1), slope), w2, b2)`` on channels-last x (B, H, W, C).
 
-    Same result as the two :func:`winograd_conv3x3` calls with the activation between them,
-    computed block by block so the wide hidden activation stays in cache.
+    ``norm`` = (g, b, eps), each of g and b (C,): normalise x first with the authors' channel
+    LayerNorm, (x - mean) / (std + eps) * g + b. Same result as the separate modules,
+    computed block by block so the normalised input and the wide hidden activation stay in
+    cache.
     """
     if m not in _TRANSFORMS:
         raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
-    return _WinogradFeedForward.apply(x.contiguous(), w1, b1, w2, b2, slope, m)
+    g, beta, eps = norm if norm is not None else (None, None, 0.0)
+    return _WinogradFeedForward.apply(x.contiguous(), g, beta, eps, w1, b1, w2, b2, slope, m)
