@@ -5,21 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from synthetic import planted_store
+from synthetic import quick_run
 from typer.testing import CliRunner
 
 from anomalyclip.cli import app
 from anomalyclip.store import open_store
-from anomalyclip.train import resolve_config, train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_clip):
-    tmp = tmp_path_factory.mktemp("evalcli")
-    cfg = resolve_config("demo", epochs=2, warmup_epochs=1, workers=1)
-    store = planted_store(tmp / "s.zarr", tiny_clip, cfg, n_abnormal=6, n_normal=6)
-    train(store, tmp / "run", cfg, progress=False)
-    return store, tmp / "run"
+    return quick_run(tmp_path_factory.mktemp("evalcli"), tiny_clip, epochs=2, n_each=6)
 
 
 def evaluate(run, out, *extra):

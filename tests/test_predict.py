@@ -9,18 +9,12 @@ import sys
 import av
 import numpy as np
 import pytest
-from synthetic import planted_store
-
-from anomalyclip.train import resolve_config, train
+from synthetic import quick_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_clip):
-    tmp = tmp_path_factory.mktemp("predict")
-    cfg = resolve_config("demo", epochs=1, warmup_epochs=1, workers=1)
-    store = planted_store(tmp / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=4)
-    train(store, tmp / "run", cfg, progress=False)
-    return tmp / "run"
+    return quick_run(tmp_path_factory.mktemp("predict"), tiny_clip, epochs=1, n_each=4)[1]
 
 
 def decoded_frames(path) -> int:

@@ -86,7 +86,7 @@ def _build() -> ctypes.CDLL | None:
     for name, args in _SIGNATURES.items():
         for suffix in _SUFFIX.values():
             fn = getattr(dll, f"{name}_{suffix}")
-            fn.argtypes, fn.restype = args, ctypes.c_int
+            fn.argtypes, fn.restype = args, None
     return dll
 
 
@@ -130,16 +130,18 @@ def _run(name: str, dtype: torch.dtype, head: list, tail: list, total: int) -> N
         list(_pool().map(lambda r: fn(*head, *r, *tail), ranges))
 
 
-def _ptr(t: torch.Tensor) -> int:
-    return t.data_ptr()
-
-
 def input_transform(xp: torch.Tensor, th: int, tw: int) -> torch.Tensor:
     """Padded (b, 4th+2, 4tw+2, C) contiguous block -> V (36, b*th*tw, C)."""
     b, hp, wp, c = xp.shape
     total = b * th * tw
     v = xp.new_empty(36, total, c)
-    _run("input_transform", xp.dtype, [_ptr(xp), _ptr(v), hp, wp, c, th, tw, total], [], total)
+    _run(
+        "input_transform",
+        xp.dtype,
+        [xp.data_ptr(), v.data_ptr(), hp, wp, c, th, tw, total],
+        [],
+        total,
+    )
     return v
 
 
@@ -154,15 +156,24 @@ def output_transform(
     """out (b, H, W, F) = A^T M A (+ bias) (then LeakyReLU(slope)); out may be a strided view
     whose channels are contiguous (the inside of a padded buffer)."""
     b, H, W, f = out.shape
-    if out.stride(3) != 1 or out.stride(2) != f:  # not a layout the kernel writes: go via a copy
-        tmp = out.new_empty(out.shape)
-        output_transform(mm, bias, tmp, th, tw, slope)
-        out.copy_(tmp)
-        return
+    if out.stride(3) != 1 or out.stride(2) != f:
+        raise ValueError(f"output_transform writes (.., W, F) rows, got strides {out.stride()}")
     total = mm.shape[1]
     bias = bias.contiguous() if bias is not None else None  # alive for the whole call
-    bias_ptr = _ptr(bias) if bias is not None else None
-    head = [_ptr(mm), bias_ptr, _ptr(out), out.stride(0), out.stride(1), H, W, f, th, tw, total]
+    bias_ptr = bias.data_ptr() if bias is not None else None
+    head = [
+        mm.data_ptr(),
+        bias_ptr,
+        out.data_ptr(),
+        out.stride(0),
+        out.stride(1),
+        H,
+        W,
+        f,
+        th,
+        tw,
+        total,
+    ]
     _run("output_transform", mm.dtype, head, [int(slope is not None), slope or 0.0], total)
 
 
@@ -173,7 +184,7 @@ def grad_output(g: torch.Tensor, th: int, tw: int) -> torch.Tensor:
         g = g.contiguous()
     total = b * th * tw
     gm = g.new_empty(36, total, f)
-    head = [_ptr(g), _ptr(gm), g.stride(0), g.stride(1), H, W, f, th, tw, total]
+    head = [g.data_ptr(), gm.data_ptr(), g.stride(0), g.stride(1), H, W, f, th, tw, total]
     _run("grad_output", g.dtype, head, [], total)
     return gm
 
@@ -183,5 +194,7 @@ def grad_input(gv: torch.Tensor, out: torch.Tensor, th: int, tw: int) -> torch.T
     b, H, W, c = out.shape
     if not out.is_contiguous():
         return out.copy_(grad_input(gv, torch.empty(out.shape, dtype=out.dtype), th, tw))
-    _run("grad_input", gv.dtype, [_ptr(gv), _ptr(out), H, W, c, th, tw, gv.shape[1]], [], b)
+    _run(
+        "grad_input", gv.dtype, [gv.data_ptr(), out.data_ptr(), H, W, c, th, tw, gv.shape[1]], [], b
+    )
     return out

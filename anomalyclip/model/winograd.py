@@ -136,16 +136,20 @@ def _input_tiles(xp: torch.Tensor, m: int, kin: torch.Tensor) -> torch.Tensor:
     return (kin @ d).view(r * r, -1, xp.shape[-1])
 
 
-def _normalise(
-    xb: torch.Tensor, g: torch.Tensor, beta: torch.Tensor, eps: float, stats: torch.Tensor
-) -> torch.Tensor:
-    """Channel LayerNorm of a block (b, H, W, C) as ``ChannelLayerNorm`` computes it; writes
-    the per-pixel (mean, std) into stats (2, b, H, W, 1) for the backward."""
-    var, mean = torch.var_mean(xb, -1, correction=0, keepdim=True)
-    std = var.sqrt()
-    stats[0].copy_(mean)
-    stats[1].copy_(std)
-    return torch.addcmul(beta, (xb - mean) * (1 / (std + eps)), g)
+def _normalised(
+    xb: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    g: torch.Tensor,
+    beta: torch.Tensor,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Channel LayerNorm of a block (b, H, W, C) from its per-pixel mean and std, as
+    ``ChannelLayerNorm`` computes it: (xhat, scale, xhat * g + beta), scale = 1 / (std + eps).
+    The forward and the backward's recomputation both go through here, so they agree."""
+    scale = 1 / (std + eps)
+    xhat = (xb - mean) * scale
+    return xhat, scale, torch.addcmul(beta, xhat, g)
 
 
 def _accumulate(acc: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -239,16 +243,14 @@ class _Grid:
     ) -> torch.Tensor:
         """Gradient w.r.t. the input block (b, H, W, C), from gm (r*r, t, F).
 
-        Written into ``out`` if given, else returned as a view into a padded buffer.
+        Written into ``out`` if given, else returned (eager: a view into a padded buffer).
         """
         b, C, m, r = gm.shape[1] // (self.th * self.tw), u.shape[1], self.m, self.r
         th, tw = self.th, self.tw
         if self.native:
             gv = torch.bmm(gm, u.transpose(1, 2))  # (r*r, t, C)
-            if out is not None and out.is_contiguous():
-                return native.grad_input(gv, out, th, tw)
-            gx = native.grad_input(gv, gm.new_empty(b, self.H, self.W, C), th, tw)
-            return gx if out is None else out.copy_(gx)
+            out = gm.new_empty(b, self.H, self.W, C) if out is None else out
+            return native.grad_input(gv, out, th, tw)
         gd = (self.kin.T @ torch.bmm(gm, u.transpose(1, 2)).view(r * r, -1)).view(
             r, r, b, th, tw, C
         )
@@ -322,7 +324,7 @@ class _WinogradFeedForward(torch.autograd.Function):
     the second while it is still in cache, and the backward does the same in reverse, so
     the wide (B, H, W, 4E) hidden tensor is written once and read once per direction and
     the normalised input is never stored whole. Saved for the backward: the input, the
-    per-pixel mean and scale of the norm, and the hidden activation.
+    per-pixel mean and standard deviation of the norm, and the hidden activation.
 
     The norm is the authors' (x - mean) / (std + eps) * g + b over channels, with the
     biased variance; its backward, per pixel with xhat = (x - mean) * s, s = 1 / (std + eps)
@@ -343,7 +345,10 @@ class _WinogradFeedForward(torch.autograd.Function):
         for b0 in range(0, B, step):  # cache blocking, not a per-video computation
             xb = x[b0 : b0 + step]
             if g is not None:
-                xb = _normalise(xb, g, beta, eps, stats[:, b0 : b0 + step])
+                var, mean = torch.var_mean(xb, -1, correction=0, keepdim=True)
+                stats[0, b0 : b0 + step] = mean
+                stats[1, b0 : b0 + step] = std = var.sqrt()
+                xb = _normalised(xb, mean, std, g, beta, eps)[2]
             grid.conv(xb, u1, b1, inside[b0 : b0 + step], slope=slope)
             grid.conv(hidden[b0 : b0 + step], u2, b2, out[b0 : b0 + step], padded=True)
         ctx.save_for_backward(x, g, beta, stats, hidden, u1, u2)
@@ -379,16 +384,13 @@ class _WinogradFeedForward(torch.autograd.Function):
             xb = x[b0 : b0 + step]
             if g is not None:
                 mean, std = stats[:, b0 : b0 + step]
-                scale = 1 / (std + ctx.eps)
-                xhat = (xb - mean) * scale
-                xb = torch.addcmul(beta, xhat, g)
+                xhat, scale, xb = _normalised(xb, mean, std, g, beta, ctx.eps)
             gu1 = _accumulate(gu1, grid.winograd_input(xb).transpose(1, 2), gm1)
-            if not need_x and g is None:
-                continue
-            gxb = grid.grad_input(gm1, u1)  # gradient of the (normalised) conv input
             if g is None:
-                gx[b0 : b0 + step] = gxb
+                if need_x:
+                    grid.grad_input(gm1, u1, gx[b0 : b0 + step])
                 continue
+            gxb = grid.grad_input(gm1, u1)  # gradient of the normalised conv input
             gg += (gxb * xhat).sum((0, 1, 2))
             gbeta += gxb.sum((0, 1, 2))
             if need_x:

@@ -102,7 +102,7 @@
     DEFINE_1D(T, S)                                                                           \
     DEFINE_STORE(T, S)                                                                        \
     /* V = (B^T d B) for the tiles [t0, t1) of the padded input. */                           \
-    int input_transform_##S(const T *xp, T *v, int64_t Hp, int64_t Wp, int64_t C, int64_t th, \
+    void input_transform_##S(const T *xp, T *v, int64_t Hp, int64_t Wp, int64_t C, int64_t th, \
                             int64_t tw, int64_t T_, int64_t t0, int64_t t1) {                 \
         T z[36 * CB];                                                                         \
         int64_t ps = T_ * C, rs = Wp * C;                                                     \
@@ -125,12 +125,11 @@
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        return 0;                                                                             \
     }                                                                                         \
                                                                                               \
     /* out = A^T M A (+ bias, then LeakyReLU if act) for the tiles [t0, t1), cropped to       \
      * H, W; out has image stride sn, row stride sh, column stride F. */                      \
-    int output_transform_##S(const T *mm, const T *bias, T *out, int64_t sn, int64_t sh,      \
+    void output_transform_##S(const T *mm, const T *bias, T *out, int64_t sn, int64_t sh,      \
                              int64_t H, int64_t W, int64_t F, int64_t th, int64_t tw,         \
                              int64_t T_, int64_t t0, int64_t t1, int act, double slope) {     \
         T s[24 * CB], y[4 * CB], zero[CB];                                                    \
@@ -159,12 +158,11 @@
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        return 0;                                                                             \
     }                                                                                         \
                                                                                               \
     /* gM = A g A^T for the tiles [t0, t1): the gradient of the output transform, from an     \
      * output gradient g (b, H, W, F) read as zero beyond H, W. */                            \
-    int grad_output_##S(const T *g, T *gm, int64_t sn, int64_t sh, int64_t H, int64_t W,      \
+    void grad_output_##S(const T *g, T *gm, int64_t sn, int64_t sh, int64_t H, int64_t W,      \
                         int64_t F, int64_t th, int64_t tw, int64_t T_, int64_t t0,            \
                         int64_t t1) {                                                         \
         T s[24 * CB]; /* s[p][w] */                                                           \
@@ -193,12 +191,11 @@
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        return 0;                                                                             \
     }                                                                                         \
                                                                                               \
     /* gx = the sum over tiles of B gV B^T, scattered back to the unpadded (b, H, W, C) for   \
      * the images [n0, n1) (overwritten): the gradient of the input transform and padding. */ \
-    int grad_input_##S(const T *gv, T *gx, int64_t H, int64_t W, int64_t C, int64_t th,       \
+    void grad_input_##S(const T *gv, T *gx, int64_t H, int64_t W, int64_t C, int64_t th,       \
                        int64_t tw, int64_t T_, int64_t n0, int64_t n1) {                      \
         T z[36 * CB], w[6 * CB];                                                              \
         memset(gx + n0 * H * W * C, 0, sizeof(T) * (n1 - n0) * H * W * C);                   \
@@ -235,7 +232,6 @@
                 }                                                                             \
             }                                                                                 \
         }                                                                                     \
-        return 0;                                                                             \
     }
 
 DEFINE_KERNELS(float, f32)

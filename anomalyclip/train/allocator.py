@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_applied = {"value": False}
+_applied = False
 
 
 def keep_freed_memory() -> bool:
@@ -36,7 +36,8 @@ def keep_freed_memory() -> bool:
     Heaps of threads other than the main one still fall back to mmap for blocks larger
     than a heap, so no allocation can fail because of it.
     """
-    if _applied["value"]:
+    global _applied
+    if _applied:
         return True
     if os.environ.get("ANOMALY_KEEP_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
         return False
@@ -48,10 +49,10 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     log.debug("glibc keeps freed memory: %s", applied)
-    _applied["value"] = applied
+    _applied = applied
     return applied
 
 
 def keeps_freed_memory() -> bool:
     """Whether :func:`keep_freed_memory` took effect in this process (it cannot be undone)."""
-    return _applied["value"]
+    return _applied
