@@ -22,30 +22,13 @@ from typing import Any
 import numpy as np
 
 from anomalyclip.errors import AnomalyError
-
-
-def _binary_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
-    """False and true positive counts when predicting positive for score >= t, for every
-    distinct score t, from the highest to the lowest: (fps, tps, thresholds)."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    labels = np.asarray(labels).reshape(-1).astype(bool)
-    if scores.shape != labels.shape:
-        raise AnomalyError(f"{scores.size} scores but {labels.size} labels")
-    if scores.size == 0:
-        raise AnomalyError("no frames to evaluate")
-    if not np.isfinite(scores).all():
-        raise AnomalyError("scores contain NaN or infinite values")
-    order = np.argsort(-scores, kind="stable")
-    scores, labels = scores[order], labels[order]
-    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]  # end of each tie group
-    tps = np.cumsum(labels, dtype=np.float64)[last]
-    fps = (last + 1) - tps
-    return fps, tps, scores[last]
+from anomalyclip.thresholds import binary_counts
+from anomalyclip.thresholds import youden as youden_threshold
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
     """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf. Needs both labels."""
-    fps, tps, thr = _binary_curve(scores, labels)
+    fps, tps, thr = binary_counts(scores, labels)
     if tps[-1] == 0 or fps[-1] == 0:
         raise AnomalyError("a ROC curve needs both normal and abnormal frames")
     fpr = np.r_[0.0, fps / fps[-1]]
@@ -55,14 +38,14 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
     """(precision, recall, thresholds) from the highest threshold down. Needs a positive."""
-    fps, tps, thr = _binary_curve(scores, labels)
+    fps, tps, thr = binary_counts(scores, labels)
     if tps[-1] == 0:
         raise AnomalyError("a precision-recall curve needs abnormal frames")
     return tps / (tps + fps), tps / tps[-1], thr
 
 
 def _auc_ap(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    fps, tps, _ = _binary_curve(scores, labels)
+    fps, tps, _ = binary_counts(scores, labels)
     P, N = tps[-1], fps[-1]
     auc = math.nan
     if P > 0 and N > 0:
@@ -81,21 +64,6 @@ def frame_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     abnormal frames) of ``scores`` (F,) against binary ``labels`` (F,), 1 = abnormal."""
     auc, ap = _auc_ap(scores, labels)
     return {"auc": auc, "ap": ap}
-
-
-def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The score t maximising TPR - FPR when frames with score >= t are called abnormal.
-
-    Candidates are the distinct scores; exact ties go to the highest t (the first ROC point
-    reaching the maximum, as ``argmax`` over scikit-learn's un-thinned ROC curve picks, except
-    that the comparison here is done in exact integer counts). NaN when the
-    labels are all one kind, since the ROC curve is then undefined.
-    """
-    fps, tps, thr = _binary_curve(scores, labels)
-    if tps[-1] == 0 or fps[-1] == 0:
-        return math.nan
-    # TPR - FPR scaled by P*N: integer counts, so exact ties stay ties (no rounding noise).
-    return float(thr[np.argmax(tps * fps[-1] - fps * tps[-1])])
 
 
 def _check_probs(probs: np.ndarray, frame_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
