@@ -9,11 +9,14 @@ import torch
 from safetensors.torch import load_file
 from synthetic import planted_store
 
+from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
+from anomalyclip.model.loss import segment_keep_mask
 from anomalyclip.model.temporal import conv_algorithm
 from anomalyclip.store import VideoRecord, open_store
 from anomalyclip.train import resolve_config, train
-from anomalyclip.train.data import TrainingSet, epoch_plan, tsn_indices
+from anomalyclip.train.build import build_model, model_config
+from anomalyclip.train.data import TrainingSet, epoch_plan, iterate_batches, tsn_indices
 
 
 @pytest.fixture(scope="module")
@@ -83,22 +86,54 @@ def test_resume_equals_straight_run(tmp_path, tiny_clip):
     assert not any(".text_model." in k for k in straight)
 
 
-def test_winograd_training_gives_the_weights_of_direct_convolutions(tmp_path, tiny_clip):
+def test_winograd_training_computes_what_direct_convolutions_compute(tmp_path, tiny_clip):
     """``anomaly train``'s CPU default (auto: Winograd at >= 128 channels) trains the same
-    model as direct convolutions: same weights after two epochs, up to float32 rounding."""
+    model as direct convolutions.
+
+    Checked where the two are comparable: the loss and every gradient of a training step,
+    and the loss of every epoch. Weights after training are not compared element-wise:
+    AdamW divides each gradient by its own running magnitude, so a parameter whose gradient
+    is at rounding level takes a step of about the learning rate in a direction that float32
+    rounding decides, and two exact algorithms end up ~lr apart there (weights of 2-epoch
+    runs differed by up to 8e-5 on one machine and 5e-4 on another with lr 2e-4: the
+    assertion that made a fresh clone's test suite fail)."""
     cfg = resolve_config(
         "demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0, emb_dim=128, batch_size=4
     )
-    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=4)
-    weights = {}
+    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=6)
+
+    with open_store(store) as st:
+        data = TrainingSet.from_store(st)
+        plan = epoch_plan(data, cfg.batch_size, cfg.seed, 0)
+        (batch, *_) = iterate_batches(st, data, plan[:1], 32, 16, cfg.seed, 0, workers=0)
+    model = build_model(model_config(get_dataset("demo"), cfg, 512), tiny_clip)
+    keep = segment_keep_mask(cfg.batch_size, 32, cfg.segment_dropout, torch.Generator())
+    step = {}
+    for algorithm in ("auto", "direct"):
+        model.zero_grad()
+        with conv_algorithm(algorithm):
+            loss, _ = model.loss(model(batch.features), batch.labels, keep=keep)
+            loss.backward()
+        step[algorithm] = (loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                         if p.grad is not None})  # fmt: skip
+    assert step["auto"][0] == pytest.approx(step["direct"][0], rel=1e-5)
+    for name, g in step["direct"][1].items():
+        scale = g.abs().max().item() or 1.0
+        assert torch.allclose(step["auto"][1][name], g, rtol=1e-3, atol=1e-4 * scale), name
+
+    history = {}
     for algorithm in ("auto", "direct"):
         with conv_algorithm(algorithm):
-            train(store, tmp_path / algorithm, cfg, progress=False)
-        weights[algorithm] = load_file(tmp_path / algorithm / "model.safetensors")
+            history[algorithm] = train(store, tmp_path / algorithm, cfg, progress=False)["history"]
+    # before the first update the two compute the same loss; after updates the runs drift
+    # apart by rounding only (measured: <= 2e-5 relative after two epochs)
+    first = history["auto"][0]["first_step_loss"], history["direct"][0]["first_step_loss"]
+    assert first[0] == pytest.approx(first[1], rel=1e-5)
+    for auto, direct in zip(history["auto"], history["direct"], strict=True):
+        assert auto["loss"] == pytest.approx(direct["loss"], rel=1e-3)
+    weights = {a: load_file(tmp_path / a / "model.safetensors") for a in ("auto", "direct")}
     # a different algorithm did run (direct twice would be bit-identical: training is seeded)
     assert any(not torch.equal(weights["auto"][k], v) for k, v in weights["direct"].items())
-    for key, value in weights["direct"].items():
-        assert torch.allclose(weights["auto"][key], value, atol=1e-4, rtol=1e-4), key
 
 
 def test_resume_refuses_a_run_of_another_dataset_shape(tmp_path, tiny_clip):
