@@ -14,6 +14,7 @@ from typing import Any
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model.config import LossWeights
+from anomalyclip.thresholds import ThresholdRule
 
 
 @dataclass
@@ -42,10 +43,22 @@ class TrainConfig:
     warmup_epochs: int = 5
     batch_size: int = 64  # half abnormal, half normal
     seed: int = 1024
+    # decisions: a share of the normal training videos is held out (never trained on) and
+    # sets the decision threshold by this rule (anomalyclip.thresholds)
+    calibration_share: float = 0.1
+    threshold_rule: str = "far@1"
     # bookkeeping
     eval_every: int = 1  # epochs between evaluations on the test split (0: never)
     workers: int = 2  # threads reading the store ahead of the step
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        ThresholdRule.parse(self.threshold_rule)
+        if not 0.0 <= self.calibration_share < 1.0:
+            raise AnomalyError(
+                f"calibration share {self.calibration_share}: a fraction in [0, 1) of the "
+                "normal training videos"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

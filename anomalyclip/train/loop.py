@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -17,10 +18,12 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.run import evaluate_store
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.loss import segment_keep_mask
-from anomalyclip.store import open_store
+from anomalyclip.store import FeatureStore, VideoRecord, open_store
+from anomalyclip.thresholds import ThresholdRule, choose_threshold
 from anomalyclip.train import distributed
 from anomalyclip.train.allocator import keep_freed_memory
 from anomalyclip.train.build import build_model, model_config
+from anomalyclip.train.calibration import calibrate, split_held_out
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.data import (
@@ -98,6 +101,8 @@ def _train(
     store = open_store(features)
     spec = get_dataset(store.dataset)
     data = TrainingSet.from_store(store)
+    trained_normal, held_out = split_held_out(data.normal, cfg.calibration_share, cfg.seed)
+    data = dataclasses.replace(data, normal=trained_normal)
     dim = int(store.attrs.get("backbone", {}).get("dim") or 512)
     clip = clip or store.attrs.get("backbone", {}).get("model")
     if not clip:
@@ -210,9 +215,35 @@ def _train(
                     metrics["primary_value"],
                 )
         history.append(epoch_log)
+        if d.is_main and epoch + 1 == end_epoch:  # the weights this run ends with
+            decision = decision_record(model, store, held_out, cfg, device)
         if d.is_main:
             config = {**run_config, "metrics": metrics, "history": history, "world_size": d.world}
+            if epoch + 1 == end_epoch:
+                config.update(decision)
             save_run(out, model, config, epoch, optimizer)
         distributed.barrier(d)
     store.close()
-    return {**run_config, "metrics": metrics, "history": history}
+    result = {**run_config, "metrics": metrics, "history": history}
+    return {**result, **decision} if d.is_main and end_epoch > start_epoch else result
+
+
+def decision_record(
+    model: AnomalyCLIP,
+    store: FeatureStore,
+    held_out: list[VideoRecord],
+    cfg: TrainConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What the run keeps to make decisions: the p(A) quantiles of the held-out normal
+    videos and the threshold that ``cfg.threshold_rule`` picks from them (labelled rules are
+    applied later, by ``eval`` / ``predict`` with a validation store)."""
+    record: dict[str, Any] = {"calibration": None, "threshold": None}
+    if held_out:
+        record["calibration"] = calibrate(model, store, held_out, device)
+    rule = ThresholdRule.parse(cfg.threshold_rule)
+    if rule.kind == "fixed" or (rule.kind == "far" and record["calibration"]):
+        record["threshold"] = choose_threshold(rule, record["calibration"]).to_dict()
+    elif rule.kind == "far":
+        log.warning("no held-out normal videos (--calibration-share 0): no %s threshold", rule)
+    return record
