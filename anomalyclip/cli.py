@@ -374,33 +374,36 @@ def eval_cmd(
     annotations: str = typer.Option(
         None, "--annotations", help="Ground-truth file to use instead of the store's."
     ),
+    threshold_rule: str = typer.Option(
+        None,
+        "--threshold-rule",
+        help="far@X, fixed@T, youden or best-f1 (default: the run's threshold).",
+    ),
+    calibrate_on: str = typer.Option(
+        None, "--calibrate-on", help="Store with frame ground truth for youden / best-f1."
+    ),
+    min_duration: float = typer.Option(0.5, "--min-duration", help="Shortest event (s)."),
+    merge_gap: float = typer.Option(1.0, "--merge-gap", help="Merge events this close (s)."),
+    exit_ratio: float = typer.Option(
+        0.8, "--exit-ratio", help="An event ends below threshold x this."
+    ),
     device: str = typer.Option(None, "--device"),
 ) -> None:
-    """Paper metrics on the test split, per-video CSVs and plots."""
-    from anomalyclip.evaluate.run import (
-        evaluate_store,
-        read_annotations,
-        require_results,
-        write_outputs,
-    )
+    """Paper metrics on the test split, decisions and events at the run's threshold,
+    per-video CSVs and plots."""
+    from anomalyclip.evaluate.run import EvalOptions, evaluate_run, write_outputs
+    from anomalyclip.events import EventConfig
     from anomalyclip.report import print_metrics
-    from anomalyclip.store import open_store
     from anomalyclip.train.build import default_device, load_model
 
+    events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
     model, config = load_model(checkpoint, clip)
-    features = features or config["store"]["location"]
     dev = default_device(device)
     model.to(dev)
-    with open_store(features) as st:
-        if st.dataset != config["dataset"]:
-            raise AnomalyError(
-                f"{features}: store holds {st.dataset!r}, "
-                f"the run was trained on {config['dataset']!r}"
-            )
-        truth = read_annotations(st.dataset, annotations) if annotations else None
-        metrics, results = require_results(
-            evaluate_store(model, st, batch_size, dev, progress=True, annotations=truth), features
-        )
+    options = EvalOptions(
+        features, annotations, threshold_rule, calibrate_on, events, batch_size, dev
+    )
+    metrics, results = evaluate_run(model, config, options)
     out_dir = write_outputs(
         out or f"{checkpoint}/eval", metrics, results, model.cfg.classes, model.cfg.normal_id
     )
@@ -418,26 +421,40 @@ def predict_cmd(
     fps: float = typer.Option(None, "--fps", help="Score N frames per second (default: all)."),
     stride: int = typer.Option(None, "--stride", help="Score every K-th frame."),
     threshold: float = typer.Option(
-        None, "--threshold", help="p(A) above which a frame is abnormal."
+        None, "--threshold", help="p(A) above which a frame is abnormal (default: the run's)."
+    ),
+    min_duration: float = typer.Option(0.5, "--min-duration", help="Shortest event (s)."),
+    merge_gap: float = typer.Option(1.0, "--merge-gap", help="Merge events this close (s)."),
+    exit_ratio: float = typer.Option(
+        0.8, "--exit-ratio", help="An event ends below threshold x this."
     ),
     device: str = typer.Option(None, "--device"),
 ) -> None:
-    """Per-frame anomaly scores and classes for videos that are not in any store."""
+    """Per-frame anomaly scores, classes and events for videos that are not in any store."""
     from anomalyclip.evaluate.predict import predict
+    from anomalyclip.events import EventConfig
     from anomalyclip.extract.decode import Sampling
 
     if fps and stride:
         raise AnomalyError("give --fps or --stride, not both")
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
+    events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)
     results, failed = predict(
-        videos, checkpoint, out, clip, render, device, sampling, threshold=threshold
-    )
+        videos, checkpoint, out, clip, render, device, sampling, threshold=threshold,
+        events=events,
+    )  # fmt: skip
     for r in results:
         extra = f", {r.video}" if r.video else ""
         typer.echo(
             f"{r.source}: {r.frames} frames, mean p(A) {r.mean_p_abnormal:.3f}, "
-            f"top class {r.top_class} -> {r.csv}, {r.plot}{extra}"
+            f"{len(r.events)} events -> {r.csv}, {r.events_file}, {r.plot}{extra}"
         )
+        for e in r.events:
+            top = ", ".join(f"{name} {p:.2f}" for name, p in e.top3)
+            typer.echo(
+                f"  {e.start_time:8.2f}-{e.end_time:8.2f} s  frames {e.start_frame}-"
+                f"{e.end_frame - 1}  peak p(A) {e.peak:.2f}  mean {e.mean:.2f}  {top}"
+            )
     for src, reason in failed.items():
         typer.echo(f"failed: {src}: {reason}", err=True)
     if failed:

@@ -430,13 +430,12 @@ def step_train(run: DemoRun) -> dict:
 
 def step_evaluate(run: DemoRun) -> dict:
     """Step 6: the paper's metrics on the demo test split, CSVs and plots."""
-    from anomalyclip.evaluate.run import evaluate_store, require_results, write_outputs
-    from anomalyclip.store import open_store
+    from anomalyclip.evaluate.run import EvalOptions, evaluate_run, write_outputs
     from anomalyclip.train.build import load_model
 
-    model, _ = load_model(run.run_dir)
-    with open_store(run.store) as st:
-        metrics, results = require_results(evaluate_store(model, st), str(run.store))
+    model, config = load_model(run.run_dir)
+    options = EvalOptions(features=str(run.store), progress=run.progress)
+    metrics, results = evaluate_run(model, config, options)
     write_outputs(run.eval_dir, metrics, results, model.cfg.classes, model.cfg.normal_id)
     return metrics
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from synthetic import quick_run
 from typer.testing import CliRunner
 
 from anomalyclip.cli import app
+from anomalyclip.evaluate.report import read_video_csv
 from anomalyclip.store import open_store
 
 
@@ -53,3 +55,42 @@ def test_annotation_file_naming_no_test_video_is_refused(tmp_path, trained):
     )
     assert result.exit_code != 0
     assert "names none of the store's test videos" in str(result.exception)
+
+
+def test_eval_decides_at_the_runs_threshold_and_writes_events(tmp_path, trained):
+    """The decision threshold is the run's (held-out normal videos), recorded with its rule
+    and source; the CSVs and events follow it; a labelled rule needs --calibrate-on."""
+    store, run = trained
+    config = json.loads((run / "config.json").read_text())
+    metrics = evaluate(run, tmp_path / "a")
+    decision = metrics["decision"]
+    assert decision["threshold"] == config["threshold"]
+    assert decision["threshold"]["rule"] == "far@1"
+    assert "held-out normal training videos" in decision["threshold"]["source"]
+    events = json.loads((tmp_path / "a" / "events.json").read_text())
+    assert len(events) == decision["events"]["count"]
+    assert (tmp_path / "a" / "events.csv").read_text().splitlines()[0].startswith("source,")
+    for key in ("precision", "recall", "f1", "alarm_rate_normal_frames"):
+        assert key in decision["frames"]
+    assert set(decision["events"]["detection"]) == {"0.1", "0.3", "0.5"}
+    assert set(decision["events"]["map"]["map"]) == {"0.1", "0.2", "0.3", "0.4", "0.5"}
+
+    # every frame of every CSV is called abnormal exactly when p(A) >= the threshold
+    t = decision["threshold"]["value"]
+    for csv_path in (tmp_path / "a" / "videos").glob("*.csv"):
+        back = read_video_csv(csv_path)
+        np.testing.assert_array_equal(back["abnormal"], (back["p_abnormal"] >= t - 5e-7) * 1)
+
+    fixed = evaluate(run, tmp_path / "b", "--threshold-rule", "fixed@0.3")
+    assert fixed["decision"]["threshold"] == {
+        "value": 0.3, "rule": "fixed@0.3", "source": "fixed by the user"
+    }  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["eval", "--checkpoint", str(run), "--out", str(tmp_path / "c"),
+              "--threshold-rule", "youden"],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "--calibrate-on" in str(result.exception)
+    chosen = evaluate(run, tmp_path / "d", "--threshold-rule", "best-f1", "--calibrate-on",
+                      str(store))  # fmt: skip
+    assert chosen["decision"]["threshold"]["rule"] == "best-f1"
+    assert str(store) in chosen["decision"]["threshold"]["source"]

@@ -362,9 +362,10 @@ def test_video_csv_round_trip(tmp_path):
     path = write_video_csv(tmp_path / "v.csv", frames, times, p, probs, names, labels)
     back = read_video_csv(path)
     assert path.read_text().splitlines()[0] == (
-        "frame,time,p_abnormal,p_Abuse,p_Car accident,p_Normal,label"
+        "frame,time,p_abnormal,p_Abuse,p_Car accident,p_Normal,abnormal,predicted_class,gt_label"
     )
-    assert path.read_text().splitlines()[1].endswith("," + names[labels[0]])
+    assert path.read_text().splitlines()[1].endswith(",,," + names[labels[0]])  # no decision
+    assert b"\r" not in path.read_bytes()  # plain LF line endings
     np.testing.assert_array_equal(back["frame"], frames)
     np.testing.assert_allclose(back["time"], times, atol=5e-5)
     np.testing.assert_allclose(back["p_abnormal"], p, atol=5e-7)
@@ -374,6 +375,18 @@ def test_video_csv_round_trip(tmp_path):
 
     write_video_csv(tmp_path / "u.csv", frames, times, p, probs, names)  # no ground truth
     assert read_video_csv(tmp_path / "u.csv")["labels"] is None
+    assert back["abnormal"] is None and back["predicted"] is None
+
+    # with a decision threshold: abnormal at p >= t, then the likeliest non-Normal class
+    decided = read_video_csv(
+        write_video_csv(
+            tmp_path / "d.csv", frames, times, p, probs, names, labels, threshold=0.5, normal_id=2
+        )  # fmt: skip
+    )
+    np.testing.assert_array_equal(decided["abnormal"], (p >= 0.5).astype(int))
+    for t in range(T):
+        want = names[int(np.argmax(probs[t, :2]))] if p[t] >= 0.5 else "Normal"
+        assert decided["predicted"][t] == want
     with pytest.raises(AnomalyError, match="one row per frame"):
         write_video_csv(tmp_path / "w.csv", frames, times, p[:-1], probs, names)
 

@@ -270,9 +270,9 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
         "frame": np.array(cols["frame"], dtype=np.int64),
         "time": np.array(cols["time"], dtype=np.float64),
         "p": np.array(cols["p_abnormal"], dtype=np.float64),
-        "probs": np.array([cols[h] for h in header[3:-1]], dtype=np.float64).T,
-        "classes": [h.removeprefix("p_") for h in header[3:-1]],
-        "label": np.array(cols["label"]),
+        "probs": np.array([cols[h] for h in header[3:-3]], dtype=np.float64).T,
+        "classes": [h.removeprefix("p_") for h in header[3:-3]],
+        "label": np.array(cols["gt_label"]),
     }
 
 

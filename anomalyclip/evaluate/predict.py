@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,11 @@ import torch
 
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
+from anomalyclip.evaluate.decisions import run_threshold, video_events
 from anomalyclip.evaluate.inference import score_video
-from anomalyclip.evaluate.report import write_video_csv
+from anomalyclip.evaluate.report import write_events, write_video_csv
 from anomalyclip.evaluate.run import safe_name, score_fn
+from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import open_store
@@ -36,6 +38,8 @@ class Prediction:
     frames: int  # rows scored
     mean_p_abnormal: float
     top_class: str  # the most probable class over the frames called abnormal (or Normal)
+    events: list[Event] = field(default_factory=list)
+    events_file: Path | None = None
 
 
 def predict(
@@ -48,17 +52,22 @@ def predict(
     sampling: Sampling = Sampling(),
     batch_size: int = 64,
     threshold: float | None = None,
+    events: EventConfig | None = None,
 ) -> tuple[list[Prediction], dict[str, str]]:
-    """Score each video; returns the predictions and the videos that failed (id -> reason)."""
+    """Score each video; returns the predictions and the videos that failed (id -> reason).
+
+    Frames are called abnormal at ``threshold`` (default: the run's own, chosen without test
+    labels when it was trained) and grouped into events by ``events``' other settings."""
     from anomalyclip.evaluate import plots
-    from anomalyclip.evaluate.render import render_video
+    from anomalyclip.evaluate.render import Scores, render_video
 
     dev = default_device(device)
     model, config = load_model(checkpoint)
     model.to(dev)
     names, normal_id = model.cfg.classes, model.cfg.normal_id
     if threshold is None:
-        threshold = float((config.get("metrics") or {}).get("threshold") or 0.5)
+        threshold = run_threshold(config).value
+    events = replace(events or EventConfig(threshold), threshold=threshold)
     image_model = clip or config["clip"]
     paths = [Path(v) for v in videos]
     for p in paths:
@@ -96,7 +105,13 @@ def predict(
             )
             p, probs = p.float().numpy(), probs.float().numpy()
             stem = safe_name(path.stem)
-            csv = write_video_csv(out / f"{stem}.csv", frames, times, p, probs, names)
+            csv = write_video_csv(
+                out / f"{stem}.csv", frames, times, p, probs, names,
+                threshold=threshold, normal_id=normal_id,
+            )  # fmt: skip
+            curve = {"frames": frames, "times": times, "p": p, "probs": probs}
+            found = video_events(str(path), curve, (names, normal_id), events, st.record(vid).fps)
+            events_file = write_events(out / f"{stem}.events", found)[0]
             plot = plots.plot_video(
                 times,
                 p,
@@ -110,15 +125,18 @@ def predict(
             )
             movie = None
             if render:
-                movie = render_video(
-                    path, out / f"{stem}.mp4", frames, times, p, probs, names, threshold
-                )
+                scores = Scores(frames, times, p, probs, names, normal_id)
+                movie = render_video(path, out / f"{stem}.mp4", scores, threshold, found)
             abnormal = p >= threshold
             if abnormal.any():
                 ranked = np.delete(probs[abnormal].sum(0), normal_id)
                 top = [n for i, n in enumerate(names) if i != normal_id][int(ranked.argmax())]
             else:
                 top = names[normal_id]
-            results.append(Prediction(path, csv, plot, movie, len(frames), float(p.mean()), top))
+            results.append(
+                Prediction(
+                    path, csv, plot, movie, len(frames), float(p.mean()), top, found, events_file
+                )  # fmt: skip
+            )
     failed = {str(paths[ids.index(vid)]): reason for vid, reason in summary.failed.items()}
     return results, failed

@@ -14,8 +14,10 @@ import numpy as np
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.metrics import json_ready
+from anomalyclip.events import Event
 
 _PREFIX = "p_"  # class columns are "p_<class name>", so no class can shadow a fixed column
+_TAIL = ["abnormal", "predicted_class", "gt_label"]
 
 
 def write_video_csv(
@@ -26,13 +28,20 @@ def write_video_csv(
     probs: np.ndarray,
     class_names: Sequence[str],
     labels: np.ndarray | None = None,
+    *,
+    threshold: float | None = None,
+    normal_id: int | None = None,
 ) -> Path:
-    """One row per frame: ``frame, time, p_abnormal, p_<class>... , label``.
+    """One row per frame: ``frame, time, p_abnormal, p_<class>..., abnormal,
+    predicted_class, gt_label`` (plain LF line endings).
 
     ``frames`` are the frame numbers in the decoded video, ``times`` their presentation times
-    in seconds, ``probs`` (T, C) the C-way probabilities, ``labels`` (T,) the true class id of
-    each frame or None when there is no ground truth (the column is then left empty). The label
-    is written as the class name, so the file reads on its own.
+    in seconds, ``probs`` (T, C) the C-way probabilities. With a decision ``threshold``,
+    ``abnormal`` is 1 where p(A) >= threshold and ``predicted_class`` is the likeliest anomaly
+    class there and the Normal class elsewhere (the Normal class is the column whose
+    probability is 1 - p(A)); without one both are left empty. ``labels`` (T,) are the true
+    class ids (``gt_label``, written as class names so the file reads on its own; empty
+    without ground truth). ``normal_id`` is needed with a threshold.
     """
     frames = np.asarray(frames).reshape(-1)
     times = np.asarray(times, dtype=np.float64).reshape(-1)
@@ -46,14 +55,23 @@ def write_video_csv(
         )
     if labels is not None and np.asarray(labels).size != T:
         raise AnomalyError(f"{path}: {np.asarray(labels).size} labels for {T} frames")
-    label_text = [""] * T if labels is None else [class_names[int(c)] for c in np.ravel(labels)]
+    truth = [""] * T if labels is None else [class_names[int(c)] for c in np.ravel(labels)]
+    abnormal, predicted = [""] * T, [""] * T
+    if threshold is not None and T:
+        if normal_id is None:
+            raise AnomalyError(f"{path}: deciding per frame needs the Normal class id")
+        called = p_abnormal >= threshold
+        ranked = np.where(np.arange(probs.shape[1]) == normal_id, -np.inf, probs).argmax(1)
+        abnormal = [str(int(c)) for c in called]
+        predicted = [class_names[c] if a else class_names[normal_id] for a, c in
+                     zip(called, ranked, strict=True)]  # fmt: skip
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(
-            ["frame", "time", "p_abnormal", *(_PREFIX + n for n in class_names), "label"]
+            ["frame", "time", "p_abnormal", *(_PREFIX + n for n in class_names), *_TAIL]
         )
         for t in range(T):
             writer.writerow(
@@ -62,7 +80,9 @@ def write_video_csv(
                     f"{times[t]:.4f}",
                     f"{p_abnormal[t]:.6f}",
                     *(f"{v:.6f}" for v in probs[t]),
-                    label_text[t],
+                    abnormal[t],
+                    predicted[t],
+                    truth[t],
                 ]
             )
     return path
@@ -70,31 +90,62 @@ def write_video_csv(
 
 def read_video_csv(path: str | Path) -> dict[str, Any]:
     """Read back a :func:`write_video_csv` file: ``frame`` (T,) int, ``time`` (T,),
-    ``p_abnormal`` (T,), ``probs`` (T, C), ``class_names``, and ``labels`` (T,) class ids with
-    -1 where the label is empty (None when no row has one)."""
+    ``p_abnormal`` (T,), ``probs`` (T, C), ``class_names``, ``abnormal`` (T,) 0/1 (None
+    without a threshold), ``predicted`` (T,) class names (None without a threshold) and
+    ``labels`` (T,) true class ids with -1 where the label is empty (None when no row has
+    one)."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
         raise AnomalyError(f"{path}: empty file, expected a header row")
     header = rows[0]
-    names = [h[len(_PREFIX) :] for h in header[3:-1]]
-    if header[:3] != ["frame", "time", "p_abnormal"] or header[-1] != "label" or not names:
+    names = [h[len(_PREFIX) :] for h in header[3 : -len(_TAIL)]]
+    if header[:3] != ["frame", "time", "p_abnormal"] or header[-3:] != _TAIL or not names:
         raise AnomalyError(f"{path}: not a per-frame score file (header {header[:4]}...)")
     body = rows[1:]
-    values = np.array([r[:-1] for r in body], dtype=np.float64).reshape(len(body), len(header) - 1)
+    width = len(header) - len(_TAIL)
+    values = np.array([r[:width] for r in body], dtype=np.float64).reshape(len(body), width)
     ids = {n: i for i, n in enumerate(names)}
     try:
         labels = np.array([ids[r[-1]] if r[-1] else -1 for r in body], dtype=np.int64)
     except KeyError as e:
         raise AnomalyError(f"{path}: label {e.args[0]!r} is not one of the class columns") from e
+    decided = bool(body) and all(r[-3] != "" for r in body)
     return {
         "frame": values[:, 0].astype(np.int64),
         "time": values[:, 1],
         "p_abnormal": values[:, 2],
         "probs": values[:, 3:],
         "class_names": names,
+        "abnormal": np.array([int(r[-3]) for r in body]) if decided else None,
+        "predicted": [r[-2] for r in body] if decided else None,
         "labels": labels if (labels >= 0).any() else None,
     }
+
+
+EVENT_COLUMNS = [
+    "source", "start_frame", "end_frame", "start_time", "end_time", "duration", "peak",
+    "peak_time", "mean", "class", "class_probability", "top3",
+]  # fmt: skip
+
+
+def write_events(stem: str | Path, events: Sequence[Event]) -> tuple[Path, Path]:
+    """``<stem>.json`` (a list of :meth:`Event.to_dict`) and ``<stem>.csv`` (one row per event,
+    ``top3`` as ``class:probability`` pairs separated by ``;``)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    rows = [e.to_dict() for e in events]
+    json_path = write_metrics_json(stem.with_name(stem.name + ".json"), rows)
+    csv_path = stem.with_name(stem.name + ".csv")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(EVENT_COLUMNS)
+        for d in rows:
+            d = {**d, "top3": ";".join(f"{n}:{p:.4f}" for n, p in d["top3"])}
+            writer.writerow(
+                [f"{d[k]:.4f}" if isinstance(d[k], float) else d[k] for k in EVENT_COLUMNS]
+            )
+    return json_path, csv_path
 
 
 def write_metrics_json(path: str | Path, metrics: dict[str, Any]) -> Path:
@@ -117,6 +168,25 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or value != value else f"{100 * value:.2f}"
 
 
+def _decision_lines(decision: dict[str, Any] | None) -> list[str]:
+    """What the run's own threshold decides on the test split."""
+    if not decision:
+        return []
+    thr, frames, events = decision["threshold"], decision["frames"], decision["events"]
+    det = events["detection"]
+    per_hour = events.get("false_alarms_per_hour_of_normal_video")
+    return [
+        f"decisions at threshold {thr['value']:.4f} ({thr['rule']}; {thr['source']}):",
+        f"  frames: precision {_pct(frames['precision'])}  recall {_pct(frames['recall'])}  "
+        f"F1 {_pct(frames['f1'])}  alarms on normal frames "
+        f"{_pct(frames['alarm_rate_normal_frames'])}%",
+        f"  events: {events['count']}, false alarms per hour of normal video "
+        f"{'-' if per_hour is None else f'{per_hour:.1f}'}; "
+        + "  ".join(f"F1@{iou} {_pct(m['f1'])}" for iou, m in det.items())
+        + f"  mAP@0.1:0.5 {_pct(events['map']['average'])}",
+    ]
+
+
 def format_table(metrics: dict[str, Any]) -> str:
     """A short terminal summary of :func:`~anomalyclip.evaluate.metrics.evaluate_arrays`'s
     output: the headline numbers (in %, the primary one starred) and one line per class."""
@@ -127,10 +197,12 @@ def format_table(metrics: dict[str, Any]) -> str:
         f"{label}{'*' if key == primary else ''} {_pct(metrics.get(key))}" for label, key in head
     ]
     lines = [
-        f"frames {metrics['frames']} ({metrics['abnormal_frames']} abnormal), "
-        f"threshold {metrics['threshold']:.4f} ({metrics['threshold_rule']})",
+        f"frames {metrics['frames']} ({metrics['abnormal_frames']} abnormal); top-k and "
+        f"confusion as in the paper, at the test split's {metrics['threshold_rule']} "
+        f"threshold {metrics['threshold']:.4f}",
         "   ".join(cells),
     ]
+    lines += _decision_lines(metrics.get("decision"))
     per_class = metrics.get("per_class", {})
     if per_class:
         width = max(12, *(len(n) for n in per_class))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -13,10 +14,13 @@ import torch
 
 from anomalyclip.datasets import frame_labels, get_dataset
 from anomalyclip.errors import AnomalyError
+from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
 from anomalyclip.evaluate.inference import score_videos
 from anomalyclip.evaluate.metrics import evaluate_arrays
-from anomalyclip.evaluate.report import write_metrics_json, write_video_csv
+from anomalyclip.evaluate.report import write_events, write_metrics_json, write_video_csv
+from anomalyclip.events import Event, EventConfig
 from anomalyclip.store import FeatureStore
+from anomalyclip.thresholds import Threshold
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,13 @@ class VideoResult:
     probs: np.ndarray  # (T, C)
     labels: np.ndarray | None  # (T,) true class id per frame, None without ground truth
     intervals: list[list[int]]  # true anomalous [start, end) frame intervals
+    label: str = ""  # the video's class
+    fps: float = 0.0  # rate of the stored rows' source video
+    events: list[Event] = field(default_factory=list)  # found at the decision threshold
+
+    def curve(self) -> dict[str, np.ndarray]:
+        return {"frames": self.frames, "times": self.times, "p": self.p_abnormal,
+                "probs": self.probs}  # fmt: skip
 
 
 def score_fn(model: torch.nn.Module):
@@ -149,6 +160,8 @@ def evaluate_store(
                 probs.float().numpy(),
                 labels,
                 rec.intervals,
+                label=rec.label,
+                fps=rec.fps,
             )
         )
     metrics = evaluate_arrays(
@@ -162,6 +175,23 @@ def evaluate_store(
     metrics["dataset"] = spec.name
     metrics["videos"] = len(results)
     return metrics, results
+
+
+def decide(
+    metrics: dict[str, Any],
+    results: list[VideoResult],
+    threshold: Threshold,
+    events: EventConfig,
+) -> None:
+    """Find every test video's events at ``threshold`` (``events`` holds the other event
+    settings; its threshold is replaced) and add the metrics at that threshold to
+    ``metrics["decision"]``."""
+    events = dataclasses.replace(events, threshold=threshold.value)
+    labels = (tuple(metrics["class_names"]), int(metrics["normal_id"]))
+    for r in results:
+        r.events = video_events(r.video_id, r.curve(), labels, events, r.fps)
+    metrics["decision"] = decision_metrics(results, [r.events for r in results], threshold, labels)
+    metrics["decision"]["event_settings"] = dataclasses.asdict(events)
 
 
 def safe_name(video_id: str) -> str:
@@ -207,6 +237,10 @@ def write_outputs(
         plots.plot_confusion(
             np.asarray(metrics["confusion"]), list(class_names), out / "confusion.png"
         )
+    decision = (metrics.get("decision") or {}).get("threshold")
+    threshold = decision["value"] if decision else None
+    if decision:
+        write_events(out / "events", [e for r in results for e in r.events])
     for i, r in enumerate(results):
         name = safe_name(r.video_id)
         write_video_csv(
@@ -217,7 +251,10 @@ def write_outputs(
             r.probs,
             class_names,
             r.labels,
+            threshold=threshold,
+            normal_id=normal_id,
         )
+
         if i < max_video_plots:
             timed = bool(np.isfinite(r.times).all())  # imported features may lack a frame rate
             plots.plot_video(
@@ -231,11 +268,74 @@ def write_outputs(
                 else [(float(s), float(e)) for s, e in r.intervals],
                 r.video_id,
                 out / "videos" / f"{name}.png",
-                threshold=metrics.get("threshold"),
+                threshold=threshold,
                 xlabel="time (s)" if timed else "frame",
             )
     log.info("evaluation outputs in %s", out)
     return out
+
+
+@dataclass
+class EvalOptions:
+    """How ``anomaly eval`` scores a run and decides: the store (default: the run's), the
+    ground truth (default: the store's), the threshold rule (default: the run's threshold),
+    where labelled rules choose (``calibrate_on``), and the event settings."""
+
+    features: str | None = None
+    annotations: str | None = None
+    threshold_rule: str | None = None
+    calibrate_on: str | None = None
+    events: EventConfig = field(default_factory=lambda: EventConfig(threshold=0.5))
+    batch_size: int = 64
+    device: str | None = None
+    progress: bool = True
+
+
+def evaluate_run(
+    model: torch.nn.Module, config: dict[str, Any], options: EvalOptions
+) -> tuple[dict[str, Any], list[VideoResult]]:
+    """The paper's metrics on the test split of the run's store, and the decisions at the
+    run's threshold: what ``anomaly eval`` and the demo report."""
+    from anomalyclip.store import open_store
+
+    features = options.features or config["store"]["location"]
+    with open_store(features) as st:
+        if st.dataset != config["dataset"]:
+            raise AnomalyError(
+                f"{features}: store holds {st.dataset!r}, "
+                f"the run was trained on {config['dataset']!r}"
+            )
+        truth = read_annotations(st.dataset, options.annotations) if options.annotations else None
+        found = evaluate_store(
+            model, st, options.batch_size, options.device, options.progress, truth
+        )
+        metrics, results = require_results(found, str(features))
+
+    def labelled() -> tuple[np.ndarray, np.ndarray, str]:
+        where = options.calibrate_on
+        if where is None:
+            raise AnomalyError(
+                f"threshold rule {options.threshold_rule} needs frames with ground truth: "
+                "name a validation store with --calibrate-on"
+            )
+        if str(where) == str(features):
+            log.warning("%s: choosing the threshold on the evaluated split itself", where)
+        with open_store(where) as st:
+            calib = require_results(evaluate_store(model, st, device=options.device), where)[1]
+        normal_id = model.cfg.normal_id
+        p = np.concatenate([r.p_abnormal for r in calib])
+        abnormal = np.concatenate([r.labels for r in calib]) != normal_id
+        return p, abnormal, f"{where} ({len(calib)} videos with ground truth)"
+
+    if options.threshold_rule is None and not config.get("threshold"):
+        log.warning(
+            "the run has no decision threshold: no events or decision metrics (give "
+            "--threshold-rule fixed@T, or youden / best-f1 with --calibrate-on STORE)"
+        )
+        return metrics, results
+    threshold = run_threshold(config, options.threshold_rule, labelled)
+    decide(metrics, results, threshold, options.events)
+    return metrics, results
 
 
 def require_results(found, location: str):

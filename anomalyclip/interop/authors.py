@@ -420,6 +420,27 @@ def _centroid_from_store(features: str | Path, spec: DatasetSpec) -> torch.Tenso
     return (total / count).float()
 
 
+def _decision_from_store(model: AnomalyCLIP, features: str | Path, rule: str) -> dict[str, Any]:
+    """Calibration for an imported model: the authors trained on every normal training
+    video, so none is held out; the threshold comes from all of them, which the model has
+    seen (on new normal video it raises somewhat more alarms than the rule says)."""
+    from anomalyclip.store import open_store
+    from anomalyclip.thresholds import ThresholdRule, choose_threshold
+    from anomalyclip.train.calibration import calibrate
+
+    cfg = model.cfg
+    with open_store(features) as store:
+        normal = [r for r in store.records(split="train") if r.label == cfg.classes[cfg.normal_id]]
+        if not normal:
+            log.warning("%s: no normal training videos, so no decision threshold", features)
+            return {"calibration": None, "threshold": None}
+        calib = calibrate(model, store, normal)
+    calib["source"] = f"normal training videos of {features} (seen in training)"
+    parsed = ThresholdRule.parse(rule)
+    threshold = choose_threshold(parsed, calib).to_dict() if not parsed.needs_labels else None
+    return {"calibration": calib, "threshold": threshold}
+
+
 def _store_info(features: str | Path | None) -> dict[str, Any]:
     if features is None:
         return {"location": None, "backbone": None}
@@ -483,6 +504,8 @@ def import_checkpoint(
             "saved_on": sorted(ck.locations),
         },
     }
+    if features is not None:
+        config.update(_decision_from_store(model, features, tcfg.threshold_rule))
     # fresh AdamW moments: ``--resume`` continues from the authors' epoch with new statistics
     optimizer = make_optimizer(model, tcfg)
     run = save_run(out, model, config, ck.epoch, optimizer, with_text_tower=True)

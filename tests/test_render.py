@@ -1,0 +1,73 @@
+"""The rendered MP4: one output frame per input frame at the input's exact rate, and the alarm
+drawn on exactly the frames of the events."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from anomalyclip.evaluate.render import BORDER, Scores, frame_rate, render_video
+from anomalyclip.events import EventConfig, find_events
+
+NAMES = ("Explosion", "Intruder", "Normal", "Tampering")
+
+
+def write_ntsc_video(path, frames: int, rate=Fraction(24000, 1001), size=(96, 64)):
+    """A real H.264 file at 23.976 fps (the rate of film transfers and many cameras): a
+    grey gradient that brightens over time, so frames differ as in real footage."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        ramp = np.linspace(40, 160, size[0], dtype=np.float64)[None, :, None]
+        for i in range(frames):
+            img = np.broadcast_to(ramp + i, (size[1], size[0], 3)).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_frame_rates_come_back_exact():
+    assert frame_rate(24000 / 1001) == Fraction(24000, 1001)
+    assert frame_rate(30000 / 1001) == Fraction(30000, 1001)
+    assert frame_rate(25.0) == 25 and frame_rate(12.5) == Fraction(25, 2)
+
+
+def test_alarm_is_drawn_on_exactly_the_event_frames_at_the_input_rate(tmp_path):
+    T = 60
+    src = write_ntsc_video(tmp_path / "in.mp4", T)
+    p = np.full(T, 0.05)
+    p[20:35] = 0.9  # one event: frames 20..34
+    probs = np.zeros((T, 4))
+    probs[:, 2] = 1 - p
+    probs[:, 1] = 0.7 * p
+    probs[:, 3] = 0.3 * p
+    rate = 24000 / 1001
+    frames, times = np.arange(T), np.arange(T) / rate
+    scores = Scores(frames, times, p, probs, NAMES, 2)
+    curve = {"frames": frames, "times": times, "p": p, "probs": probs}
+    events = find_events("in.mp4", curve, (NAMES, 2), EventConfig(0.5, min_duration=0.2))
+    assert [(e.start_frame, e.end_frame, e.label) for e in events] == [(20, 35, "Intruder")]
+
+    out = render_video(src, tmp_path / "out.mp4", scores, 0.5, events)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == Fraction(24000, 1001)
+        images = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(images) == T
+    for i, img in enumerate(images):
+        corner = img[1 : BORDER - 1, 1 : BORDER - 1].reshape(-1, 3).mean(0)  # top-left border
+        red = corner[0] > 150 and corner[1] < 90 and corner[2] < 90
+        assert red == (20 <= i < 35), i
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_tiny_videos_render(tmp_path, rows):
+    src = write_ntsc_video(tmp_path / "in.mp4", rows)
+    probs = np.tile([[0.1, 0.1, 0.7, 0.1]], (rows, 1))
+    scores = Scores(np.arange(rows), np.arange(rows) / 24.0, np.full(rows, 0.3), probs, NAMES, 2)
+    out = render_video(src, tmp_path / "out.mp4", scores, 0.5, [])
+    with av.open(str(out)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == rows
