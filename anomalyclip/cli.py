@@ -25,8 +25,21 @@ app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from anomalyclip import __version__
+
+        typer.echo(f"anomaly {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
     """Weakly supervised video anomaly detection and recognition with CLIP (AnomalyCLIP)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -543,10 +556,33 @@ def bench_eval_cmd(
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
-def main() -> None:
-    """Entry point of the ``anomaly`` console script."""
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Click's exception base classes: typer's bundled copy (typer >= 0.2x) and/or click's."""
+    found: list[type[Exception]] = []
     try:
-        code = app(standalone_mode=False)
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        pass
+    else:
+        found.append(ClickException)
+    try:
+        from click import ClickException
+    except ImportError:
+        pass
+    else:
+        found.append(ClickException)
+    return tuple(found)
+
+
+def main() -> None:
+    """Entry point of the ``anomaly`` console script.
+
+    Usage errors (a missing or unknown option, a bad value) print click's usage line, a
+    ``Try 'anomaly ... --help'`` hint and the error, exit 2; an :class:`AnomalyError` prints
+    ``error: ...`` on one line, exit 2. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        code = app(standalone_mode=False, prog_name="anomaly")
     except AnomalyError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -555,10 +591,8 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors come here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click's usage errors come here in standalone_mode=False
+        if isinstance(exc, _click_exceptions()):
             exc.show()
             sys.exit(exc.exit_code)
         raise

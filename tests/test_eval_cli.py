@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helper import call_cli
 from synthetic import quick_run
-from typer.testing import CliRunner
 
-from anomalyclip.cli import app
 from anomalyclip.store import open_store
 
 
@@ -18,8 +17,8 @@ def trained(tmp_path_factory, tiny_clip):
 
 
 def evaluate(run, out, *extra):
-    result = CliRunner().invoke(app, ["eval", "--checkpoint", str(run), "--out", str(out), *extra])
-    assert result.exit_code == 0, result.output
+    done = call_cli("eval", "--checkpoint", run, "--out", out, *extra)
+    assert done.code == 0, done.err
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -48,8 +47,6 @@ def test_annotation_file_naming_no_test_video_is_refused(tmp_path, trained):
     _, run = trained
     wrong = tmp_path / "wrong.txt"
     wrong.write_text("test/Explosion/nothing 1 5\n")
-    result = CliRunner().invoke(
-        app, ["eval", "--checkpoint", str(run), "--out", str(tmp_path), "--annotations", str(wrong)]
-    )
-    assert result.exit_code != 0
-    assert "names none of the store's test videos" in str(result.exception)
+    done = call_cli("eval", "--checkpoint", run, "--out", tmp_path, "--annotations", wrong)
+    assert done.code == 2
+    assert "names none of the store's test videos" in done.error_line
