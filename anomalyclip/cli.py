@@ -82,11 +82,10 @@ def features_cmd(
     import os
     from pathlib import Path
 
-    import torch
-
     from anomalyclip.datasets import discover
     from anomalyclip.extract.decode import Sampling
     from anomalyclip.extract.pipeline import extract, shard_from_env
+    from anomalyclip.train.build import default_device
 
     if fps is not None and stride is not None:
         raise AnomalyError("--fps and --stride: choose one sampling")
@@ -98,8 +97,7 @@ def features_cmd(
         if not (sep and i.isdigit() and n.isdigit() and int(i) < int(n)):
             raise AnomalyError(f"--shard {shard}: expected I/N with 0 <= I < N, e.g. 0/4")
         rank, world = int(i), int(n)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(default_device(device))
     if device == "cuda" and world > 1 and shard is None:  # torchrun: one GPU per process
         device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
     lists_dir = Path(lists) if lists else None
@@ -250,7 +248,9 @@ def store_export(
 ) -> None:
     """Convert a store between Zarr directory, Zarr zip and HDF5, bit-exact."""
     from anomalyclip.store import export_store
+    from anomalyclip.store.backend import store_format
 
+    store_format(dst)  # an unknown suffix is refused before anything is read or written
     n = export_store(src, dst)
     typer.echo(f"exported {n} videos to {dst}")
 
@@ -348,6 +348,7 @@ def train_cmd(
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
     from anomalyclip.train import resolve_config, train
+    from anomalyclip.train.build import default_device
 
     with open_store(features) as st:
         dataset = st.dataset
@@ -365,6 +366,7 @@ def train_cmd(
         workers=workers,
         device=device,
     )
+    default_device(cfg.device)  # refuse a device this machine does not have, before any work
     out = out or f"runs/{dataset}"
     try:
         set_conv_algorithm(conv)
@@ -400,9 +402,9 @@ def eval_cmd(
     from anomalyclip.store import open_store
     from anomalyclip.train.build import default_device, load_model
 
+    dev = default_device(device)
     model, config = load_model(checkpoint, clip)
     features = features or config["store"]["location"]
-    dev = default_device(device)
     model.to(dev)
     with open_store(features) as st:
         if st.dataset != config["dataset"]:
@@ -421,6 +423,12 @@ def eval_cmd(
     typer.echo(f"outputs in {out_dir}")
 
 
+def _probability(value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"{value:g} is not a probability in [0, 1]")
+    return value
+
+
 @app.command("predict")
 def predict_cmd(
     videos: list[str] = typer.Argument(..., help="Video files or folders of frames."),
@@ -431,7 +439,7 @@ def predict_cmd(
     fps: float = typer.Option(None, "--fps", help="Score N frames per second (default: all)."),
     stride: int = typer.Option(None, "--stride", help="Score every K-th frame."),
     threshold: float = typer.Option(
-        None, "--threshold", help="p(A) above which a frame is abnormal."
+        None, "--threshold", callback=_probability, help="p(A) above which a frame is abnormal."
     ),
     device: str = typer.Option(None, "--device"),
 ) -> None:

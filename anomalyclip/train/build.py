@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from anomalyclip.backbone import load_text
+from anomalyclip.checks import device_name
 from anomalyclip.datasets import DatasetSpec, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP, ModelConfig
@@ -60,6 +61,17 @@ def load_model(
 
 
 def default_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device asked for (checked to exist here), or CUDA when there is one, else the CPU."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device_name(requested))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "no GPU found" if torch.version.cuda else "this torch is built without CUDA"
+            raise AnomalyError(f"--device {requested}: CUDA is not available ({why}); use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise AnomalyError(f"--device {requested}: this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AnomalyError(f"--device {requested}: MPS is not available; use cpu")
+    return device
