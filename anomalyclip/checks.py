@@ -23,6 +23,48 @@ def device_name(requested: str) -> str:
 
 
 def is_url(location: str | Path) -> bool:
-    """A remote location (``s3://``, ``memory://`` ...), which only its library can check."""
+    """A remote location (``s3://``, ``memory://`` ...), which only its library can check.
+
+    The store's own rule (``anomalyclip.store.backend.is_url``), without importing the store.
+    """
     text = str(location)
     return "://" in text and not text.startswith("file://")
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a file, else ``<path>: no such <what>``."""
+    p = Path(path)
+    if not p.is_file():
+        raise AnomalyError(f"{path}: no such {what}")
+    return p
+
+
+def existing_dir(path: str | Path, what: str) -> Path:
+    """``path`` if it is a directory, else ``<path>: no such <what>``."""
+    p = Path(path)
+    if not p.is_dir():
+        raise AnomalyError(f"{path}: no such {what}")
+    return p
+
+
+def existing_path(path: str | Path, what: str) -> Path:
+    """``path`` if it exists (file or directory), else ``<path>: no such <what>``."""
+    p = Path(path)
+    if not p.exists():
+        raise AnomalyError(f"{path}: no such {what}")
+    return p
+
+
+def store_location(location: str | Path) -> str:
+    """A feature store's location: a URL as given, a local store that exists."""
+    if not is_url(location) and not Path(location).exists():
+        raise AnomalyError(f"{location}: no feature store here")  # the store's own words
+    return str(location)
+
+
+def run_dir(path: str | Path) -> Path:
+    """A run directory: a folder holding ``config.json``."""
+    p = existing_dir(path, "run directory")
+    if not (p / "config.json").is_file():
+        raise AnomalyError(f"{path}: not a run directory (no config.json)")
+    return p

@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from anomalyclip import checks
 from anomalyclip.errors import AnomalyError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
@@ -79,6 +80,12 @@ def features_cmd(
     Under ``torchrun`` each process takes a share of the videos (balanced by size) and all
     write one store; ``--shard I/N`` does the same for independent jobs (e.g. a job array).
     """
+    checks.existing_dir(videos, "folder of videos")
+    if lists:
+        checks.existing_dir(lists, "folder of list files")
+    if device:
+        checks.device_name(device)
+
     import os
     from pathlib import Path
 
@@ -185,6 +192,7 @@ def store_info(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Dataset, backbone, dtype, counts per split and class, frames and size on disk."""
+    checks.store_location(path)
     import json
 
     from anomalyclip.store import open_store
@@ -214,6 +222,7 @@ def store_info(
 @store_app.command("ls")
 def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
     """One line per video: id, split, class, frames, state."""
+    checks.store_location(path)
     from anomalyclip.store import open_store
 
     with open_store(path) as st:
@@ -228,6 +237,7 @@ def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
 @store_app.command("verify")
 def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> None:
     """Recompute every video's checksum; list damaged, missing or incomplete videos (exit 1)."""
+    checks.store_location(path)
     from anomalyclip.store import open_store
 
     with open_store(path) as st:
@@ -247,6 +257,7 @@ def store_export(
     dst: str = typer.Argument(..., help="New store; format from the suffix: .h5, .zip, else Zarr."),
 ) -> None:
     """Convert a store between Zarr directory, Zarr zip and HDF5, bit-exact."""
+    checks.store_location(src)
     from anomalyclip.store import export_store
     from anomalyclip.store.backend import store_format
 
@@ -261,6 +272,8 @@ def store_merge(
     sources: list[str] = typer.Argument(..., help="Stores to add."),
 ) -> None:
     """Merge stores that share dataset, backbone, preprocessing and sampling."""
+    for source in sources:
+        checks.store_location(source)
     from anomalyclip.store import merge_stores
 
     report = merge_stores(dst, sources)
@@ -296,10 +309,15 @@ def store_import_npy(
     stride: int = typer.Option(1, "--stride", help="Decoded frames between consecutive rows."),
 ) -> None:
     """Import published per-video .npy features, labels and test ground truth into a store."""
-    from anomalyclip.store.npy import import_npy
-
+    checks.existing_dir(npy_dir, "folder of .npy features")
+    if lists:
+        checks.existing_dir(lists, "folder of list files")
+    for item in authors_list or []:
+        checks.existing_file(item.split("=", 1)[-1], "list file")
     if crop != "mean" and not crop.isdigit():
         raise AnomalyError(f"--crop must be a crop index or 'mean', not {crop!r}")
+    from anomalyclip.store.npy import import_npy
+
     summary = import_npy(
         npy_dir, dataset, out, lists=lists, authors_lists=authors_list or None, dtype=dtype,
         ncrops=ncrops, crop=crop if crop == "mean" else int(crop), backbone=backbone, dim=dim,
@@ -344,6 +362,13 @@ def train_cmd(
     ),
 ) -> None:
     """Train AnomalyCLIP on a feature store (the dataset and classes come from the store)."""
+    checks.store_location(features)
+    if config:
+        checks.existing_file(config, "config file")
+    if device:
+        checks.device_name(device)
+    if resume:
+        checks.run_dir(out or ".")
     from anomalyclip.model.temporal import set_conv_algorithm
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
@@ -392,6 +417,13 @@ def eval_cmd(
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Paper metrics on the test split, per-video CSVs and plots."""
+    checks.run_dir(checkpoint)
+    if features:
+        checks.store_location(features)
+    if annotations:
+        checks.existing_path(annotations, "annotation file")
+    if device:
+        checks.device_name(device)
     from anomalyclip.evaluate.run import (
         evaluate_store,
         read_annotations,
@@ -444,11 +476,16 @@ def predict_cmd(
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Per-frame anomaly scores and classes for videos that are not in any store."""
+    checks.run_dir(checkpoint)
+    for video in videos:
+        checks.existing_path(video, "video file or frame folder")
+    if device:
+        checks.device_name(device)
+    if fps and stride:
+        raise AnomalyError("give --fps or --stride, not both")
     from anomalyclip.evaluate.predict import predict
     from anomalyclip.extract.decode import Sampling
 
-    if fps and stride:
-        raise AnomalyError("give --fps or --stride, not both")
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
     results, failed = predict(
         videos, checkpoint, out, clip, render, device, sampling, threshold=threshold
@@ -478,6 +515,11 @@ def import_checkpoint_cmd(
     clip: str = typer.Option(None, "--clip", help="CLIP for the tokenizer and image tower."),
 ) -> None:
     """Import a published AnomalyCLIP checkpoint as a run (eval, predict, train --resume)."""
+    checks.existing_file(ckpt, "checkpoint file")
+    if centroid:
+        checks.existing_file(centroid, "centroid file")
+    if features:
+        checks.store_location(features)
     from anomalyclip.backbone import DEFAULT_CLIP
     from anomalyclip.interop.authors import import_checkpoint
 
@@ -492,6 +534,7 @@ def export_checkpoint_cmd(
     clip: str = typer.Option(None, "--clip", help="Also write this CLIP's image tower."),
 ) -> None:
     """Write a run as a checkpoint in the authors' layout (their key names and shapes)."""
+    checks.run_dir(run)
     from anomalyclip.interop.authors import export_checkpoint
 
     path = export_checkpoint(run, out, clip)

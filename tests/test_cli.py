@@ -6,12 +6,14 @@ codes and stderr are what a shell sees.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from cli_helper import run_cli
+from cli_helper import cli_env, run_cli
 
 import anomalyclip
 from anomalyclip.errors import AnomalyError
@@ -175,3 +177,81 @@ def test_store_format_takes_an_existing_directory_as_zarr(tmp_path):
     assert store_format(tmp_path / "feats-0.5fps") == "zarr"
     with pytest.raises(AnomalyError, match="unknown store format '.5fps'"):
         store_format(tmp_path / "other-0.5fps")
+
+
+# -- fast failures: help and path errors before the numerical stack is imported ---------------
+HEAVY = ("torch", "transformers", "zarr", "h5py", "av", "numpy")
+# runs the entry point, then reports which heavy modules the process had imported
+PROBE = (
+    "import sys\nfrom anomalyclip.cli import main\ntry:\n    main()\nfinally:\n"
+    f"    print('heavy:', [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
+)
+
+
+def probe(*args, cwd=None):
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, args)],
+        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("heavy: "), done.stderr
+    return done.returncode, done.stdout, lines[:-1], lines[-1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["train", "--help"], ["eval", "--help"], ["predict", "--help"],
+     ["features", "--help"], ["store", "--help"], ["store", "export", "--help"]],
+)  # fmt: skip
+def test_help_imports_nothing_heavy(args):
+    code, out, _, heavy = probe(*args)
+    assert code == 0 and "Usage: anomaly" in out
+    assert heavy == "heavy: []"
+
+
+@pytest.fixture
+def run_without_store(tmp_path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"format": "anomalyclip.run", "dataset": "demo"}')
+    return run
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["train", "--features", "{t}/none.zarr"], "{t}/none.zarr: no feature store here"),
+        (["train", "--features", "{t}/none.h5", "--config", "x.toml"],
+         "{t}/none.h5: no feature store here"),
+        (["train", "--features", "{t}/run", "--config", "{t}/none.toml"],
+         "{t}/none.toml: no such config file"),
+        (["eval", "--checkpoint", "{t}/none"], "{t}/none: no such run directory"),
+        (["eval", "--checkpoint", "{t}"], "{t}: not a run directory (no config.json)"),
+        (["eval", "--checkpoint", "{t}/run", "--features", "{t}/none.zarr"],
+         "{t}/none.zarr: no feature store here"),
+        (["eval", "--checkpoint", "{t}/run", "--annotations", "{t}/none.txt"],
+         "{t}/none.txt: no such annotation file"),
+        (["predict", "{t}/none.mp4", "--checkpoint", "{t}/run"],
+         "{t}/none.mp4: no such video file or frame folder"),
+        (["predict", "{t}/run", "--checkpoint", "{t}/none"], "{t}/none: no such run directory"),
+        (["features", "--dataset", "demo", "--videos", "{t}/none"],
+         "{t}/none: no such folder of videos"),
+        (["features", "--dataset", "demo", "--videos", "{t}", "--lists", "{t}/none"],
+         "{t}/none: no such folder of list files"),
+        (["store", "info", "{t}/none.zarr"], "{t}/none.zarr: no feature store here"),
+        (["store", "ls", "{t}/none.zip"], "{t}/none.zip: no feature store here"),
+        (["store", "verify", "{t}/none"], "{t}/none: no feature store here"),
+        (["store", "export", "{t}/none.zarr", "{t}/x.h5"], "{t}/none.zarr: no feature store here"),
+        (["store", "merge", "{t}/new.zarr", "{t}/none.zarr"],
+         "{t}/none.zarr: no feature store here"),
+        (["store", "import-npy", "{t}/none", "-d", "ucf", "-o", "{t}/s.zarr"],
+         "{t}/none: no such folder of .npy features"),
+        (["import-checkpoint", "{t}/none.ckpt", "-d", "ucf", "-o", "{t}/r"],
+         "{t}/none.ckpt: no such checkpoint file"),
+        (["export-checkpoint", "{t}/none", "{t}/x.ckpt"], "{t}/none: no such run directory"),
+    ],
+)  # fmt: skip
+def test_a_bad_path_fails_before_heavy_imports(tmp_path, run_without_store, args, error):
+    code, _, err, heavy = probe(*(a.format(t=tmp_path) for a in args))
+    assert code == 2 and err[-1] == "error: " + error.format(t=tmp_path), err
+    assert heavy == "heavy: []"
