@@ -7,8 +7,10 @@ Nothing here imports more than the standard library.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 from anomalyclip.errors import AnomalyError
 
@@ -68,3 +70,12 @@ def run_dir(path: str | Path) -> Path:
     if not (p / "config.json").is_file():
         raise AnomalyError(f"{path}: not a run directory (no config.json)")
     return p
+
+
+def run_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of the run directory ``path``."""
+    file = run_dir(path) / "config.json"
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnomalyError(f"{file}: invalid JSON ({exc})") from exc

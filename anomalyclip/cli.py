@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from anomalyclip import checks
+from anomalyclip import checks, locations
 from anomalyclip.errors import AnomalyError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
@@ -81,6 +81,7 @@ def features_cmd(
     write one store; ``--shard I/N`` does the same for independent jobs (e.g. a job array).
     """
     checks.existing_dir(videos, "folder of videos")
+    locations.local_clip(model)
     if lists:
         checks.existing_dir(lists, "folder of list files")
     if device:
@@ -369,6 +370,8 @@ def train_cmd(
         checks.device_name(device)
     if resume:
         checks.run_dir(out or ".")
+    if clip:
+        locations.local_clip(clip)
     from anomalyclip.model.temporal import set_conv_algorithm
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
@@ -417,9 +420,10 @@ def eval_cmd(
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Paper metrics on the test split, per-video CSVs and plots."""
-    checks.run_dir(checkpoint)
-    if features:
-        checks.store_location(features)
+    recorded = checks.run_config(checkpoint)
+    features = checks.store_location(features or locations.recorded(checkpoint, recorded, "store"))
+    clip = clip or locations.recorded(checkpoint, recorded, "clip")
+    locations.local_clip(clip)
     if annotations:
         checks.existing_path(annotations, "annotation file")
     if device:
@@ -436,7 +440,6 @@ def eval_cmd(
 
     dev = default_device(device)
     model, config = load_model(checkpoint, clip)
-    features = features or config["store"]["location"]
     model.to(dev)
     with open_store(features) as st:
         if st.dataset != config["dataset"]:
@@ -476,7 +479,8 @@ def predict_cmd(
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Per-frame anomaly scores and classes for videos that are not in any store."""
-    checks.run_dir(checkpoint)
+    clip = clip or locations.recorded(checkpoint, checks.run_config(checkpoint), "clip")
+    locations.local_clip(clip)
     for video in videos:
         checks.existing_path(video, "video file or frame folder")
     if device:
@@ -520,6 +524,8 @@ def import_checkpoint_cmd(
         checks.existing_file(centroid, "centroid file")
     if features:
         checks.store_location(features)
+    if clip:
+        locations.local_clip(clip)
     from anomalyclip.backbone import DEFAULT_CLIP
     from anomalyclip.interop.authors import import_checkpoint
 
@@ -535,6 +541,8 @@ def export_checkpoint_cmd(
 ) -> None:
     """Write a run as a checkpoint in the authors' layout (their key names and shapes)."""
     checks.run_dir(run)
+    if clip:
+        locations.local_clip(clip)
     from anomalyclip.interop.authors import export_checkpoint
 
     path = export_checkpoint(run, out, clip)

@@ -59,12 +59,15 @@ def run_cli(
     return Done(done.returncode, done.stdout, done.stderr)
 
 
-def call_cli(*args: str | Path) -> Done:
-    """``anomaly ARGS`` through the console script's entry point, in this process."""
-    argv = sys.argv
+def call_cli(*args: str | Path, cwd: str | Path | None = None) -> Done:
+    """``anomaly ARGS`` through the console script's entry point, in this process (in the
+    working directory ``cwd`` if given)."""
+    argv, here = sys.argv, os.getcwd()
     out, err = io.StringIO(), io.StringIO()
     sys.argv = ["anomaly", *map(str, args)]
     try:
+        if cwd is not None:
+            os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 main()
@@ -73,4 +76,5 @@ def call_cli(*args: str | Path) -> Done:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = argv
+        os.chdir(here)
     return Done(code, out.getvalue(), err.getvalue())

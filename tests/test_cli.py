@@ -6,6 +6,7 @@ codes and stderr are what a shell sees.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -210,10 +211,14 @@ def test_help_imports_nothing_heavy(args):
 
 
 @pytest.fixture
-def run_without_store(tmp_path) -> Path:
+def run_config(tmp_path) -> Path:
+    """A run's config.json naming a CLIP and a store that exist (empty folders)."""
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.json").write_text('{"format": "anomalyclip.run", "dataset": "demo"}')
+    for folder in (run, tmp_path / "clip", tmp_path / "s.zarr"):
+        folder.mkdir()
+    config = {"format": "anomalyclip.run", "dataset": "demo", "clip": str(tmp_path / "clip")}
+    config["store"] = {"location": str(tmp_path / "s.zarr")}
+    (run / "config.json").write_text(json.dumps(config))
     return run
 
 
@@ -249,9 +254,15 @@ def run_without_store(tmp_path) -> Path:
         (["import-checkpoint", "{t}/none.ckpt", "-d", "ucf", "-o", "{t}/r"],
          "{t}/none.ckpt: no such checkpoint file"),
         (["export-checkpoint", "{t}/none", "{t}/x.ckpt"], "{t}/none: no such run directory"),
+        (["eval", "--checkpoint", "{t}/run", "--clip", "{t}/none"],
+         "{t}/none: no such CLIP folder; pass --clip with a local Hugging Face CLIP folder or "
+         "a hub id"),
+        (["train", "--features", "{t}/s.zarr", "--clip", "./none"],
+         "./none: no such CLIP folder; pass --clip with a local Hugging Face CLIP folder or "
+         "a hub id"),
     ],
 )  # fmt: skip
-def test_a_bad_path_fails_before_heavy_imports(tmp_path, run_without_store, args, error):
+def test_a_bad_path_fails_before_heavy_imports(tmp_path, run_config, args, error):
     code, _, err, heavy = probe(*(a.format(t=tmp_path) for a in args))
     assert code == 2 and err[-1] == "error: " + error.format(t=tmp_path), err
     assert heavy == "heavy: []"

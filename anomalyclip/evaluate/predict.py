@@ -22,7 +22,7 @@ from anomalyclip.evaluate.run import safe_name, score_fn
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import open_store
-from anomalyclip.train.build import default_device, load_model
+from anomalyclip.train.build import default_device, load_model, run_clip
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def predict(
     names, normal_id = model.cfg.classes, model.cfg.normal_id
     if threshold is None:
         threshold = float((config.get("metrics") or {}).get("threshold") or 0.5)
-    image_model = clip or config["clip"]
+    image_model = clip or run_clip(checkpoint, config)
     paths = [Path(v) for v in videos]
     for p in paths:
         if not p.exists():

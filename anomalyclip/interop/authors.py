@@ -39,7 +39,7 @@ from anomalyclip.datasets import DatasetSpec, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.interop.safe_pickle import load_torch_file
 from anomalyclip.model import AnomalyCLIP, ModelConfig
-from anomalyclip.train.build import build_model, load_model, model_config
+from anomalyclip.train.build import build_model, load_model, model_config, run_inputs
 from anomalyclip.train.checkpoint import save_run
 from anomalyclip.train.config import TrainConfig, resolve_config
 
@@ -472,6 +472,7 @@ def import_checkpoint(
         "model": mcfg.to_dict(),
         "train": tcfg.to_dict(),
         "store": _store_info(features),
+        "inputs": run_inputs(features, clip, out, None),
         "metrics": None,
         "history": [],
         "imported": {

@@ -20,7 +20,7 @@ from anomalyclip.model.loss import segment_keep_mask
 from anomalyclip.store import open_store
 from anomalyclip.train import distributed
 from anomalyclip.train.allocator import keep_freed_memory
-from anomalyclip.train.build import build_model, model_config
+from anomalyclip.train.build import build_model, model_config, run_inputs
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.data import (
@@ -153,6 +153,7 @@ def _train(
         "model": mcfg.to_dict(),
         "train": cfg.to_dict(),
         "store": {"location": str(features), "backbone": store.attrs.get("backbone")},
+        "inputs": run_inputs(features, clip, out, store.attrs.get("backbone")),
     }
     has_test = bool(store.records(split="test"))
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)

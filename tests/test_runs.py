@@ -1,0 +1,143 @@
+"""Run folders as a user handles them: moved or copied, numbered, recorded, readable.
+
+One short training run on a planted store (tests/synthetic.py) is made through the CLI with
+relative paths, from its project folder, as a user types it; the tests then copy or move it
+and check that ``eval`` and ``predict`` give the very same numbers from anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cli_helper import call_cli, run_cli
+from synthetic import planted_store
+
+from anomalyclip import backbone
+from anomalyclip.backbone import build_clip
+from anomalyclip.errors import AnomalyError
+from anomalyclip.train import resolve_config
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+TRAIN = ["--epochs", "1", "--warmup-epochs", "1", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """``proj/`` holding clip/, s.zarr and runs/demo, trained from inside proj/."""
+    proj = tmp_path_factory.mktemp("proj")
+    clip = build_clip(proj / "clip", "tiny")
+    cfg = resolve_config("demo", epochs=1, warmup_epochs=1, workers=1)
+    planted_store(proj / "s.zarr", clip, cfg, n_abnormal=4, n_normal=4)
+    done = call_cli("train", "--features", "s.zarr", "--clip", "clip", "--out", "runs/demo",
+                    *TRAIN, cwd=proj)  # fmt: skip
+    assert done.code == 0, done.err
+    done = call_cli("eval", "--checkpoint", "runs/demo", "--out", "eval", cwd=proj)
+    assert done.code == 0, done.err
+    return proj
+
+
+def metrics(folder: Path) -> dict:
+    found = json.loads((folder / "metrics.json").read_text())
+    found.pop("provenance", None)  # when and how it ran, not what it found
+    return found
+
+
+def test_a_copied_run_evaluates_offline_from_anywhere(project, tmp_path):
+    copy = tmp_path / "elsewhere" / "x"
+    shutil.copytree(project / "runs" / "demo", copy)
+    (tmp_path / "cwd").mkdir()
+    done = run_cli("eval", "--checkpoint", copy, "--out", tmp_path / "e", cwd=tmp_path / "cwd",
+                   env=OFFLINE)  # fmt: skip
+    assert done.code == 0, done.err[-2000:]
+    assert metrics(tmp_path / "e") == metrics(project / "eval")
+
+
+def test_a_copied_run_predicts_offline_the_same(project, tmp_path, shared_videos):
+    video = shared_videos / "tree.avi"
+    done = call_cli("predict", video, "--checkpoint", "runs/demo", "--out", "pred", cwd=project)
+    assert done.code == 0, done.err
+    copy = tmp_path / "x"
+    shutil.copytree(project / "runs" / "demo", copy)
+    done = run_cli("predict", video, "--checkpoint", copy, "--out", tmp_path / "p", cwd="/",
+                   env=OFFLINE)  # fmt: skip
+    assert done.code == 0, done.err[-2000:]
+    assert (tmp_path / "p" / "tree.csv").read_text() == (project / "pred" / "tree.csv").read_text()
+
+
+@pytest.fixture
+def moved(project, tmp_path):
+    """The whole project moved away (its old place gone for the test's duration)."""
+    away = tmp_path / "moved"
+    project.rename(away)
+    try:
+        yield away
+    finally:
+        away.rename(project)
+
+
+def test_a_project_moved_whole_finds_its_inputs_relative_to_the_run(project, moved, tmp_path):
+    done = call_cli("eval", "--checkpoint", moved / "runs" / "demo", "--out", tmp_path / "e",
+                    cwd=tmp_path)  # fmt: skip
+    assert done.code == 0, done.err
+    assert metrics(tmp_path / "e") == metrics(moved / "eval")
+
+
+def test_a_moved_store_is_named_with_the_option_to_pass(project, moved, tmp_path):
+    run = moved / "runs" / "demo"
+    (moved / "s.zarr").rename(moved / "new.zarr")
+    try:
+        done = call_cli("eval", "--checkpoint", run, "--out", tmp_path / "e")
+        assert done.code == 2
+        assert done.error_line == (
+            f"error: {run}: its feature store is not at {moved / 's.zarr'} or "
+            f"{project / 's.zarr'}; pass --features to give its place"
+        )
+        done = call_cli("eval", "--checkpoint", run, "--features", moved / "new.zarr", "--out",
+                        tmp_path / "e")  # fmt: skip
+        assert done.code == 0, done.err
+        assert metrics(tmp_path / "e") == metrics(moved / "eval")
+    finally:
+        (moved / "new.zarr").rename(moved / "s.zarr")
+
+
+def test_a_missing_clip_is_named_and_never_sent_to_the_hub(project, moved, tmp_path):
+    run = moved / "runs" / "demo"
+    (moved / "clip").rename(moved / "clip.away")
+    try:
+        done = call_cli("predict", moved / "runs", "--checkpoint", run, "--out", tmp_path)
+        assert done.code == 2
+        assert done.error_line == (
+            f"error: {run}: its CLIP is not at {moved / 'clip'} or {project / 'clip'}; "
+            "pass --clip to give its place"
+        )
+        done = call_cli("eval", "--checkpoint", run, "--clip", "./clip", "--out", tmp_path)
+        assert done.code == 2
+        assert done.error_line == (
+            "error: ./clip: no such CLIP folder; pass --clip with a local Hugging Face CLIP "
+            "folder or a hub id"
+        )
+    finally:
+        (moved / "clip.away").rename(moved / "clip")
+
+
+def test_a_hub_id_is_looked_up_in_the_local_cache_first(monkeypatch):
+    calls = []
+
+    class Model:
+        @classmethod
+        def from_pretrained(cls, where, **kwargs):
+            calls.append((where, kwargs.get("local_files_only", False)))
+            if kwargs.get("local_files_only"):
+                raise OSError("not in the cache")
+            return cls()
+
+    assert isinstance(backbone._load(Model, "org/clip-model"), Model)
+    assert calls == [("org/clip-model", True), ("org/clip-model", False)]
+    calls.clear()
+    for local in ("./clip", "/no/such/clip", "~/no-such-clip"):
+        with pytest.raises(AnomalyError, match="no such CLIP folder"):
+            backbone._load(Model, local)
+    assert calls == []
