@@ -1,7 +1,8 @@
 """Cheap checks of what a user typed, made before torch, transformers or zarr are imported.
 
 Importing the numerical stack takes seconds; a mistyped path or device name should not. The
-command line runs these first, so an argument error comes back at once, as one line.
+command line runs these first, so an argument error comes back at once, as one line. A new
+run's folder is claimed here too, so an unusable ``--out`` fails before any work.
 Nothing here imports more than the standard library.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,35 @@ def run_config(path: str | Path) -> dict[str, Any]:
         return json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AnomalyError(f"{file}: invalid JSON ({exc})") from exc
+
+
+def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
+    """Create the folder a new run writes to, and return it.
+
+    A run is never overwritten: ``out`` is used when it is absent or an empty folder, else
+    the first free of ``out-2``, ``out-3``, ... With ``exist_ok``, ``out`` itself. The folder
+    is checked to take files, so a read-only place fails now, not after an epoch.
+    """
+    base = Path(out)
+    if not base.name:
+        base = base.resolve()
+    if base.is_file():
+        raise AnomalyError(f"{out}: exists and is a file, not a run folder")
+    n = 1
+    while True:
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            folder.mkdir(parents=True, exist_ok=exist_ok)
+        except FileExistsError:
+            if folder.is_file() or any(folder.iterdir()):
+                n += 1
+                continue
+        except OSError as exc:
+            raise AnomalyError(f"{folder}: cannot create the run folder ({exc.strerror})") from exc
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            why = exc.strerror
+            raise AnomalyError(f"{folder}: cannot write in the run folder ({why})") from exc
+        return folder

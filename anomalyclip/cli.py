@@ -339,7 +339,12 @@ def store_import_npy(
 @app.command("train")
 def train_cmd(
     features: str = typer.Option(..., "--features", "-f", help="Feature store to train on."),
-    out: str = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>)."),
+    out: str = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Run folder (default runs/<dataset>); taken: the next free of OUT-2, OUT-3...",
+    ),
     clip: str = typer.Option(
         None, "--clip", help="CLIP for the text encoder (default: the store's)."
     ),
@@ -355,6 +360,7 @@ def train_cmd(
     workers: int = typer.Option(None, "--workers", help="Threads reading the store ahead."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into --out even if taken."),
     conv: str = typer.Option(
         "auto",
         "--conv",
@@ -368,10 +374,10 @@ def train_cmd(
         checks.existing_file(config, "config file")
     if device:
         checks.device_name(device)
-    if resume:
-        checks.run_dir(out or ".")
     if clip:
         locations.local_clip(clip)
+    # an unusable --out fails now; a folder left empty by a later error counts as free
+    folder = _run_folder(out, resume, exist_ok) if out else None
     from anomalyclip.model.temporal import set_conv_algorithm
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
@@ -395,15 +401,29 @@ def train_cmd(
         device=device,
     )
     default_device(cfg.device)  # refuse a device this machine does not have, before any work
-    out = out or f"runs/{dataset}"
     try:
         set_conv_algorithm(conv)
     except ValueError as exc:
         raise AnomalyError(f"--conv: {exc}") from exc
-    result = train(features, out, cfg, clip=clip, resume=resume)
-    typer.echo(f"run written to {out}")
+    folder = folder or _run_folder(f"runs/{dataset}", resume, exist_ok)
+    logging.getLogger(__name__).info("run folder %s", folder)
+    result = train(features, folder, cfg, clip=clip, resume=resume)
+    typer.echo(f"run written to {folder}")
     if result.get("metrics"):
         print_metrics(result["metrics"])
+
+
+def _run_folder(out: str, resume: bool, exist_ok: bool):
+    """The run folder: an existing run to resume, or a new one claimed now (never a run
+    overwritten unless ``exist_ok``). Under ``torchrun`` rank 0 alone claims and writes."""
+    import os
+    from pathlib import Path
+
+    if resume:
+        return checks.run_dir(out)
+    if os.environ.get("RANK", "0") != "0":
+        return Path(out)
+    return checks.claim_run_dir(out, exist_ok)
 
 
 # -- evaluate -------------------------------------------------------------------------------

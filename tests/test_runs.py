@@ -8,6 +8,7 @@ and check that ``eval`` and ``predict`` give the very same numbers from anywhere
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -141,3 +142,57 @@ def test_a_hub_id_is_looked_up_in_the_local_cache_first(monkeypatch):
         with pytest.raises(AnomalyError, match="no such CLIP folder"):
             backbone._load(Model, local)
     assert calls == []
+
+
+# -- run numbering: train never overwrites a run -------------------------------------------------
+def test_new_runs_are_numbered_never_overwritten(project):
+    first = (project / "runs" / "demo" / "model.safetensors").read_bytes()
+    quick = ["--features", "s.zarr", "--clip", "clip", *TRAIN, "--eval-every", "0"]
+    done = call_cli("train", *quick, cwd=project)  # default --out: runs/demo, taken
+    assert done.code == 0, done.err
+    assert "run written to runs/demo-2" in done.out
+    assert (project / "runs" / "demo" / "model.safetensors").read_bytes() == first
+    done = call_cli("train", *quick, "--out", "runs/demo", cwd=project)
+    assert done.code == 0 and "run written to runs/demo-3" in done.out, done.err
+    assert (project / "runs" / "demo-3" / "config.json").is_file()
+    before = (project / "runs" / "demo-3" / "config.json").stat().st_mtime_ns
+    done = call_cli("train", *quick, "--out", "runs/demo-3", "--exist-ok", cwd=project)
+    assert done.code == 0 and "run written to runs/demo-3" in done.out, done.err
+    assert (project / "runs" / "demo-3" / "config.json").stat().st_mtime_ns > before
+    assert sorted(p.name for p in (project / "runs").iterdir()) == ["demo", "demo-2", "demo-3"]
+
+
+def test_out_that_is_a_file_fails_at_once(project, tmp_path):
+    (tmp_path / "taken").write_text("not a run")
+    done = run_cli("train", "--features", project / "s.zarr", "--out", tmp_path / "taken")
+    assert done.code == 2
+    assert done.error_line == f"error: {tmp_path / 'taken'}: exists and is a file, not a run folder"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o555)
+        yield folder, "Permission denied"
+        folder.chmod(0o755)
+        return
+    try:  # root writes anywhere a mode allows; sysfs refuses new folders even to root
+        os.mkdir("/sys/anomalyclip-probe")
+    except PermissionError:
+        yield Path("/sys"), "Operation not permitted"
+    else:
+        os.rmdir("/sys/anomalyclip-probe")
+        pytest.skip("no folder here that refuses writes")
+
+
+def test_out_in_a_read_only_folder_fails_at_once(project, read_only_dir):
+    folder, reason = read_only_dir
+    done = run_cli("train", "--features", project / "s.zarr", "--out", folder / "run")
+    assert done.code == 2
+    assert done.error_line == f"error: {folder / 'run'}: cannot create the run folder ({reason})"
+
+
+def test_resume_needs_an_existing_run(project, tmp_path):
+    done = run_cli("train", "--features", project / "s.zarr", "--out", tmp_path / "no", "--resume")
+    assert done.code == 2 and done.error_line == f"error: {tmp_path / 'no'}: no such run directory"
