@@ -448,6 +448,7 @@ def eval_cmd(
         checks.existing_path(annotations, "annotation file")
     if device:
         checks.device_name(device)
+    from anomalyclip.environment import provenance
     from anomalyclip.evaluate.run import (
         evaluate_store,
         read_annotations,
@@ -471,6 +472,7 @@ def eval_cmd(
         metrics, results = require_results(
             evaluate_store(model, st, batch_size, dev, progress=True, annotations=truth), features
         )
+    metrics["provenance"] = {**provenance(), "run": checkpoint, "features": features, "clip": clip}
     out_dir = write_outputs(
         out or f"{checkpoint}/eval", metrics, results, model.cfg.classes, model.cfg.normal_id
     )
@@ -567,6 +569,39 @@ def export_checkpoint_cmd(
 
     path = export_checkpoint(run, out, clip)
     typer.echo(f"checkpoint written to {path} (centroid: {path.with_name('ncentroid.pt')})")
+
+
+# -- the machine ----------------------------------------------------------------------------
+@app.command("env")
+def env_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Versions, platform, CPUs, threads, CUDA and bf16 support: what a bug report needs."""
+    import json
+
+    from anomalyclip.environment import report
+
+    info = report()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    git = info["git"]
+    source = f" (git {git['commit'][:12]}{', modified' if git['dirty'] else ''})" if git else ""
+    rows = {"anomalyclip": f"{info['anomalyclip']}{source}", "python": info["python"]}
+    rows.update({k: v or "not installed" for k, v in info["versions"].items()})
+    rows["platform"] = info["platform"]
+    rows["cpus"] = f"{info['cpus']} ({info['cpus_usable']} usable)"
+    rows["threads"] = f"torch {info['torch_threads']}, interop {info['torch_interop_threads']}"
+    rows["cpu_bf16"] = " ".join(info["cpu_bf16"]) or "no bf16 instructions"
+    if info["cuda_available"]:
+        devices = "; ".join(
+            f"{d['name']} {d['memory_gib']} GiB (sm {d['capability']})"
+            for d in info["cuda_devices"]
+        )
+        bf16 = "bf16" if info.get("cuda_bf16") else "no bf16"
+        rows["cuda"] = f"{info['cuda_version']}: {devices}; {bf16}"
+    else:
+        rows["cuda"] = "not available" + ("" if info["cuda_version"] else " (CPU-only torch)")
+    for key, value in rows.items():
+        typer.echo(f"{key:<13} {value}")
 
 
 @bench_app.command("store")

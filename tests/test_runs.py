@@ -7,16 +7,22 @@ and check that ``eval`` and ``predict`` give the very same numbers from anywhere
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
 import shutil
+import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helper import call_cli, run_cli
 from synthetic import planted_store
 
-from anomalyclip import backbone
+import anomalyclip
+from anomalyclip import backbone, environment
 from anomalyclip.backbone import build_clip
 from anomalyclip.errors import AnomalyError
 from anomalyclip.train import resolve_config
@@ -196,3 +202,52 @@ def test_out_in_a_read_only_folder_fails_at_once(project, read_only_dir):
 def test_resume_needs_an_existing_run(project, tmp_path):
     done = run_cli("train", "--features", project / "s.zarr", "--out", tmp_path / "no", "--resume")
     assert done.code == 2 and done.error_line == f"error: {tmp_path / 'no'}: no such run directory"
+
+
+# -- records for reproducibility ----------------------------------------------------------------
+def expected_versions() -> dict:
+    return {name: metadata.version(name) for name in environment.LIBRARIES}
+
+
+def check_provenance(record: dict, command: str, cwd: Path) -> None:
+    assert record["anomalyclip"] == anomalyclip.__version__
+    assert record["versions"] == expected_versions()
+    assert record["python"] == platform.python_version()
+    assert command in record["command"] and record["cwd"] == str(cwd)
+    date = datetime.datetime.fromisoformat(record["date"])
+    assert date.utcoffset() == datetime.timedelta(0)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - date).days) < 1
+    root = Path(anomalyclip.__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a checkout: its commit is recorded
+        assert record["git"]["commit"] == head.stdout.strip()
+    else:
+        assert record["git"] is None
+
+
+def test_runs_and_evaluations_record_how_they_were_made(project):
+    config = json.loads((project / "runs" / "demo" / "config.json").read_text())
+    check_provenance(config["provenance"], "train --features s.zarr --clip clip", project)
+    found = json.loads((project / "eval" / "metrics.json").read_text())
+    check_provenance(found["provenance"], "eval --checkpoint runs/demo --out eval", project)
+
+
+def test_no_git_is_no_commit_and_no_error(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    assert environment.git_commit() is None
+    assert environment.provenance()["git"] is None
+
+
+def test_anomaly_env_prints_what_a_bug_report_needs():
+    done = run_cli("env", "--json")
+    assert done.code == 0, done.err
+    info = json.loads(done.out)
+    assert info["versions"] == expected_versions() and info["cpus"] == os.cpu_count()
+    assert info["torch_threads"] == torch.get_num_threads()
+    assert info["cuda_available"] == torch.cuda.is_available()
+    assert len(info["cuda_devices"]) == (torch.cuda.device_count() if info["cuda_available"] else 0)
+    text = run_cli("env")
+    assert text.code == 0
+    lines = dict(line.split(None, 1) for line in text.out.splitlines())
+    assert lines["anomalyclip"].startswith(anomalyclip.__version__)
+    assert lines["torch"] == metadata.version("torch") and lines["cuda"]

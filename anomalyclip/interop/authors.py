@@ -36,6 +36,7 @@ import torch
 
 from anomalyclip.backbone import DEFAULT_CLIP, load_vision
 from anomalyclip.datasets import DatasetSpec, get_dataset
+from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.interop.safe_pickle import load_torch_file
 from anomalyclip.model import AnomalyCLIP, ModelConfig
@@ -473,6 +474,7 @@ def import_checkpoint(
         "train": tcfg.to_dict(),
         "store": _store_info(features),
         "inputs": run_inputs(features, clip, out, None),
+        "provenance": provenance(),
         "metrics": None,
         "history": [],
         "imported": {

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from anomalyclip.datasets import get_dataset
+from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.run import evaluate_store
 from anomalyclip.model import AnomalyCLIP
@@ -154,6 +155,7 @@ def _train(
         "train": cfg.to_dict(),
         "store": {"location": str(features), "backbone": store.attrs.get("backbone")},
         "inputs": run_inputs(features, clip, out, store.attrs.get("backbone")),
+        "provenance": provenance(),
     }
     has_test = bool(store.records(split="test"))
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
