@@ -28,6 +28,7 @@ from transformers import (
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.locations import local_clip
+from anomalyclip.permissions import make_shareable
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 
@@ -130,6 +131,7 @@ def build_clip(out_dir: str | Path, shape: str = "tiny", seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(out)
+    make_shareable(*out.glob("*.safetensors"))  # safetensors writes 0600
     return out
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,7 @@ import anomalyclip
 from anomalyclip import backbone, environment
 from anomalyclip.backbone import build_clip
 from anomalyclip.errors import AnomalyError
+from anomalyclip.evaluate.report import write_metrics_json
 from anomalyclip.train import resolve_config
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -251,3 +253,31 @@ def test_anomaly_env_prints_what_a_bug_report_needs():
     lines = dict(line.split(None, 1) for line in text.out.splitlines())
     assert lines["anomalyclip"].startswith(anomalyclip.__version__)
     assert lines["torch"] == metadata.version("torch") and lines["cuda"]
+
+
+# -- outputs readable by the team, like any tool's --------------------------------------------
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_every_output_file_is_readable_by_others(project, tmp_path):
+    # what open() gives under this umask (0644 under the usual 022), never a private 0600
+    expected = 0o666 & ~current_umask()
+    folders = ("runs/demo", "eval", "clip")  # a run, an evaluation, a CLIP made by build_clip
+    files = [p for folder in folders for p in (project / folder).rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"config.json", "model.safetensors", "metrics.json", "roc.png", "vocab.json"} <= names
+    modes = {str(p.relative_to(project)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files}
+    assert modes == {name: oct(expected) for name in modes}
+
+
+def test_metrics_json_is_0644_under_umask_022(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = write_metrics_json(tmp_path / "metrics.json", {"auc": 0.5, "nan": float("nan")})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert json.loads(path.read_text()) == {"auc": 0.5, "nan": None}
