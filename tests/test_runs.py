@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import platform
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 from cli_helper import call_cli, run_cli
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from synthetic import planted_store
 
 import anomalyclip
@@ -27,7 +30,7 @@ from anomalyclip import backbone, environment
 from anomalyclip.backbone import build_clip
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.report import write_metrics_json
-from anomalyclip.train import resolve_config
+from anomalyclip.train import resolve_config, train
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 TRAIN = ["--epochs", "1", "--warmup-epochs", "1", "--workers", "1"]
@@ -281,3 +284,39 @@ def test_metrics_json_is_0644_under_umask_022(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert json.loads(path.read_text()) == {"auc": 0.5, "nan": None}
+
+
+# -- epochs count from 1 everywhere ----------------------------------------------------------
+def set_epoch_format(run: Path, version: int, epoch: int) -> None:
+    """Rewrite a run's bookkeeping as a version-``version`` run at ``epoch`` (its tensors kept),
+    as the runs written before epochs counted from 1 (version 1) look."""
+    for name in ("model", "optimizer", "rng"):
+        path = run / f"{name}.safetensors"
+        with safe_open(str(path), "pt") as fh:
+            meta = {**fh.metadata(), "epoch": str(epoch)}
+        save_file(load_file(path), str(path), meta)
+    layout = json.loads((run / "optimizer.json").read_text())
+    (run / "optimizer.json").write_text(json.dumps({**layout, "epoch": epoch}))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "version": version, "epoch": epoch}))
+
+
+def test_epochs_count_from_one_and_resume_is_exact(project, tmp_path, caplog):
+    cfg = resolve_config("demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0)
+    store, clip = project / "s.zarr", project / "clip"
+    train(store, tmp_path / "straight", cfg, clip=clip, progress=False)
+    for name in ("new", "old"):
+        train(store, tmp_path / name, cfg, clip=clip, progress=False, stop_after=1)
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["epoch"] == 1 and [h["epoch"] for h in config["history"]] == [1]
+    set_epoch_format(tmp_path / "old", version=1, epoch=0)  # then: the 0-based last epoch
+    for name in ("new", "old"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="anomalyclip.train.loop"):
+            train(store, tmp_path / name, cfg, clip=clip, progress=False, resume=True)
+        assert f"resuming {tmp_path / name} at epoch 2" in caplog.text
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["epoch"] == 2 and [h["epoch"] for h in config["history"]] == [1, 2]
+        resumed = load_file(tmp_path / name / "model.safetensors")
+        straight = load_file(tmp_path / "straight" / "model.safetensors")
+        assert all(torch.equal(resumed[k], straight[k]) for k in straight)

@@ -488,7 +488,8 @@ def import_checkpoint(
     }
     # fresh AdamW moments: ``--resume`` continues from the authors' epoch with new statistics
     optimizer = make_optimizer(model, tcfg)
-    run = save_run(out, model, config, ck.epoch, optimizer, with_text_tower=True)
+    # Lightning's "epoch" is the last epoch's 0-based index; a run counts epochs completed
+    run = save_run(out, model, config, ck.epoch + 1, optimizer, with_text_tower=True)
     log.info("imported %s (%s, epoch %d) into %s", ckpt, spec.name, ck.epoch, run)
     return run
 
@@ -534,7 +535,7 @@ def export_checkpoint(run: str | Path, out: str | Path, clip: str | Path | None 
     vision = load_vision(clip) if clip is not None else None
     spec = get_dataset(config["dataset"])
     ckpt = {
-        "epoch": int(config.get("epoch", 0)),
+        "epoch": max(0, int(config.get("epoch", 0)) - 1),  # Lightning's 0-based index
         "global_step": int(config.get("imported", {}).get("global_step", 0)),
         "pytorch-lightning_version": LIGHTNING_VERSION,
         "state_dict": model_to_authors(model, vision),

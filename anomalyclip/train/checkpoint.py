@@ -31,7 +31,7 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.permissions import make_shareable
 
 RUN_FORMAT = "anomalyclip.run"
-RUN_VERSION = 1
+RUN_VERSION = 2  # 2: config.json's "epoch" counts completed epochs (1: last 0-based index)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -127,10 +127,11 @@ def _train(
         optimizer.load_state_dict(state.optimizer)
         if state.rng is not None:
             torch.set_rng_state(state.rng)
-        start_epoch = int(state.config["epoch"]) + 1
+        # epochs completed; runs of format version 1 stored the 0-based index of the last one
+        start_epoch = int(state.config["epoch"]) + (int(state.config.get("version", 1)) < 2)
         metrics = state.config.get("metrics")
         history = list(state.config.get("history", []))
-        log.info("resuming %s at epoch %d", out, start_epoch)
+        log.info("resuming %s at epoch %d", out, start_epoch + 1)
     else:
         total, count = centroid_sums(store, data.normal[d.rank :: d.world])
         total = distributed.all_sum(total, d)
@@ -192,7 +193,7 @@ def _train(
             bar.set_postfix(loss=f"{values[0].item():.4f}")
         epoch_log: dict[str, Any] = {k: sum(v) / len(v) for k, v in sums.items()}
         epoch_log.update(
-            epoch=epoch,
+            epoch=epoch + 1,
             first_step_loss=sums["loss"][0],
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - t0,
@@ -215,7 +216,7 @@ def _train(
         history.append(epoch_log)
         if d.is_main:
             config = {**run_config, "metrics": metrics, "history": history, "world_size": d.world}
-            save_run(out, model, config, epoch, optimizer)
+            save_run(out, model, config, epoch + 1, optimizer)  # epochs completed
         distributed.barrier(d)
     store.close()
     return {**run_config, "metrics": metrics, "history": history}
