@@ -255,7 +255,9 @@ def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> Non
 @store_app.command("export")
 def store_export(
     src: str = typer.Argument(..., help="Source store."),
-    dst: str = typer.Argument(..., help="New store; format from the suffix: .h5, .zip, else Zarr."),
+    dst: str = typer.Argument(
+        ..., help="New store, format from the suffix: none or .zarr, .zip, .h5 or .hdf5."
+    ),
 ) -> None:
     """Convert a store between Zarr directory, Zarr zip and HDF5, bit-exact."""
     checks.store_location(src)
