@@ -27,6 +27,8 @@ from transformers import (
 )
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.locations import local_clip
+from anomalyclip.permissions import make_shareable
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 
@@ -129,17 +131,33 @@ def build_clip(out_dir: str | Path, shape: str = "tiny", seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(out)
+    make_shareable(*out.glob("*.safetensors"))  # safetensors writes 0600
     return out
 
 
+def _from_pretrained(cls, where: str, source: str, **kwargs):
+    try:
+        return cls.from_pretrained(where, **kwargs)
+    except OSError as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise AnomalyError(f"{source}: cannot load CLIP ({first})") from exc
+
+
 def _load(cls, model: str | Path, **kwargs):
+    """``cls.from_pretrained(model)``: a local folder never goes to the hub, and a hub id is
+    looked up in the local Hugging Face cache before the network is tried."""
     transformers.logging.set_verbosity_error()  # the load report lists the other tower's keys
     transformers.logging.disable_progress_bar()
+    source = str(model)
+    folder = local_clip(source)
+    if folder is not None:
+        return _from_pretrained(cls, str(folder), source, local_files_only=True, **kwargs)
     try:
-        return cls.from_pretrained(str(model), **kwargs)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AnomalyError(f"{model}: cannot load CLIP ({first})") from exc
+        return cls.from_pretrained(source, local_files_only=True, **kwargs)  # the HF cache
+    except OSError:
+        pass  # not cached here: ask the hub
+    return _from_pretrained(cls, source, source, **kwargs)
 
 
 def load_vision(model: str | Path = DEFAULT_CLIP) -> CLIPVisionModelWithProjection:

@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from anomalyclip import checks, locations
 from anomalyclip.errors import AnomalyError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
@@ -25,8 +26,21 @@ app.add_typer(store_app, name="store")
 app.add_typer(bench_app, name="bench")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from anomalyclip import __version__
+
+        typer.echo(f"anomaly {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
     """Weakly supervised video anomaly detection and recognition with CLIP (AnomalyCLIP)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -66,14 +80,20 @@ def features_cmd(
     Under ``torchrun`` each process takes a share of the videos (balanced by size) and all
     write one store; ``--shard I/N`` does the same for independent jobs (e.g. a job array).
     """
+    checks.existing_dir(videos, "folder of videos")
+    locations.local_clip(model)
+    if lists:
+        checks.existing_dir(lists, "folder of list files")
+    if device:
+        checks.device_name(device)
+
     import os
     from pathlib import Path
-
-    import torch
 
     from anomalyclip.datasets import discover
     from anomalyclip.extract.decode import Sampling
     from anomalyclip.extract.pipeline import extract, shard_from_env
+    from anomalyclip.train.build import default_device
 
     if fps is not None and stride is not None:
         raise AnomalyError("--fps and --stride: choose one sampling")
@@ -85,8 +105,7 @@ def features_cmd(
         if not (sep and i.isdigit() and n.isdigit() and int(i) < int(n)):
             raise AnomalyError(f"--shard {shard}: expected I/N with 0 <= I < N, e.g. 0/4")
         rank, world = int(i), int(n)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(default_device(device))
     if device == "cuda" and world > 1 and shard is None:  # torchrun: one GPU per process
         device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
     lists_dir = Path(lists) if lists else None
@@ -174,6 +193,7 @@ def store_info(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Dataset, backbone, dtype, counts per split and class, frames and size on disk."""
+    checks.store_location(path)
     import json
 
     from anomalyclip.store import open_store
@@ -203,6 +223,7 @@ def store_info(
 @store_app.command("ls")
 def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
     """One line per video: id, split, class, frames, state."""
+    checks.store_location(path)
     from anomalyclip.store import open_store
 
     with open_store(path) as st:
@@ -217,6 +238,7 @@ def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
 @store_app.command("verify")
 def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> None:
     """Recompute every video's checksum; list damaged, missing or incomplete videos (exit 1)."""
+    checks.store_location(path)
     from anomalyclip.store import open_store
 
     with open_store(path) as st:
@@ -233,11 +255,16 @@ def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> Non
 @store_app.command("export")
 def store_export(
     src: str = typer.Argument(..., help="Source store."),
-    dst: str = typer.Argument(..., help="New store; format from the suffix: .h5, .zip, else Zarr."),
+    dst: str = typer.Argument(
+        ..., help="New store, format from the suffix: none or .zarr, .zip, .h5 or .hdf5."
+    ),
 ) -> None:
     """Convert a store between Zarr directory, Zarr zip and HDF5, bit-exact."""
+    checks.store_location(src)
     from anomalyclip.store import export_store
+    from anomalyclip.store.backend import store_format
 
+    store_format(dst)  # an unknown suffix is refused before anything is read or written
     n = export_store(src, dst)
     typer.echo(f"exported {n} videos to {dst}")
 
@@ -248,6 +275,8 @@ def store_merge(
     sources: list[str] = typer.Argument(..., help="Stores to add."),
 ) -> None:
     """Merge stores that share dataset, backbone, preprocessing and sampling."""
+    for source in sources:
+        checks.store_location(source)
     from anomalyclip.store import merge_stores
 
     report = merge_stores(dst, sources)
@@ -283,10 +312,15 @@ def store_import_npy(
     stride: int = typer.Option(1, "--stride", help="Decoded frames between consecutive rows."),
 ) -> None:
     """Import published per-video .npy features, labels and test ground truth into a store."""
-    from anomalyclip.store.npy import import_npy
-
+    checks.existing_dir(npy_dir, "folder of .npy features")
+    if lists:
+        checks.existing_dir(lists, "folder of list files")
+    for item in authors_list or []:
+        checks.existing_file(item.split("=", 1)[-1], "list file")
     if crop != "mean" and not crop.isdigit():
         raise AnomalyError(f"--crop must be a crop index or 'mean', not {crop!r}")
+    from anomalyclip.store.npy import import_npy
+
     summary = import_npy(
         npy_dir, dataset, out, lists=lists, authors_lists=authors_list or None, dtype=dtype,
         ncrops=ncrops, crop=crop if crop == "mean" else int(crop), backbone=backbone, dim=dim,
@@ -304,10 +338,26 @@ def store_import_npy(
 
 
 # -- train ----------------------------------------------------------------------------------
+def _threshold_rule(value: str | None) -> str | None:
+    if value is not None:
+        from anomalyclip.thresholds import ThresholdRule
+
+        try:
+            ThresholdRule.parse(value)
+        except AnomalyError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 @app.command("train")
 def train_cmd(
     features: str = typer.Option(..., "--features", "-f", help="Feature store to train on."),
-    out: str = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>)."),
+    out: str = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Run folder (default runs/<dataset>); taken: the next free of OUT-2, OUT-3...",
+    ),
     clip: str = typer.Option(
         None, "--clip", help="CLIP for the text encoder (default: the store's)."
     ),
@@ -323,6 +373,18 @@ def train_cmd(
     workers: int = typer.Option(None, "--workers", help="Threads reading the store ahead."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into --out even if taken."),
+    calibration_share: float = typer.Option(
+        None,
+        "--calibration-share",
+        help="Share of the normal training videos held out to set the threshold (0.1).",
+    ),
+    threshold_rule: str = typer.Option(
+        None,
+        "--threshold-rule",
+        callback=_threshold_rule,
+        help="far@X (X % of normal frames alarm; far@1), fixed@T, youden or best-f1.",
+    ),
     conv: str = typer.Option(
         "auto",
         "--conv",
@@ -331,10 +393,20 @@ def train_cmd(
     ),
 ) -> None:
     """Train AnomalyCLIP on a feature store (the dataset and classes come from the store)."""
+    checks.store_location(features)
+    if config:
+        checks.existing_file(config, "config file")
+    if device:
+        checks.device_name(device)
+    if clip:
+        locations.local_clip(clip)
+    # an unusable --out fails now; a folder left empty by a later error counts as free
+    folder = _run_folder(out, resume, exist_ok) if out else None
     from anomalyclip.model.temporal import set_conv_algorithm
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
     from anomalyclip.train import resolve_config, train
+    from anomalyclip.train.build import default_device
 
     with open_store(features) as st:
         dataset = st.dataset
@@ -351,16 +423,33 @@ def train_cmd(
         eval_every=eval_every,
         workers=workers,
         device=device,
+        calibration_share=calibration_share,
+        threshold_rule=threshold_rule,
     )
-    out = out or f"runs/{dataset}"
+    default_device(cfg.device)  # refuse a device this machine does not have, before any work
     try:
         set_conv_algorithm(conv)
     except ValueError as exc:
         raise AnomalyError(f"--conv: {exc}") from exc
-    result = train(features, out, cfg, clip=clip, resume=resume)
-    typer.echo(f"run written to {out}")
+    folder = folder or _run_folder(f"runs/{dataset}", resume, exist_ok)
+    logging.getLogger(__name__).info("run folder %s", folder)
+    result = train(features, folder, cfg, clip=clip, resume=resume)
+    typer.echo(f"run written to {folder}")
     if result.get("metrics"):
         print_metrics(result["metrics"])
+
+
+def _run_folder(out: str, resume: bool, exist_ok: bool):
+    """The run folder: an existing run to resume, or a new one claimed now (never a run
+    overwritten unless ``exist_ok``). Under ``torchrun`` rank 0 alone claims and writes."""
+    import os
+    from pathlib import Path
+
+    if resume:
+        return checks.run_dir(out)
+    if os.environ.get("RANK", "0") != "0":
+        return Path(out)
+    return checks.claim_run_dir(out, exist_ok)
 
 
 # -- evaluate -------------------------------------------------------------------------------
@@ -377,6 +466,7 @@ def eval_cmd(
     threshold_rule: str = typer.Option(
         None,
         "--threshold-rule",
+        callback=_threshold_rule,
         help="far@X, fixed@T, youden or best-f1 (default: the run's threshold).",
     ),
     calibrate_on: str = typer.Option(
@@ -391,24 +481,42 @@ def eval_cmd(
 ) -> None:
     """Paper metrics on the test split, decisions and events at the run's threshold,
     per-video CSVs and plots."""
+    recorded = checks.run_config(checkpoint)
+    features = checks.store_location(features or locations.recorded(checkpoint, recorded, "store"))
+    clip = clip or locations.recorded(checkpoint, recorded, "clip")
+    locations.local_clip(clip)
+    if annotations:
+        checks.existing_path(annotations, "annotation file")
+    if calibrate_on:
+        calibrate_on = checks.store_location(calibrate_on)
+    if device:
+        checks.device_name(device)
+    from anomalyclip.environment import provenance
     from anomalyclip.evaluate.run import EvalOptions, evaluate_run, write_outputs
     from anomalyclip.events import EventConfig
     from anomalyclip.report import print_metrics
     from anomalyclip.train.build import default_device, load_model
 
     events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
-    model, config = load_model(checkpoint, clip)
     dev = default_device(device)
+    model, config = load_model(checkpoint, clip)
     model.to(dev)
     options = EvalOptions(
         features, annotations, threshold_rule, calibrate_on, events, batch_size, dev
     )
     metrics, results = evaluate_run(model, config, options)
+    metrics["provenance"] = {**provenance(), "run": checkpoint, "features": features, "clip": clip}
     out_dir = write_outputs(
         out or f"{checkpoint}/eval", metrics, results, model.cfg.classes, model.cfg.normal_id
     )
     print_metrics(metrics)
     typer.echo(f"outputs in {out_dir}")
+
+
+def _probability(value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(f"{value:g} is not a probability in [0, 1]")
+    return value
 
 
 @app.command("predict")
@@ -421,7 +529,10 @@ def predict_cmd(
     fps: float = typer.Option(None, "--fps", help="Score N frames per second (default: all)."),
     stride: int = typer.Option(None, "--stride", help="Score every K-th frame."),
     threshold: float = typer.Option(
-        None, "--threshold", help="p(A) above which a frame is abnormal (default: the run's)."
+        None,
+        "--threshold",
+        callback=_probability,
+        help="p(A) above which a frame is abnormal (default: the run's).",
     ),
     min_duration: float = typer.Option(0.5, "--min-duration", help="Shortest event (s)."),
     merge_gap: float = typer.Option(1.0, "--merge-gap", help="Merge events this close (s)."),
@@ -431,12 +542,18 @@ def predict_cmd(
     device: str = typer.Option(None, "--device"),
 ) -> None:
     """Per-frame anomaly scores, classes and events for videos that are not in any store."""
+    clip = clip or locations.recorded(checkpoint, checks.run_config(checkpoint), "clip")
+    locations.local_clip(clip)
+    for video in videos:
+        checks.existing_path(video, "video file or frame folder")
+    if device:
+        checks.device_name(device)
+    if fps and stride:
+        raise AnomalyError("give --fps or --stride, not both")
     from anomalyclip.evaluate.predict import predict
     from anomalyclip.events import EventConfig
     from anomalyclip.extract.decode import Sampling
 
-    if fps and stride:
-        raise AnomalyError("give --fps or --stride, not both")
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
     events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)
     results, failed = predict(
@@ -474,6 +591,13 @@ def import_checkpoint_cmd(
     clip: str = typer.Option(None, "--clip", help="CLIP for the tokenizer and image tower."),
 ) -> None:
     """Import a published AnomalyCLIP checkpoint as a run (eval, predict, train --resume)."""
+    checks.existing_file(ckpt, "checkpoint file")
+    if centroid:
+        checks.existing_file(centroid, "centroid file")
+    if features:
+        checks.store_location(features)
+    if clip:
+        locations.local_clip(clip)
     from anomalyclip.backbone import DEFAULT_CLIP
     from anomalyclip.interop.authors import import_checkpoint
 
@@ -488,10 +612,46 @@ def export_checkpoint_cmd(
     clip: str = typer.Option(None, "--clip", help="Also write this CLIP's image tower."),
 ) -> None:
     """Write a run as a checkpoint in the authors' layout (their key names and shapes)."""
+    checks.run_dir(run)
+    if clip:
+        locations.local_clip(clip)
     from anomalyclip.interop.authors import export_checkpoint
 
     path = export_checkpoint(run, out, clip)
     typer.echo(f"checkpoint written to {path} (centroid: {path.with_name('ncentroid.pt')})")
+
+
+# -- the machine ----------------------------------------------------------------------------
+@app.command("env")
+def env_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Versions, platform, CPUs, threads, CUDA and bf16 support: what a bug report needs."""
+    import json
+
+    from anomalyclip.environment import report
+
+    info = report()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    git = info["git"]
+    source = f" (git {git['commit'][:12]}{', modified' if git['dirty'] else ''})" if git else ""
+    rows = {"anomalyclip": f"{info['anomalyclip']}{source}", "python": info["python"]}
+    rows.update({k: v or "not installed" for k, v in info["versions"].items()})
+    rows["platform"] = info["platform"]
+    rows["cpus"] = f"{info['cpus']} ({info['cpus_usable']} usable)"
+    rows["threads"] = f"torch {info['torch_threads']}, interop {info['torch_interop_threads']}"
+    rows["cpu_bf16"] = " ".join(info["cpu_bf16"]) or "no bf16 instructions"
+    if info["cuda_available"]:
+        devices = "; ".join(
+            f"{d['name']} {d['memory_gib']} GiB (sm {d['capability']})"
+            for d in info["cuda_devices"]
+        )
+        bf16 = "bf16" if info.get("cuda_bf16") else "no bf16"
+        rows["cuda"] = f"{info['cuda_version']}: {devices}; {bf16}"
+    else:
+        rows["cuda"] = "not available" + ("" if info["cuda_version"] else " (CPU-only torch)")
+    for key, value in rows.items():
+        typer.echo(f"{key:<13} {value}")
 
 
 @bench_app.command("store")
@@ -560,10 +720,33 @@ def bench_eval_cmd(
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
-def main() -> None:
-    """Entry point of the ``anomaly`` console script."""
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Click's exception base classes: typer's bundled copy (typer >= 0.2x) and/or click's."""
+    found: list[type[Exception]] = []
     try:
-        code = app(standalone_mode=False)
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        pass
+    else:
+        found.append(ClickException)
+    try:
+        from click import ClickException
+    except ImportError:
+        pass
+    else:
+        found.append(ClickException)
+    return tuple(found)
+
+
+def main() -> None:
+    """Entry point of the ``anomaly`` console script.
+
+    Usage errors (a missing or unknown option, a bad value) print click's usage line, a
+    ``Try 'anomaly ... --help'`` hint and the error, exit 2; an :class:`AnomalyError` prints
+    ``error: ...`` on one line, exit 2. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        code = app(standalone_mode=False, prog_name="anomaly")
     except AnomalyError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -572,10 +755,8 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors come here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # click's usage errors come here in standalone_mode=False
+        if isinstance(exc, _click_exceptions()):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from anomalyclip.datasets.registry import DEMO
+from anomalyclip.permissions import make_shareable
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +413,7 @@ def pretrain_projections(clip_dir: Path, seed: int = 0, clips_per_class: int = 2
         model.visual_projection.weight.copy_(visual.float())
         model.text_projection.weight.copy_(text.float())
     model.save_pretrained(clip_dir)
+    make_shareable(*Path(clip_dir).glob("*.safetensors"))  # safetensors writes 0600
 
 
 def step_pretrain(run: DemoRun) -> str:

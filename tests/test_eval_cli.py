@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from cli_helper import call_cli
 from synthetic import quick_run
-from typer.testing import CliRunner
 
-from anomalyclip.cli import app
 from anomalyclip.evaluate.report import read_video_csv
 from anomalyclip.store import open_store
 
@@ -20,8 +19,8 @@ def trained(tmp_path_factory, tiny_clip):
 
 
 def evaluate(run, out, *extra):
-    result = CliRunner().invoke(app, ["eval", "--checkpoint", str(run), "--out", str(out), *extra])
-    assert result.exit_code == 0, result.output
+    done = call_cli("eval", "--checkpoint", run, "--out", out, *extra)
+    assert done.code == 0, done.err
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -50,11 +49,9 @@ def test_annotation_file_naming_no_test_video_is_refused(tmp_path, trained):
     _, run = trained
     wrong = tmp_path / "wrong.txt"
     wrong.write_text("test/Explosion/nothing 1 5\n")
-    result = CliRunner().invoke(
-        app, ["eval", "--checkpoint", str(run), "--out", str(tmp_path), "--annotations", str(wrong)]
-    )
-    assert result.exit_code != 0
-    assert "names none of the store's test videos" in str(result.exception)
+    done = call_cli("eval", "--checkpoint", run, "--out", tmp_path, "--annotations", wrong)
+    assert done.code == 2
+    assert "names none of the store's test videos" in done.error_line
 
 
 def test_eval_decides_at_the_runs_threshold_and_writes_events(tmp_path, trained):
@@ -85,11 +82,9 @@ def test_eval_decides_at_the_runs_threshold_and_writes_events(tmp_path, trained)
     assert fixed["decision"]["threshold"] == {
         "value": 0.3, "rule": "fixed@0.3", "source": "fixed by the user"
     }  # fmt: skip
-    result = CliRunner().invoke(
-        app, ["eval", "--checkpoint", str(run), "--out", str(tmp_path / "c"),
-              "--threshold-rule", "youden"],
-    )  # fmt: skip
-    assert result.exit_code != 0 and "--calibrate-on" in str(result.exception)
+    done = call_cli("eval", "--checkpoint", run, "--out", tmp_path / "c", "--threshold-rule",
+                    "youden")  # fmt: skip
+    assert done.code == 2 and "--calibrate-on" in done.error_line
     chosen = evaluate(run, tmp_path / "d", "--threshold-rule", "best-f1", "--calibrate-on",
                       str(store))  # fmt: skip
     assert chosen["decision"]["threshold"]["rule"] == "best-f1"

@@ -188,7 +188,8 @@ def test_import_maps_every_tensor(dataset, checkpoints, imported, clip_dir):
     }[dataset]  # fmt: skip
     assert (m["n_ctx"], m["num_segments"], m["seg_length"], m["heads"]) == (8, 32, 16, 8)
     assert tuple(m["classes"]) == spec.classes and m["normal_id"] == spec.normal_id
-    assert cfg["imported"]["saved_on"] == ["cuda:0"] and cfg["epoch"] == 49
+    assert cfg["imported"]["saved_on"] == ["cuda:0"] and cfg["imported"]["epoch"] == 49
+    assert cfg["epoch"] == 50  # epochs completed
     # `anomaly train --resume` rebuilds the same configuration from the preset and the run
     assert m == model_config(spec, resolve_config(dataset), 512).to_dict()
     state = load_run(run, with_optimizer=True)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 
 import av
 import numpy as np
 import pytest
+from cli_helper import run_cli
 from synthetic import quick_run
 
 
@@ -26,12 +25,8 @@ def decoded_frames(path) -> int:
 def test_predict_real_videos_with_render(tmp_path, run_dir, shared_videos):
     videos = [shared_videos / "tree.avi", shared_videos / "Megamind.avi"]
     out = tmp_path / "pred"
-    done = subprocess.run(
-        [sys.executable, "-m", "anomalyclip.cli", "predict", *map(str, videos),
-         "--checkpoint", str(run_dir), "--out", str(out), "--render"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli("predict", *videos, "--checkpoint", run_dir, "--out", out, "--render")
+    assert done.code == 0, done.err[-2000:]
     for video, expected in zip(videos, (68, 270), strict=True):
         with open(out / f"{video.stem}.csv") as fh:
             rows = list(csv.DictReader(fh))
@@ -48,13 +43,6 @@ def test_predict_real_videos_with_render(tmp_path, run_dir, shared_videos):
 
 
 def test_predict_names_a_missing_video(tmp_path, run_dir):
-    done = subprocess.run(
-        [sys.executable, "-m", "anomalyclip.cli", "predict", str(tmp_path / "nope.mp4"),
-         "--checkpoint", str(run_dir), "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert (
-        done.stderr.strip().splitlines()[-1]
-        == f"error: {tmp_path / 'nope.mp4'}: no such video file or frame folder"
-    )
+    done = run_cli("predict", tmp_path / "nope.mp4", "--checkpoint", run_dir, "--out", tmp_path)
+    assert done.code == 2
+    assert done.error_line == f"error: {tmp_path / 'nope.mp4'}: no such video file or frame folder"

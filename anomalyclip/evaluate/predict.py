@@ -24,7 +24,7 @@ from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import open_store
-from anomalyclip.train.build import default_device, load_model
+from anomalyclip.train.build import default_device, load_model, run_clip
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def predict(
     if threshold is None:
         threshold = run_threshold(config).value
     events = replace(events or EventConfig(threshold), threshold=threshold)
-    image_model = clip or config["clip"]
+    image_model = clip or run_clip(checkpoint, config)
     paths = [Path(v) for v in videos]
     for p in paths:
         if not p.exists():

@@ -15,6 +15,7 @@ import numpy as np
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.metrics import json_ready
 from anomalyclip.events import Event
+from anomalyclip.permissions import make_shareable
 
 _PREFIX = "p_"  # class columns are "p_<class name>", so no class can shadow a fixed column
 _TAIL = ["abnormal", "predicted_class", "gt_label"]
@@ -157,6 +158,7 @@ def write_metrics_json(path: str | Path, metrics: dict[str, Any]) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text + "\n")
+        make_shareable(tmp)  # mkstemp's file is private (0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -36,10 +36,11 @@ import torch
 
 from anomalyclip.backbone import DEFAULT_CLIP, load_vision
 from anomalyclip.datasets import DatasetSpec, get_dataset
+from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.interop.safe_pickle import load_torch_file
 from anomalyclip.model import AnomalyCLIP, ModelConfig
-from anomalyclip.train.build import build_model, load_model, model_config
+from anomalyclip.train.build import build_model, load_model, model_config, run_inputs
 from anomalyclip.train.checkpoint import save_run
 from anomalyclip.train.config import TrainConfig, resolve_config
 
@@ -493,6 +494,8 @@ def import_checkpoint(
         "model": mcfg.to_dict(),
         "train": tcfg.to_dict(),
         "store": _store_info(features),
+        "inputs": run_inputs(features, clip, out, None),
+        "provenance": provenance(),
         "metrics": None,
         "history": [],
         "imported": {
@@ -508,7 +511,8 @@ def import_checkpoint(
         config.update(_decision_from_store(model, features, tcfg.threshold_rule))
     # fresh AdamW moments: ``--resume`` continues from the authors' epoch with new statistics
     optimizer = make_optimizer(model, tcfg)
-    run = save_run(out, model, config, ck.epoch, optimizer, with_text_tower=True)
+    # Lightning's "epoch" is the last epoch's 0-based index; a run counts epochs completed
+    run = save_run(out, model, config, ck.epoch + 1, optimizer, with_text_tower=True)
     log.info("imported %s (%s, epoch %d) into %s", ckpt, spec.name, ck.epoch, run)
     return run
 
@@ -554,7 +558,7 @@ def export_checkpoint(run: str | Path, out: str | Path, clip: str | Path | None 
     vision = load_vision(clip) if clip is not None else None
     spec = get_dataset(config["dataset"])
     ckpt = {
-        "epoch": int(config.get("epoch", 0)),
+        "epoch": max(0, int(config.get("epoch", 0)) - 1),  # Lightning's 0-based index
         "global_step": int(config.get("imported", {}).get("global_step", 0)),
         "pytorch-lightning_version": LIGHTNING_VERSION,
         "state_dict": model_to_authors(model, vision),

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
@@ -31,13 +31,24 @@ def is_url(location: str) -> bool:
 
 
 def store_format(location: str | Path) -> str:
-    """``"hdf5"``, ``"zip"`` or ``"zarr"``, from the location's suffix."""
-    name = str(location).rstrip("/").lower()
-    if name.endswith(HDF5_SUFFIXES):
+    """``"hdf5"``, ``"zip"`` or ``"zarr"``, from the location's suffix.
+
+    A Zarr directory has no suffix or ``.zarr`` (an existing directory is Zarr whatever its
+    name); any other suffix is refused, so ``x.parquet`` is not silently written as Zarr.
+    """
+    name = str(location).rstrip("/")
+    suffix = PurePosixPath(name.rsplit("/", 1)[-1]).suffix.lower()
+    if suffix in HDF5_SUFFIXES:
         return "hdf5"
-    if name.endswith(".zip"):
+    if suffix == ".zip":
         return "zip"
-    return "zarr"
+    # ".partial": the temporary name an export gives a suffix-less Zarr directory
+    if suffix in ("", ".zarr", ".partial") or (not is_url(name) and Path(name).is_dir()):
+        return "zarr"
+    raise AnomalyError(
+        f"{location}: unknown store format {suffix!r}; use a Zarr directory (no suffix or "
+        ".zarr), a Zarr zip (.zip) or HDF5 (.h5, .hdf5)"
+    )
 
 
 class Node(Protocol):

@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
-from anomalyclip.backbone import load_text
+from anomalyclip import locations
+from anomalyclip.backbone import describe, load_text
+from anomalyclip.checks import device_name, is_url
 from anomalyclip.datasets import DatasetSpec, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP, ModelConfig
@@ -44,22 +46,61 @@ def build_model(mcfg: ModelConfig, clip: str | Path) -> AnomalyCLIP:
     return AnomalyCLIP(mcfg, text_model, tokenizer)
 
 
+def run_inputs(
+    features: str | Path | None, clip: str | Path, run_dir: str | Path, backbone: dict | None
+) -> dict[str, Any]:
+    """``config.json``'s record of the run's CLIP and store, so the run folder can move.
+
+    ``backbone`` is the store's record of the CLIP its features came from: its weight hash
+    is reused when the run's CLIP is that one; another local CLIP is hashed here.
+    """
+    entry = locations.record(clip, run_dir)
+    if "absolute" in entry:
+        same = backbone and str(backbone.get("model")) == str(clip)
+        digest = backbone.get("weights_sha256") if same else describe(clip).get("weights_sha256")
+        if digest:
+            entry["weights_sha256"] = digest
+    inputs = {"clip": entry}
+    if features is not None:
+        inputs["store"] = locations.record(features, run_dir, local=not is_url(str(features)))
+    return inputs
+
+
+def run_clip(run_dir: str | Path, config: dict[str, Any]) -> str:
+    """The CLIP a run was built on (its recorded local folder, or its hub id)."""
+    return locations.recorded(run_dir, config, "clip")
+
+
 def load_model(
     run_dir: str | Path, clip: str | Path | None = None
 ) -> tuple[AnomalyCLIP, dict[str, Any]]:
-    """The network of a run, in eval mode, with its weights and centroid; and its config."""
+    """The network of a run, in eval mode, with its weights and centroid; and its config.
+
+    ``clip`` replaces the run's CLIP (tokenizer and text tower architecture).
+    """
     state = load_run(run_dir)
     config = state.config
     mcfg = ModelConfig.from_dict(config["model"])
     spec = get_dataset(config["dataset"])
     if tuple(spec.classes) != tuple(mcfg.classes):
         raise AnomalyError(f"{run_dir}: its classes do not match dataset {spec.name!r}")
-    model = build_model(mcfg, clip or config["clip"])
+    model = build_model(mcfg, clip or run_clip(run_dir, config))
     load_model_state(model, state.weights, Path(run_dir) / "model.safetensors")
     return model.eval(), config
 
 
 def default_device(requested: str | None = None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device asked for (checked to exist here), or CUDA when there is one, else the CPU."""
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device_name(requested))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "no GPU found" if torch.version.cuda else "this torch is built without CUDA"
+            raise AnomalyError(f"--device {requested}: CUDA is not available ({why}); use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise AnomalyError(f"--device {requested}: this machine has {count} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AnomalyError(f"--device {requested}: MPS is not available; use cpu")
+    return device

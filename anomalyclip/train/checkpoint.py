@@ -28,9 +28,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.permissions import make_shareable
 
 RUN_FORMAT = "anomalyclip.run"
-RUN_VERSION = 1
+RUN_VERSION = 2  # 2: config.json's "epoch" counts completed epochs (1: last 0-based index)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -44,6 +45,7 @@ def _atomic_save_tensors(
 ) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), meta)
+    make_shareable(tmp)  # safetensors writes 0600
     os.replace(tmp, path)
 
 

@@ -7,7 +7,12 @@ from its own directory.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import numbers
 import sys
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -69,16 +74,67 @@ class TrainConfig:
         unknown = sorted(set(d) - set(known))
         if unknown:
             raise AnomalyError(f"unknown training option(s): {', '.join(unknown)}")
-        kwargs = dict(d)
-        if isinstance(kwargs.get("loss_weights"), dict):
-            kwargs["loss_weights"] = LossWeights.from_dict(kwargs["loss_weights"])
-        return cls(**kwargs)
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: checked_value(k, v, hints[k]) for k, v in d.items()})
 
     def updated(self, **overrides: Any) -> TrainConfig:
         """A copy with the non-None overrides applied."""
         d = self.to_dict()
         d.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig.from_dict(d)
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, default=str)  # TOML's spelling: "text", true, 1.5, [3]
+
+
+def checked_value(name: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the type ``hint`` of option ``name`` (an integer where a
+    number is expected becomes a float; a table becomes the dataclass it describes).
+
+    Raises :class:`AnomalyError` naming the option and the value, e.g.
+    ``lr = "fast": expected a number``.
+    """
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        hint = options[0] if len(options) == 1 else Any
+    is_bool = isinstance(value, bool)
+    if hint is bool:
+        if is_bool:
+            return value
+        raise AnomalyError(f"{name} = {_shown(value)}: expected true or false")
+    if hint is int:
+        if isinstance(value, numbers.Integral) and not is_bool:
+            return int(value)
+        raise AnomalyError(f"{name} = {_shown(value)}: expected an integer")
+    if hint is float:
+        if isinstance(value, numbers.Real) and not is_bool:
+            return float(value)
+        raise AnomalyError(f"{name} = {_shown(value)}: expected a number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise AnomalyError(f"{name} = {_shown(value)}: expected a string")
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict):
+            raise AnomalyError(f"{name} = {_shown(value)}: expected a table")
+        item = typing.get_args(hint)[1]
+        return {k: checked_value(f"{name}.{k}", v, item) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise AnomalyError(f"{name} = {_shown(value)}: expected a table")
+        known = {f.name for f in fields(hint)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            label = name.replace("_", " ").rstrip("s")
+            raise AnomalyError(f"unknown {label}(s): {', '.join(unknown)}")
+        hints = typing.get_type_hints(hint)
+        return hint(**{k: checked_value(f"{name}.{k}", v, hints[k]) for k, v in value.items()})
+    return value  # a type this check does not know: taken as given
 
 
 # The paper's configurations (DESIGN.md section 5.7).

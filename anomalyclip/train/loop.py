@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from anomalyclip.datasets import get_dataset
+from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.run import evaluate_store
 from anomalyclip.model import AnomalyCLIP
@@ -22,7 +23,7 @@ from anomalyclip.store import FeatureStore, VideoRecord, open_store
 from anomalyclip.thresholds import ThresholdRule, choose_threshold
 from anomalyclip.train import distributed
 from anomalyclip.train.allocator import keep_freed_memory
-from anomalyclip.train.build import build_model, model_config
+from anomalyclip.train.build import build_model, model_config, run_inputs
 from anomalyclip.train.calibration import calibrate, split_held_out
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
@@ -131,10 +132,11 @@ def _train(
         optimizer.load_state_dict(state.optimizer)
         if state.rng is not None:
             torch.set_rng_state(state.rng)
-        start_epoch = int(state.config["epoch"]) + 1
+        # epochs completed; runs of format version 1 stored the 0-based index of the last one
+        start_epoch = int(state.config["epoch"]) + (int(state.config.get("version", 1)) < 2)
         metrics = state.config.get("metrics")
         history = list(state.config.get("history", []))
-        log.info("resuming %s at epoch %d", out, start_epoch)
+        log.info("resuming %s at epoch %d", out, start_epoch + 1)
     else:
         total, count = centroid_sums(store, data.normal[d.rank :: d.world])
         total = distributed.all_sum(total, d)
@@ -158,6 +160,8 @@ def _train(
         "model": mcfg.to_dict(),
         "train": cfg.to_dict(),
         "store": {"location": str(features), "backbone": store.attrs.get("backbone")},
+        "inputs": run_inputs(features, clip, out, store.attrs.get("backbone")),
+        "provenance": provenance(),
     }
     has_test = bool(store.records(split="test"))
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
@@ -194,7 +198,7 @@ def _train(
             bar.set_postfix(loss=f"{values[0].item():.4f}")
         epoch_log: dict[str, Any] = {k: sum(v) / len(v) for k, v in sums.items()}
         epoch_log.update(
-            epoch=epoch,
+            epoch=epoch + 1,
             first_step_loss=sums["loss"][0],
             lr=optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - t0,
@@ -221,7 +225,7 @@ def _train(
             config = {**run_config, "metrics": metrics, "history": history, "world_size": d.world}
             if epoch + 1 == end_epoch:
                 config.update(decision)
-            save_run(out, model, config, epoch, optimizer)
+            save_run(out, model, config, epoch + 1, optimizer)  # epochs completed
         distributed.barrier(d)
     store.close()
     result = {**run_config, "metrics": metrics, "history": history}

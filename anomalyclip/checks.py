@@ -1,0 +1,115 @@
+"""Cheap checks of what a user typed, made before torch, transformers or zarr are imported.
+
+Importing the numerical stack takes seconds; a mistyped path or device name should not. The
+command line runs these first, so an argument error comes back at once, as one line. A new
+run's folder is claimed here too, so an unusable ``--out`` fails before any work.
+Nothing here imports more than the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from anomalyclip.errors import AnomalyError
+
+DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+
+
+def device_name(requested: str) -> str:
+    """``requested`` if it spells a device (cpu, cuda, cuda:N, mps), else a one-line error."""
+    if not DEVICE_PATTERN.fullmatch(requested):
+        raise AnomalyError(f"--device {requested}: expected cpu, cuda, cuda:N or mps")
+    return requested
+
+
+def is_url(location: str | Path) -> bool:
+    """A remote location (``s3://``, ``memory://`` ...), which only its library can check.
+
+    The store's own rule (``anomalyclip.store.backend.is_url``), without importing the store.
+    """
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a file, else ``<path>: no such <what>``."""
+    p = Path(path)
+    if not p.is_file():
+        raise AnomalyError(f"{path}: no such {what}")
+    return p
+
+
+def existing_dir(path: str | Path, what: str) -> Path:
+    """``path`` if it is a directory, else ``<path>: no such <what>``."""
+    p = Path(path)
+    if not p.is_dir():
+        raise AnomalyError(f"{path}: no such {what}")
+    return p
+
+
+def existing_path(path: str | Path, what: str) -> Path:
+    """``path`` if it exists (file or directory), else ``<path>: no such <what>``."""
+    p = Path(path)
+    if not p.exists():
+        raise AnomalyError(f"{path}: no such {what}")
+    return p
+
+
+def store_location(location: str | Path) -> str:
+    """A feature store's location: a URL as given, a local store that exists."""
+    if not is_url(location) and not Path(location).exists():
+        raise AnomalyError(f"{location}: no feature store here")  # the store's own words
+    return str(location)
+
+
+def run_dir(path: str | Path) -> Path:
+    """A run directory: a folder holding ``config.json``."""
+    p = existing_dir(path, "run directory")
+    if not (p / "config.json").is_file():
+        raise AnomalyError(f"{path}: not a run directory (no config.json)")
+    return p
+
+
+def run_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of the run directory ``path``."""
+    file = run_dir(path) / "config.json"
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnomalyError(f"{file}: invalid JSON ({exc})") from exc
+
+
+def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
+    """Create the folder a new run writes to, and return it.
+
+    A run is never overwritten: ``out`` is used when it is absent or an empty folder, else
+    the first free of ``out-2``, ``out-3``, ... With ``exist_ok``, ``out`` itself. The folder
+    is checked to take files, so a read-only place fails now, not after an epoch.
+    """
+    base = Path(out)
+    if not base.name:
+        base = base.resolve()
+    if base.is_file():
+        raise AnomalyError(f"{out}: exists and is a file, not a run folder")
+    n = 1
+    while True:
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            folder.mkdir(parents=True, exist_ok=exist_ok)
+        except FileExistsError:
+            if folder.is_file() or any(folder.iterdir()):
+                n += 1
+                continue
+        except OSError as exc:
+            raise AnomalyError(f"{folder}: cannot create the run folder ({exc.strerror})") from exc
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            why = exc.strerror
+            raise AnomalyError(f"{folder}: cannot write in the run folder ({why})") from exc
+        return folder
