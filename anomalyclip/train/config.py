@@ -14,6 +14,7 @@ from typing import Any
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model.config import LossWeights
+from anomalyclip.train.data import SAMPLERS
 
 
 @dataclass
@@ -27,6 +28,9 @@ class TrainConfig:
     n_ctx: int = 8
     num_segments: int = 32
     seg_length: int = 16
+    # which N x L frames a training video gives: "published" (the authors' sampler) or
+    # "uniform" (N equal spans of any video); see anomalyclip.train.data.SegmentSampler
+    sampler: str = "published"
     concat_similarity: bool = False
     topk: int = 3
     segment_dropout: float = 0.7
@@ -46,6 +50,12 @@ class TrainConfig:
     eval_every: int = 1  # epochs between evaluations on the test split (0: never)
     workers: int = 2  # threads reading the store ahead of the step
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise AnomalyError(
+                f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

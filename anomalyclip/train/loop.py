@@ -24,6 +24,7 @@ from anomalyclip.train.build import build_model, model_config
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.data import (
+    SegmentSampler,
     TrainingSet,
     centroid_sums,
     epoch_plan,
@@ -35,13 +36,19 @@ log = logging.getLogger(__name__)
 
 
 def warmup_cosine(warmup_epochs: int, total_epochs: int):
-    """lr multiplier per epoch: linear warm-up to 1, then cosine decay to 0 at the end."""
+    """lr multiplier of each (0-based) epoch, as the published schedule.
+
+    Warm-up: ``epoch / warmup_epochs``, so epoch 0 runs at lr 0: its steps move no weight
+    but still fill AdamW's moment estimates. Then a cosine from 1 at epoch ``warmup_epochs``
+    towards 0 at ``total_epochs``.
+    """
 
     def factor(epoch: int) -> float:
         if epoch < warmup_epochs:
-            return (epoch + 1) / warmup_epochs
+            return epoch / warmup_epochs
         span = max(1, total_epochs - warmup_epochs)
-        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))
+        progress = min(1.0, (epoch - warmup_epochs) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 
@@ -98,6 +105,7 @@ def _train(
     store = open_store(features)
     spec = get_dataset(store.dataset)
     data = TrainingSet.from_store(store)
+    data.steps_per_epoch(cfg.batch_size)  # refuse too few videos before any work
     dim = int(store.attrs.get("backbone", {}).get("dim") or 512)
     clip = clip or store.attrs.get("backbone", {}).get("model")
     if not clip:
@@ -138,6 +146,7 @@ def _train(
             raise AnomalyError(f"{features}: no frames to compute the normal centroid from")
         model.set_centroid((total / count).float())
     lr_factor = warmup_cosine(cfg.warmup_epochs, cfg.epochs)
+    sampler = SegmentSampler(cfg.num_segments, cfg.seg_length, cfg.sampler)
     model.to(device)
     net = model
     gather = None
@@ -163,8 +172,7 @@ def _train(
         plan = epoch_plan(data, cfg.batch_size, cfg.seed, epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         batches = iterate_batches(
-            store, data, plan, cfg.num_segments, cfg.seg_length, cfg.seed, epoch, cfg.workers,
-            positions=positions,
+            store, data, plan, sampler, cfg.seed, epoch, cfg.workers, positions=positions,
         )  # fmt: skip
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         bar = tqdm(batches, total=len(plan), desc=desc, disable=not progress)
