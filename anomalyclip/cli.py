@@ -321,6 +321,9 @@ def train_cmd(
     seed: int = typer.Option(None, "--seed"),
     eval_every: int = typer.Option(None, "--eval-every", help="Epochs between test evaluations."),
     workers: int = typer.Option(None, "--workers", help="Threads reading the store ahead."),
+    sampler: str = typer.Option(
+        None, "--sampler", help="Training frames: published (the paper's, default) or uniform."
+    ),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     conv: str = typer.Option(
@@ -350,6 +353,7 @@ def train_cmd(
         seed=seed,
         eval_every=eval_every,
         workers=workers,
+        sampler=sampler,
         device=device,
     )
     out = out or f"runs/{dataset}"

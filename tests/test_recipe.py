@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from synthetic import D, planted_store
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from anomalyclip.datasets import get_dataset, read_ucf_temporal_annotations, read_xd_annotations
 from anomalyclip.datasets.demo import read_demo_annotations
@@ -41,7 +42,6 @@ from anomalyclip.train.data import (
     published_indices,
 )
 from anomalyclip.train.loop import _seed_everything
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 N, L = 32, 16
 
@@ -75,7 +75,9 @@ def test_published_sampler_long_videos_spacing_offsets_and_order(frames):
     draws = np.stack([published_indices(frames, N, L, rng) for _ in range(3000)])  # (K, N, L)
     assert draws.shape == (3000, N, L)
     # consecutive frames inside a segment, never wrapped (the last frame is at most 32d < F)
-    np.testing.assert_array_equal(draws - draws[..., :1], np.broadcast_to(np.arange(L), draws.shape))
+    np.testing.assert_array_equal(
+        draws - draws[..., :1], np.broadcast_to(np.arange(L), draws.shape)
+    )
     assert draws.max() < frames
     offsets = draws[..., 0] - d * np.arange(N)  # (K, N): start of segment i minus i*d
     assert offsets.min() == 0 and offsets.max() == high  # both ends of [0, d - 15] reached
@@ -256,3 +258,20 @@ def test_interval_ends_of_each_dataset_file(tmp_path):
     demo = tmp_path / "demo.txt"
     demo.write_text("test/Explosion/e1 10 20\n")
     assert read_demo_annotations(demo) == {"test/Explosion/e1": [(10, 20)]}
+
+
+def test_train_command_takes_the_sampler(tmp_path, tiny_clip):
+    from typer.testing import CliRunner
+
+    from anomalyclip.cli import app
+
+    cfg = resolve_config("demo", batch_size=4)
+    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=2, n_normal=2)
+    common = ["train", "--features", str(store), "--epochs", "1", "--batch-size", "4"]
+    common += ["--workers", "1", "--eval-every", "0"]
+    done = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "u"), "--sampler", "uniform"])
+    assert done.exit_code == 0, done.output
+    assert load_run(tmp_path / "u").config["train"]["sampler"] == "uniform"
+    done = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--sampler", "every"])
+    assert done.exit_code != 0
+    assert "unknown sampler 'every'; choose one of published, uniform" in str(done.exception)
