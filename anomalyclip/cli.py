@@ -371,6 +371,9 @@ def train_cmd(
     seed: int = typer.Option(None, "--seed"),
     eval_every: int = typer.Option(None, "--eval-every", help="Epochs between test evaluations."),
     workers: int = typer.Option(None, "--workers", help="Threads reading the store ahead."),
+    sampler: str = typer.Option(
+        None, "--sampler", help="Training frames: published (the paper's, default) or uniform."
+    ),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     exist_ok: bool = typer.Option(False, "--exist-ok", help="Write into --out even if taken."),
@@ -422,6 +425,7 @@ def train_cmd(
         seed=seed,
         eval_every=eval_every,
         workers=workers,
+        sampler=sampler,
         device=device,
         calibration_share=calibration_share,
         threshold_rule=threshold_rule,

@@ -109,10 +109,11 @@ def planted_store(
 
 def quick_run(tmp: Path, clip_dir: Path, epochs: int, n_each: int) -> tuple[Path, Path]:
     """(store, run directory) of a short demo-config run on a planted store, for the tests
-    of what reads a trained run (evaluation, prediction)."""
+    of what reads a trained run (evaluation, prediction). One more normal video than
+    ``n_each`` is written: training holds one out to set the decision threshold."""
     from anomalyclip.train import resolve_config, train
 
     cfg = resolve_config("demo", epochs=epochs, warmup_epochs=1, workers=1)
-    store = planted_store(tmp / "s.zarr", clip_dir, cfg, n_abnormal=n_each, n_normal=n_each)
+    store = planted_store(tmp / "s.zarr", clip_dir, cfg, n_abnormal=n_each, n_normal=n_each + 1)
     train(store, tmp / "run", cfg, progress=False)
     return store, tmp / "run"

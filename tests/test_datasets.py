@@ -222,9 +222,10 @@ def test_xd_multi_label_names():
 def test_xd_annotations():
     ann = read_xd_annotations(FIXTURES / "xd" / "annotations.txt")
     assert ann == {
-        "Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6": [(0, 120), (300, 345)],
-        "v=8cTqh9tMz_I__#1_label_B1-0-0": [(16, 64)],  # '.mp4' dropped from the name
-        "A.Beautiful.Mind.2001__#00-40-52_00-42-01_label_B2-0-0": [(97, 180)],
+        # inclusive ends in the file (0 120 is frames 0..120), half-open here
+        "Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6": [(0, 121), (300, 346)],
+        "v=8cTqh9tMz_I__#1_label_B1-0-0": [(16, 65)],  # '.mp4' dropped from the name
+        "A.Beautiful.Mind.2001__#00-40-52_00-42-01_label_B2-0-0": [(97, 181)],
     }
 
 
@@ -237,7 +238,7 @@ def test_xd_discover_with_lists(tmp_path):
     assert len(entries) == 6
     assert [e.split for e in entries] == ["train"] * 2 + ["test"] * 4
     bad_boys = by_id["Bad.Boys.1995__#01-11-55_01-12-40_label_G-B2-B6"]
-    assert bad_boys.label == "Explosion" and bad_boys.intervals == [(0, 120), (300, 345)]
+    assert bad_boys.label == "Explosion" and bad_boys.intervals == [(0, 121), (300, 346)]
     assert by_id["Love.Actually.2003__#00-05-00_00-06-00_label_A"].intervals == []
     train_riot = by_id["Bad.Boys.1995__#01-11-55_01-14-10_label_B4-0-0"]
     assert train_riot.label == "Riot" and train_riot.intervals == []
@@ -256,7 +257,7 @@ def test_xd_discover_split_from_folders(tmp_path):
     assert got == {
         "a__#1_label_B1-0-0": ("train", "Fighting", []),
         "b__#1_label_A": ("train", "Normal", []),
-        "c__#1_label_B2-B1-0": ("test", "Shooting", [(5, 9)]),
+        "c__#1_label_B2-B1-0": ("test", "Shooting", [(5, 10)]),  # file: 5 9, inclusive
         "d__#1_label_A": ("test", "Normal", []),
     }
     (tmp_path / "annotations.txt").unlink()

@@ -352,7 +352,7 @@ def test_xd_crops_and_folder_split(tmp_path):
     assert len(summary.imported) == 3 and not summary.failed
     with open_store(out) as st:
         fight = st.record("v=8cTqh9tMz_I__#1_label_B1-0-0")
-        assert (fight.label, fight.split, fight.intervals) == ("Fighting", "test", [[16, 19]])
+        assert (fight.label, fight.split, fight.intervals) == ("Fighting", "test", [[16, 20]])
         normal = st.record("Fast.Five.2011__#00-10-00_00-11-00_label_A")
         assert (normal.label, normal.split, normal.intervals) == ("Normal", "train", [])
         assert st.record("Love.Actually.2003__#00-05_label_A").split == "test"

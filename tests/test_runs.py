@@ -42,7 +42,7 @@ def project(tmp_path_factory) -> Path:
     proj = tmp_path_factory.mktemp("proj")
     clip = build_clip(proj / "clip", "tiny")
     cfg = resolve_config("demo", epochs=1, warmup_epochs=1, workers=1)
-    planted_store(proj / "s.zarr", clip, cfg, n_abnormal=4, n_normal=4)
+    planted_store(proj / "s.zarr", clip, cfg, n_abnormal=4, n_normal=5)
     done = call_cli("train", "--features", "s.zarr", "--clip", "clip", "--out", "runs/demo",
                     *TRAIN, cwd=proj)  # fmt: skip
     assert done.code == 0, done.err

@@ -55,7 +55,7 @@ def anomaly(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 def test_push_info_verify_and_train_from_s3(tmp_path, tiny_clip, s3_env):
     cfg = resolve_config("demo", epochs=1, warmup_epochs=1, workers=1, eval_every=1)
-    local = planted_store(tmp_path / "local.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=4)
+    local = planted_store(tmp_path / "local.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=5)
     url = "s3://features/demo.zarr"
 
     pushed = anomaly("store", "export", str(local), url, env=s3_env)

@@ -16,7 +16,13 @@ from anomalyclip.model.temporal import conv_algorithm
 from anomalyclip.store import VideoRecord, open_store
 from anomalyclip.train import resolve_config, train
 from anomalyclip.train.build import build_model, model_config
-from anomalyclip.train.data import TrainingSet, epoch_plan, iterate_batches, tsn_indices
+from anomalyclip.train.data import (
+    SegmentSampler,
+    TrainingSet,
+    epoch_plan,
+    iterate_batches,
+    tsn_indices,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +111,8 @@ def test_winograd_training_computes_what_direct_convolutions_compute(tmp_path, t
     with open_store(store) as st:
         data = TrainingSet.from_store(st)
         plan = epoch_plan(data, cfg.batch_size, cfg.seed, 0)
-        (batch, *_) = iterate_batches(st, data, plan[:1], 32, 16, cfg.seed, 0, workers=0)
+        sampler = SegmentSampler(32, 16, cfg.sampler)
+        (batch, *_) = iterate_batches(st, data, plan[:1], sampler, cfg.seed, 0, workers=0)
     model = build_model(model_config(get_dataset("demo"), cfg, 512), tiny_clip)
     keep = segment_keep_mask(cfg.batch_size, 32, cfg.segment_dropout, torch.Generator())
     step = {}
@@ -138,7 +145,7 @@ def test_winograd_training_computes_what_direct_convolutions_compute(tmp_path, t
 
 def test_resume_refuses_a_run_of_another_dataset_shape(tmp_path, tiny_clip):
     cfg = resolve_config("demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0)
-    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=4)
+    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=5)
     train(store, tmp_path / "run", cfg, progress=False, stop_after=1)
     with pytest.raises(AnomalyError, match="model configuration differs"):
         train(store, tmp_path / "run", cfg.updated(emb_dim=64), progress=False, resume=True)
@@ -157,7 +164,7 @@ def test_store_without_both_kinds_of_training_videos_is_refused(tmp_path, tiny_c
 
 
 def test_text_encoder_must_match_the_feature_size(tmp_path, tiny_clip, quick_cfg):
-    path = planted_store(tmp_path / "s.zarr", tiny_clip, quick_cfg, n_abnormal=4, n_normal=4)
+    path = planted_store(tmp_path / "s.zarr", tiny_clip, quick_cfg, n_abnormal=4, n_normal=5)
     with open_store(tmp_path / "narrow.zarr", "w") as dst, open_store(path) as src:
         attrs = src.attrs
         attrs["backbone"] = {**attrs["backbone"], "dim": 256}

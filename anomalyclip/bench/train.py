@@ -46,7 +46,7 @@ from anomalyclip.train.allocator import keep_freed_memory, keeps_freed_memory
 from anomalyclip.train.build import build_model as build_trainer_model
 from anomalyclip.train.build import model_config
 from anomalyclip.train.config import TrainConfig
-from anomalyclip.train.data import TrainingSet, epoch_plan, iterate_batches
+from anomalyclip.train.data import SegmentSampler, TrainingSet, epoch_plan, iterate_batches
 
 log = logging.getLogger(__name__)
 
@@ -246,9 +246,8 @@ def loading_rate(store_path: Path, shape: Shape, batches: int, workers: int = 2)
         plan = (plan * (-(-batches // len(plan))))[:batches]
         t0 = time.perf_counter()
         count = 0
-        for batch in iterate_batches(
-            store, data, plan, shape.segments, shape.seg_length, 0, 0, workers
-        ):
+        sampler = SegmentSampler(shape.segments, shape.seg_length)
+        for batch in iterate_batches(store, data, plan, sampler, 0, 0, workers):
             assert batch.features.shape[0] == shape.batch
             count += 1
         return count / (time.perf_counter() - t0)

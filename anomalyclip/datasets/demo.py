@@ -48,7 +48,11 @@ ANNOTATIONS = "annotations.txt"
 
 
 def read_demo_annotations(path: Path) -> dict[str, list[Interval]]:
-    """``annotations.txt`` as video id -> anomalous ``[start, end)`` intervals."""
+    """``annotations.txt`` as video id -> anomalous ``[start, end)`` intervals.
+
+    This file's ends are exclusive (the generator writes them so): ``10 20`` is frames 10 to
+    19, stored as they are; unlike UCF-Crime's and XD-Violence's files, no ``+ 1``.
+    """
     path = Path(path)
     out: dict[str, list[Interval]] = {}
     first_line: dict[str, int] = {}

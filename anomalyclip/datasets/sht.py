@@ -7,7 +7,11 @@ exist the frame folder wins, since it is what the frame masks count. Files, look
 
 - ``SH_Train.txt`` / ``SH_Test.txt``: one video per line; any folder or extension is ignored.
 - ``test_frame_mask/<id>.npy``: a 1-D 0/1 array, one value per frame in sorted frame order,
-  for every video of the original test set (loaded with ``allow_pickle=False``).
+  for every video of the original test set (loaded with ``allow_pickle=False``). A mask has
+  no interval ends to interpret: its runs of 1 become half-open ``[first, last + 1)``
+  intervals, the frames the mask marks and no other. (The authors' own ShanghaiTech
+  ground truth, a ``name class s e ...`` file with inclusive ends, is read by
+  :func:`anomalyclip.datasets.ucf.read_ucf_temporal_annotations`.)
 - ``SH_Classes.txt`` (the project's own format, since the masks carry no class):
   ``<video id> <class name>`` per line, the class being the rest of the line so that
   ``throwing object`` needs no quoting (``throwing_object`` is accepted too). Videos not listed

@@ -9,8 +9,10 @@ Files (looked up in ``lists``, then in the dataset root, then anywhere below it)
   video is located by relative path first and by base name second.
 - ``Temporal_Anomaly_Annotation_for_Testing_Videos.txt``: ``name class s1 e1 s2 e2`` with
   frame numbers, ``-1 -1`` for no second (or, for Normal videos, no) interval, columns
-  separated by runs of spaces. Ends are read as inclusive, as the AnomalyCLIP evaluation does
-  (``start <= frame <= end``), and stored half-open.
+  separated by runs of spaces, frame numbers from 0. The file does not say whether an end is
+  included; the AnomalyCLIP evaluation counts frame f as abnormal when ``s <= f <= e``, so
+  ends are read as inclusive and stored half-open, ``[s, e + 1)``. The authors' ShanghaiTech
+  file in the same format is read the same way.
 
 The video id is the list entry without extension (``Abuse/Abuse028_x264``).
 """
@@ -61,7 +63,8 @@ def read_ucf_temporal_annotations(
     """``name class s1 e1 [s2 e2 ...]`` lines, keyed by the name without extension.
 
     The class may be several words (the authors' ShanghaiTech file uses this format too): it
-    is every token between the name and the first frame number.
+    is every token between the name and the first frame number. Ends are inclusive in the file
+    (``165 240`` is stored as ``(165, 241)``); ``-1 -1`` is no interval.
     """
     path = Path(path)
     out: dict[str, TemporalAnnotation] = {}

@@ -10,8 +10,10 @@
   name starts with "test" is a test video, every other one a training video (the release puts
   training videos in ``1-1004``, ``1005-2004``, ... and test videos in a test folder).
 - ``annotations.txt``: ``name s1 e1 [s2 e2 ...]`` for each anomalous test video (a few names
-  carry ``.mp4``); ends are exclusive, as in the authors' ground-truth script
-  (``gt[s:e] = 1``).
+  carry ``.mp4``), frame numbers from 0. The file does not say whether an end is included;
+  the AnomalyCLIP evaluation counts frame f as abnormal when ``s <= f <= e``, so ends are read
+  as inclusive here too and stored half-open, ``[s, e + 1)``. (Some older evaluation scripts
+  for this dataset slice ``gt[s:e]`` and so drop each interval's last frame.)
 """
 
 from __future__ import annotations
@@ -82,7 +84,10 @@ def class_from_path(relpath: str) -> str:
 
 
 def read_xd_annotations(path: Path) -> dict[str, list[Interval]]:
-    """``annotations.txt`` as video name -> anomalous ``[start, end)`` intervals."""
+    """``annotations.txt`` as video name -> anomalous ``[start, end)`` intervals.
+
+    The file's ends are inclusive (``0 120`` is frames 0 to 120, stored as ``(0, 121)``).
+    """
     path = Path(path)
     out: dict[str, list[Interval]] = {}
     first_line: dict[str, int] = {}
@@ -99,7 +104,7 @@ def read_xd_annotations(path: Path) -> dict[str, list[Interval]]:
             raise AnomalyError(f"{path}:{lineno}: {e}") from None
         if labels == ["Normal"]:
             raise AnomalyError(f"{path}:{lineno}: normal video {name!r} has anomalous intervals")
-        intervals = parse_pairs(path, lineno, fields[1:], end_inclusive=False, allow_none=False)
+        intervals = parse_pairs(path, lineno, fields[1:], end_inclusive=True, allow_none=False)
         if name in out:
             raise AnomalyError(
                 f"{path}:{lineno}: duplicate video {name!r} (first on line {first_line[name]})"

@@ -20,6 +20,7 @@ from typing import Any
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model.config import LossWeights
 from anomalyclip.thresholds import ThresholdRule
+from anomalyclip.train.data import SAMPLERS
 
 
 @dataclass
@@ -33,6 +34,9 @@ class TrainConfig:
     n_ctx: int = 8
     num_segments: int = 32
     seg_length: int = 16
+    # which N x L frames a training video gives: "published" (the authors' sampler) or
+    # "uniform" (N equal spans of any video); see anomalyclip.train.data.SegmentSampler
+    sampler: str = "published"
     concat_similarity: bool = False
     topk: int = 3
     segment_dropout: float = 0.7
@@ -63,6 +67,10 @@ class TrainConfig:
             raise AnomalyError(
                 f"calibration share {self.calibration_share}: a fraction in [0, 1) of the "
                 "normal training videos"
+            )
+        if self.sampler not in SAMPLERS:
+            raise AnomalyError(
+                f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
             )
 
     def to_dict(self) -> dict[str, Any]:

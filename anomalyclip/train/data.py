@@ -1,8 +1,12 @@
 """Streaming training batches out of a feature store.
 
 Each step needs, for B/2 abnormal and B/2 normal training videos, N segments of L
-consecutive frames sampled TSN-style. Only those rows are read (from the span they cover),
-and a few threads read ahead of the optimiser so the store is never the bottleneck.
+consecutive frames. Only those rows are read (from the span they cover), and a few threads
+read ahead of the optimiser so the store is never the bottleneck.
+
+By default every part of this follows the AnomalyCLIP authors' training code: which frames
+a video gives (:func:`published_indices`), how many steps an epoch has and in which order the
+videos come (:func:`epoch_plan`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,26 @@ from anomalyclip.store import FeatureStore, VideoRecord
 log = logging.getLogger(__name__)
 
 
+def published_indices(
+    num_frames: int, num_segments: int, seg_length: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(N, L) frame indices as the published training code samples them.
+
+    Segment i starts at ``i * d + o_i`` and reads L consecutive frames, modulo the video's
+    length F. The spacing is ``d = (max(F, N*L) - L + 1) // N``: a video shorter than N*L
+    frames is spaced as if it had N*L, so (N=32, L=16) its segments start every 15 frames
+    from frame 0 and a short clip is played several times in order at its own rate. Each
+    segment draws its own offset ``o_i`` uniformly from ``[0, d - L + 1]``; that range is
+    ``[0, 0]`` below N*L frames (and still at 512 and 513 frames, where d = 15), so only longer
+    videos are sampled at random. Where ``d < L - 1`` (odd shapes with L > N + 1, which the
+    published code cannot run) the offset is 0.
+    """
+    d = (max(num_frames, num_segments * seg_length) - seg_length + 1) // num_segments
+    offset = rng.integers(0, max(d - seg_length + 2, 1), size=num_segments)  # (N,)
+    start = np.arange(num_segments) * d + offset
+    return (start[:, None] + np.arange(seg_length)[None, :]) % num_frames
+
+
 def tsn_indices(
     num_frames: int, num_segments: int, seg_length: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -37,6 +61,30 @@ def tsn_indices(
     return (start[:, None] + np.arange(seg_length)[None, :]) % num_frames
 
 
+SAMPLERS = {"published": published_indices, "uniform": tsn_indices}
+
+
+@dataclass(frozen=True)
+class SegmentSampler:
+    """Which N x L frames a training video gives: ``rule`` names an entry of :data:`SAMPLERS`.
+
+    ``published`` (the default) is the authors' sampler. ``uniform`` (the TSN rule) cuts
+    every video into N equal spans whatever its length, so each segment covers 1/N of the
+    video: a short clip becomes one time-stretched pass of overlapping windows instead of
+    several repeats at its own rate, and every frame of a long video can be drawn (the
+    published sampler never reads the frames after frame N*d, up to N + L - 3 of them). One
+    may prefer it for clips much shorter than N*L frames, where the published sampler shows
+    the model the same frames several times per bag; it is not the paper's recipe.
+    """
+
+    num_segments: int
+    seg_length: int
+    rule: str = "published"
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        return SAMPLERS[self.rule](num_frames, self.num_segments, self.seg_length, rng)
+
+
 @dataclass
 class TrainingSet:
     """The training videos of a store, split by kind, with their class ids."""
@@ -44,6 +92,7 @@ class TrainingSet:
     abnormal: list[VideoRecord]
     normal: list[VideoRecord]
     class_ids: dict[str, int]  # video id -> class id
+    source: str = "training set"  # where the videos come from, for messages
 
     @classmethod
     def from_store(cls, store: FeatureStore) -> TrainingSet:
@@ -56,7 +105,19 @@ class TrainingSet:
                 f"{store.location}: training needs abnormal and normal training videos; "
                 f"found {len(abnormal)} abnormal and {len(normal)} normal"
             )
-        return cls(abnormal, normal, {r.video_id: spec.class_id(r.label) for r in records})
+        ids = {r.video_id: spec.class_id(r.label) for r in records}
+        return cls(abnormal, normal, ids, str(store.location))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Full half-batches of the larger kind: the published epoch length."""
+        half = batch_size // 2
+        if half < 1 or min(len(self.abnormal), len(self.normal)) < half:
+            raise AnomalyError(
+                f"{self.source}: batch size {batch_size} needs at least {half} abnormal and "
+                f"{half} normal training videos (incomplete half-batches are dropped); found "
+                f"{len(self.abnormal)} abnormal and {len(self.normal)} normal: lower --batch-size"
+            )
+        return max(len(self.abnormal), len(self.normal)) // half
 
 
 def centroid_sums(store: FeatureStore, records: list[VideoRecord]) -> tuple[torch.Tensor, int]:
@@ -76,17 +137,21 @@ def epoch_plan(
 ) -> list[list[VideoRecord]]:
     """Video lists of every batch of one epoch: first half abnormal, second half normal.
 
-    One epoch visits every video of the larger kind once; the smaller kind is cycled.
-    The order depends only on (seed, epoch), which is what makes ``--resume`` exact.
+    As the published training: each kind is a loader of ``batch_size // 2`` videos per batch,
+    shuffled, its incomplete last batch dropped; an epoch has as many steps as the larger
+    loader has full batches, and the smaller loader starts over with a fresh shuffle each
+    time it runs out (so within one pass no video comes twice, and each pass leaves out its
+    own remainder). The order depends only on (seed, epoch), which makes ``--resume`` exact.
     """
     half = batch_size // 2
+    n_batches = data.steps_per_epoch(batch_size)
     rng = np.random.default_rng([seed, epoch, 0])
-    n_batches = max(1, -(-max(len(data.abnormal), len(data.normal)) // half))
 
     def draw(videos: list[VideoRecord]) -> list[VideoRecord]:
-        order = []
+        per_pass = len(videos) // half * half  # the videos one pass of the loader yields
+        order: list[int] = []
         while len(order) < n_batches * half:
-            order.extend(rng.permutation(len(videos)).tolist())
+            order.extend(rng.permutation(len(videos))[:per_pass].tolist())
         return [videos[i] for i in order[: n_batches * half]]
 
     abn, nor = draw(data.abnormal), draw(data.normal)
@@ -120,13 +185,12 @@ def load_batch(
     store: FeatureStore,
     videos: list[VideoRecord],
     class_ids: dict[str, int],
-    num_segments: int,
-    seg_length: int,
+    sampler: SegmentSampler,
     rngs: list[np.random.Generator],
 ) -> Batch:
     rows = []
     for rec, rng in zip(videos, rngs, strict=True):
-        idx = tsn_indices(rec.num_frames, num_segments, seg_length, rng)  # (N, L)
+        idx = sampler(rec.num_frames, rng)  # (N, L)
         rows.append(store.rows(rec.video_id, idx.reshape(-1)).reshape(*idx.shape, -1))
     x = torch.from_numpy(np.stack(rows).astype(np.float32))
     y = torch.tensor([class_ids[r.video_id] for r in videos], dtype=torch.long)
@@ -137,8 +201,7 @@ def iterate_batches(
     store: FeatureStore,
     data: TrainingSet,
     plan: list[list[VideoRecord]],
-    num_segments: int,
-    seg_length: int,
+    sampler: SegmentSampler,
     seed: int,
     epoch: int,
     workers: int = 2,
@@ -156,7 +219,7 @@ def iterate_batches(
         pos = positions if positions is not None else range(len(plan[b]))
         videos = [plan[b][j] for j in pos]
         rngs = [np.random.default_rng([seed, epoch, 1, b, j]) for j in pos]
-        return load_batch(store, videos, data.class_ids, num_segments, seg_length, rngs)
+        return load_batch(store, videos, data.class_ids, sampler, rngs)
 
     if workers <= 0:
         for b in range(len(plan)):

@@ -28,6 +28,7 @@ from anomalyclip.train.calibration import calibrate, split_held_out
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.data import (
+    SegmentSampler,
     TrainingSet,
     centroid_sums,
     epoch_plan,
@@ -39,13 +40,19 @@ log = logging.getLogger(__name__)
 
 
 def warmup_cosine(warmup_epochs: int, total_epochs: int):
-    """lr multiplier per epoch: linear warm-up to 1, then cosine decay to 0 at the end."""
+    """lr multiplier of each (0-based) epoch, as the published schedule.
+
+    Warm-up: ``epoch / warmup_epochs``, so epoch 0 runs at lr 0: its steps move no weight
+    but still fill AdamW's moment estimates. Then a cosine from 1 at epoch ``warmup_epochs``
+    towards 0 at ``total_epochs``.
+    """
 
     def factor(epoch: int) -> float:
         if epoch < warmup_epochs:
-            return (epoch + 1) / warmup_epochs
+            return epoch / warmup_epochs
         span = max(1, total_epochs - warmup_epochs)
-        return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / span))
+        progress = min(1.0, (epoch - warmup_epochs) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 
@@ -104,6 +111,15 @@ def _train(
     data = TrainingSet.from_store(store)
     trained_normal, held_out = split_held_out(data.normal, cfg.calibration_share, cfg.seed)
     data = dataclasses.replace(data, normal=trained_normal)
+    try:  # refuse too few videos before any work
+        data.steps_per_epoch(cfg.batch_size)
+    except AnomalyError as exc:
+        if not held_out:
+            raise
+        raise AnomalyError(
+            f"{exc} (after holding out {len(held_out)} normal videos to calibrate the "
+            "threshold; --calibration-share 0 keeps them)"
+        ) from None
     dim = int(store.attrs.get("backbone", {}).get("dim") or 512)
     clip = clip or store.attrs.get("backbone", {}).get("model")
     if not clip:
@@ -145,6 +161,7 @@ def _train(
             raise AnomalyError(f"{features}: no frames to compute the normal centroid from")
         model.set_centroid((total / count).float())
     lr_factor = warmup_cosine(cfg.warmup_epochs, cfg.epochs)
+    sampler = SegmentSampler(cfg.num_segments, cfg.seg_length, cfg.sampler)
     model.to(device)
     net = model
     gather = None
@@ -172,8 +189,7 @@ def _train(
         plan = epoch_plan(data, cfg.batch_size, cfg.seed, epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         batches = iterate_batches(
-            store, data, plan, cfg.num_segments, cfg.seg_length, cfg.seed, epoch, cfg.workers,
-            positions=positions,
+            store, data, plan, sampler, cfg.seed, epoch, cfg.workers, positions=positions,
         )  # fmt: skip
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
         bar = tqdm(batches, total=len(plan), desc=desc, disable=not progress)
