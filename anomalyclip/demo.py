@@ -425,8 +425,15 @@ def step_pretrain(run: DemoRun) -> str:
 def step_train(run: DemoRun) -> dict:
     """Step 5: AnomalyCLIP on the demo store, the demo preset (a minute or two on a CPU)."""
     from anomalyclip.train import resolve_config, train
+    from anomalyclip.train.calibration import split_held_out
 
     cfg = resolve_config("demo")
+    # a scaled-down demo (the tests') may have fewer videos of a kind than half a batch
+    train_videos = [v for v in run.videos if v.split == "train"]
+    normal = [v for v in train_videos if v.label == NORMAL]
+    kept, _ = split_held_out(normal, cfg.calibration_share, cfg.seed)
+    per_kind = min(len(train_videos) - len(normal), len(kept))
+    cfg = cfg.updated(batch_size=2 * max(1, min(cfg.batch_size // 2, per_kind)))
     return train(run.store, run.run_dir, cfg, progress=run.progress)
 
 
