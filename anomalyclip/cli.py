@@ -234,11 +234,12 @@ def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> Non
 def store_export(
     src: str = typer.Argument(..., help="Source store."),
     dst: str = typer.Argument(..., help="New store; format from the suffix: .h5, .zip, else Zarr."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing destination."),
 ) -> None:
     """Convert a store between Zarr directory, Zarr zip and HDF5, bit-exact."""
     from anomalyclip.store import export_store
 
-    n = export_store(src, dst)
+    n = export_store(src, dst, overwrite=overwrite)
     typer.echo(f"exported {n} videos to {dst}")
 
 

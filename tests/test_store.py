@@ -565,3 +565,29 @@ def test_bench_store_sizes_and_reads(tmp_path):
         assert all(v > 0 for v in result["read_s"][cache].values())
     lines = table(result).splitlines()
     assert len(lines) == 5 and lines[2].startswith("zarr f16")
+
+
+# -- reliability (issue 18) ---------------------------------------------------------------------
+def test_export_onto_an_existing_url_store_is_refused_unless_overwrite(tmp_path, base_attrs):
+    """A URL destination is refused like a local one: an export never replaces a store silently."""
+    fill(tmp_path / "a.zarr", base_attrs, ids=["one_row"])
+    fill(tmp_path / "b.zarr", base_attrs, ids=["Abuse/Abuse028_x264"], seed=4)
+    url = f"memory://anomalyclip-test-{uuid.uuid4().hex}/feats.zarr"
+    assert export_store(tmp_path / "a.zarr", url) == 1
+    with pytest.raises(AnomalyError, match=rf"^{url}: already exists; .*--overwrite"):
+        export_store(tmp_path / "b.zarr", url)
+    with open_store(url) as st:  # untouched
+        assert st.video_ids() == ["one_row"] and st.verify() == {}
+    assert export_store(tmp_path / "b.zarr", url, overwrite=True) == 1
+    with open_store(url) as st:  # replaced whole: nothing of the old store is left
+        assert st.video_ids() == ["Abuse/Abuse028_x264"] and st.verify() == {}
+        assert st.keys() == [video_key("Abuse/Abuse028_x264")]
+    # the same rule for a local destination
+    with pytest.raises(AnomalyError, match="already exists"):
+        export_store(tmp_path / "b.zarr", tmp_path / "a.zarr")
+    assert export_store(tmp_path / "b.zarr", tmp_path / "a.zarr", overwrite=True) == 1
+    with open_store(tmp_path / "a.zarr") as st:
+        assert st.video_ids() == ["Abuse/Abuse028_x264"]
+    import fsspec
+
+    fsspec.filesystem("memory").rm(url.split("://")[1].split("/")[0], recursive=True)

@@ -143,7 +143,7 @@ def test_export_chain_and_verify(monkeypatch, capsys, store, tmp_path):
     code, _, err = anomaly(monkeypatch, capsys, "store", "export", store, chain[1])
     assert code == 2
     assert error_lines(err) == [
-        f"error: {chain[1]}: already exists; remove it or choose another name"
+        f"error: {chain[1]}: already exists; remove it, choose another name or pass --overwrite"
     ]
 
 
@@ -231,3 +231,18 @@ def test_bench_store_command(monkeypatch, capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.h5", "features.zarr", "npy"]
     code, out, _ = anomaly(monkeypatch, capsys, *args)
     assert code == 0 and [line.split()[0] for line in out.splitlines()[2:]] == ["zarr", "h5", "npy"]
+
+
+def test_export_onto_an_existing_url_needs_overwrite(monkeypatch, capsys, store):
+    url = "memory://anomalyclip-cli-export/xd.zarr"
+    assert anomaly(monkeypatch, capsys, "store", "export", store, url)[0] == 0
+    code, _, err = anomaly(monkeypatch, capsys, "store", "export", store, url)
+    assert code == 2
+    assert error_lines(err) == [
+        f"error: {url}: already exists; remove it, choose another name or pass --overwrite"
+    ]
+    code, out, _ = anomaly(monkeypatch, capsys, "store", "export", store, url, "--overwrite")
+    assert code == 0 and out.strip() == f"exported 4 videos to {url}"
+    import fsspec
+
+    fsspec.filesystem("memory").rm("/anomalyclip-cli-export", recursive=True)
