@@ -291,3 +291,21 @@ def test_features_cli_exits_nonzero_on_failure(tiny_clip, tmp_path):
             st.video_ids() == ["train/Normal/ok"] and st.record("train/Normal/ok").label == "Normal"
         )
         assert st.record("train/Normal/ok").source == "train/Normal/ok.mp4"
+
+
+def test_self_referencing_symlink_fails_that_entry_alone(tiny_clip, tmp_path):
+    """A symlink pointing at itself (a broken copy of a dataset) is one failed entry; the
+    other videos are extracted and the store stays usable."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    good = _small_videos(root, 1)[0]
+    loop = root / "loop.mp4"
+    loop.symlink_to("loop.mp4")
+    entries = _entries([good, loop])
+    summary = extract(entries, tmp_path / "s.zarr", tiny_clip, dataset="demo", root=root,
+                      progress=False)  # fmt: skip
+    assert summary.extracted == 1 and list(summary.failed) == ["loop"]
+    assert "loop.mp4: cannot read" in summary.failed["loop"]
+    with open_store(tmp_path / "s.zarr") as st:
+        assert st.video_ids() == ["v0"] and st.record("v0").source == "v0.mp4"
+        assert st.failures()["loop"]["source"] == "loop.mp4"

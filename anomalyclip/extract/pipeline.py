@@ -196,10 +196,19 @@ class _VideoState:
 
 
 def _relative(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` as listed (symlinks are not followed), else its name.
+
+    Never raises: a broken entry (a symlink loop, an unreadable folder) is recorded as a
+    failure of that video, which needs this name.
+    """
     if root is not None:
         try:
-            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
         except ValueError:
+            pass
+        try:  # a root given through another symlinked spelling of the same folder
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
             pass
     return Path(path).name
 
