@@ -324,6 +324,9 @@ def train_cmd(
     workers: int = typer.Option(None, "--workers", help="Threads reading the store ahead."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: auto)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    allow_backbone_mismatch: bool = typer.Option(
+        False, "--allow-backbone-mismatch", help="Resume on features of another backbone."
+    ),
     conv: str = typer.Option(
         "auto",
         "--conv",
@@ -339,6 +342,11 @@ def train_cmd(
 
     with open_store(features) as st:
         dataset = st.dataset
+        if resume:
+            from anomalyclip.train.checkpoint import check_backbone, read_run_config
+
+            run_dir = out or f"runs/{dataset}"
+            check_backbone(read_run_config(run_dir), st, run_dir, allow_backbone_mismatch)
     cfg = resolve_config(
         dataset,
         config,
@@ -376,6 +384,9 @@ def eval_cmd(
         None, "--annotations", help="Ground-truth file to use instead of the store's."
     ),
     device: str = typer.Option(None, "--device"),
+    allow_backbone_mismatch: bool = typer.Option(
+        False, "--allow-backbone-mismatch", help="Evaluate features of another backbone."
+    ),
 ) -> None:
     """Paper metrics on the test split, per-video CSVs and plots."""
     from anomalyclip.evaluate.run import (
@@ -387,6 +398,7 @@ def eval_cmd(
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
     from anomalyclip.train.build import default_device, load_model
+    from anomalyclip.train.checkpoint import check_backbone
 
     model, config = load_model(checkpoint, clip)
     features = features or config["store"]["location"]
@@ -398,6 +410,7 @@ def eval_cmd(
                 f"{features}: store holds {st.dataset!r}, "
                 f"the run was trained on {config['dataset']!r}"
             )
+        check_backbone(config, st, checkpoint, allow_backbone_mismatch)
         truth = read_annotations(st.dataset, annotations) if annotations else None
         metrics, results = require_results(
             evaluate_store(model, st, batch_size, dev, progress=True, annotations=truth), features

@@ -177,6 +177,42 @@ def first_difference(
     return None
 
 
+def shorten(value: object, limit: int = 120) -> str:
+    """``str(value)`` cut to ``limit`` characters: what an error may echo of stored text."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def describe_backbone(backbone: dict | None) -> str:
+    """``model (weights 0123456789ab, dim 512)``: what tells two backbones apart, short."""
+    if not isinstance(backbone, dict) or not backbone:
+        return "an unrecorded backbone"
+    detail = []
+    if backbone.get("weights_sha256"):
+        detail.append(f"weights {str(backbone['weights_sha256'])[:12]}")
+    if backbone.get("dim"):
+        detail.append(f"dim {shorten(backbone['dim'], 12)}")
+    name = shorten(backbone.get("model", "?"))
+    return f"{name} ({', '.join(detail)})" if detail else name
+
+
+def backbone_difference(expected: dict | None, found: dict | None) -> str | None:
+    """Why features from backbone ``found`` do not fit a model trained on ``expected``.
+
+    The weight hash decides when both sides have one (a local copy of the same weights may
+    carry another name); otherwise the model id does. The width must always agree. None when
+    they fit, or when ``expected`` was never recorded (nothing to compare against).
+    """
+    if not expected:
+        return None
+    found = found or {}
+    if expected.get("dim") and found.get("dim") and expected["dim"] != found["dim"]:
+        return "dim"
+    if expected.get("weights_sha256") and found.get("weights_sha256"):
+        return None if expected["weights_sha256"] == found["weights_sha256"] else "weights_sha256"
+    return None if expected.get("model") == found.get("model") else "model"
+
+
 class FeatureStore:
     """Reader and writer of one feature store, whatever its format (see module docstring)."""
 

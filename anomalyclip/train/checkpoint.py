@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.store.store import FeatureStore, backbone_difference, describe_backbone
 
 RUN_FORMAT = "anomalyclip.run"
 RUN_VERSION = 1
@@ -131,17 +132,23 @@ def save_run(
     return run
 
 
-def load_run(run_dir: str | Path, with_optimizer: bool = False) -> RunState:
-    run = Path(run_dir)
-    cfg_path = run / "config.json"
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``config.json``, checked to be one."""
+    cfg_path = Path(run_dir) / "config.json"
     if not cfg_path.is_file():
-        raise AnomalyError(f"{run}: not a run directory (no config.json)")
+        raise AnomalyError(f"{run_dir}: not a run directory (no config.json)")
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
         raise AnomalyError(f"{cfg_path}: invalid JSON ({exc})") from exc
-    if config.get("format") != RUN_FORMAT:
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise AnomalyError(f"{cfg_path}: not an anomalyclip run")
+    return config
+
+
+def load_run(run_dir: str | Path, with_optimizer: bool = False) -> RunState:
+    run = Path(run_dir)
+    config = read_run_config(run)
     epoch = str(config.get("epoch"))
     weights, meta = _load_tensors(run / "model.safetensors")
     if meta.get("epoch") != epoch:
@@ -161,3 +168,22 @@ def load_run(run_dir: str | Path, with_optimizer: bool = False) -> RunState:
         optimizer = {"state": state, "param_groups": layout["param_groups"]}
         rng = _load_tensors(run / "rng.safetensors")[0]["torch"]
     return RunState(config, weights, optimizer, rng)
+
+
+def check_backbone(
+    config: dict[str, Any], store: FeatureStore, run_dir: str | Path, allow: bool = False
+) -> None:
+    """Refuse a store whose features come from another backbone than the run was trained on.
+
+    ``allow`` (``--allow-backbone-mismatch``) lets it through: e.g. features from a local copy
+    of the same weights under another name, recorded before weight hashes were.
+    """
+    expected = (config.get("store") or {}).get("backbone")
+    found = store.attrs.get("backbone")
+    if allow or not backbone_difference(expected, found):
+        return
+    raise AnomalyError(
+        f"{store.location}: features were extracted with {describe_backbone(found)}, the run "
+        f"{run_dir} was trained on {describe_backbone(expected)}; pass "
+        "--allow-backbone-mismatch to use them anyway"
+    )

@@ -1,0 +1,84 @@
+"""What `train`, `eval` and the store commands do with stores they must not trust blindly:
+another backbone's features, damaged chunks and attributes (issue 18's fault-injection pass).
+
+Commands run through :func:`anomalyclip.cli.main`, the console script's entry point, so exit
+codes and the one-line errors are the real ones.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from synthetic import quick_run
+
+from anomalyclip.cli import main
+from anomalyclip.errors import AnomalyError
+from anomalyclip.store import open_store
+from anomalyclip.train.checkpoint import check_backbone, read_run_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_clip) -> tuple[Path, Path]:
+    """(store, run): one short run on a planted store, shared by the tests that read it."""
+    return quick_run(tmp_path_factory.mktemp("reliability"), tiny_clip, epochs=1, n_each=3)
+
+
+def anomaly(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["anomaly", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def copy_store(src: Path, dst: Path, **backbone_changes) -> Path:
+    shutil.copytree(src, dst)
+    if backbone_changes:
+        with open_store(dst, "a") as st:
+            st._b.set_attrs("", {"backbone": {**st.attrs["backbone"], **backbone_changes}})
+    return dst
+
+
+def test_eval_and_resume_refuse_another_backbone(monkeypatch, capsys, tmp_path, trained):
+    """A store whose features come from other CLIP weights (same id, another weight hash:
+    a fine-tuned or re-downloaded checkpoint) would give meaningless scores without error."""
+    store, run = trained
+    other = copy_store(store, tmp_path / "other.zarr", weights_sha256="f" * 64)
+    with open_store(store) as st:
+        ours = st.attrs["backbone"]["weights_sha256"]
+
+    evaluate = ["eval", "-c", run, "-f", other, "-o", tmp_path / "e"]
+    code, _, err = anomaly(monkeypatch, capsys, *evaluate)
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.startswith(f"error: {other}: features were extracted with ")
+    assert "ffffffffffff" in line and ours[:12] in line and "--allow-backbone-mismatch" in line
+    assert not (tmp_path / "e").exists()
+    code, _, _ = anomaly(monkeypatch, capsys, *evaluate, "--allow-backbone-mismatch")
+    assert code == 0 and (tmp_path / "e" / "metrics.json").is_file()
+
+    resumed = tmp_path / "run"
+    shutil.copytree(run, resumed)
+    args = ["train", "-f", other, "-o", resumed, "--resume", "--epochs", "2", "--workers", "1",
+            "--warmup-epochs", "1", "--eval-every", "0"]  # fmt: skip
+    code, _, err = anomaly(monkeypatch, capsys, *args)
+    assert code == 2
+    [line] = error_lines(err)
+    assert line.startswith(f"error: {other}: features were extracted with ")
+    assert (resumed / "config.json").read_bytes() == (run / "config.json").read_bytes()
+    code, _, err = anomaly(monkeypatch, capsys, *args, "--allow-backbone-mismatch")
+    assert code == 0, err
+    # the same weights under another name (a local copy of the hub model): accepted
+    same = copy_store(store, tmp_path / "same.zarr", model="/models/my-clip-copy")
+    with open_store(same) as st:
+        check_backbone(read_run_config(run), st, run)
+    with open_store(tmp_path / "same.zarr", "a") as st, pytest.raises(AnomalyError, match="dim"):
+        st._b.set_attrs("", {"backbone": {**st.attrs["backbone"], "dim": 768}})
+        check_backbone(read_run_config(run), st, run)
