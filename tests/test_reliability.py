@@ -82,3 +82,52 @@ def test_eval_and_resume_refuse_another_backbone(monkeypatch, capsys, tmp_path, 
     with open_store(tmp_path / "same.zarr", "a") as st, pytest.raises(AnomalyError, match="dim"):
         st._b.set_attrs("", {"backbone": {**st.attrs["backbone"], "dim": 768}})
         check_backbone(read_run_config(run), st, run)
+
+
+def chunk_of(store: Path, group: str, video_id: str) -> Path:
+    from anomalyclip.store import video_key
+
+    return sorted(p for p in (store / group / video_key(video_id) / "c").rglob("*") if p.is_file())[
+        0
+    ]
+
+
+def first_video(store: Path, split: str) -> str:
+    with open_store(store) as st:
+        return sorted(r.video_id for r in st.records(split=split))[0]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "flipped"])
+def test_train_and_eval_refuse_a_damaged_chunk_naming_the_video(
+    monkeypatch, capsys, tmp_path, trained, damage
+):
+    """A deleted Zarr chunk reads as zeros (zarr's fill value) and a flipped byte fails its
+    CRC32C: either way train and eval must stop with one line naming the video, not train or
+    score on zeros (deleted) or print a traceback (flipped)."""
+    store, run = trained
+    bad = copy_store(store, tmp_path / "bad.zarr")
+    victims = {split: first_video(bad, split) for split in ("train", "test")}
+    for vid in victims.values():
+        chunk = chunk_of(bad, "videos", vid)
+        if damage == "deleted":
+            chunk.unlink()
+        else:
+            raw = bytearray(chunk.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            chunk.write_bytes(bytes(raw))
+
+    code, _, err = anomaly(monkeypatch, capsys, "eval", "-c", run, "-f", bad, "-o", tmp_path / "e")
+    assert code == 2, err[-2000:]
+    [line] = error_lines(err)
+    assert line.startswith(f"error: {bad}: video {victims['test']!r}: ")
+    assert "Traceback" not in err
+    assert not (tmp_path / "e" / "metrics.json").exists()
+
+    args = ["train", "-f", bad, "-o", tmp_path / "r", "--epochs", "1", "--workers", "1",
+            "--warmup-epochs", "1", "--eval-every", "0"]  # fmt: skip
+    code, _, err = anomaly(monkeypatch, capsys, *args)
+    assert code == 2, err[-2000:]
+    [line] = error_lines(err)
+    assert line.startswith(f"error: {bad}: video {victims['train']!r}: ")
+    assert "missing chunk" in line if damage == "deleted" else "damaged data" in line
+    assert "Traceback" not in err

@@ -61,6 +61,7 @@ class Backend(Protocol):
     def ensure_group(self, path: str, attrs: dict | None = None) -> None: ...
     def delete(self, path: str) -> None: ...
     def missing_chunks(self, path: str) -> int: ...
+    def array_state(self, path: str) -> tuple[int, int] | None: ...
     def size_bytes(self) -> int: ...
     def flush(self) -> None: ...
     def reload(self) -> None: ...
@@ -199,6 +200,16 @@ class ZarrBackend:
         arr = self._root[path]
         return int(arr.nchunks - arr.nchunks_initialized) if arr.size else 0
 
+    def array_state(self, path: str) -> tuple[int, int] | None:
+        """(rows, missing chunks) of an array, from one metadata read and one listing;
+        None when there is no array at ``path``."""
+        try:
+            arr = self._root[path]
+        except KeyError:
+            return None
+        missing = int(arr.nchunks - arr.nchunks_initialized) if arr.size else 0
+        return int(arr.shape[0]), missing
+
     def size_bytes(self) -> int:
         if is_url(self.location):
             import fsspec
@@ -287,6 +298,10 @@ class HDF5Backend:
 
     def missing_chunks(self, path: str) -> int:
         return 0  # HDF5 allocates chunks at write; damage shows up as a Fletcher-32 error
+
+    def array_state(self, path: str) -> tuple[int, int] | None:
+        node = self._file.get(path)
+        return None if node is None else (int(node.shape[0]), 0)
 
     def size_bytes(self) -> int:
         self._file.flush()

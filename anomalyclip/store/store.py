@@ -183,6 +183,11 @@ def shorten(value: object, limit: int = 120) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, capped: what an error may quote of another."""
+    return shorten(" ".join(str(exc).split()) or type(exc).__name__, limit)
+
+
 def describe_backbone(backbone: dict | None) -> str:
     """``model (weights 0123456789ab, dim 512)``: what tells two backbones apart, short."""
     if not isinstance(backbone, dict) or not backbone:
@@ -220,6 +225,7 @@ class FeatureStore:
         self.location = str(location)
         self.mode = mode
         self._b: Backend = open_backend(self.location, mode, storage_options)
+        self._trusted: set[str] = set()  # keys whose arrays were found whole (see _checked_key)
         if mode == "r":
             attrs = self._b.get_attrs("")
             if attrs.get("schema") != SCHEMA:
@@ -286,6 +292,7 @@ class FeatureStore:
         ``frames`` defaults to 0..T-1 and ``times`` to ``frames / fps`` (or NaN without fps).
         """
         key = video_key(record.video_id)
+        self._trusted.discard(key)
         features = np.asarray(features)
         if features.ndim != 2:
             raise AnomalyError(
@@ -336,6 +343,7 @@ class FeatureStore:
 
     def delete_video(self, video_id: str) -> None:
         key = video_key(video_id)
+        self._trusted.discard(key)
         for group in ("videos", "frames", "times"):
             self._b.delete(f"{group}/{key}")
 
@@ -379,22 +387,64 @@ class FeatureStore:
         rec = self.record(video_id)
         return rec.complete and (fingerprint is None or rec.fingerprint == fingerprint)
 
+    def _checked_key(self, video_id: str) -> str:
+        """The key of a video whose arrays are all present and as long as its record says.
+
+        A deleted Zarr chunk reads as zeros (the fill value), which no checksum on the read
+        path would see; so before a video's first read through this handle, every chunk of
+        its three arrays must exist and their lengths must match the record (one listing per
+        array, then cached: a full SHA-256 per read would re-read and hash whole videos on
+        every training batch). Damaged bytes are caught on read by the chunks' CRC32C /
+        Fletcher-32, and a changed-but-valid rewrite only by ``verify``'s checksum.
+        """
+        key = video_key(video_id)
+        if key in self._trusted:
+            return key
+        problem = self._structure_problem(key)
+        if problem and not self._b.exists(f"videos/{key}"):
+            raise AnomalyError(f"{self.location}: no video {video_id!r}")
+        if problem:
+            raise AnomalyError(
+                f"{self.location}: video {video_id!r}: {problem} (`anomaly store verify` lists "
+                "every damaged video)"
+            )
+        self._trusted.add(key)
+        return key
+
+    def _read(self, video_id: str, group: str, selection=Ellipsis) -> np.ndarray:
+        key = self._checked_key(video_id)
+        try:
+            return self._b.array(f"{group}/{key}")[selection]
+        except (OSError, TimeoutError) as exc:
+            raise AnomalyError(
+                f"{self.location}: video {video_id!r}: cannot read {group}/ ({one_line(exc)})"
+            ) from exc
+        except Exception as exc:  # codec and checksum errors: whatever the library raises
+            raise AnomalyError(
+                f"{self.location}: video {video_id!r}: damaged data in {group}/ ({one_line(exc)})"
+            ) from exc
+
     def features(self, video_id: str) -> np.ndarray:
         """All rows of a video, in the stored dtype."""
-        return self._b.array(f"videos/{video_key(video_id)}")[...]
+        return self._read(video_id, "videos")
 
     def rows(self, video_id: str, index: np.ndarray) -> np.ndarray:
         """Selected rows (any order, repeats allowed), reading only the span they cover."""
         index = np.asarray(index, dtype=np.int64)
         lo, hi = int(index.min()), int(index.max()) + 1
-        block = self._b.array(f"videos/{video_key(video_id)}")[lo:hi]
+        block = self._read(video_id, "videos", slice(lo, hi))
+        if block.shape[0] != hi - lo:
+            raise AnomalyError(
+                f"{self.location}: video {video_id!r}: rows {lo}..{hi - 1} asked, "
+                f"{block.shape[0] + lo} stored"
+            )
         return block[index - lo]
 
     def frames(self, video_id: str) -> np.ndarray:
-        return self._b.array(f"frames/{video_key(video_id)}")[...]
+        return self._read(video_id, "frames")
 
     def times(self, video_id: str) -> np.ndarray:
-        return self._b.array(f"times/{video_key(video_id)}")[...]
+        return self._read(video_id, "times")
 
     def failures(self) -> dict[str, dict]:
         return {
@@ -429,28 +479,40 @@ class FeatureStore:
         }
 
     # -- integrity -----------------------------------------------------------------------------
-    def check_video(self, key: str) -> str | None:
-        """Why a stored video cannot be trusted, or None when its rows match its checksum."""
+    def _structure_problem(self, key: str) -> str | None:
+        """Why a video's record or arrays cannot be read as a whole (None: all there)."""
         try:
             rec = self.record_by_key(key)
         except Exception as exc:  # unreadable metadata is damage, whatever the library raises
-            return f"unreadable attributes ({type(exc).__name__}: {exc})"
+            return f"unreadable attributes ({type(exc).__name__}: {one_line(exc)})"
         if not rec.complete:
             return "incomplete (no completeness flag)"
-        parts = {}
         for group in ("videos", "frames", "times"):
-            path = f"{group}/{key}"
-            if not self._b.exists(path):
+            try:
+                state = self._b.array_state(f"{group}/{key}")
+            except Exception as exc:  # an unreadable array header is damage too
+                return f"unreadable array {group}/ ({type(exc).__name__}: {one_line(exc)})"
+            if state is None:
                 return f"missing array {group}/"
-            missing = self._b.missing_chunks(path)
+            rows, missing = state
             if missing:
                 return f"{missing} missing chunk(s) in {group}/"
+            if rows != rec.num_frames:
+                return f"has {rows} rows in {group}/, its record says {rec.num_frames}"
+        return None
+
+    def check_video(self, key: str) -> str | None:
+        """Why a stored video cannot be trusted, or None when its rows match its checksum."""
+        problem = self._structure_problem(key)
+        if problem:
+            return problem
+        rec = self.record_by_key(key)
+        parts = {}
+        for group in ("videos", "frames", "times"):
             try:
-                parts[group] = self._b.array(path)[...]
+                parts[group] = self._b.array(f"{group}/{key}")[...]
             except Exception as exc:  # codec / checksum / I/O errors all mean damage here
-                return f"damaged data in {group}/ ({type(exc).__name__}: {exc})"
-        if parts["videos"].shape[0] != rec.num_frames:
-            return f"has {parts['videos'].shape[0]} rows, its record says {rec.num_frames}"
+                return f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
         if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
             return "checksum mismatch (content changed since it was written)"
         return None
