@@ -189,7 +189,7 @@ def store_info(
     typer.echo(f"sampling   {info['sampling']}")
     typer.echo(
         f"videos     {info['videos']} complete, {info['incomplete']} incomplete, "
-        f"{info['failed']} failed"
+        f"{info['failed']} failed" + (f", {info['damaged']} damaged" if info["damaged"] else "")
     )
     typer.echo(f"frames     {info['frames']:,}")
     typer.echo(f"size       {_human_bytes(info['size_bytes'])}")
@@ -206,10 +206,11 @@ def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
     from anomalyclip.store import open_store
 
     with open_store(path) as st:
-        for key in st.keys():  # noqa: SIM118 (a store, not a dict)
-            r = st.record_by_key(key)
-            state = "ok" if r.complete else "incomplete"
-            typer.echo(f"{r.video_id}\t{r.split}\t{r.label}\t{r.num_frames}\t{state}")
+        for vid, r, state in st.listing():
+            if r is None:  # a damaged record: its id comes from its key
+                typer.echo(f"{vid}\t-\t-\t0\t{state}")
+            else:
+                typer.echo(f"{r.video_id}\t{r.split}\t{r.label}\t{r.num_frames}\t{state}")
         for vid, failure in st.failures().items():
             typer.echo(f"{vid}\t-\t-\t0\tfailed: {failure.get('error', '')}")
 

@@ -131,3 +131,26 @@ def test_train_and_eval_refuse_a_damaged_chunk_naming_the_video(
     assert line.startswith(f"error: {bad}: video {victims['train']!r}: ")
     assert "missing chunk" in line if damage == "deleted" else "damaged data" in line
     assert "Traceback" not in err
+
+
+def test_train_refuses_a_video_with_unreadable_attributes(monkeypatch, capsys, tmp_path, trained):
+    """JSON nested too deep for Python's parser in one video's attributes: train names the
+    video in one line instead of dying with a RecursionError."""
+    import json
+
+    from anomalyclip.store import video_key
+
+    store, _ = trained
+    bad = copy_store(store, tmp_path / "bad.zarr")
+    vid = first_video(bad, "train")
+    meta = bad / "videos" / video_key(vid) / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["label"] = "@@"
+    meta.write_text(json.dumps(doc).replace('"@@"', "[" * 100_000 + "]" * 100_000))
+    args = ["train", "-f", bad, "-o", tmp_path / "r", "--epochs", "1", "--workers", "1",
+            "--warmup-epochs", "1", "--eval-every", "0"]  # fmt: skip
+    code, _, err = anomaly(monkeypatch, capsys, *args)
+    assert code == 2 and "Traceback" not in err
+    [line] = error_lines(err)
+    assert line.startswith(f"error: {bad}: video {vid!r}: unreadable attributes (RecursionError")
+    assert len(line) < 600

@@ -112,6 +112,11 @@ class ZarrBackend:
                 self._root = zarr.open_group(store=self._store, mode=mode)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise AnomalyError(f"{location}: no feature store here") from exc
+        except (ValueError, RecursionError, TypeError) as exc:  # a damaged root zarr.json
+            text = " ".join(str(exc).split())[:200]
+            raise AnomalyError(
+                f"{location}: unreadable root metadata ({type(exc).__name__}: {text})"
+            ) from exc
 
     def _open_existing_or_create(self, attempts: int = 50):
         """Open the root for appending without ever replacing an existing one.
@@ -157,13 +162,27 @@ class ZarrBackend:
         node = self._root if path == "" else self._root[path]
         node.attrs.update(attrs)
 
+    def _sync(self, coroutine):
+        from zarr.core.sync import sync
+
+        return sync(coroutine)
+
+    async def _list_dir(self, prefix: str) -> list[str]:
+        return [name async for name in self._store.list_dir(prefix)]
+
     def names(self, group: str) -> list[str]:
-        if group not in self._root:
+        """The children of a group, from a listing alone: one child's unreadable metadata
+        (say, JSON nested too deep to parse) must not hide its siblings."""
+        if self._root is None or not self.exists(group):
             return []
-        return sorted(name for name, _ in self._root[group].members())
+        names = self._sync(self._list_dir(group))
+        return sorted(n for n in names if n != "zarr.json")
 
     def exists(self, path: str) -> bool:
-        return path in self._root
+        """Whether a node's metadata file is there (without parsing it)."""
+        if self._root is None:
+            return False
+        return bool(self._sync(self._store.exists(f"{path}/zarr.json")))
 
     def array(self, path: str) -> Node:
         return self._root[path]

@@ -42,6 +42,14 @@ DTYPES = ("float16", "float32")
 COMPATIBILITY_FIELDS = ("dataset", "backbone", "preprocessing", "sampling")
 
 
+MAX_TEXT = 4096  # characters of any text attribute of a video (ids, paths, labels, hashes)
+MAX_INTERVALS = 100_000  # anomalous intervals of one video
+_RECORD_TYPES = {
+    "video_id": str, "source": str, "label": str, "split": str, "fps": float, "num_frames": int,
+    "source_size": int, "fingerprint": str, "intervals": list, "sha256": str, "complete": bool,
+}  # fmt: skip
+
+
 @dataclass
 class VideoRecord:
     """What the store knows about one video besides its rows."""
@@ -60,8 +68,32 @@ class VideoRecord:
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> VideoRecord:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in attrs.items() if k in known})
+        """A record from stored attributes; ValueError (with a short reason) when they are not
+        what a writer of this package leaves: wrong types, oversized text or interval lists."""
+        if not isinstance(attrs, dict):
+            raise ValueError("attributes are not a mapping")
+        values = {}
+        for f in fields(cls):
+            if f.name not in attrs:
+                continue
+            value = attrs[f.name]
+            kind = _RECORD_TYPES[f.name]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ValueError(f"attribute {f.name!r} is not {kind.__name__}")
+            if isinstance(value, str) and len(value) > MAX_TEXT:
+                raise ValueError(f"attribute {f.name!r} is too long ({len(value):,} characters)")
+            if f.name == "intervals":
+                if len(value) > MAX_INTERVALS:
+                    raise ValueError(f"attribute 'intervals' has {len(value):,} entries")
+                if not all(
+                    isinstance(i, list) and len(i) == 2 and all(type(x) is int for x in i)
+                    for i in value
+                ):
+                    raise ValueError("attribute 'intervals' is not a list of [start, end]")
+            values[f.name] = value
+        return cls(**values)
 
 
 def video_key(video_id: str) -> str:
@@ -352,25 +384,63 @@ class FeatureStore:
         return self._b.names("videos")
 
     def video_ids(self, split: str | None = None, complete: bool = True) -> list[str]:
-        """Ids of the stored videos (complete ones only, unless ``complete=False``)."""
+        """Ids of the stored videos (complete ones only, unless ``complete=False``, which also
+        lists videos whose record cannot be read at all).
+
+        A video whose record is damaged is refused by name when only complete ones are asked
+        for: skipping it would silently change what is trained or evaluated on.
+        """
+        if complete:
+            return [r.video_id for r in self.records(split)]
         out = []
         for key in self.keys():
-            rec = self.record_by_key(key)
-            if complete and not rec.complete:
+            try:
+                rec = self._load_record(key)
+            except ValueError:
+                if split is None:
+                    out.append(video_id_of(key))
                 continue
-            if split is not None and rec.split != split:
-                continue
-            out.append(rec.video_id)
+            if split is None or rec.split == split:
+                out.append(rec.video_id)
         return out
 
     def records(self, split: str | None = None) -> list[VideoRecord]:
+        """Records of the complete videos; AnomalyError naming the first damaged one."""
         recs = [self.record_by_key(k) for k in self.keys()]
         return [r for r in recs if r.complete and (split is None or r.split == split)]
 
-    def record_by_key(self, key: str) -> VideoRecord:
-        attrs = self._b.get_attrs(f"videos/{key}")
-        attrs.setdefault("video_id", video_id_of(key))
+    def _load_record(self, key: str) -> VideoRecord:
+        """A video's record; ValueError with a short reason when it cannot be read."""
+        try:
+            attrs = self._b.get_attrs(f"videos/{key}")
+        except Exception as exc:  # whatever the library or the JSON parser raises
+            reason = f"unreadable attributes ({type(exc).__name__}: {one_line(exc)})"
+            raise ValueError(reason) from None
+        if isinstance(attrs, dict):
+            attrs.setdefault("video_id", video_id_of(key))
         return VideoRecord.from_attrs(attrs)
+
+    def record_by_key(self, key: str) -> VideoRecord:
+        try:
+            return self._load_record(key)
+        except ValueError as exc:
+            raise AnomalyError(
+                f"{self.location}: video {video_id_of(key)!r}: {exc} (`anomaly store verify` "
+                "lists every damaged video)"
+            ) from None
+
+    def listing(self) -> list[tuple[str, VideoRecord | None, str]]:
+        """(video id, record or None, state) of every stored video, damaged ones included;
+        state is ``ok``, ``incomplete`` or ``damaged: <reason>``."""
+        out = []
+        for key in self.keys():
+            try:
+                rec = self._load_record(key)
+            except ValueError as exc:
+                out.append((video_id_of(key), None, f"damaged: {exc}"))
+                continue
+            out.append((rec.video_id, rec, "ok" if rec.complete else "incomplete"))
+        return out
 
     def has_video(self, video_id: str) -> bool:
         return self._b.exists(f"videos/{video_key(video_id)}")
@@ -381,10 +451,14 @@ class FeatureStore:
         return self.record_by_key(video_key(video_id))
 
     def is_complete(self, video_id: str, fingerprint: str | None = None) -> bool:
-        """True when the video is fully written (and, if given, from the same source bytes)."""
+        """True when the video is fully written (and, if given, from the same source bytes);
+        a video whose record cannot be read is not, so the next extraction redoes it."""
         if not self.has_video(video_id):
             return False
-        rec = self.record(video_id)
+        try:
+            rec = self._load_record(video_key(video_id))
+        except ValueError:
+            return False
         return rec.complete and (fingerprint is None or rec.fingerprint == fingerprint)
 
     def _checked_key(self, video_id: str) -> str:
@@ -458,7 +532,8 @@ class FeatureStore:
     def summary(self) -> dict:
         """Counts for ``anomaly store info``: per split and class, frames, size."""
         attrs = self.attrs
-        recs = [self.record_by_key(k) for k in self.keys()]
+        listing = self.listing()
+        recs = [r for _, r, _ in listing if r is not None]
         done = [r for r in recs if r.complete]
         per_split = Counter(r.split for r in done)
         per_class = Counter(f"{r.split}/{r.label}" for r in done)
@@ -471,6 +546,7 @@ class FeatureStore:
             "sampling": attrs.get("sampling"),
             "videos": len(done),
             "incomplete": len(recs) - len(done),
+            "damaged": len(listing) - len(recs),
             "failed": len(self._b.names("failures")),
             "frames": int(sum(r.num_frames for r in done)),
             "per_split": dict(sorted(per_split.items())),
@@ -482,9 +558,9 @@ class FeatureStore:
     def _structure_problem(self, key: str) -> str | None:
         """Why a video's record or arrays cannot be read as a whole (None: all there)."""
         try:
-            rec = self.record_by_key(key)
-        except Exception as exc:  # unreadable metadata is damage, whatever the library raises
-            return f"unreadable attributes ({type(exc).__name__}: {one_line(exc)})"
+            rec = self._load_record(key)
+        except ValueError as exc:
+            return str(exc)
         if not rec.complete:
             return "incomplete (no completeness flag)"
         for group in ("videos", "frames", "times"):
@@ -506,7 +582,7 @@ class FeatureStore:
         problem = self._structure_problem(key)
         if problem:
             return problem
-        rec = self.record_by_key(key)
+        rec = self._load_record(key)
         parts = {}
         for group in ("videos", "frames", "times"):
             try:
