@@ -160,7 +160,7 @@ class ZarrBackend:
             self._root = zarr.create_group(store=self._store, attributes=attrs)
             return
         node = self._root if path == "" else self._root[path]
-        node.attrs.update(attrs)
+        node.update_attributes(attrs)  # one metadata write (attrs.update writes once per key)
 
     def _sync(self, coroutine):
         from zarr.core.sync import sync
@@ -270,10 +270,15 @@ class HDF5Backend:
         self.write_once = False
         if mode == "r" and not Path(location).is_file():
             raise AnomalyError(f"{location}: no feature store here")
+        if mode == "w" or (mode == "a" and not Path(location).exists()):
+            _create_hdf5(Path(location))
+            mode = "a"
         try:
-            self._file = h5py.File(location, {"r": "r", "a": "a", "w": "w"}[mode])
+            self._file = h5py.File(location, mode)
         except OSError as exc:
-            raise AnomalyError(f"{location}: not a readable HDF5 file ({exc})") from exc
+            raise AnomalyError(
+                f"{location}: not a readable HDF5 file ({' '.join(str(exc).split())[:200]})"
+            ) from exc
 
     def get_attrs(self, path: str) -> dict:
         node = self._file if path == "" else self._file[path]
@@ -334,6 +339,33 @@ class HDF5Backend:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _create_hdf5(path: Path) -> None:
+    """Put a new, empty and complete HDF5 file at ``path`` in one rename.
+
+    h5py writes a new file's superblock at once but the rest only at the first flush, so a
+    writer killed in between would leave a file no library can open; built under another
+    name and renamed, the file at ``path`` is always a readable one.
+    """
+    import h5py
+
+    tmp = path.with_name(f".{path.name}.creating")
+    with h5py.File(tmp, "w"):
+        pass
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's data to the disk (a rename is only durable once its
+    folder is synced)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _disk_usage(path: Path) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
@@ -294,22 +293,37 @@ class FeatureStore:
         return self.attrs.get("dataset", "")
 
     def init(self, attrs: dict) -> None:
-        """Write the root attributes of a new store, or check an existing one agrees."""
+        """Write the root attributes of a new store, or check an existing one agrees.
+
+        The attributes are written in one update, so a killed writer leaves all or none of
+        them. A root left incomplete anyway (by an older writer) is written anew when no
+        complete video is in the store, and refused otherwise: nothing could tell what those
+        videos were extracted with.
+        """
         current = self._b.get_attrs("")
-        for _ in range(50):  # another process may be part-way through writing them
-            if current.get("schema") != SCHEMA or all(k in current for k in COMPATIBILITY_FIELDS):
-                break
-            time.sleep(0.1)
-            self._b.reload()
-            current = self._b.get_attrs("")
+        required = ("schema", *COMPATIBILITY_FIELDS, "dtype")
+        missing = [k for k in required if k not in current]
+        if current.get("schema") == SCHEMA and missing:
+            done = [r for _, r, _ in self.listing() if r is not None and r.complete]
+            if done:
+                raise AnomalyError(
+                    f"{self.location}: root attributes are incomplete (no {', '.join(missing)}) "
+                    f"but {len(done)} complete videos are stored; cannot tell what they were "
+                    "extracted with"
+                )
+            log.warning("%s: incomplete root attributes, written anew", self.location)
+            current = {}
         if current.get("schema") == SCHEMA:
             diff = first_difference(current, attrs, COMPATIBILITY_FIELDS + ("dtype",))
             if diff:
                 raise AnomalyError(f"{self.location}: existing store differs in {diff}")
-            return
-        self._b.set_attrs("", attrs)
+        elif current:
+            raise AnomalyError(f"{self.location}: not an anomalyclip feature store")
+        else:
+            self._b.set_attrs("", attrs)
         for group in ("videos", "frames", "times", "failures"):
             self._b.ensure_group(group)
+        self._b.flush()
 
     # -- writing -------------------------------------------------------------------------------
     def write_video(
