@@ -591,3 +591,34 @@ def test_export_onto_an_existing_url_store_is_refused_unless_overwrite(tmp_path,
     import fsspec
 
     fsspec.filesystem("memory").rm(url.split("://")[1].split("/")[0], recursive=True)
+
+
+def drop_root_attrs(path: Path, *names: str) -> None:
+    """Remove root attributes behind the store's back, as a killed older writer left them."""
+    if path.suffix == ".h5":
+        with h5py.File(path, "a") as f:
+            for name in names:
+                del f.attrs[name]
+        return
+    meta = json.loads((path / "zarr.json").read_text())
+    for name in names:
+        del meta["attributes"][name]
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_incomplete_root_attributes(tmp_path, base_attrs, suffix):
+    """A root with only some attributes (an older writer killed between its per-key
+    updates) is written anew while no video is complete, and refused clearly otherwise."""
+    path = tmp_path / f"s{suffix}"
+    fill(path, base_attrs, ids=[])
+    drop_root_attrs(path, "dataset", "backbone", "preprocessing", "sampling", "dtype", "producer")
+    with open_store(path, "a") as st:
+        st.init(base_attrs)  # re-initialised
+        assert st.attrs == base_attrs
+        st.write_video(*random_video("one_row", 0))
+    drop_root_attrs(path, "backbone", "dataset")
+    with open_store(path, "a") as st, pytest.raises(
+        AnomalyError, match=r"root attributes are incomplete \(no dataset, backbone\) but 1 "
+    ):
+        st.init(base_attrs)
