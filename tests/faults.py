@@ -1,16 +1,18 @@
 """Fault injection: the jobs a killed process was running, and a driver that kills them.
 
-``python tests/faults.py store .zarr DIR`` runs :func:`store_job` once per injection point
-k = 1, 2, ...: a forked child counts the writes it makes and SIGKILLs itself just before the
-k-th one, leaving ``DIR/k<k><suffix>`` as a killed process leaves it (no exception handler,
-no ``close``, no HDF5 flush). The first child that finishes without reaching its k has
-passed every write, so k - 1 is the number of points covered. The driver prints
-``{"points": n}``.
+``python tests/faults.py store .zarr DIR`` runs :func:`store_job` (``checkpoint - DIR``:
+:func:`checkpoint_job`) once per injection point k = 1, 2, ...: a forked child counts the
+writes it makes and SIGKILLs itself just before the k-th one, leaving ``DIR/k<k><suffix>``
+as a killed process leaves it (no exception handler, no ``close``, no HDF5 flush). The
+first child that finishes without reaching its k has passed every write, so k - 1 is the
+number of points covered. The driver prints ``{"points": n}``.
 
 A "write" is every file operation Zarr makes through its LocalStore (each metadata file,
 each chunk, each deletion: LocalStore writes a file to a temporary name and renames it, so a
-kill inside a write equals a kill before it), and every call of the HDF5 backend that
-changes the file (HDF5 writes its own file through C: the points are between those calls).
+kill inside a write equals a kill before it), every call of the HDF5 backend that changes
+the file (HDF5 writes its own file through C: the points are between those calls), and for a
+checkpoint every file written, renamed or removed while :func:`checkpoint_job` publishes
+epoch 1 over a complete epoch 0.
 
 Forking after the imports keeps each point a few milliseconds; nothing here has started
 zarr's event-loop thread before the fork, so the children start clean.
@@ -127,15 +129,86 @@ def _preload() -> None:
     get_codec_class("crc32c"), get_codec_class("bytes")
 
 
-def drive_store(suffix: str, folder: Path, limit: int = 500) -> int:
-    """Kill :func:`store_job` at each write in turn; returns the number of points."""
+def tiny_training(epoch: int):
+    """(model, optimizer, config) after ``epoch + 1`` deterministic AdamW steps: a network
+    with parameters, BatchNorm statistics and optimizer moments, as a run saves them."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, target = torch.randn(16, 8), torch.randn(16, 4)
+    for _ in range(epoch + 1):
+        optimizer.zero_grad()
+        (model(x) - target).square().mean().backward()
+        optimizer.step()
+    config = {
+        "dataset": "demo",
+        "history": [{"epoch": e, "loss": 1.0 / (e + 1)} for e in range(epoch + 1)],
+    }
+    return model, optimizer, config
+
+
+def checkpoint_job(run: str | Path, epoch: int) -> None:
+    """What training does at the end of an epoch: publish the run's checkpoint."""
+    from anomalyclip.train.checkpoint import save_run
+
+    model, optimizer, config = tiny_training(epoch)
+    save_run(run, model, config, epoch, optimizer)
+
+
+def _hook_files(kill: _KillAt) -> None:
+    """Every way the checkpoint code changes a file: write, rename, remove."""
+    import shutil
+
+    from anomalyclip.train import checkpoint
+
+    for module, name in ((os, "replace"), (os, "rename"), (os, "unlink"), (os, "remove"),
+                         (shutil, "rmtree"), (checkpoint, "_write_file")):  # fmt: skip
+        real = getattr(module, name, None)
+        if real is None:
+            continue
+
+        def wrapped(*args, _real=real, **kwargs):
+            kill()
+            return _real(*args, **kwargs)
+
+        setattr(module, name, wrapped)
+    import safetensors.torch
+
+    real_save = safetensors.torch.save_file
+
+    def save_file(*args, **kwargs):
+        kill()
+        return real_save(*args, **kwargs)
+
+    safetensors.torch.save_file = save_file
+    checkpoint.save_file = save_file  # the name the module imported, if it writes through it
+
+
+def drive(what: str, suffix: str, folder: Path, limit: int = 500) -> int:
+    """Kill a job at each write in turn; returns the number of points covered."""
+    import shutil
+
     _preload()
+    if what == "checkpoint":
+        import torch
+
+        torch.set_num_threads(1)  # no thread pool in the parent, so forked children are clean
+        checkpoint_job(folder / "epoch0", 0)
     for k in range(1, limit):
+        target = folder / f"k{k:03d}{suffix if what == 'store' else ''}"
+        if what == "checkpoint":
+            shutil.copytree(folder / "epoch0", target)
         pid = os.fork()
         if pid == 0:  # the child: hook, run, and report "finished" by exiting normally
             kill = _KillAt(k)
-            (_hook_hdf5 if suffix == ".h5" else _hook_zarr)(kill)
-            store_job(folder / f"k{k:03d}{suffix}")
+            if what == "store":
+                (_hook_hdf5 if suffix == ".h5" else _hook_zarr)(kill)
+                store_job(target)
+            else:
+                _hook_files(kill)
+                checkpoint_job(target, 1)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
@@ -147,5 +220,4 @@ def drive_store(suffix: str, folder: Path, limit: int = 500) -> int:
 
 if __name__ == "__main__":
     what, suffix, folder = sys.argv[1:4]
-    if what == "store":
-        print(json.dumps({"points": drive_store(suffix, Path(folder))}))
+    print(json.dumps({"points": drive(what, suffix, Path(folder))}))

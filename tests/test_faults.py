@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from faults import store_job
+from faults import checkpoint_job, store_job
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.store import open_store
@@ -82,3 +82,102 @@ def test_kill_at_every_store_write_then_rerun_equals_uninterrupted(tmp_path, suf
         got = snapshot(path)
         assert got == want, f"killed before write {k} of {points}"
     print(f"{suffix}: {points} injection points")
+
+
+def run_state(run: Path, with_optimizer: bool) -> tuple[int, dict]:
+    """(epoch, every number) of the checkpoint that loading a run finds."""
+    from anomalyclip.train.checkpoint import load_run
+
+    state = load_run(run, with_optimizer=with_optimizer)
+    numbers = {f"w.{k}": v for k, v in state.weights.items()}
+    if with_optimizer:
+        for idx, st in state.optimizer["state"].items():
+            numbers.update({f"o.{idx}.{k}": v for k, v in st.items()})
+        numbers["rng"] = state.rng
+    return int(state.config["epoch"]), numbers
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """Names whose numbers differ between two loaded checkpoints (empty: identical)."""
+    import torch
+
+    keys = sorted(set(a) | set(b))
+    return [
+        k for k in keys
+        if k not in a or k not in b or not torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k]))
+    ]  # fmt: skip
+
+
+def test_kill_at_every_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path):
+    """Killed anywhere while publishing epoch 1 over epoch 0, a run loads as exactly epoch
+    0 or exactly epoch 1, for eval (weights) and for --resume (weights, optimizer, RNG); the
+    next save gives the uninterrupted epoch-1 checkpoint."""
+    import torch
+
+    points = run_driver("checkpoint", "-", tmp_path)["points"]
+    assert points >= 5, points
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the driver: CPU kernels round differently per thread count
+    try:
+        check_checkpoints(tmp_path, points)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"checkpoint: {points} injection points")
+
+
+def check_checkpoints(tmp_path: Path, points: int) -> None:
+    reference = {}
+    for epoch in (0, 1):
+        checkpoint_job(tmp_path / f"ref{epoch}", epoch)
+        reference[epoch] = run_state(tmp_path / f"ref{epoch}", with_optimizer=True)[1]
+    found = []
+    for k in range(1, points + 1):
+        run = tmp_path / f"k{k:03d}"
+        epoch, numbers = run_state(run, with_optimizer=True)  # --resume
+        assert differences(numbers, reference[epoch]) == [], f"point {k}: a mix of epochs"
+        eval_epoch, weights = run_state(run, with_optimizer=False)  # eval
+        assert eval_epoch == epoch
+        found.append(epoch)
+        checkpoint_job(run, 1)  # the next save
+        assert differences(run_state(run, with_optimizer=True)[1], reference[1]) == [], k
+    assert found[0] == 0 and found[-1] == 1 and found == sorted(found)
+
+
+def test_disk_full_at_any_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """ENOSPC at each file a save writes: one-line error naming the run, the previous
+    checkpoint still loads whole, nothing is left taking space, and the next save works."""
+    import errno
+
+    from anomalyclip.train import checkpoint
+
+    run = tmp_path / "run"
+    checkpoint_job(run, 0)
+    _, before = run_state(run, with_optimizer=True)
+    real = checkpoint._write_file
+    calls = {"n": 0, "fail_at": 0}
+
+    def write_file(path, data):
+        calls["n"] += 1
+        if calls["n"] == calls["fail_at"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(checkpoint, "_write_file", write_file)
+    points = 0
+    for k in range(1, 20):
+        calls.update(n=0, fail_at=k)
+        try:
+            checkpoint_job(run, 1)
+        except AnomalyError as exc:
+            points += 1
+            assert str(exc) == (
+                f"{run}: cannot save the epoch 1 checkpoint (no space left on device); the run "
+                "keeps its previous checkpoint"
+            )
+            epoch, numbers = run_state(run, with_optimizer=True)
+            assert epoch == 0 and differences(numbers, before) == []
+            assert not (run / ".staging").exists()
+            continue
+        break
+    assert points == 6  # five files and the manifest
+    assert run_state(run, with_optimizer=True)[0] == 1

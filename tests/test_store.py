@@ -618,7 +618,10 @@ def test_incomplete_root_attributes(tmp_path, base_attrs, suffix):
         assert st.attrs == base_attrs
         st.write_video(*random_video("one_row", 0))
     drop_root_attrs(path, "backbone", "dataset")
-    with open_store(path, "a") as st, pytest.raises(
-        AnomalyError, match=r"root attributes are incomplete \(no dataset, backbone\) but 1 "
+    with (
+        open_store(path, "a") as st,
+        pytest.raises(
+            AnomalyError, match=r"root attributes are incomplete \(no dataset, backbone\) but 1 "
+        ),
     ):
         st.init(base_attrs)
