@@ -154,3 +154,39 @@ def test_train_refuses_a_video_with_unreadable_attributes(monkeypatch, capsys, t
     [line] = error_lines(err)
     assert line.startswith(f"error: {bad}: video {vid!r}: unreadable attributes (RecursionError")
     assert len(line) < 600
+
+
+def forged_npy(path: Path, rows: int, stored_rows: int) -> Path:
+    """A .npy whose header claims ``rows`` rows of 512 float32 but holds ``stored_rows``."""
+    import numpy as np
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 512), np.float32))
+    header["shape"] = (rows, 512)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, header)
+        fh.write(np.ones((stored_rows, 512), np.float32).tobytes())
+    return path
+
+
+def test_npy_header_claiming_a_billion_rows_is_one_failed_file(monkeypatch, capsys, tmp_path):
+    """The header alone would make numpy allocate 1.9 TiB (MemoryError); the file is refused
+    by comparing the header with the file's size, and the other videos are imported."""
+    import numpy as np
+
+    from anomalyclip.store.npy import load_npy_features
+
+    npy = tmp_path / "npy"
+    (npy / "train" / "Normal").mkdir(parents=True)
+    forged = forged_npy(npy / "train" / "Normal" / "forged.npy", 10**9, 2)
+    np.save(npy / "train" / "Normal" / "ok.npy", np.ones((3, 512), np.float32))
+    with pytest.raises(AnomalyError) as exc:
+        load_npy_features(forged, forged)
+    assert str(exc.value) == (
+        f"{forged}: unreadable .npy (header says (1000000000, 512) float32 = "
+        "2,048,000,000,000 bytes, the file holds 4,096: truncated or forged)"
+    )
+    code, out, err = anomaly(monkeypatch, capsys, "store", "import-npy", npy, "--dataset", "demo",
+                             "--out", tmp_path / "s.zarr")  # fmt: skip
+    assert code == 1 and "Traceback" not in err
+    assert out.startswith("imported 1 (3 rows), unchanged 0, failed 1,")
+    assert f"failed: train/Normal/forged: {forged}: unreadable .npy (header says" in err
