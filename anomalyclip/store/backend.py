@@ -24,10 +24,73 @@ from anomalyclip.errors import AnomalyError
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 CHUNK_ROWS = 1024
+URL_TIMEOUT_S = 20.0  # connect and read timeout of object stores; ANOMALYCLIP_URL_TIMEOUT
+URL_ATTEMPTS = 2  # tries per request (botocore's; s3fs's own retry loop is made a single try)
 
 
 def is_url(location: str) -> bool:
     return "://" in location and not location.startswith("file://")
+
+
+def url_timeout() -> float:
+    try:
+        return float(os.environ.get("ANOMALYCLIP_URL_TIMEOUT", URL_TIMEOUT_S))
+    except ValueError as exc:
+        raise AnomalyError(
+            f"ANOMALYCLIP_URL_TIMEOUT={os.environ['ANOMALYCLIP_URL_TIMEOUT']}: not seconds"
+        ) from exc
+
+
+def url_options(location: str, storage_options: dict | None) -> dict:
+    """fsspec options for a URL: bounded timeouts and retries for S3 (s3fs and botocore
+    would otherwise retry an endpoint that never replies for about seven minutes)."""
+    options = dict(storage_options or {})
+    if location.startswith(("s3://", "s3a://")):
+        timeout = url_timeout()
+        config = {
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "retries": {"max_attempts": URL_ATTEMPTS, "mode": "standard"},
+        }
+        options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
+    return options
+
+
+def bounded_retries(fs) -> None:
+    """One try in s3fs's own retry loop (5 by default, each doing botocore's retries)."""
+    if hasattr(fs, "retries"):
+        fs.retries = 1
+
+
+_TIMEOUTS = {"ReadTimeoutError", "ServerTimeoutError", "FSTimeoutError", "TimeoutError",
+             "timeout", "ReadTimeout"}  # fmt: skip
+_NO_CONNECTION = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
+                  "ConnectionRefusedError", "ConnectionClosedError", "ServerDisconnectedError",
+                  "ConnectionError", "ConnectTimeout"}  # fmt: skip
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403",
+           "AllAccessDisabled", "ExpiredToken", "InvalidToken"}  # fmt: skip
+
+
+def remote_error(exc: BaseException) -> str | None:
+    """A short reason when ``exc`` (or what caused it) means an object store could not be
+    reached or refused access; None for anything else (damage, bugs)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        names = {c.__name__ for c in type(exc).__mro__}
+        text = str(exc)
+        if (
+            isinstance(exc, PermissionError)
+            or any(code in text for code in _DENIED)
+            and ("ClientError" in names or isinstance(exc, OSError))
+        ):
+            return "access denied (check the credentials and the bucket's policy)"
+        if names & _TIMEOUTS:
+            return f"no reply within {url_timeout():g} s (ANOMALYCLIP_URL_TIMEOUT sets the wait)"
+        if names & _NO_CONNECTION:
+            return "cannot connect to the endpoint (check the URL and AWS_ENDPOINT_URL)"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def store_format(location: str | Path) -> str:
@@ -96,8 +159,10 @@ class ZarrBackend:
             self.write_once = not read_only
         elif is_url(location):
             self._store = FsspecStore.from_url(
-                location, storage_options=storage_options or {}, read_only=read_only
-            )
+                location, storage_options=url_options(location, storage_options),
+                read_only=read_only,
+            )  # fmt: skip
+            bounded_retries(self._store.fs)
         else:
             if mode == "w" and Path(location).exists():
                 shutil.rmtree(location)
@@ -109,11 +174,16 @@ class ZarrBackend:
             if mode == "a":
                 self._root = self._open_existing_or_create()
             else:
-                self._root = zarr.open_group(store=self._store, mode=mode)
+                self._root = zarr.open_group(store=self._store, mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise AnomalyError(f"{location}: no feature store here") from exc
-        except (ValueError, RecursionError, TypeError) as exc:  # a damaged root zarr.json
-            text = " ".join(str(exc).split())[:200]
+        except Exception as exc:
+            reason = remote_error(exc)
+            if reason:
+                raise AnomalyError(f"{location}: {reason}") from exc
+            if not isinstance(exc, (ValueError, RecursionError, TypeError)):
+                raise
+            text = " ".join(str(exc).split())[:200]  # a damaged root zarr.json
             raise AnomalyError(
                 f"{location}: unreadable root metadata ({type(exc).__name__}: {text})"
             ) from exc
@@ -130,9 +200,9 @@ class ZarrBackend:
 
         for attempt in range(attempts):
             try:
-                return zarr.open_group(store=self._store, mode="r+")
+                return zarr.open_group(store=self._store, mode="r+", zarr_format=3)
             except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-                return zarr.open_group(store=self._store, mode="a")
+                return zarr.open_group(store=self._store, mode="a", zarr_format=3)
             except ValueError:  # JSON of a metadata file being written by another process
                 if attempt == attempts - 1:
                     raise
@@ -145,7 +215,7 @@ class ZarrBackend:
 
         if self._root is not None and not self.write_once:
             mode = "r" if self._store.read_only else "r+"
-            self._root = zarr.open_group(store=self._store, mode=mode)
+            self._root = zarr.open_group(store=self._store, mode=mode, zarr_format=3)
 
     def get_attrs(self, path: str) -> dict:
         if self._root is None:
@@ -233,7 +303,8 @@ class ZarrBackend:
         if is_url(self.location):
             import fsspec
 
-            fs, root = fsspec.core.url_to_fs(self.location)
+            fs, root = fsspec.core.url_to_fs(self.location, **url_options(self.location, None))
+            bounded_retries(fs)
             return int(fs.du(root))
         return _disk_usage(Path(self.location))
 

@@ -16,7 +16,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store.backend import is_url, store_format
+from anomalyclip.store.backend import (
+    bounded_retries,
+    is_url,
+    remote_error,
+    store_format,
+    url_options,
+)
 from anomalyclip.store.store import (
     COMPATIBILITY_FIELDS,
     FeatureStore,
@@ -82,17 +88,27 @@ def _exists(location: str, storage_options: dict | None) -> bool:
     """Whether anything is stored at a local path or URL."""
     if not is_url(location):
         return Path(location).exists()
+    fs, path = _url_fs(location, storage_options)
+    try:
+        return bool(fs.exists(path))
+    except Exception as exc:
+        reason = remote_error(exc)
+        if reason:
+            raise AnomalyError(f"{location}: {reason}") from exc
+        raise
+
+
+def _url_fs(location: str, storage_options: dict | None):
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
-    return bool(fs.exists(path))
+    fs, path = fsspec.core.url_to_fs(location, **url_options(location, storage_options))
+    bounded_retries(fs)
+    return fs, path
 
 
 def _remove(location: str, storage_options: dict | None) -> None:
     if is_url(location):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(location, **(storage_options or {}))
+        fs, path = _url_fs(location, storage_options)
         if fs.exists(path):
             fs.rm(path, recursive=True)
     elif Path(location).is_dir():

@@ -19,10 +19,13 @@ incomplete video that the next run redoes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import platform
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
@@ -30,7 +33,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store.backend import Backend, open_backend
+from anomalyclip.store.backend import Backend, open_backend, remote_error
 
 log = logging.getLogger(__name__)
 
@@ -363,35 +366,66 @@ class FeatureStore:
         rec = VideoRecord(**{**asdict(record), "num_frames": n, "complete": False})
         rec.intervals = [[int(s), int(e)] for s, e in record.intervals]
         rec.sha256 = content_sha256(stored, frames, times)
-        self._b.delete(f"failures/{key}")
-        if self._b.exists(f"videos/{key}"):  # an interrupted or outdated copy: unflag it first
-            self._b.set_attrs(f"videos/{key}", {"complete": False})
-        self._b.write_array(f"frames/{key}", frames, {})
-        self._b.write_array(f"times/{key}", times, {})
-        if self._b.write_once:
-            rec.complete = True
-            self._b.write_array(f"videos/{key}", stored, asdict(rec))
-        else:
-            self._b.write_array(f"videos/{key}", stored, asdict(rec))
-            self._b.set_attrs(f"videos/{key}", {"complete": True})
-            rec.complete = True
-        self._b.flush()
+        with self._writing(f"video {record.video_id!r}"):
+            self._b.delete(f"failures/{key}")
+            self._unflag(key)  # an interrupted or outdated copy never reads as done
+            self._b.write_array(f"frames/{key}", frames, {})
+            self._b.write_array(f"times/{key}", times, {})
+            if self._b.write_once:
+                rec.complete = True
+                self._b.write_array(f"videos/{key}", stored, asdict(rec))
+            else:
+                self._b.write_array(f"videos/{key}", stored, asdict(rec))
+                self._b.set_attrs(f"videos/{key}", {"complete": True})
+                rec.complete = True
+            self._b.flush()
         return rec
+
+    def _unflag(self, key: str) -> None:
+        """Make a stored copy of a video incomplete before touching it (one metadata write);
+        a copy whose metadata cannot be read is removed instead."""
+        if not self._b.exists(f"videos/{key}"):
+            return
+        try:
+            self._b.set_attrs(f"videos/{key}", {"complete": False})
+        except Exception as exc:
+            if remote_error(exc) or isinstance(exc, OSError):
+                raise
+            self._b.delete(f"videos/{key}")
 
     def record_failure(self, video_id: str, source: str, error: str) -> None:
         key = video_key(video_id)
-        self._b.ensure_group("failures")
-        self._b.delete(f"failures/{key}")
-        self._b.ensure_group(
-            f"failures/{key}", {"video_id": video_id, "source": source, "error": error}
-        )
-        self._b.flush()
+        with self._writing(f"the failure of {video_id!r}"):
+            self._b.ensure_group("failures")
+            self._b.delete(f"failures/{key}")
+            self._b.ensure_group(
+                f"failures/{key}", {"video_id": video_id, "source": source, "error": error}
+            )
+            self._b.flush()
 
     def delete_video(self, video_id: str) -> None:
         key = video_key(video_id)
         self._trusted.discard(key)
-        for group in ("videos", "frames", "times"):
-            self._b.delete(f"{group}/{key}")
+        with self._writing(f"video {video_id!r}"):
+            self._unflag(key)
+            for group in ("videos", "frames", "times"):
+                self._b.delete(f"{group}/{key}")
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn a failed write (disk full, store unreachable or forbidden, read-only) into
+        one line naming the store and what was being written."""
+        try:
+            yield
+        except AnomalyError:
+            raise
+        except Exception as exc:
+            reason = remote_error(exc)
+            if reason is None and isinstance(exc, OSError):
+                reason = "no space left on device" if exc.errno == errno.ENOSPC else one_line(exc)
+            if reason is None:
+                raise
+            raise AnomalyError(f"{self.location}: cannot write {what} ({reason})") from exc
 
     # -- reading -------------------------------------------------------------------------------
     def keys(self) -> list[str]:
