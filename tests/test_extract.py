@@ -309,3 +309,18 @@ def test_self_referencing_symlink_fails_that_entry_alone(tiny_clip, tmp_path):
     with open_store(tmp_path / "s.zarr") as st:
         assert st.video_ids() == ["v0"] and st.record("v0").source == "v0.mp4"
         assert st.failures()["loop"]["source"] == "loop.mp4"
+
+
+def test_source_gone_unreadable_replaces_its_rows_with_the_failure(tiny_clip, tmp_path):
+    """A video extracted once whose source is gone at the next run is recorded as failed,
+    and its old rows no longer read as complete next to that failure."""
+    paths = _small_videos(tmp_path, 2)
+    store = tmp_path / "s.zarr"
+    assert extract(_entries(paths), store, tiny_clip, dataset="demo", progress=False).ok
+    paths[0].unlink()
+    again = extract(_entries(paths), store, tiny_clip, dataset="demo", progress=False)
+    assert list(again.failed) == ["v0"] and again.skipped == 1
+    with open_store(store) as st:
+        assert st.video_ids() == ["v1"] and list(st.failures()) == ["v0"]
+        assert [(v, s) for v, _, s in st.listing()] == [("v1", "ok")]
+        assert st.verify() == {}

@@ -190,3 +190,23 @@ def test_npy_header_claiming_a_billion_rows_is_one_failed_file(monkeypatch, caps
     assert code == 1 and "Traceback" not in err
     assert out.startswith("imported 1 (3 rows), unchanged 0, failed 1,")
     assert f"failed: train/Normal/forged: {forged}: unreadable .npy (header says" in err
+
+
+def test_npy_beyond_float16_is_one_failed_video_in_a_float16_store(tmp_path):
+    """Published float32 features with values past ±65504 would become inf in the default
+    float16 store: that video is recorded as failed (use --dtype float32), the rest goes in."""
+    import numpy as np
+
+    from anomalyclip.store.npy import import_npy
+
+    npy = tmp_path / "npy" / "train" / "Normal"
+    npy.mkdir(parents=True)
+    np.save(npy / "huge.npy", np.full((4, 512), 7e4, np.float32))
+    np.save(npy / "ok.npy", np.ones((3, 512), np.float32))
+    summary = import_npy(tmp_path / "npy", "demo", tmp_path / "s.zarr")
+    assert summary.imported == ["train/Normal/ok"] and list(summary.failed) == ["train/Normal/huge"]
+    assert "values up to 7e+04 exceed float16's range" in summary.failed["train/Normal/huge"]
+    with open_store(tmp_path / "s.zarr") as st:
+        assert st.video_ids() == ["train/Normal/ok"] and list(st.failures()) == [
+            "train/Normal/huge"
+        ]

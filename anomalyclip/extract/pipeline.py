@@ -346,6 +346,11 @@ def _run(
             if state.features
             else np.zeros((0, encoder.dim), np.float32)
         )
+        try:
+            st.check_rows(entry.video_id, feats)
+        except AnomalyError as exc:  # e.g. embeddings beyond float16's range
+            fail(video, str(exc))
+            return
         record = VideoRecord(
             video_id=entry.video_id,
             source=_relative(entry.path, root),
@@ -368,6 +373,12 @@ def _run(
         videos_done += 1
         bar.set_postfix_str(f"{videos_done}/{len(todo)} videos", refresh=False)
         log.debug("%s: %d rows, %d decoded", entry.video_id, len(feats), state.done.num_decoded)
+
+    def fail(video: int, reason: str) -> None:
+        entry = todo[video][0]
+        st.record_failure(entry.video_id, _relative(entry.path, root), reason)
+        summary.failed[entry.video_id] = reason
+        log.warning("failed: %s", reason)
 
     def run_model(n: int) -> None:
         """Embed the first ``n`` waiting crops and hand the rows to their videos."""
@@ -415,10 +426,7 @@ def _run(
                     keep = owner != item.video
                     pending_pixels[:] = [torch.cat(pending_pixels)[torch.from_numpy(keep)]]
                     pending_owner[:] = [owner[keep]]
-                entry = todo[item.video][0]
-                st.record_failure(entry.video_id, _relative(entry.path, root), item.reason)
-                summary.failed[entry.video_id] = item.reason
-                log.warning("failed: %s", item.reason)
+                fail(item.video, item.reason)
         remaining = sum(len(o) for o in pending_owner)
         if remaining:
             run_model(remaining)

@@ -601,6 +601,7 @@ def import_npy(
                     continue
                 per_crop = None not in files.files
                 feats = _features_of(sources, per_crop, crop, ncrops, dim)  # (T, D)
+                st.check_rows(str(sources[0][0]), feats)  # e.g. beyond float16's range
             except AnomalyError as e:
                 summary.failed[video.video_id] = str(e)
                 st.record_failure(video.video_id, rel_source, str(e))

@@ -119,6 +119,39 @@ def video_id_of(key: str) -> str:
     return unquote(key)
 
 
+def _check_values(video_id: str, features: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse rows that would not be stored as given: NaN or inf, or (in a float16 store)
+    values beyond float16's range, which would silently become inf."""
+    finite = np.isfinite(features)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.all(axis=1))
+        raise AnomalyError(
+            f"{video_id}: {len(bad)} row(s) with NaN or inf (first: row {int(bad[0])})"
+        )
+    if dtype == np.float16 and features.size:
+        peak = float(np.abs(features).max())
+        limit = float(np.finfo(np.float16).max)
+        if peak > limit:
+            raise AnomalyError(
+                f"{video_id}: values up to {peak:.4g} exceed float16's range (±{limit:g}); "
+                "store them as float32 (--dtype float32)"
+            )
+
+
+def _values_problem(parts: dict[str, np.ndarray]) -> str | None:
+    """Rows that cannot be right whatever their checksum says."""
+    bad = ~np.isfinite(parts["videos"]).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        return f"{int(bad.sum())} row(s) of features with NaN or inf (first: row {first})"
+    frames, times = parts["frames"], parts["times"]
+    if frames.size and (frames.min() < 0 or (np.diff(frames) <= 0).any()):
+        return "frame numbers are not increasing"
+    if not np.isnan(times).all() and (not np.isfinite(times).all() or (np.diff(times) <= 0).any()):
+        return "presentation times are not increasing"
+    return None
+
+
 def content_sha256(features: np.ndarray, frames: np.ndarray, times: np.ndarray) -> str:
     """Checksum of a video's rows exactly as stored (dtype and byte order included)."""
     h = hashlib.sha256()
@@ -361,6 +394,7 @@ class FeatureStore:
         times = np.asarray(times, dtype=np.float64)
         if frames.shape != (n,) or times.shape != (n,):
             raise AnomalyError(f"{record.video_id}: frames and times must have one entry per row")
+        _check_values(record.video_id, features, self.dtype)
         stored = np.ascontiguousarray(features.astype(self.dtype, copy=False))
 
         rec = VideoRecord(**{**asdict(record), "num_frames": n, "complete": False})
@@ -381,6 +415,12 @@ class FeatureStore:
             self._b.flush()
         return rec
 
+    def check_rows(self, video_id: str, features: np.ndarray) -> None:
+        """AnomalyError when ``write_video`` would refuse these rows' values (NaN or inf, or
+        beyond float16's range in a float16 store): a writer records such a video as failed
+        and goes on."""
+        _check_values(video_id, np.asarray(features), self.dtype)
+
     def _unflag(self, key: str) -> None:
         """Make a stored copy of a video incomplete before touching it (one metadata write);
         a copy whose metadata cannot be read is removed instead."""
@@ -394,8 +434,15 @@ class FeatureStore:
             self._b.delete(f"videos/{key}")
 
     def record_failure(self, video_id: str, source: str, error: str) -> None:
+        """Record why a video could not be stored. It replaces what was stored of it: a
+        video is either complete, or failed with a reason, never both (its old rows are
+        made incomplete first, then removed, then the failure is written)."""
         key = video_key(video_id)
+        self._trusted.discard(key)
         with self._writing(f"the failure of {video_id!r}"):
+            self._unflag(key)
+            for group in ("videos", "frames", "times"):
+                self._b.delete(f"{group}/{key}")
             self._b.ensure_group("failures")
             self._b.delete(f"failures/{key}")
             self._b.ensure_group(
@@ -639,13 +686,64 @@ class FeatureStore:
                 return f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
         if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
             return "checksum mismatch (content changed since it was written)"
+        return _values_problem(parts) or self._record_problem(rec, parts["videos"])
+
+    def _record_problem(self, rec: VideoRecord, features: np.ndarray) -> str | None:
+        """What in a readable record contradicts the store: label, split, intervals, width."""
+        from anomalyclip.datasets import get_dataset
+
+        attrs = self.attrs  # compared only where valid: root_problem reports the rest
+        dim = attrs["backbone"].get("dim") if isinstance(attrs.get("backbone"), dict) else None
+        if isinstance(dim, int) and features.shape[1] != dim:
+            return f"rows have width {features.shape[1]}, the store's backbone {dim}"
+        if attrs.get("dtype") in DTYPES and str(features.dtype) != attrs["dtype"]:
+            return f"rows are {features.dtype}, the store holds {attrs['dtype']}"
+        if rec.split not in ("train", "test"):
+            return f"split {shorten(rec.split, 40)!r} is not train or test"
+        try:
+            get_dataset(self.dataset).class_id(rec.label)
+        except AnomalyError:
+            return f"label {shorten(rec.label, 40)!r} is not a class of dataset {self.dataset!r}"
+        if any(not 0 <= s < e for s, e in rec.intervals):
+            return f"intervals {shorten(rec.intervals, 60)} are not [start, end) frames"
         return None
 
+    def root_problem(self) -> str | None:
+        """What is missing or invalid in the root attributes (None: all there)."""
+        from anomalyclip.datasets import get_dataset
+
+        attrs = self.attrs
+        found = []
+        if attrs.get("schema") != SCHEMA:
+            found.append(f"schema is {shorten(attrs.get('schema'), 40)!r}")
+        try:
+            get_dataset(attrs.get("dataset") or "")
+        except AnomalyError:
+            found.append(f"dataset {shorten(attrs.get('dataset'), 40)!r} is unknown")
+        backbone = attrs.get("backbone")
+        dim = backbone.get("dim") if isinstance(backbone, dict) else None
+        if not (isinstance(dim, int) and dim > 0):
+            found.append("backbone has no dim")
+        for name in ("preprocessing", "sampling"):
+            if not isinstance(attrs.get(name), dict):
+                found.append(f"no {name}")
+        if attrs.get("dtype") not in DTYPES:
+            found.append(f"dtype {shorten(attrs.get('dtype'), 20)!r} is not float16 or float32")
+        return "root attributes: " + "; ".join(found) if found else None
+
     def verify(self, progress: bool = False) -> dict[str, str]:
-        """Every damaged, missing or incomplete video, with the reason (empty dict: intact)."""
+        """Every damaged, missing or incomplete video, with the reason (empty dict: intact).
+
+        Besides each video's arrays and checksum, its values (finite features, increasing
+        frame numbers and times), its record (label of the store's dataset, split,
+        intervals, width and dtype) and the root attributes (under the key ``/``) are checked.
+        """
         from tqdm import tqdm
 
         problems = {}
+        root = self.root_problem()
+        if root:
+            problems["/"] = root
         for key in tqdm(self.keys(), desc="verify", unit="video", disable=not progress):
             reason = self.check_video(key)
             if reason:
