@@ -181,3 +181,99 @@ def test_disk_full_at_any_checkpoint_write_keeps_the_previous_checkpoint(tmp_pat
         break
     assert points == 6  # five files and the manifest
     assert run_state(run, with_optimizer=True)[0] == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (a real full disk: ENOSPC from the kernel), grown by ``grow()``; the
+    tests using it skip where mounting is not allowed (no root)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()[:80]})")
+
+    def grow() -> None:
+        subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)
+
+    try:
+        yield mount, grow
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_full_disk_while_extracting_is_one_line_and_the_rerun_completes(small_disk, suffix):
+    """The two videos' rows (~80 KiB in float16) and the failure do not fit once the disk is
+    filled up to 40 KiB from full: the write fails with one line naming the store, the store
+    stays readable (nothing incomplete reads as done), and after freeing space the re-run
+    equals an uninterrupted run."""
+    mount, grow = small_disk
+    reference = mount.parent / f"reference{suffix}"
+    store_job(reference)
+    (mount / "filler").write_bytes(b"\0" * (216 * 1024))
+    path = mount / f"s{suffix}"
+    with pytest.raises(AnomalyError) as exc:
+        store_job(path)
+    assert str(exc.value).startswith(f"{path}: ") and "no space left on device" in str(exc.value)
+    assert "\n" not in str(exc.value)
+    assert_nothing_wrong_reads_as_done(path)
+    grow()
+    store_job(path)
+    assert snapshot(path) == snapshot(reference)
+
+
+def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(small_disk):
+    mount, grow = small_disk
+    run = mount / "run"
+    checkpoint_job(run, 0)
+    _, before = run_state(run, with_optimizer=True)
+    free = os.statvfs(mount)
+    (mount / "filler").write_bytes(b"\0" * (free.f_bavail * free.f_frsize - 4096))
+    with pytest.raises(AnomalyError, match=r"cannot save the epoch 1 checkpoint \(no space left"):
+        checkpoint_job(run, 1)
+    epoch, numbers = run_state(run, with_optimizer=True)
+    assert epoch == 0 and differences(numbers, before) == []
+    grow()
+    checkpoint_job(run, 1)
+    assert run_state(run, with_optimizer=True)[0] == 1
+
+
+def test_disk_full_at_every_zarr_write_is_one_line_and_the_rerun_completes(tmp_path, monkeypatch):
+    """ENOSPC injected at each file write of a Zarr store (where no root may mount a small
+    disk): the same guarantees as a kill, plus a one-line error naming the store."""
+    import errno
+
+    from zarr.storage import LocalStore
+
+    reference = tmp_path / "reference.zarr"
+    store_job(reference)
+    want = snapshot(reference)
+    real = LocalStore._set
+    calls = {"n": 0, "fail_at": 0}
+
+    async def full_disk(self, key, value, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == calls["fail_at"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real(self, key, value, *args, **kwargs)
+
+    points = 0
+    for k in range(1, 200):
+        path = tmp_path / f"k{k:03d}.zarr"
+        monkeypatch.setattr(LocalStore, "_set", full_disk)
+        calls.update(n=0, fail_at=k)
+        try:
+            store_job(path)
+        except AnomalyError as exc:
+            points += 1
+            assert str(exc).startswith(f"{path}: cannot ") and "no space left on device" in str(exc)
+        else:
+            break
+        finally:
+            monkeypatch.setattr(LocalStore, "_set", real)
+        assert_nothing_wrong_reads_as_done(path)
+        store_job(path)
+        assert snapshot(path) == want, k
+    assert points >= 15, points

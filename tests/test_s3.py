@@ -163,14 +163,14 @@ class _Endpoint:
 
 
 @pytest.mark.parametrize(
-    ("kind", "reason"),
+    ("kind", "reason", "command"),
     [
-        ("silent", "no reply within 1 s"),
-        ("closed", "cannot connect"),
-        ("forbidden", "access denied"),
+        ("silent", "no reply within 1 s", ["store", "info"]),
+        ("closed", "cannot connect", ["store", "info"]),
+        ("forbidden", "access denied", ["store", "info"]),
+        ("silent", "no reply within 1 s", ["store", "export", "@local"]),
     ],
 )
-@pytest.mark.parametrize("command", [["store", "info"], ["store", "export", "@local"]])
 def test_broken_s3_endpoint_is_one_line_and_never_hangs(tmp_path, tiny_clip, kind, reason,
                                                         command):  # fmt: skip
     """Reading from and writing to an endpoint that never replies, refuses connections or

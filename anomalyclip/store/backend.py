@@ -10,6 +10,7 @@ filter, so a flipped byte is caught on read, not silently returned).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from anomalyclip.errors import AnomalyError
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 CHUNK_ROWS = 1024
+HDF5_HEADROOM = 1 << 20  # bytes of metadata an HDF5 flush may need beyond a video's rows
 URL_TIMEOUT_S = 20.0  # connect and read timeout of object stores; ANOMALYCLIP_URL_TIMEOUT
 URL_ATTEMPTS = 2  # tries per request (botocore's; s3fs's own retry loop is made a single try)
 
@@ -69,6 +71,23 @@ _NO_CONNECTION = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConne
                   "ConnectionError", "ConnectTimeout"}  # fmt: skip
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403",
            "AllAccessDisabled", "ExpiredToken", "InvalidToken"}  # fmt: skip
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """A short reason when a write failed on the disk's side (full, read-only, I/O error);
+    h5py reports those as RuntimeError with the C library's errno in its text."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in text:
+        return "no space left on device"
+    if isinstance(exc, OSError):
+        return _one_line(exc)
+    if isinstance(exc, RuntimeError) and "file write failed" in text:
+        return _one_line(exc)[:160]
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def remote_error(exc: BaseException) -> str | None:
@@ -124,6 +143,7 @@ class Backend(Protocol):
     def ensure_group(self, path: str, attrs: dict | None = None) -> None: ...
     def delete(self, path: str) -> None: ...
     def missing_chunks(self, path: str) -> int: ...
+    def reserve(self, nbytes: int) -> None: ...
     def array_state(self, path: str) -> tuple[int, int] | None: ...
     def size_bytes(self) -> int: ...
     def flush(self) -> None: ...
@@ -143,6 +163,9 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class ZarrBackend:
+    def reserve(self, nbytes: int) -> None:
+        """Nothing to check: every Zarr file is written whole under a temporary name."""
+
     """Zarr v3 through ``zarr-python``: a local directory, a ``.zip`` file or an fsspec URL."""
 
     def __init__(self, location: str, mode: str, storage_options: dict | None = None):
@@ -181,6 +204,8 @@ class ZarrBackend:
             reason = remote_error(exc)
             if reason:
                 raise AnomalyError(f"{location}: {reason}") from exc
+            if isinstance(exc, OSError):
+                raise AnomalyError(f"{location}: cannot open ({disk_error(exc)})") from exc
             if not isinstance(exc, (ValueError, RecursionError, TypeError)):
                 raise
             text = " ".join(str(exc).split())[:200]  # a damaged root zarr.json
@@ -342,7 +367,10 @@ class HDF5Backend:
         if mode == "r" and not Path(location).is_file():
             raise AnomalyError(f"{location}: no feature store here")
         if mode == "w" or (mode == "a" and not Path(location).exists()):
-            _create_hdf5(Path(location))
+            try:
+                _create_hdf5(Path(location))
+            except OSError as exc:
+                raise AnomalyError(f"{location}: cannot create ({disk_error(exc)})") from exc
             mode = "a"
         try:
             self._file = h5py.File(location, mode)
@@ -350,6 +378,25 @@ class HDF5Backend:
             raise AnomalyError(
                 f"{location}: not a readable HDF5 file ({' '.join(str(exc).split())[:200]})"
             ) from exc
+        try:  # HDF5 has no journal: a write cut short can leave groups that cannot be listed
+            for group in ("videos", "frames", "times", "failures"):
+                if group in self._file:
+                    list(self._file[group].keys())
+        except (RuntimeError, OSError, KeyError) as exc:
+            self._file.close()
+            raise AnomalyError(
+                f"{location}: damaged HDF5 file ({' '.join(str(exc).split())[:160]})"
+            ) from exc
+
+    def reserve(self, nbytes: int) -> None:
+        """Refuse to start a write the disk has no room for: HDF5 cannot survive a flush cut
+        short (the file's metadata is left half-written), so the room is checked first."""
+        needed = int(nbytes * 1.1) + HDF5_HEADROOM
+        free = shutil.disk_usage(Path(self.location).parent).free
+        if free < needed:
+            raise OSError(
+                errno.ENOSPC, f"No space left on device ({needed:,} bytes needed, {free:,} free)"
+            )
 
     def get_attrs(self, path: str) -> dict:
         node = self._file if path == "" else self._file[path]

@@ -19,7 +19,6 @@ incomplete video that the next run redoes.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import platform
@@ -33,7 +32,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store.backend import Backend, open_backend, remote_error
+from anomalyclip.store.backend import Backend, disk_error, open_backend, remote_error
 
 log = logging.getLogger(__name__)
 
@@ -309,11 +308,19 @@ class FeatureStore:
     def __enter__(self) -> FeatureStore:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:  # already failing: closing must not replace that error with its own
+            self._b.close()
+        except Exception:  # noqa: BLE001
+            log.debug("%s: error while closing after an error", self.location, exc_info=True)
 
     def close(self) -> None:
-        self._b.close()
+        """Close the store (an HDF5 file is flushed: that write can fail too)."""
+        with self._writing("the store's last changes"):
+            self._b.close()
 
     # -- root ----------------------------------------------------------------------------------
     @property
@@ -355,11 +362,12 @@ class FeatureStore:
                 raise AnomalyError(f"{self.location}: existing store differs in {diff}")
         elif current:
             raise AnomalyError(f"{self.location}: not an anomalyclip feature store")
-        else:
-            self._b.set_attrs("", attrs)
-        for group in ("videos", "frames", "times", "failures"):
-            self._b.ensure_group(group)
-        self._b.flush()
+        with self._writing("the root attributes"):
+            if not current:
+                self._b.set_attrs("", attrs)
+            for group in ("videos", "frames", "times", "failures"):
+                self._b.ensure_group(group)
+            self._b.flush()
 
     # -- writing -------------------------------------------------------------------------------
     def write_video(
@@ -401,6 +409,7 @@ class FeatureStore:
         rec.intervals = [[int(s), int(e)] for s, e in record.intervals]
         rec.sha256 = content_sha256(stored, frames, times)
         with self._writing(f"video {record.video_id!r}"):
+            self._b.reserve(stored.nbytes + frames.nbytes + times.nbytes)
             self._b.delete(f"failures/{key}")
             self._unflag(key)  # an interrupted or outdated copy never reads as done
             self._b.write_array(f"frames/{key}", frames, {})
@@ -467,9 +476,7 @@ class FeatureStore:
         except AnomalyError:
             raise
         except Exception as exc:
-            reason = remote_error(exc)
-            if reason is None and isinstance(exc, OSError):
-                reason = "no space left on device" if exc.errno == errno.ENOSPC else one_line(exc)
+            reason = remote_error(exc) or disk_error(exc)
             if reason is None:
                 raise
             raise AnomalyError(f"{self.location}: cannot write {what} ({reason})") from exc
