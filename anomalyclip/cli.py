@@ -60,6 +60,9 @@ def features_cmd(
     shard: str = typer.Option(
         None, "--shard", help="I/N: this job's share of N (job arrays; default torchrun's)."
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Record videos that end far short of their header as failed."
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -105,6 +108,7 @@ def features_cmd(
         folder_fps=frames_fps,
         shard=(rank, world),
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
+        strict=strict,
     )
     typer.echo(summary.format())
     if not summary.ok:
@@ -223,12 +227,17 @@ def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> Non
     with open_store(path) as st:
         n = len(st.keys())
         problems = st.verify(progress=True)
+        truncated = {} if problems else st.truncated()
     for vid, reason in problems.items():
         typer.echo(f"{vid}: {reason}")
     if problems:
         typer.echo(f"{path}: {len(problems)} of {n} videos failed verification", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{path}: all {n} videos intact")
+    for vid, why in truncated.items():
+        typer.echo(f"{vid}: truncated source, stored as decoded: {why}")
+    typer.echo(
+        f"{path}: all {n} videos intact" + (f" ({len(truncated)} truncated)" if truncated else "")
+    )
 
 
 @store_app.command("export")

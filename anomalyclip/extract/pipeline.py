@@ -78,6 +78,7 @@ class Summary:
     extracted: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    truncated: dict[str, str] = field(default_factory=dict)  # stored, source cut short
     frames: int = 0
     seconds: float = 0.0
 
@@ -92,10 +93,12 @@ class Summary:
     def format(self) -> str:
         lines = [
             f"{self.total} videos: {self.extracted} extracted, {self.skipped} already done, "
-            f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
-            f"({self.frames_per_s:.1f} frames/s)"
+            f"{len(self.failed)} failed"
+            + (f", {len(self.truncated)} truncated" if self.truncated else "")
+            + f"; {self.frames} frames in {self.seconds:.1f} s ({self.frames_per_s:.1f} frames/s)"
         ]
         lines += [f"  failed {vid}: {reason}" for vid, reason in sorted(self.failed.items())]
+        lines += [f"  truncated {vid}: {why}" for vid, why in sorted(self.truncated.items())]
         return "\n".join(lines)
 
 
@@ -113,6 +116,7 @@ class _Done:
     video: int
     num_decoded: int
     fps: float
+    truncated: str = ""  # why the source looks cut short ("" if it does not)
 
 
 @dataclass
@@ -176,7 +180,7 @@ def _decode_worker(
                     return
             if images and not flush(video, images, frames, times):
                 return
-            put(_Done(video, source.num_decoded, source.fps or 0.0))
+            put(_Done(video, source.num_decoded, source.fps or 0.0, source.truncated))
         except AnomalyError as exc:
             put(_Failed(video, str(exc)))
         except Exception as exc:  # a decoder bug must not take the whole run down
@@ -231,6 +235,7 @@ def extract(
     coordinated: bool = False,
     root_timeout: float = ROOT_WAIT_S,
     progress: bool = True,
+    strict: bool = False,
 ) -> Summary:
     """Extract CLIP frame embeddings of ``entries`` into the store at ``store_path``.
 
@@ -240,6 +245,8 @@ def extract(
     a job array) share a dataset. ``coordinated`` says the ``world`` processes were started
     together and write the same store: rank 0 writes its root attributes, the others wait up
     to ``root_timeout`` seconds for them. ``root`` makes the stored source paths relative.
+    A source that decodes to far less than its header declares is stored and flagged as
+    truncated (``Summary.truncated``), or with ``strict`` recorded as failed.
     Returns a :class:`Summary`; failures are also recorded in the store.
     """
     if batch_size < 1 or workers < 1:
@@ -295,7 +302,7 @@ def extract(
         if todo:
             _run(
                 todo, st, encoder, summary, sampling, batch_size, workers, dtype, root,
-                folder_fps, progress,
+                folder_fps, progress, strict,
             )  # fmt: skip
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -313,6 +320,7 @@ def _run(
     root: str | Path | None,
     folder_fps: float | None,
     progress: bool,
+    strict: bool = False,
 ) -> None:
     """The decode -> queue -> model -> store loop over the videos to do."""
     work: queue.Queue = queue.Queue()
@@ -351,6 +359,10 @@ def _run(
         except AnomalyError as exc:  # e.g. embeddings beyond float16's range
             fail(video, str(exc))
             return
+        truncated = state.done.truncated
+        if truncated and strict:
+            fail(video, f"{entry.path}: truncated (--strict): {truncated}")
+            return
         record = VideoRecord(
             video_id=entry.video_id,
             source=_relative(entry.path, root),
@@ -361,6 +373,7 @@ def _run(
             source_size=int(size),
             fingerprint=fp,
             intervals=[[int(s), int(e)] for s, e in entry.intervals],
+            truncated=truncated,
         )
         st.write_video(
             record,
@@ -370,6 +383,9 @@ def _run(
         )
         summary.extracted += 1
         summary.frames += feats.shape[0]
+        if truncated:
+            summary.truncated[entry.video_id] = truncated
+            log.warning("%s: stored, but the source looks truncated: %s", entry.path, truncated)
         videos_done += 1
         bar.set_postfix_str(f"{videos_done}/{len(todo)} videos", refresh=False)
         log.debug("%s: %d rows, %d decoded", entry.video_id, len(feats), state.done.num_decoded)

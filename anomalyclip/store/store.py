@@ -48,6 +48,7 @@ MAX_INTERVALS = 100_000  # anomalous intervals of one video
 _RECORD_TYPES = {
     "video_id": str, "source": str, "label": str, "split": str, "fps": float, "num_frames": int,
     "source_size": int, "fingerprint": str, "intervals": list, "sha256": str, "complete": bool,
+    "truncated": str,
 }  # fmt: skip
 
 
@@ -66,6 +67,7 @@ class VideoRecord:
     intervals: list[list[int]] = field(default_factory=list)  # anomalous [start, end) frames
     sha256: str = ""
     complete: bool = False
+    truncated: str = ""  # why the source looks cut short of its header ("" if it does not)
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> VideoRecord:
@@ -541,8 +543,15 @@ class FeatureStore:
             except ValueError as exc:
                 out.append((video_id_of(key), None, f"damaged: {exc}"))
                 continue
-            out.append((rec.video_id, rec, "ok" if rec.complete else "incomplete"))
+            state = "ok" if rec.complete else "incomplete"
+            if rec.complete and rec.truncated:
+                state = f"ok (truncated source: {rec.truncated})"
+            out.append((rec.video_id, rec, state))
         return out
+
+    def truncated(self) -> dict[str, str]:
+        """Complete videos whose source looked cut short, with why (stored as decoded)."""
+        return {r.video_id: r.truncated for r in self.records() if r.truncated}
 
     def has_video(self, video_id: str) -> bool:
         return self._b.exists(f"videos/{video_key(video_id)}")
@@ -649,6 +658,7 @@ class FeatureStore:
             "videos": len(done),
             "incomplete": len(recs) - len(done),
             "damaged": len(listing) - len(recs),
+            "truncated": sum(1 for r in done if r.truncated),
             "failed": len(self._b.names("failures")),
             "frames": int(sum(r.num_frames for r in done)),
             "per_split": dict(sorted(per_split.items())),
