@@ -9,7 +9,12 @@ cut inside their data, so the index lists frames that are not there.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import av
@@ -113,3 +118,155 @@ def test_truncated_videos_are_stored_flagged_reported_and_refused_by_strict(
             "truncated (--strict): decoded 101 of the 795"
             in failures["train/Normal/vtest_cut"]["error"]
         )
+
+
+# -- decoders that never end (issue 18, item 3) ----------------------------------------------
+def run_child(code: str, *args, timeout: float) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter; a hang fails the test instead of the suite."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+def test_truncated_faststart_mp4_never_hangs_extraction(tiny_clip, tmp_path):
+    """`anomaly features` over a faststart MP4 cut at every 50th byte: each copy must end,
+    as a failed video (with its reason) or a stored one (flagged when truncated). Freeing
+    FFmpeg's frame-threaded decoder after an error deadlocked on PyAV's log callback (the
+    process hung holding the GIL, Ctrl-C ignored, in 2 runs of 3)."""
+    whole = faststart_mp4(tmp_path / "clip.mp4").read_bytes()
+    folder = tmp_path / "demo" / "train" / "Normal"
+    folder.mkdir(parents=True)
+    cuts = []
+    for offset in range(1200, len(whole), 50):
+        cuts.append(folder / f"cut{offset:05d}.mp4")
+        cuts[-1].write_bytes(whole[:offset])
+    store = tmp_path / "s.zarr"
+    done = run_child(
+        "from anomalyclip.cli import main; main()", "features", "--dataset", "demo",
+        "--videos", tmp_path / "demo", "--out", store, "--model", tiny_clip, "--device", "cpu",
+        "--workers", "2", "--batch-size", "32", timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]  # some copies fail: exit 1, not a hang
+    assert f"{len(cuts)} videos: " in done.stdout
+    with open_store(store) as st:
+        failures = st.failures()
+        assert set(st.video_ids()) | set(failures) == {f"train/Normal/{p.stem}" for p in cuts}
+        assert all(f["error"].startswith(str(folder)) for f in failures.values())
+        assert st.verify() == {}
+
+
+STALLING = """
+    import json, sys, time
+    from pathlib import Path
+    from anomalyclip.datasets.registry import VideoEntry
+    from anomalyclip.extract import decode
+    from anomalyclip.extract.pipeline import extract
+    from anomalyclip.store.store import FeatureStore
+
+    real = decode.VideoSource._iter_video
+    def iter_video(self):  # a decoder stuck in C after its first frame (the GIL released)
+        for n, frame in enumerate(real(self)):
+            if "stall" in self.path.name and n == 1:
+                time.sleep(3600)
+            yield frame
+    decode.VideoSource._iter_video = iter_video
+    write = FeatureStore.write_video
+    def write_video(self, record, *args):
+        out = write(self, record, *args)
+        print("written", record.video_id, flush=True)
+        return out
+    FeatureStore.write_video = write_video
+    record = FeatureStore.record_failure
+    def record_failure(self, video_id, *args):
+        record(self, video_id, *args)
+        print("failed", video_id, flush=True)
+    FeatureStore.record_failure = record_failure
+"""
+
+
+def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(tiny_clip, tmp_path):
+    from anomalyclip.demo import write_video
+
+    paths = []
+    for name in ("a.mp4", "stall.mp4", "b.mp4", "c.mp4"):
+        pixels, _ = render_video("Normal", np.random.default_rng(len(paths)), 12, (64, 48))
+        paths.append(tmp_path / name)
+        write_video(paths[-1], pixels)
+    code = (
+        STALLING
+        + """
+    clip, store, *paths = sys.argv[1:]
+    entries = [VideoEntry(Path(p).stem, Path(p), "Normal", "train") for p in paths]
+    s = extract(entries, store, clip, dataset="demo", batch_size=8, workers=2, progress=False,
+                stall_timeout=2)
+    print(json.dumps({"extracted": s.extracted, "failed": s.failed}))
+    """
+    )
+    start = time.monotonic()
+    done = run_child(code, tiny_clip, tmp_path / "s.zarr", *paths, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert time.monotonic() - start < 60
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["extracted"] == 3 and list(summary["failed"]) == ["stall"]
+    assert summary["failed"]["stall"] == (
+        f"{paths[1]}: no frame decoded for 2 s (the decoder stalled; damaged or truncated file?)"
+    )
+    with open_store(tmp_path / "s.zarr") as st:
+        assert sorted(st.video_ids()) == ["a", "b", "c"] and list(st.failures()) == ["stall"]
+
+
+def test_ctrl_c_ends_extraction_promptly(tiny_clip, tmp_path):
+    """SIGINT while a decoder is stuck: the CLI stops within seconds (exit 130), what was
+    complete stays, the stuck video is not complete and failures seen so far are recorded."""
+    from anomalyclip.demo import write_video
+
+    root = tmp_path / "demo" / "train" / "Normal"
+    root.mkdir(parents=True)
+    for k, name in enumerate(("a.mp4", "stall.mp4", "b.mp4")):
+        pixels, _ = render_video("Normal", np.random.default_rng(k), 12, (64, 48))
+        write_video(root / name, pixels)
+    (root / "empty.mp4").write_bytes(b"")
+    code = STALLING + textwrap.indent(
+        textwrap.dedent(
+            """
+            import signal  # Python's Ctrl-C handler, as under a terminal, also where the
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # runner ignores it
+            from anomalyclip.cli import main
+            sys.argv = ["anomaly", *sys.argv[1:]]
+            main()
+            """
+        ),
+        "    ",
+    )
+    store = tmp_path / "s.zarr"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), "features", "--dataset", "demo",
+         "--videos", str(tmp_path / "demo"), "--out", str(store), "--model", str(tiny_clip),
+         "--device", "cpu", "--workers", "2", "--batch-size", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    seen = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(seen) < 3 and time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if line.startswith(("written", "failed")):
+                seen.add(line.split()[1])
+        assert seen == {"train/Normal/a", "train/Normal/b", "train/Normal/empty"}, seen
+        time.sleep(0.5)  # the consumer now waits for the stuck decoder
+        child.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        _, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    assert time.monotonic() - start < 10
+    assert child.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    with open_store(store) as st:
+        assert sorted(st.video_ids()) == ["train/Normal/a", "train/Normal/b"]
+        assert not st.is_complete("train/Normal/stall")
+        assert list(st.failures()) == ["train/Normal/empty"]
+        assert st.verify() == {}
