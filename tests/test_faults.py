@@ -277,3 +277,4 @@ def test_disk_full_at_every_zarr_write_is_one_line_and_the_rerun_completes(tmp_p
         store_job(path)
         assert snapshot(path) == want, k
     assert points >= 15, points
+    print(f"zarr ENOSPC: {points} injection points")

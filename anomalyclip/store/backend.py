@@ -146,7 +146,7 @@ class Backend(Protocol):
     def reserve(self, nbytes: int) -> None: ...
     def array_state(self, path: str) -> tuple[int, int] | None: ...
     def size_bytes(self) -> int: ...
-    def flush(self) -> None: ...
+    def flush(self, *paths: str) -> None: ...
     def reload(self) -> None: ...
     def close(self) -> None: ...
 
@@ -333,8 +333,26 @@ class ZarrBackend:
             return int(fs.du(root))
         return _disk_usage(Path(self.location))
 
-    def flush(self) -> None:
-        pass
+    def flush(self, *paths: str) -> None:
+        """Make the named nodes durable: fsync every file below each path (a path ending in
+        ``/``: that folder's entries only) and the folders holding them. zarr writes each
+        file to a temporary name and renames it, but never fsyncs; without this a power cut
+        could keep a completeness flag whose rows never reached the disk. Nothing to do for
+        URL stores (an object is durable once its PUT returns) and zip files (closed whole)."""
+        if is_url(self.location) or store_format(self.location) == "zip":
+            return
+        root = Path(self.location)
+        for path in paths:
+            target = root / path
+            if path.endswith("/") or target.is_file():
+                _fsync(target if path.endswith("/") else target)
+                _fsync(target.parent)
+                continue
+            for folder, _, files in os.walk(target):
+                for name in files:
+                    _fsync(Path(folder) / name)
+                _fsync(Path(folder))
+            _fsync(target.parent)
 
     def close(self) -> None:
         self._store.close()
@@ -449,8 +467,10 @@ class HDF5Backend:
         self._file.flush()
         return os.path.getsize(self.location)
 
-    def flush(self) -> None:
+    def flush(self, *paths: str) -> None:
+        """Write HDF5's buffers to the file and fsync it (the whole file: ``paths`` unused)."""
         self._file.flush()
+        os.fsync(self._file.id.get_vfd_handle())
 
     def reload(self) -> None:
         pass  # one process writes an HDF5 store; its view is always current
@@ -479,7 +499,10 @@ def _create_hdf5(path: Path) -> None:
 def _fsync(path: Path) -> None:
     """Flush a file's or a folder's data to the disk (a rename is only durable once its
     folder is synced)."""
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # removed meanwhile (another writer): nothing of it to make durable
     try:
         os.fsync(fd)
     finally:

@@ -369,7 +369,9 @@ class FeatureStore:
                 self._b.set_attrs("", attrs)
             for group in ("videos", "frames", "times", "failures"):
                 self._b.ensure_group(group)
-            self._b.flush()
+            self._b.flush(
+                "zarr.json", *(f"{g}/zarr.json" for g in ("videos", "frames", "times", "failures"))
+            )
 
     # -- writing -------------------------------------------------------------------------------
     def write_video(
@@ -421,9 +423,10 @@ class FeatureStore:
                 self._b.write_array(f"videos/{key}", stored, asdict(rec))
             else:
                 self._b.write_array(f"videos/{key}", stored, asdict(rec))
-                self._b.set_attrs(f"videos/{key}", {"complete": True})
+                self._b.flush(f"frames/{key}", f"times/{key}", f"videos/{key}")  # rows on disk
+                self._b.set_attrs(f"videos/{key}", {"complete": True})  # before the flag
                 rec.complete = True
-            self._b.flush()
+            self._b.flush(f"videos/{key}/zarr.json")
         return rec
 
     def check_rows(self, video_id: str, features: np.ndarray) -> None:
@@ -459,7 +462,7 @@ class FeatureStore:
             self._b.ensure_group(
                 f"failures/{key}", {"video_id": video_id, "source": source, "error": error}
             )
-            self._b.flush()
+            self._b.flush("videos/", "frames/", "times/", f"failures/{key}")
 
     def delete_video(self, video_id: str) -> None:
         key = video_key(video_id)
