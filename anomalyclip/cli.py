@@ -74,6 +74,9 @@ def features_cmd(
     shard: str = typer.Option(
         None, "--shard", help="I/N: this job's share of N (job arrays; default torchrun's)."
     ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Record videos that end far short of their header as failed."
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -124,6 +127,7 @@ def features_cmd(
         folder_fps=frames_fps,
         shard=(rank, world),
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
+        strict=strict,
     )
     typer.echo(summary.format())
     if not summary.ok:
@@ -209,7 +213,7 @@ def store_info(
     typer.echo(f"sampling   {info['sampling']}")
     typer.echo(
         f"videos     {info['videos']} complete, {info['incomplete']} incomplete, "
-        f"{info['failed']} failed"
+        f"{info['failed']} failed" + (f", {info['damaged']} damaged" if info["damaged"] else "")
     )
     typer.echo(f"frames     {info['frames']:,}")
     typer.echo(f"size       {_human_bytes(info['size_bytes'])}")
@@ -227,10 +231,11 @@ def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
     from anomalyclip.store import open_store
 
     with open_store(path) as st:
-        for key in st.keys():  # noqa: SIM118 (a store, not a dict)
-            r = st.record_by_key(key)
-            state = "ok" if r.complete else "incomplete"
-            typer.echo(f"{r.video_id}\t{r.split}\t{r.label}\t{r.num_frames}\t{state}")
+        for vid, r, state in st.listing():
+            if r is None:  # a damaged record: its id comes from its key
+                typer.echo(f"{vid}\t-\t-\t0\t{state}")
+            else:
+                typer.echo(f"{r.video_id}\t{r.split}\t{r.label}\t{r.num_frames}\t{state}")
         for vid, failure in st.failures().items():
             typer.echo(f"{vid}\t-\t-\t0\tfailed: {failure.get('error', '')}")
 
@@ -244,12 +249,17 @@ def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> Non
     with open_store(path) as st:
         n = len(st.keys())
         problems = st.verify(progress=True)
+        truncated = {} if problems else st.truncated()
     for vid, reason in problems.items():
         typer.echo(f"{vid}: {reason}")
     if problems:
         typer.echo(f"{path}: {len(problems)} of {n} videos failed verification", err=True)
         raise typer.Exit(1)
-    typer.echo(f"{path}: all {n} videos intact")
+    for vid, why in truncated.items():
+        typer.echo(f"{vid}: truncated source, stored as decoded: {why}")
+    typer.echo(
+        f"{path}: all {n} videos intact" + (f" ({len(truncated)} truncated)" if truncated else "")
+    )
 
 
 @store_app.command("export")
@@ -258,6 +268,7 @@ def store_export(
     dst: str = typer.Argument(
         ..., help="New store, format from the suffix: none or .zarr, .zip, .h5 or .hdf5."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing destination."),
 ) -> None:
     """Convert a store between Zarr directory, Zarr zip and HDF5, bit-exact."""
     checks.store_location(src)
@@ -265,7 +276,7 @@ def store_export(
     from anomalyclip.store.backend import store_format
 
     store_format(dst)  # an unknown suffix is refused before anything is read or written
-    n = export_store(src, dst)
+    n = export_store(src, dst, overwrite=overwrite)
     typer.echo(f"exported {n} videos to {dst}")
 
 
@@ -388,6 +399,9 @@ def train_cmd(
         callback=_threshold_rule,
         help="far@X (X % of normal frames alarm; far@1), fixed@T, youden or best-f1.",
     ),
+    allow_backbone_mismatch: bool = typer.Option(
+        False, "--allow-backbone-mismatch", help="Resume on features of another backbone."
+    ),
     conv: str = typer.Option(
         "auto",
         "--conv",
@@ -413,6 +427,11 @@ def train_cmd(
 
     with open_store(features) as st:
         dataset = st.dataset
+        if resume:
+            from anomalyclip.train.checkpoint import check_backbone, read_run_config
+
+            run_dir = out or f"runs/{dataset}"
+            check_backbone(read_run_config(run_dir), st, run_dir, allow_backbone_mismatch)
     cfg = resolve_config(
         dataset,
         config,
@@ -482,6 +501,9 @@ def eval_cmd(
         0.8, "--exit-ratio", help="An event ends below threshold x this."
     ),
     device: str = typer.Option(None, "--device"),
+    allow_backbone_mismatch: bool = typer.Option(
+        False, "--allow-backbone-mismatch", help="Evaluate features of another backbone."
+    ),
 ) -> None:
     """Paper metrics on the test split, decisions and events at the run's threshold,
     per-video CSVs and plots."""
@@ -506,8 +528,9 @@ def eval_cmd(
     model, config = load_model(checkpoint, clip)
     model.to(dev)
     options = EvalOptions(
-        features, annotations, threshold_rule, calibrate_on, events, batch_size, dev
-    )
+        features, annotations, threshold_rule, calibrate_on, events, batch_size, dev,
+        allow_backbone_mismatch=allow_backbone_mismatch, run_dir=checkpoint,
+    )  # fmt: skip
     metrics, results = evaluate_run(model, config, options)
     metrics["provenance"] = {**provenance(), "run": checkpoint, "features": features, "clip": clip}
     out_dir = write_outputs(

@@ -132,4 +132,4 @@ def test_full_demo_finds_the_planted_events(tmp_path):
     written = json.loads((run.eval_dir / "metrics.json").read_text())
     assert written["auc"] == pytest.approx(metrics["auc"])
     assert (run.eval_dir / "roc.png").stat().st_size > 10_000
-    assert len(list((run.eval_dir / "videos").glob("*.csv"))) == 17
+    assert len(list((run.eval_dir / "videos").rglob("*.csv"))) == 17

@@ -416,5 +416,5 @@ def test_video_plot_without_presentation_times_uses_frame_numbers(tmp_path):
     result = VideoResult("v/one", np.arange(T), np.full(T, np.nan), p, probs, labels, [[30, 40]])
     metrics = {"threshold": 0.5, "confusion": [[10, 0], [0, 30]]}
     out = write_outputs(tmp_path, metrics, [result], names, 1)
-    png = out / "videos" / "v_one.png"
+    png = out / "videos" / "v" / "one.png"  # an id with "/" keeps its folder
     assert png.is_file() and png.stat().st_size > 10_000

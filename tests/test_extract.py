@@ -291,3 +291,36 @@ def test_features_cli_exits_nonzero_on_failure(tiny_clip, tmp_path):
             st.video_ids() == ["train/Normal/ok"] and st.record("train/Normal/ok").label == "Normal"
         )
         assert st.record("train/Normal/ok").source == "train/Normal/ok.mp4"
+
+
+def test_self_referencing_symlink_fails_that_entry_alone(tiny_clip, tmp_path):
+    """A symlink pointing at itself (a broken copy of a dataset) is one failed entry; the
+    other videos are extracted and the store stays usable."""
+    root = tmp_path / "videos"
+    root.mkdir()
+    good = _small_videos(root, 1)[0]
+    loop = root / "loop.mp4"
+    loop.symlink_to("loop.mp4")
+    entries = _entries([good, loop])
+    summary = extract(entries, tmp_path / "s.zarr", tiny_clip, dataset="demo", root=root,
+                      progress=False)  # fmt: skip
+    assert summary.extracted == 1 and list(summary.failed) == ["loop"]
+    assert "loop.mp4: cannot read" in summary.failed["loop"]
+    with open_store(tmp_path / "s.zarr") as st:
+        assert st.video_ids() == ["v0"] and st.record("v0").source == "v0.mp4"
+        assert st.failures()["loop"]["source"] == "loop.mp4"
+
+
+def test_source_gone_unreadable_replaces_its_rows_with_the_failure(tiny_clip, tmp_path):
+    """A video extracted once whose source is gone at the next run is recorded as failed,
+    and its old rows no longer read as complete next to that failure."""
+    paths = _small_videos(tmp_path, 2)
+    store = tmp_path / "s.zarr"
+    assert extract(_entries(paths), store, tiny_clip, dataset="demo", progress=False).ok
+    paths[0].unlink()
+    again = extract(_entries(paths), store, tiny_clip, dataset="demo", progress=False)
+    assert list(again.failed) == ["v0"] and again.skipped == 1
+    with open_store(store) as st:
+        assert st.video_ids() == ["v1"] and list(st.failures()) == ["v0"]
+        assert [(v, s) for v, _, s in st.listing()] == [("v1", "ok")]
+        assert st.verify() == {}

@@ -40,6 +40,7 @@ from transformers import CLIPTokenizer
 
 from anomalyclip.cli import main
 from anomalyclip.datasets import get_dataset
+from anomalyclip.evaluate.run import safe_name
 
 pytestmark = [
     pytest.mark.slow,
@@ -325,7 +326,7 @@ def test_eval_equals_direct_computation(release):
     assert lengths == ([37, 513, 700, 1300] if spec.name == "ucf" else [37, 513])
     all_p, all_truth = [], []
     for (vid, (x, abnormal, labels)), (p, probs) in zip(test.items(), direct, strict=True):
-        got = read_csv(out / "videos" / f"{vid.replace('/', '_')}.csv")
+        got = read_csv(out / "videos" / f"{safe_name(vid)}.csv")
         t = len(x)
         assert got["classes"] == list(spec.classes)
         assert np.array_equal(got["frame"], np.arange(t))
@@ -353,7 +354,7 @@ def test_direct_computation_is_sensitive(release):
         (by_length[1], {"contiguous": True}),  # 513 frames: two sequences
         (by_length[0], {"batchnorm": False}),
     ):
-        got = read_csv(r["out"] / "videos" / f"{vid.replace('/', '_')}.csv")
+        got = read_csv(r["out"] / "videos" / f"{safe_name(vid)}.csv")
         ((p, probs),) = direct_outputs(
             r["sd"], r["centroid"], r["text"], [r["test"][vid][0]], r["spec"].normal_id, **control
         )

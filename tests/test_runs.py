@@ -299,6 +299,7 @@ def set_epoch_format(run: Path, version: int, epoch: int) -> None:
     (run / "optimizer.json").write_text(json.dumps({**layout, "epoch": epoch}))
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "version": version, "epoch": epoch}))
+    (run / "checkpoint.json").unlink()  # version-1 runs had no manifest
 
 
 def test_epochs_count_from_one_and_resume_is_exact(project, tmp_path, caplog):

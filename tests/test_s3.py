@@ -49,7 +49,7 @@ def anomaly(*args: str, env: dict) -> subprocess.CompletedProcess:
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=120,  # a hang fails the test instead of the suite
     )
 
 
@@ -104,3 +104,96 @@ def test_damaged_object_on_s3_is_named_by_verify(tmp_path, tiny_clip, s3_env):
     from urllib.parse import unquote
 
     assert unquote(damaged) in verify.stdout
+
+
+class _Endpoint:
+    """An S3 endpoint on 127.0.0.1 that misbehaves: ``silent`` accepts connections and never
+    answers; ``forbidden`` answers every request with S3's 403 AccessDenied; ``closed`` is a
+    port nobody listens on (connection refused)."""
+
+    def __init__(self, kind: str) -> None:
+        import socket
+        import threading
+
+        self.kind = kind
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.held: list = []
+        if kind == "closed":
+            self.sock.close()
+            return
+        self.sock.listen(64)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        body = (
+            b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            b"<Message>Access Denied</Message></Error>"
+        )
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # silent: keep it open, say nothing
+            if self.kind == "forbidden":
+                conn.recv(65536)
+                conn.sendall(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+                    + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                    + body
+                )
+                conn.close()
+
+    def env(self) -> dict:
+        return {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}",
+            "ANOMALYCLIP_URL_TIMEOUT": "1",
+        }
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        if self.kind != "closed":
+            self.sock.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "command"),
+    [
+        ("silent", "no reply within 1 s", ["store", "info"]),
+        ("closed", "cannot connect", ["store", "info"]),
+        ("forbidden", "access denied", ["store", "info"]),
+        ("silent", "no reply within 1 s", ["store", "export", "@local"]),
+    ],
+)
+def test_broken_s3_endpoint_is_one_line_and_never_hangs(tmp_path, tiny_clip, kind, reason,
+                                                        command):  # fmt: skip
+    """Reading from and writing to an endpoint that never replies, refuses connections or
+    forbids access: a one-line error naming the URL within seconds (the defaults of s3fs and
+    botocore retry a silent endpoint for ~7 minutes)."""
+    import time
+
+    endpoint = _Endpoint(kind)
+    url = "s3://features/demo.zarr"
+    if command[-1] == "@local":  # export a local store to the broken endpoint
+        cfg = resolve_config("demo", epochs=1, warmup_epochs=1)
+        local = planted_store(tmp_path / "l.zarr", tiny_clip, cfg, n_abnormal=1, n_normal=1)
+        args = [*command[:-1], str(local), url]
+    else:
+        args = [*command, url]
+    try:
+        start = time.monotonic()
+        done = anomaly(*args, env=endpoint.env())
+        took = time.monotonic() - start
+    finally:
+        endpoint.close()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: {url}: ") and reason in line, line
+    assert took < 30, took

@@ -565,3 +565,132 @@ def test_bench_store_sizes_and_reads(tmp_path):
         assert all(v > 0 for v in result["read_s"][cache].values())
     lines = table(result).splitlines()
     assert len(lines) == 5 and lines[2].startswith("zarr f16")
+
+
+# -- reliability (issue 18) ---------------------------------------------------------------------
+def test_export_onto_an_existing_url_store_is_refused_unless_overwrite(tmp_path, base_attrs):
+    """A URL destination is refused like a local one: an export never replaces a store silently."""
+    fill(tmp_path / "a.zarr", base_attrs, ids=["one_row"])
+    fill(tmp_path / "b.zarr", base_attrs, ids=["Abuse/Abuse028_x264"], seed=4)
+    url = f"memory://anomalyclip-test-{uuid.uuid4().hex}/feats.zarr"
+    assert export_store(tmp_path / "a.zarr", url) == 1
+    with pytest.raises(AnomalyError, match=rf"^{url}: already exists; .*--overwrite"):
+        export_store(tmp_path / "b.zarr", url)
+    with open_store(url) as st:  # untouched
+        assert st.video_ids() == ["one_row"] and st.verify() == {}
+    assert export_store(tmp_path / "b.zarr", url, overwrite=True) == 1
+    with open_store(url) as st:  # replaced whole: nothing of the old store is left
+        assert st.video_ids() == ["Abuse/Abuse028_x264"] and st.verify() == {}
+        assert st.keys() == [video_key("Abuse/Abuse028_x264")]
+    # the same rule for a local destination
+    with pytest.raises(AnomalyError, match="already exists"):
+        export_store(tmp_path / "b.zarr", tmp_path / "a.zarr")
+    assert export_store(tmp_path / "b.zarr", tmp_path / "a.zarr", overwrite=True) == 1
+    with open_store(tmp_path / "a.zarr") as st:
+        assert st.video_ids() == ["Abuse/Abuse028_x264"]
+    import fsspec
+
+    fsspec.filesystem("memory").rm(url.split("://")[1].split("/")[0], recursive=True)
+
+
+def drop_root_attrs(path: Path, *names: str) -> None:
+    """Remove root attributes behind the store's back, as a killed older writer left them."""
+    if path.suffix == ".h5":
+        with h5py.File(path, "a") as f:
+            for name in names:
+                del f.attrs[name]
+        return
+    meta = json.loads((path / "zarr.json").read_text())
+    for name in names:
+        del meta["attributes"][name]
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_incomplete_root_attributes(tmp_path, base_attrs, suffix):
+    """A root with only some attributes (an older writer killed between its per-key
+    updates) is written anew while no video is complete, and refused clearly otherwise."""
+    path = tmp_path / f"s{suffix}"
+    fill(path, base_attrs, ids=[])
+    drop_root_attrs(path, "dataset", "backbone", "preprocessing", "sampling", "dtype", "producer")
+    with open_store(path, "a") as st:
+        st.init(base_attrs)  # re-initialised
+        assert st.attrs == base_attrs
+        st.write_video(*random_video("one_row", 0))
+    drop_root_attrs(path, "backbone", "dataset")
+    with (
+        open_store(path, "a") as st,
+        pytest.raises(
+            AnomalyError, match=r"root attributes are incomplete \(no dataset, backbone\) but 1 "
+        ),
+    ):
+        st.init(base_attrs)
+
+
+# -- values, records and verify (issue 18, item 13) ---------------------------------------------
+def test_float16_store_refuses_values_it_would_turn_into_inf(tmp_path, base_attrs):
+    """float32 rows beyond ±65504 would be stored as inf in a float16 store: refused, naming
+    the video and the way out (a float32 store); NaN and inf are refused in any dtype."""
+    rec, feats, frames, times = random_video("one_row", 0)
+    big = feats.copy()
+    big[0, 3] = 1e5
+    with open_store(tmp_path / "s.zarr", "w") as st:
+        st.init(base_attrs)
+        with pytest.raises(AnomalyError, match=r"one_row: values up to 1e\+05 exceed float16's"):
+            st.write_video(rec, big, frames, times)
+        nan = feats.copy()
+        nan[0, 0] = np.nan
+        with pytest.raises(AnomalyError, match=r"one_row: 1 row\(s\) with NaN or inf"):
+            st.write_video(rec, nan, frames, times)
+        assert st.video_ids(complete=False) == []
+        st.write_video(rec, feats * 1000, frames, times)  # large but representable: kept
+        assert np.isfinite(st.features("one_row")).all()
+    with open_store(tmp_path / "f32.zarr", "w") as st:
+        st.init(attrs_for(base_attrs, "float32"))
+        st.write_video(rec, big, frames, times)
+        assert st.features("one_row")[0, 3] == 1e5
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_record_row_count_must_match_the_arrays(tmp_path, base_attrs, suffix):
+    """A record claiming more (or fewer) rows than its arrays hold is refused on read and
+    named by verify, instead of sampling indices past the end (or ignoring rows)."""
+    path = tmp_path / f"s{suffix}"
+    fill(path, base_attrs, ids=["Abuse/Abuse028_x264", "one_row"])
+    key = video_key("Abuse/Abuse028_x264")
+    with open_store(path, "a") as st:
+        st._b.set_attrs(f"videos/{key}", {"num_frames": 2600})
+    with open_store(path) as st:
+        with pytest.raises(AnomalyError, match=r"'Abuse/Abuse028_x264': has 2500 rows in vid"):
+            st.rows("Abuse/Abuse028_x264", np.array([0, 2550]))
+        assert st.verify() == {
+            "Abuse/Abuse028_x264": "has 2500 rows in videos/, its record says 2600"
+        }
+        assert st.rows("one_row", np.array([0])).shape == (1, DIM)
+
+
+def test_verify_checks_root_labels_and_values(tmp_path, base_attrs):
+    path = tmp_path / "s.zarr"
+    fill(path, base_attrs, ids=["Abuse/Abuse028_x264", "one_row", "__starts_with_underscores"])
+    with open_store(path, "a") as st:
+        assert st.verify() == {}
+        st._b.set_attrs(f"videos/{video_key('one_row')}", {"label": "Picnic"})
+        # rewritten rows with a NaN and a matching checksum: only a value check can tell
+        rec, feats, frames, times = random_video("__starts_with_underscores", 9)
+        st.write_video(rec, feats, frames, times)
+        arr = st._b.array(f"videos/{video_key(rec.video_id)}")
+        bad = arr[...]
+        bad[1, 2] = np.nan
+        arr[...] = bad
+        st._b.set_attrs(
+            f"videos/{video_key(rec.video_id)}",
+            {"sha256": content_sha256(bad, frames, times)},
+        )
+        st._b.set_attrs("", {"backbone": {"model": "x"}, "dtype": "float8"})
+    with open_store(path) as st:
+        problems = st.verify()
+    assert problems == {
+        "/": "root attributes: backbone has no dim; dtype 'float8' is not float16 or float32",
+        "one_row": "label 'Picnic' is not a class of dataset 'ucf'",
+        "__starts_with_underscores": "1 row(s) of features with NaN or inf (first: row 1)",
+    }

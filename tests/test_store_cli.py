@@ -143,7 +143,7 @@ def test_export_chain_and_verify(monkeypatch, capsys, store, tmp_path):
     code, _, err = anomaly(monkeypatch, capsys, "store", "export", store, chain[1])
     assert code == 2
     assert error_lines(err) == [
-        f"error: {chain[1]}: already exists; remove it or choose another name"
+        f"error: {chain[1]}: already exists; remove it, choose another name or pass --overwrite"
     ]
 
 
@@ -231,3 +231,85 @@ def test_bench_store_command(monkeypatch, capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.h5", "features.zarr", "npy"]
     code, out, _ = anomaly(monkeypatch, capsys, *args)
     assert code == 0 and [line.split()[0] for line in out.splitlines()[2:]] == ["zarr", "h5", "npy"]
+
+
+def test_export_onto_an_existing_url_needs_overwrite(monkeypatch, capsys, store):
+    url = "memory://anomalyclip-cli-export/xd.zarr"
+    assert anomaly(monkeypatch, capsys, "store", "export", store, url)[0] == 0
+    code, _, err = anomaly(monkeypatch, capsys, "store", "export", store, url)
+    assert code == 2
+    assert error_lines(err) == [
+        f"error: {url}: already exists; remove it, choose another name or pass --overwrite"
+    ]
+    code, out, _ = anomaly(monkeypatch, capsys, "store", "export", store, url, "--overwrite")
+    assert code == 0 and out.strip() == f"exported 4 videos to {url}"
+    import fsspec
+
+    fsspec.filesystem("memory").rm("/anomalyclip-cli-export", recursive=True)
+
+
+def nest_attribute(store: Path, video_id: str, depth: int = 100_000) -> None:
+    """Replace a video's label by JSON nested ``depth`` levels deep (valid JSON that Python's
+    parser refuses with RecursionError), as a hostile or buggy writer could leave it."""
+    meta = store / "videos" / video_key(video_id) / "zarr.json"
+    text = meta.read_text()
+    doc = json.loads(text)
+    label = json.dumps(doc["attributes"]["label"])
+    assert text.count(f'"label": {label}') == 1
+    meta.write_text(text.replace(f'"label": {label}', '"label": ' + "[" * depth + "]" * depth))
+
+
+def test_deeply_nested_attributes_break_one_video_not_the_store(monkeypatch, capsys, store):
+    bad = "nested/dir/video"
+    nest_attribute(store, bad)
+    code, out, err = anomaly(monkeypatch, capsys, "store", "verify", store)
+    assert code == 1 and "Traceback" not in err
+    [line] = out.splitlines()
+    assert line.startswith(f"{bad}: unreadable attributes (RecursionError")
+    assert len(line) < 400
+    code, out, err = anomaly(monkeypatch, capsys, "store", "info", store, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["videos"] == 3 and info["damaged"] == 1 and info["frames"] == 40 + 1100 + 1
+    code, out, _ = anomaly(monkeypatch, capsys, "store", "ls", store)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 5 and sum(line.startswith(f"{bad}\t") for line in lines) == 1
+    assert (
+        next(line for line in lines if line.startswith(bad))
+        .split("\t")[-1]
+        .startswith("damaged: unreadable attributes")
+    )
+    with open_store(store) as st:  # readers refuse it by name, not with a RecursionError
+        from anomalyclip.errors import AnomalyError
+
+        with pytest.raises(AnomalyError, match=rf"^{store}: video '{bad}': unreadable attrib"):
+            st.records()
+        assert bad in st.video_ids(complete=False) and len(st.video_ids(complete=False)) == 4
+
+
+def test_huge_attribute_is_not_echoed_whole(monkeypatch, capsys, store):
+    """A 50 MB label must not come back whole in an error or a listing."""
+    vid = "nested/dir/video"
+    with open_store(store, "a") as st:
+        st._b.set_attrs(f"videos/{video_key(vid)}", {"label": "x" * 50_000_000})
+    for command in ("verify", "ls", "info"):
+        code, out, err = anomaly(monkeypatch, capsys, "store", command, store)
+        assert len(out) + len(err) < 5000, command
+        assert code == (1 if command == "verify" else 0), (command, err)
+    code, out, _ = anomaly(monkeypatch, capsys, "store", "verify", store)
+    assert f"{vid}: attribute 'label' is too long (50,000,000 characters)" in out
+
+
+def test_deeply_nested_root_attributes_are_one_line(monkeypatch, capsys, store):
+    meta = store / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["producer"] = "@@"
+    meta.write_text(json.dumps(doc).replace('"@@"', "[" * 100_000 + "]" * 100_000))
+    for command in ("info", "ls", "verify"):
+        code, out, err = anomaly(monkeypatch, capsys, "store", command, store)
+        assert code == 2 and out == ""
+        assert error_lines(err) == [
+            f"error: {store}: unreadable root metadata (RecursionError: maximum recursion depth "
+            "exceeded while decoding a JSON array from a unicode string)"
+        ]

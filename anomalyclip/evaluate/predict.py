@@ -7,6 +7,7 @@ store), so a prediction sees exactly the features training saw.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,43 @@ class Prediction:
     events_file: Path | None = None
 
 
+def output_names(paths: list[Path]) -> list[str]:
+    """Unique output names (relative, without suffix) for the input videos, deterministically.
+
+    A video is named by its stem when no other input shares it; otherwise by as few parent
+    folders as tell it apart (``pa/clip.mp4``, ``pb/clip.mp4`` -> ``pa/clip``, ``pb/clip``),
+    then with its extension; a name given twice (the same path again) gets ``~2``, ``~3``...
+    in input order. Every part goes through :func:`safe_name`, which never writes ``~``.
+    """
+    full = [Path(os.path.abspath(p)) for p in paths]
+
+    def key(i: int, depth: int, with_suffix: bool) -> tuple[str, ...]:
+        folders = full[i].parent.parts[len(full[i].parent.parts) - depth :] if depth else ()
+        return (*folders, full[i].name if with_suffix else full[i].stem)
+
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for i in range(len(full)):
+        others = [j for j in range(len(full)) if full[j] != full[i]]
+        chosen = key(i, 0, False)
+        for with_suffix in (False, True):
+            found = next(
+                (
+                    key(i, depth, with_suffix)
+                    for depth in range(len(full[i].parent.parts))
+                    if all(key(j, depth, with_suffix) != key(i, depth, with_suffix) for j in others)
+                ),
+                None,
+            )
+            if found:
+                chosen = found
+                break
+        name = "/".join(safe_name(part) for part in chosen)
+        seen[name] = seen.get(name, 0) + 1
+        names.append(f"{name}~{seen[name]}" if seen[name] > 1 else name)
+    return names
+
+
 def predict(
     videos: list[str | Path],
     checkpoint: str | Path,
@@ -74,6 +112,7 @@ def predict(
         if not p.exists():
             raise AnomalyError(f"{p}: no such video file or frame folder")
     ids = [f"{i:04d}_{safe_name(p.stem)}" for i, p in enumerate(paths)]
+    stems = dict(zip(ids, output_names(paths), strict=True))
     entries = [VideoEntry(vid, p, "", "predict", []) for vid, p in zip(ids, paths, strict=True)]
     store_url = f"memory://anomalyclip-predict-{uuid.uuid4().hex}"
     summary = extract(
@@ -104,7 +143,7 @@ def predict(
                 dev,
             )
             p, probs = p.float().numpy(), probs.float().numpy()
-            stem = safe_name(path.stem)
+            stem = stems[vid]
             csv = write_video_csv(
                 out / f"{stem}.csv", frames, times, p, probs, names,
                 threshold=threshold, normal_id=normal_id,

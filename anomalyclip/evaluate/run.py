@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -194,9 +195,36 @@ def decide(
     metrics["decision"]["event_settings"] = dataclasses.asdict(events)
 
 
+# Characters kept as they are in output file names: portable on every file system and
+# shell-quoting-free except '#', ',' and '=', which XD-Violence ids are full of. Everything
+# else (spaces, '%', '~', other scripts...) is percent-encoded, so distinct ids give distinct
+# names and ``urllib.parse.unquote`` gives the id back.
+_NAME_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-=,()#")
+_NAME_MAX = 200  # bytes per path component, well under the usual 255
+
+
+def _safe_component(part: str) -> str:
+    out = "".join(c if c in _NAME_SAFE else quote(c, safe="") for c in part)
+    if out.startswith("."):  # no hidden files, no '.' or '..'
+        out = "%2E" + out[1:]
+    if len(out) > _NAME_MAX:  # unique, but not reversible from the name alone
+        cut = out[: _NAME_MAX - 20]
+        cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # never split a %XX
+        digest = hashlib.sha256(part.encode()).hexdigest()[:16]
+        out = f"{cut}~{digest}"
+    return out or "%00"
+
+
 def safe_name(video_id: str) -> str:
-    """A file name for a video id (its path separators and odd characters flattened)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_") or "video"
+    """A relative file name (without suffix) for a video id: unique and reversible.
+
+    Each ``/``-separated part of the id becomes a folder level; characters outside a portable
+    set are percent-encoded (``a b`` -> ``a%20b``, ``日本`` -> ``%E6%97%A5%E6%9C%AC``), so
+    ``unquote(name) == video_id`` and ordinary ids stay readable. A part longer than 200
+    bytes once encoded is cut and ends in ``~`` and a hash of the part (``~`` never appears
+    otherwise): still unique, no longer reversible from the name alone.
+    """
+    return "/".join(_safe_component(part) for part in video_id.split("/"))
 
 
 def intervals_in_seconds(
@@ -289,6 +317,8 @@ class EvalOptions:
     batch_size: int = 64
     device: str | None = None
     progress: bool = True
+    allow_backbone_mismatch: bool = False
+    run_dir: str = "the run"  # for messages
 
 
 def evaluate_run(
@@ -297,6 +327,7 @@ def evaluate_run(
     """The paper's metrics on the test split of the run's store, and the decisions at the
     run's threshold: what ``anomaly eval`` and the demo report."""
     from anomalyclip.store import open_store
+    from anomalyclip.train.checkpoint import check_backbone
 
     features = options.features or config["store"]["location"]
     with open_store(features) as st:
@@ -305,6 +336,7 @@ def evaluate_run(
                 f"{features}: store holds {st.dataset!r}, "
                 f"the run was trained on {config['dataset']!r}"
             )
+        check_backbone(config, st, options.run_dir, options.allow_backbone_mismatch)
         truth = read_annotations(st.dataset, options.annotations) if options.annotations else None
         found = evaluate_store(
             model, st, options.batch_size, options.device, options.progress, truth

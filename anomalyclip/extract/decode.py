@@ -18,6 +18,17 @@ stored times are always strictly increasing:
 
 A container with a wrong nominal rate (``Megamind_bugy.avi`` says 30 fps for a 23.976 fps
 clip) cannot be detected from the file alone; its own timeline is kept as it is.
+
+Truncation. A file cut short (a copy interrupted at a block boundary) can decode cleanly to
+its last whole packet. Where the stream's header declares a frame count or a duration and
+decoding ends before :data:`TRUNCATED_BELOW` of the declared time (and more than two frames
+short), ``truncated`` says so: the rows are kept, the record flags them. Time, not the frame
+count, is compared: ``tree.avi`` declares 444 frames and codes 68, but they span all of its
+29.6 s (the others are dropped frames: gaps in time).
+
+FFmpeg's log messages are left to its silent default callback: PyAV's Python log callback
+takes the GIL from FFmpeg's frame-decoding threads, and freeing a decoder after an error
+while one of them logs deadlocks the process (a truncated MP4 hung extraction that way).
 """
 
 from __future__ import annotations
@@ -41,10 +52,11 @@ from anomalyclip.errors import AnomalyError
 log = logging.getLogger(__name__)
 
 REORDER_WINDOW = 16  # frames; far above any real B-frame reorder depth
+TRUNCATED_BELOW = 0.9  # decoded time under this fraction of the declared time: truncated
 FOLDER_FPS = 30.0  # frame rate assumed for a folder of frames when none is given
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
-av.logging.set_level(av.logging.PANIC)  # damaged streams are reported through AnomalyError
+av.logging.set_level(None)  # silent, and no GIL taken from decoder threads (see above)
 
 
 @dataclass(frozen=True)
@@ -127,8 +139,9 @@ def natural_key(name: str) -> list:
 class VideoSource:
     """A video file or a folder of image frames, iterated as sampled :class:`Frame` objects.
 
-    ``num_decoded`` (every decoded frame, before sampling) and ``fps`` (the nominal rate) are
-    valid after a complete iteration. Every failure is an :class:`AnomalyError` naming the file.
+    ``num_decoded`` (every decoded frame, before sampling), ``fps`` (the nominal rate) and
+    ``truncated`` (why the file looks cut short, or "") are valid after a complete iteration.
+    Every failure is an :class:`AnomalyError` naming the file.
     """
 
     def __init__(
@@ -139,6 +152,7 @@ class VideoSource:
         self.folder_fps = folder_fps
         self.fps: float | None = None
         self.num_decoded = 0
+        self.truncated = ""
 
     def __iter__(self) -> Iterator[Frame]:
         if self.path.is_dir():
@@ -194,11 +208,12 @@ class VideoSource:
             sampler = _Sampler(self.sampling)
             pending: deque[av.VideoFrame] = deque()  # decoded, waiting for their repaired time
             self.num_decoded = 0
+            last = [0.0]  # repaired time of the last decoded frame
 
             def emit(frame: av.VideoFrame) -> Iterator[Frame]:
                 index = self.num_decoded
                 self.num_decoded += 1
-                time = repair.pop()
+                time = last[0] = repair.pop()
                 if sampler.keep(index, time):
                     yield Frame(index, time, frame.to_ndarray(format="rgb24"))
 
@@ -220,8 +235,29 @@ class VideoSource:
                 raise self._fail(
                     f"decoding failed after {self.num_decoded} frames ({_short(exc)})"
                 ) from exc
+            declared_s = max(
+                (stream.frames or 0) / self.fps,
+                float(stream.duration * tb) if stream.duration else 0.0,
+            )
         if self.num_decoded == 0:
             raise self._fail("no frames could be decoded")
+        self.truncated = _truncation(
+            self.num_decoded, stream.frames or 0, last[0] + 1.0 / self.fps, declared_s, self.fps
+        )
+
+
+def _truncation(
+    decoded: int, declared: int, covered_s: float, declared_s: float, fps: float
+) -> str:
+    """Why a decoded stream looks cut short of what its header declares ("" when it does not)."""
+    if not declared_s or covered_s >= TRUNCATED_BELOW * declared_s:
+        return ""
+    if (declared_s - covered_s) * fps <= 2:
+        return ""
+    span = f"{covered_s:.1f} s of {declared_s:.1f} s"
+    if declared:
+        return f"decoded {decoded} of the {declared} frames the container declares ({span})"
+    return f"decoded {decoded} frames, {span} the container declares"
 
 
 def _short(exc: BaseException) -> str:

@@ -18,7 +18,9 @@ Resume and idempotence come from the store: a video whose copy is complete and w
 fingerprint matches is skipped before decoding; anything else is (re)done, and the store's
 complete-flag-last write means a killed run never leaves a video that reads as done.
 A video that fails (cannot be opened, truncated, ...) is recorded in the store with its reason
-and the run goes on.
+and the run goes on. Every decoded frame is a heartbeat: a decoder that yields nothing for
+``stall_timeout`` seconds has its video recorded as failed, is left behind (a thread stuck in
+C cannot be stopped) and a fresh decoder takes the remaining videos.
 
 Scale-out: ``shard=(rank, world)`` gives each of ``world`` processes a disjoint share of the
 videos balanced by bytes (:func:`shard_entries`), all writing into one store. Under one launch
@@ -54,6 +56,7 @@ from anomalyclip.store.backend import store_format
 log = logging.getLogger(__name__)
 
 ROOT_WAIT_S = 600.0  # how long ranks > 0 wait for rank 0 to write a store's root attributes
+STALL_S = 120.0  # seconds without a decoded frame after which a video is given up as failed
 
 
 def preprocessing_attrs() -> dict:
@@ -78,6 +81,7 @@ class Summary:
     extracted: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    truncated: dict[str, str] = field(default_factory=dict)  # stored, source cut short
     frames: int = 0
     seconds: float = 0.0
 
@@ -92,10 +96,12 @@ class Summary:
     def format(self) -> str:
         lines = [
             f"{self.total} videos: {self.extracted} extracted, {self.skipped} already done, "
-            f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
-            f"({self.frames_per_s:.1f} frames/s)"
+            f"{len(self.failed)} failed"
+            + (f", {len(self.truncated)} truncated" if self.truncated else "")
+            + f"; {self.frames} frames in {self.seconds:.1f} s ({self.frames_per_s:.1f} frames/s)"
         ]
         lines += [f"  failed {vid}: {reason}" for vid, reason in sorted(self.failed.items())]
+        lines += [f"  truncated {vid}: {why}" for vid, why in sorted(self.truncated.items())]
         return "\n".join(lines)
 
 
@@ -113,6 +119,7 @@ class _Done:
     video: int
     num_decoded: int
     fps: float
+    truncated: str = ""  # why the source looks cut short ("" if it does not)
 
 
 @dataclass
@@ -121,24 +128,44 @@ class _Failed:
     reason: str
 
 
-_WORKER_EXIT = object()
+@dataclass
+class _Exit:
+    worker: int
 
 
-def _decode_worker(
-    work: queue.Queue,
-    out: queue.Queue,
-    stop: threading.Event,
-    sampling: Sampling,
-    chunk: int,
-    folder_fps: float | None,
-    pin: bool,
-) -> None:
-    """Decode whole videos from ``work``; put chunks of crops, then _Done or _Failed, on ``out``."""
+@dataclass
+class _Decoding:
+    """What the decoder threads share with the consumer."""
 
-    def put(item) -> bool:
-        while not stop.is_set():
+    work: queue.Queue  # (video, path) still to decode
+    out: queue.Queue  # _Chunk, _Done, _Failed, _Exit
+    stop: threading.Event
+    sampling: Sampling
+    chunk: int  # frames per _Chunk
+    folder_fps: float | None
+    pin: bool
+    beats: dict[int, tuple[int, float]] = field(default_factory=dict)  # worker -> (video, time)
+    abandoned: set[int] = field(default_factory=set)  # workers given up on as stalled
+
+
+def _decode_worker(ctx: _Decoding, worker: int) -> None:
+    """Decode whole videos from ``ctx.work``; put chunks of crops, then _Done or _Failed, on
+    ``ctx.out``; _Exit when the work is done. Each decoded frame (and each wait for room on
+    the queue) is a heartbeat in ``ctx.beats``; a worker the consumer gave up on puts nothing
+    more."""
+
+    def alive() -> bool:
+        return not ctx.stop.is_set() and worker not in ctx.abandoned
+
+    def beat(video: int) -> None:
+        ctx.beats[worker] = (video, time.monotonic())
+
+    def put(item, video: int | None = None) -> bool:
+        while alive():
+            if video is not None:
+                beat(video)  # waiting for the model is not a stalled decoder
             try:
-                out.put(item, timeout=0.1)
+                ctx.out.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
@@ -146,23 +173,25 @@ def _decode_worker(
 
     def flush(video: int, images: list, frames: list, times: list) -> bool:
         pixels = resize_crop(np.stack(images))  # (n, 3, 224, 224) uint8
-        if pin:
+        if ctx.pin:
             pixels = pixels.pin_memory()
         item = _Chunk(video, pixels, np.asarray(frames, np.int64), np.asarray(times, np.float64))
         images.clear(), frames.clear(), times.clear()
-        return put(item)
+        return put(item, video)
 
-    while not stop.is_set():
+    while alive():
         try:
-            video, path = work.get_nowait()
+            video, path = ctx.work.get_nowait()
         except queue.Empty:
             break
-        source = VideoSource(path, sampling, folder_fps)
+        beat(video)
+        source = VideoSource(path, ctx.sampling, ctx.folder_fps)
         images: list[np.ndarray] = []
         frames: list[int] = []
         times: list[float] = []
         try:
             for frame in source:
+                beat(video)
                 if (
                     images
                     and frame.image.shape != images[0].shape
@@ -172,17 +201,20 @@ def _decode_worker(
                 images.append(frame.image)
                 frames.append(frame.index)
                 times.append(frame.time)
-                if len(images) == chunk and not flush(video, images, frames, times):
+                if len(images) == ctx.chunk and not flush(video, images, frames, times):
                     return
             if images and not flush(video, images, frames, times):
                 return
-            put(_Done(video, source.num_decoded, source.fps or 0.0))
+            done = _Done(video, source.num_decoded, source.fps or 0.0, source.truncated)
+            if not put(done, video):
+                return
         except AnomalyError as exc:
-            put(_Failed(video, str(exc)))
+            put(_Failed(video, str(exc)), video)
         except Exception as exc:  # a decoder bug must not take the whole run down
             log.exception("unexpected error while decoding %s", path)
-            put(_Failed(video, f"{path}: unexpected {type(exc).__name__}: {exc}"))
-    put(_WORKER_EXIT)
+            put(_Failed(video, f"{path}: unexpected {type(exc).__name__}: {exc}"), video)
+        ctx.beats.pop(worker, None)
+    put(_Exit(worker))
 
 
 @dataclass
@@ -196,10 +228,19 @@ class _VideoState:
 
 
 def _relative(path: Path, root: Path | None) -> str:
+    """``path`` relative to ``root`` as listed (symlinks are not followed), else its name.
+
+    Never raises: a broken entry (a symlink loop, an unreadable folder) is recorded as a
+    failure of that video, which needs this name.
+    """
     if root is not None:
         try:
-            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+            return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
         except ValueError:
+            pass
+        try:  # a root given through another symlinked spelling of the same folder
+            return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+        except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop
             pass
     return Path(path).name
 
@@ -222,6 +263,8 @@ def extract(
     coordinated: bool = False,
     root_timeout: float = ROOT_WAIT_S,
     progress: bool = True,
+    strict: bool = False,
+    stall_timeout: float = STALL_S,
 ) -> Summary:
     """Extract CLIP frame embeddings of ``entries`` into the store at ``store_path``.
 
@@ -231,6 +274,11 @@ def extract(
     a job array) share a dataset. ``coordinated`` says the ``world`` processes were started
     together and write the same store: rank 0 writes its root attributes, the others wait up
     to ``root_timeout`` seconds for them. ``root`` makes the stored source paths relative.
+    A source that decodes to far less than its header declares is stored and flagged as
+    truncated (``Summary.truncated``), or with ``strict`` recorded as failed. A video whose
+    decoder yields no frame for ``stall_timeout`` seconds is recorded as failed and the run
+    goes on; Ctrl-C stops the run at once (what is complete stays, nothing half-done reads as
+    complete, failures seen so far are recorded).
     Returns a :class:`Summary`; failures are also recorded in the store.
     """
     if batch_size < 1 or workers < 1:
@@ -286,7 +334,7 @@ def extract(
         if todo:
             _run(
                 todo, st, encoder, summary, sampling, batch_size, workers, dtype, root,
-                folder_fps, progress,
+                folder_fps, progress, strict, stall_timeout,
             )  # fmt: skip
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -304,25 +352,29 @@ def _run(
     root: str | Path | None,
     folder_fps: float | None,
     progress: bool,
+    strict: bool = False,
+    stall_timeout: float = STALL_S,
 ) -> None:
     """The decode -> queue -> model -> store loop over the videos to do."""
     work: queue.Queue = queue.Queue()
     for i, (entry, _, _) in enumerate(todo):
         work.put((i, entry.path))
     workers = min(workers, len(todo))
-    out: queue.Queue = queue.Queue(maxsize=2 * workers + 2)
-    stop = threading.Event()
-    pin = encoder.device.type == "cuda"
-    threads = [
-        threading.Thread(
-            target=_decode_worker,
-            args=(work, out, stop, sampling, batch_size, folder_fps, pin),
-            name=f"decode-{k}",
-            daemon=True,
+    ctx = _Decoding(
+        work, queue.Queue(maxsize=2 * workers + 2), threading.Event(), sampling, batch_size,
+        folder_fps, pin=encoder.device.type == "cuda",
+    )  # fmt: skip
+    threads: list[threading.Thread] = []
+
+    def start_worker() -> None:
+        k = len(threads)
+        threads.append(
+            threading.Thread(target=_decode_worker, args=(ctx, k), name=f"decode-{k}", daemon=True)
         )
-        for k in range(workers)
-    ]
+        threads[-1].start()
+
     states: dict[int, _VideoState] = {}
+    given_up: set[int] = set()  # videos failed while their decoder may still send items
     pending_pixels: list[torch.Tensor] = []  # crops waiting for a full batch, in arrival order
     pending_owner: list[np.ndarray] = []  # (n,) video of each waiting crop
     bar = tqdm(total=None, unit="frame", desc="extract", disable=not progress, dynamic_ncols=True)
@@ -337,6 +389,15 @@ def _run(
             if state.features
             else np.zeros((0, encoder.dim), np.float32)
         )
+        try:
+            st.check_rows(entry.video_id, feats)
+        except AnomalyError as exc:  # e.g. embeddings beyond float16's range
+            fail(video, str(exc))
+            return
+        truncated = state.done.truncated
+        if truncated and strict:
+            fail(video, f"{entry.path}: truncated (--strict): {truncated}")
+            return
         record = VideoRecord(
             video_id=entry.video_id,
             source=_relative(entry.path, root),
@@ -347,6 +408,7 @@ def _run(
             source_size=int(size),
             fingerprint=fp,
             intervals=[[int(s), int(e)] for s, e in entry.intervals],
+            truncated=truncated,
         )
         st.write_video(
             record,
@@ -356,9 +418,18 @@ def _run(
         )
         summary.extracted += 1
         summary.frames += feats.shape[0]
+        if truncated:
+            summary.truncated[entry.video_id] = truncated
+            log.warning("%s: stored, but the source looks truncated: %s", entry.path, truncated)
         videos_done += 1
         bar.set_postfix_str(f"{videos_done}/{len(todo)} videos", refresh=False)
         log.debug("%s: %d rows, %d decoded", entry.video_id, len(feats), state.done.num_decoded)
+
+    def fail(video: int, reason: str) -> None:
+        entry = todo[video][0]
+        st.record_failure(entry.video_id, _relative(entry.path, root), reason)
+        summary.failed[entry.video_id] = reason
+        log.warning("failed: %s", reason)
 
     def run_model(n: int) -> None:
         """Embed the first ``n`` waiting crops and hand the rows to their videos."""
@@ -377,14 +448,45 @@ def _run(
             if state.done is not None and state.embedded == state.chunks_in:
                 finish(video)
 
-    for t in threads:
-        t.start()
-    exited = 0
+    def drop(video: int) -> None:
+        """Forget a failed video's state and its crops still waiting for a batch."""
+        states.pop(video, None)
+        given_up.add(video)
+        if pending_owner:
+            owner = np.concatenate(pending_owner)
+            keep = owner != video
+            pending_pixels[:] = [torch.cat(pending_pixels)[torch.from_numpy(keep)]]
+            pending_owner[:] = [owner[keep]]
+
+    def check_stalls() -> None:
+        """Give up on a video whose decoder made no progress for ``stall_timeout`` seconds:
+        record it as failed and let a fresh worker take on the remaining videos."""
+        now = time.monotonic()
+        for worker, (video, last) in list(ctx.beats.items()):
+            if worker in ctx.abandoned or now - last < stall_timeout:
+                continue
+            ctx.abandoned.add(worker)
+            ctx.beats.pop(worker, None)
+            drop(video)
+            fail(video, f"{todo[video][0].path}: no frame decoded for {stall_timeout:g} s "
+                        "(the decoder stalled; damaged or truncated file?)")  # fmt: skip
+            if not work.empty():
+                start_worker()
+
+    for _ in range(workers):
+        start_worker()
+    exited: set[int] = set()
     try:
-        while exited < len(threads):
-            item = out.get()
-            if item is _WORKER_EXIT:
-                exited += 1
+        while set(range(len(threads))) - exited - ctx.abandoned:
+            check_stalls()
+            try:
+                item = ctx.out.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Exit):
+                exited.add(item.worker)
+            elif getattr(item, "video", None) in given_up:
+                continue  # late news from a decoder given up on
             elif isinstance(item, _Chunk):
                 state = states.setdefault(item.video, _VideoState())
                 state.chunks_in += len(item.frames)
@@ -400,23 +502,16 @@ def _run(
                 if state.embedded == state.chunks_in:
                     finish(item.video)
             elif isinstance(item, _Failed):
-                states.pop(item.video, None)
-                if pending_owner:  # drop its crops still waiting for a batch
-                    owner = np.concatenate(pending_owner)
-                    keep = owner != item.video
-                    pending_pixels[:] = [torch.cat(pending_pixels)[torch.from_numpy(keep)]]
-                    pending_owner[:] = [owner[keep]]
-                entry = todo[item.video][0]
-                st.record_failure(entry.video_id, _relative(entry.path, root), item.reason)
-                summary.failed[entry.video_id] = item.reason
-                log.warning("failed: %s", item.reason)
+                drop(item.video)
+                fail(item.video, item.reason)
         remaining = sum(len(o) for o in pending_owner)
         if remaining:
             run_model(remaining)
-    finally:
-        stop.set()
+    finally:  # also on Ctrl-C: stop the decoders, without waiting on a stalled one
+        ctx.stop.set()
+        deadline = time.monotonic() + 2.0
         for t in threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
         bar.close()
 
 

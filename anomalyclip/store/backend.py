@@ -10,6 +10,7 @@ filter, so a flipped byte is caught on read, not silently returned).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,10 +25,91 @@ from anomalyclip.errors import AnomalyError
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 CHUNK_ROWS = 1024
+HDF5_HEADROOM = 1 << 20  # bytes of metadata an HDF5 flush may need beyond a video's rows
+URL_TIMEOUT_S = 20.0  # connect and read timeout of object stores; ANOMALYCLIP_URL_TIMEOUT
+URL_ATTEMPTS = 2  # tries per request (botocore's; s3fs's own retry loop is made a single try)
 
 
 def is_url(location: str) -> bool:
     return "://" in location and not location.startswith("file://")
+
+
+def url_timeout() -> float:
+    try:
+        return float(os.environ.get("ANOMALYCLIP_URL_TIMEOUT", URL_TIMEOUT_S))
+    except ValueError as exc:
+        raise AnomalyError(
+            f"ANOMALYCLIP_URL_TIMEOUT={os.environ['ANOMALYCLIP_URL_TIMEOUT']}: not seconds"
+        ) from exc
+
+
+def url_options(location: str, storage_options: dict | None) -> dict:
+    """fsspec options for a URL: bounded timeouts and retries for S3 (s3fs and botocore
+    would otherwise retry an endpoint that never replies for about seven minutes)."""
+    options = dict(storage_options or {})
+    if location.startswith(("s3://", "s3a://")):
+        timeout = url_timeout()
+        config = {
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "retries": {"max_attempts": URL_ATTEMPTS, "mode": "standard"},
+        }
+        options["config_kwargs"] = {**config, **options.get("config_kwargs", {})}
+    return options
+
+
+def bounded_retries(fs) -> None:
+    """One try in s3fs's own retry loop (5 by default, each doing botocore's retries)."""
+    if hasattr(fs, "retries"):
+        fs.retries = 1
+
+
+_TIMEOUTS = {"ReadTimeoutError", "ServerTimeoutError", "FSTimeoutError", "TimeoutError",
+             "timeout", "ReadTimeout"}  # fmt: skip
+_NO_CONNECTION = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
+                  "ConnectionRefusedError", "ConnectionClosedError", "ServerDisconnectedError",
+                  "ConnectionError", "ConnectTimeout"}  # fmt: skip
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403",
+           "AllAccessDisabled", "ExpiredToken", "InvalidToken"}  # fmt: skip
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """A short reason when a write failed on the disk's side (full, read-only, I/O error);
+    h5py reports those as RuntimeError with the C library's errno in its text."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in text:
+        return "no space left on device"
+    if isinstance(exc, OSError):
+        return _one_line(exc)
+    if isinstance(exc, RuntimeError) and "file write failed" in text:
+        return _one_line(exc)[:160]
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def remote_error(exc: BaseException) -> str | None:
+    """A short reason when ``exc`` (or what caused it) means an object store could not be
+    reached or refused access; None for anything else (damage, bugs)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        names = {c.__name__ for c in type(exc).__mro__}
+        text = str(exc)
+        if (
+            isinstance(exc, PermissionError)
+            or any(code in text for code in _DENIED)
+            and ("ClientError" in names or isinstance(exc, OSError))
+        ):
+            return "access denied (check the credentials and the bucket's policy)"
+        if names & _TIMEOUTS:
+            return f"no reply within {url_timeout():g} s (ANOMALYCLIP_URL_TIMEOUT sets the wait)"
+        if names & _NO_CONNECTION:
+            return "cannot connect to the endpoint (check the URL and AWS_ENDPOINT_URL)"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def store_format(location: str | Path) -> str:
@@ -72,8 +154,10 @@ class Backend(Protocol):
     def ensure_group(self, path: str, attrs: dict | None = None) -> None: ...
     def delete(self, path: str) -> None: ...
     def missing_chunks(self, path: str) -> int: ...
+    def reserve(self, nbytes: int) -> None: ...
+    def array_state(self, path: str) -> tuple[int, int] | None: ...
     def size_bytes(self) -> int: ...
-    def flush(self) -> None: ...
+    def flush(self, *paths: str) -> None: ...
     def reload(self) -> None: ...
     def close(self) -> None: ...
 
@@ -90,6 +174,9 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class ZarrBackend:
+    def reserve(self, nbytes: int) -> None:
+        """Nothing to check: every Zarr file is written whole under a temporary name."""
+
     """Zarr v3 through ``zarr-python``: a local directory, a ``.zip`` file or an fsspec URL."""
 
     def __init__(self, location: str, mode: str, storage_options: dict | None = None):
@@ -106,8 +193,10 @@ class ZarrBackend:
             self.write_once = not read_only
         elif is_url(location):
             self._store = FsspecStore.from_url(
-                location, storage_options=storage_options or {}, read_only=read_only
-            )
+                location, storage_options=url_options(location, storage_options),
+                read_only=read_only,
+            )  # fmt: skip
+            bounded_retries(self._store.fs)
         else:
             if mode == "w" and Path(location).exists():
                 shutil.rmtree(location)
@@ -119,9 +208,21 @@ class ZarrBackend:
             if mode == "a":
                 self._root = self._open_existing_or_create()
             else:
-                self._root = zarr.open_group(store=self._store, mode=mode)
+                self._root = zarr.open_group(store=self._store, mode=mode, zarr_format=3)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise AnomalyError(f"{location}: no feature store here") from exc
+        except Exception as exc:
+            reason = remote_error(exc)
+            if reason:
+                raise AnomalyError(f"{location}: {reason}") from exc
+            if isinstance(exc, OSError):
+                raise AnomalyError(f"{location}: cannot open ({disk_error(exc)})") from exc
+            if not isinstance(exc, (ValueError, RecursionError, TypeError)):
+                raise
+            text = " ".join(str(exc).split())[:200]  # a damaged root zarr.json
+            raise AnomalyError(
+                f"{location}: unreadable root metadata ({type(exc).__name__}: {text})"
+            ) from exc
 
     def _open_existing_or_create(self, attempts: int = 50):
         """Open the root for appending without ever replacing an existing one.
@@ -135,9 +236,9 @@ class ZarrBackend:
 
         for attempt in range(attempts):
             try:
-                return zarr.open_group(store=self._store, mode="r+")
+                return zarr.open_group(store=self._store, mode="r+", zarr_format=3)
             except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-                return zarr.open_group(store=self._store, mode="a")
+                return zarr.open_group(store=self._store, mode="a", zarr_format=3)
             except ValueError:  # JSON of a metadata file being written by another process
                 if attempt == attempts - 1:
                     raise
@@ -150,7 +251,7 @@ class ZarrBackend:
 
         if self._root is not None and not self.write_once:
             mode = "r" if self._store.read_only else "r+"
-            self._root = zarr.open_group(store=self._store, mode=mode)
+            self._root = zarr.open_group(store=self._store, mode=mode, zarr_format=3)
 
     def get_attrs(self, path: str) -> dict:
         if self._root is None:
@@ -165,15 +266,29 @@ class ZarrBackend:
             self._root = zarr.create_group(store=self._store, attributes=attrs)
             return
         node = self._root if path == "" else self._root[path]
-        node.attrs.update(attrs)
+        node.update_attributes(attrs)  # one metadata write (attrs.update writes once per key)
+
+    def _sync(self, coroutine):
+        from zarr.core.sync import sync
+
+        return sync(coroutine)
+
+    async def _list_dir(self, prefix: str) -> list[str]:
+        return [name async for name in self._store.list_dir(prefix)]
 
     def names(self, group: str) -> list[str]:
-        if group not in self._root:
+        """The children of a group, from a listing alone: one child's unreadable metadata
+        (say, JSON nested too deep to parse) must not hide its siblings."""
+        if self._root is None or not self.exists(group):
             return []
-        return sorted(name for name, _ in self._root[group].members())
+        names = self._sync(self._list_dir(group))
+        return sorted(n for n in names if n != "zarr.json")
 
     def exists(self, path: str) -> bool:
-        return path in self._root
+        """Whether a node's metadata file is there (without parsing it)."""
+        if self._root is None:
+            return False
+        return bool(self._sync(self._store.exists(f"{path}/zarr.json")))
 
     def array(self, path: str) -> Node:
         return self._root[path]
@@ -210,16 +325,45 @@ class ZarrBackend:
         arr = self._root[path]
         return int(arr.nchunks - arr.nchunks_initialized) if arr.size else 0
 
+    def array_state(self, path: str) -> tuple[int, int] | None:
+        """(rows, missing chunks) of an array, from one metadata read and one listing;
+        None when there is no array at ``path``."""
+        try:
+            arr = self._root[path]
+        except KeyError:
+            return None
+        missing = int(arr.nchunks - arr.nchunks_initialized) if arr.size else 0
+        return int(arr.shape[0]), missing
+
     def size_bytes(self) -> int:
         if is_url(self.location):
             import fsspec
 
-            fs, root = fsspec.core.url_to_fs(self.location)
+            fs, root = fsspec.core.url_to_fs(self.location, **url_options(self.location, None))
+            bounded_retries(fs)
             return int(fs.du(root))
         return _disk_usage(Path(self.location))
 
-    def flush(self) -> None:
-        pass
+    def flush(self, *paths: str) -> None:
+        """Make the named nodes durable: fsync every file below each path (a path ending in
+        ``/``: that folder's entries only) and the folders holding them. zarr writes each
+        file to a temporary name and renames it, but never fsyncs; without this a power cut
+        could keep a completeness flag whose rows never reached the disk. Nothing to do for
+        URL stores (an object is durable once its PUT returns) and zip files (closed whole)."""
+        if is_url(self.location) or store_format(self.location) == "zip":
+            return
+        root = Path(self.location)
+        for path in paths:
+            target = root / path
+            if path.endswith("/") or target.is_file():
+                _fsync(target if path.endswith("/") else target)
+                _fsync(target.parent)
+                continue
+            for folder, _, files in os.walk(target):
+                for name in files:
+                    _fsync(Path(folder) / name)
+                _fsync(Path(folder))
+            _fsync(target.parent)
 
     def close(self) -> None:
         self._store.close()
@@ -251,10 +395,37 @@ class HDF5Backend:
         self.write_once = False
         if mode == "r" and not Path(location).is_file():
             raise AnomalyError(f"{location}: no feature store here")
+        if mode == "w" or (mode == "a" and not Path(location).exists()):
+            try:
+                _create_hdf5(Path(location))
+            except OSError as exc:
+                raise AnomalyError(f"{location}: cannot create ({disk_error(exc)})") from exc
+            mode = "a"
         try:
-            self._file = h5py.File(location, {"r": "r", "a": "a", "w": "w"}[mode])
+            self._file = h5py.File(location, mode)
         except OSError as exc:
-            raise AnomalyError(f"{location}: not a readable HDF5 file ({exc})") from exc
+            raise AnomalyError(
+                f"{location}: not a readable HDF5 file ({' '.join(str(exc).split())[:200]})"
+            ) from exc
+        try:  # HDF5 has no journal: a write cut short can leave groups that cannot be listed
+            for group in ("videos", "frames", "times", "failures"):
+                if group in self._file:
+                    list(self._file[group].keys())
+        except (RuntimeError, OSError, KeyError) as exc:
+            self._file.close()
+            raise AnomalyError(
+                f"{location}: damaged HDF5 file ({' '.join(str(exc).split())[:160]})"
+            ) from exc
+
+    def reserve(self, nbytes: int) -> None:
+        """Refuse to start a write the disk has no room for: HDF5 cannot survive a flush cut
+        short (the file's metadata is left half-written), so the room is checked first."""
+        needed = int(nbytes * 1.1) + HDF5_HEADROOM
+        free = shutil.disk_usage(Path(self.location).parent).free
+        if free < needed:
+            raise OSError(
+                errno.ENOSPC, f"No space left on device ({needed:,} bytes needed, {free:,} free)"
+            )
 
     def get_attrs(self, path: str) -> dict:
         node = self._file if path == "" else self._file[path]
@@ -299,18 +470,54 @@ class HDF5Backend:
     def missing_chunks(self, path: str) -> int:
         return 0  # HDF5 allocates chunks at write; damage shows up as a Fletcher-32 error
 
+    def array_state(self, path: str) -> tuple[int, int] | None:
+        node = self._file.get(path)
+        return None if node is None else (int(node.shape[0]), 0)
+
     def size_bytes(self) -> int:
         self._file.flush()
         return os.path.getsize(self.location)
 
-    def flush(self) -> None:
+    def flush(self, *paths: str) -> None:
+        """Write HDF5's buffers to the file and fsync it (the whole file: ``paths`` unused)."""
         self._file.flush()
+        os.fsync(self._file.id.get_vfd_handle())
 
     def reload(self) -> None:
         pass  # one process writes an HDF5 store; its view is always current
 
     def close(self) -> None:
         self._file.close()
+
+
+def _create_hdf5(path: Path) -> None:
+    """Put a new, empty and complete HDF5 file at ``path`` in one rename.
+
+    h5py writes a new file's superblock at once but the rest only at the first flush, so a
+    writer killed in between would leave a file no library can open; built under another
+    name and renamed, the file at ``path`` is always a readable one.
+    """
+    import h5py
+
+    tmp = path.with_name(f".{path.name}.creating")
+    with h5py.File(tmp, "w"):
+        pass
+    _fsync(tmp)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's data to the disk (a rename is only durable once its
+    folder is synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # removed meanwhile (another writer): nothing of it to make durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _disk_usage(path: Path) -> int:

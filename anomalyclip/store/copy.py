@@ -16,7 +16,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store.backend import is_url, store_format
+from anomalyclip.store.backend import (
+    bounded_retries,
+    is_url,
+    remote_error,
+    store_format,
+    url_options,
+)
 from anomalyclip.store.store import (
     COMPATIBILITY_FIELDS,
     FeatureStore,
@@ -33,38 +39,89 @@ def _copy_videos(src: FeatureStore, dst: FeatureStore, video_ids: list[str], des
     return len(video_ids)
 
 
-def export_store(src_path: str | Path, dst_path: str | Path) -> int:
+def export_store(
+    src_path: str | Path,
+    dst_path: str | Path,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+) -> int:
     """Write every complete video of ``src`` into a new store at ``dst`` (format by suffix).
 
-    Local destinations are written under a temporary name and renamed at the end, so an
-    interrupted export never leaves something that looks like a finished store.
-    Returns the number of videos copied.
+    An existing destination, local or URL, is refused unless ``overwrite``. Local destinations
+    are written under a temporary name and renamed at the end (the old store is only removed
+    once the new one is complete), so an interrupted export never leaves something that looks
+    like a finished store. A URL destination is written in place (object stores have no
+    atomic rename): with ``overwrite`` the old store is removed first. Returns the number of
+    videos copied.
     """
     dst = str(dst_path)
-    if not is_url(dst) and Path(dst).exists():
-        raise AnomalyError(f"{dst}: already exists; remove it or choose another name")
-    tmp = dst if is_url(dst) else _temporary_sibling(dst)
+    if _exists(dst, storage_options) and not overwrite:
+        raise AnomalyError(
+            f"{dst}: already exists; remove it, choose another name or pass --overwrite"
+        )
+    if is_url(dst):
+        tmp = dst
+        if overwrite:
+            _remove(dst, storage_options)
+    else:
+        tmp = _temporary_sibling(dst)
     with open_store(src_path) as src:
         ids = src.video_ids()
-        with open_store(tmp, "w") as out:
+        with open_store(tmp, "w", storage_options) as out:
             out.init(src.attrs)
             count = _copy_videos(src, out, ids, f"export -> {store_format(dst)}")
             for vid, failure in src.failures().items():
                 out.record_failure(vid, failure.get("source", ""), failure.get("error", ""))
     if tmp != dst:
+        old = None
+        if Path(dst).exists():  # overwrite: move the old store aside, then drop it
+            old = _temporary_sibling(dst, "old")
+            os.replace(dst, old)
         os.replace(tmp, dst)
+        if old is not None:
+            _remove(old, None)
     log.info("exported %d videos to %s", count, dst)
     return count
 
 
-def _temporary_sibling(path: str) -> str:
+def _exists(location: str, storage_options: dict | None) -> bool:
+    """Whether anything is stored at a local path or URL."""
+    if not is_url(location):
+        return Path(location).exists()
+    fs, path = _url_fs(location, storage_options)
+    try:
+        return bool(fs.exists(path))
+    except Exception as exc:
+        reason = remote_error(exc)
+        if reason:
+            raise AnomalyError(f"{location}: {reason}") from exc
+        raise
+
+
+def _url_fs(location: str, storage_options: dict | None):
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(location, **url_options(location, storage_options))
+    bounded_retries(fs)
+    return fs, path
+
+
+def _remove(location: str, storage_options: dict | None) -> None:
+    if is_url(location):
+        fs, path = _url_fs(location, storage_options)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    elif Path(location).is_dir():
+        shutil.rmtree(location)
+    elif Path(location).exists():
+        Path(location).unlink()
+
+
+def _temporary_sibling(path: str, kind: str = "partial") -> str:
     p = Path(path)
-    tmp = p.with_name(f".{p.name}.partial{p.suffix}")
-    if tmp.is_dir():
-        shutil.rmtree(tmp)
-    elif tmp.exists():
-        tmp.unlink()
-    return str(tmp)
+    tmp = str(p.with_name(f".{p.name}.{kind}{p.suffix}"))
+    _remove(tmp, None)
+    return tmp
 
 
 @dataclass

@@ -81,7 +81,10 @@ def load_npy_features(data: bytes | Path, name: str | Path, dim: int = DEFAULT_D
     """
     try:
         raw = Path(data).read_bytes() if isinstance(data, Path) else data
+        _check_npy_size(raw, name)
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except MemoryError:
+        raise AnomalyError(f"{name}: too large to load into memory") from None
     except ValueError as e:
         if "allow_pickle" in str(e) or "pickle" in str(e).lower():
             raise AnomalyError(
@@ -107,6 +110,32 @@ def load_npy_features(data: bytes | Path, name: str | Path, dim: int = DEFAULT_D
         first = int(np.flatnonzero(bad)[0])
         raise AnomalyError(f"{name}: {int(bad.sum())} row(s) with NaN or inf (first: row {first})")
     return arr
+
+
+def _check_npy_size(raw: bytes, name: str | Path) -> None:
+    """Refuse a ``.npy`` whose header promises more data than the file holds, before numpy
+    allocates what the header says (a forged shape of 10^9 rows would be 1.9 TiB)."""
+    buf = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(buf)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:
+            return  # another format version: np.load decides
+        shape, _, dtype = read_header(buf)
+    except ValueError:
+        return  # not a .npy header: np.load reports it
+    if dtype.hasobject:
+        return  # pickled: refused by np.load(allow_pickle=False)
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = len(raw) - buf.tell()
+    if needed > held:
+        raise AnomalyError(
+            f"{name}: unreadable .npy (header says {tuple(shape)} {dtype} = {needed:,} bytes, "
+            f"the file holds {held:,}: truncated or forged)"
+        )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -572,6 +601,7 @@ def import_npy(
                     continue
                 per_crop = None not in files.files
                 feats = _features_of(sources, per_crop, crop, ncrops, dim)  # (T, D)
+                st.check_rows(str(sources[0][0]), feats)  # e.g. beyond float16's range
             except AnomalyError as e:
                 summary.failed[video.video_id] = str(e)
                 st.record_failure(video.video_id, rel_source, str(e))
