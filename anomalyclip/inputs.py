@@ -75,7 +75,7 @@ def expand_inputs(items: list[str | Path], live: bool = False) -> list[Source]:
     out: list[Source] = []
     seen: set[str] = set()
     for item in items:
-        for source in _expand(str(item), Path.cwd(), live, depth=0, where=None):
+        for source in _expand(str(item), Path("."), live, depth=0, where=None):
             key = source if isinstance(source, str) else str(source.resolve())
             if key in seen:
                 log.info("%s: named twice, taken once", source)
@@ -94,7 +94,7 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
             raise AnomalyError(f"{prefix}{item}: a live stream; only 'anomaly watch' reads these")
         return [item]
     path = Path(os.path.expanduser(item))
-    if not path.is_absolute():
+    if not path.is_absolute() and where is not None:  # a list's entries: from the list's folder
         path = base / path
     if path.is_dir():
         return _scan_folder(path)
@@ -108,7 +108,8 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
         if not found:
             raise AnomalyError(f"{prefix}{item}: the pattern matches no video")
         return found
-    raise AnomalyError(f"{prefix}{item}: no such file, folder or URL")
+    what = "video file, frame folder or URL" if live else "video file or frame folder"
+    raise AnomalyError(f"{prefix}{item}: no such {what}")
 
 
 def _natural(name: str) -> list:

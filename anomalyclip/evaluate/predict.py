@@ -21,6 +21,7 @@ from anomalyclip.evaluate.report import write_video_csv
 from anomalyclip.evaluate.run import safe_name, score_fn
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
+from anomalyclip.inputs import expand_inputs
 from anomalyclip.store import open_store
 from anomalyclip.train.build import default_device, load_model
 
@@ -60,7 +61,7 @@ def predict(
     if threshold is None:
         threshold = float((config.get("metrics") or {}).get("threshold") or 0.5)
     image_model = clip or config["clip"]
-    paths = [Path(v) for v in videos]
+    paths = [Path(v) for v in expand_inputs(videos)]  # folders, globs, list files
     for p in paths:
         if not p.exists():
             raise AnomalyError(f"{p}: no such video file or frame folder")

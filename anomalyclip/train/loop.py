@@ -157,7 +157,11 @@ def _train(
         "clip": str(clip),
         "model": mcfg.to_dict(),
         "train": cfg.to_dict(),
-        "store": {"location": str(features), "backbone": store.attrs.get("backbone")},
+        "store": {
+            "location": str(features),
+            "backbone": store.attrs.get("backbone"),
+            "sampling": store.attrs.get("sampling"),  # what live scoring samples at
+        },
     }
     has_test = bool(store.records(split="test"))
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
