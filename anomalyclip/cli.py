@@ -635,14 +635,22 @@ def bench_watch_cmd(
     precision: str = typer.Option("all", "--precision", help="fp32, bf16 or all (ViT-B/16)."),
     seconds: float = typer.Option(20.0, "--seconds", help="Length of each real-time trial."),
     threads: int = typer.Option(2, "--threads", help="CPU threads (cores) to use."),
+    agreement: str = typer.Option(
+        None, "--agreement", help="An 'anomaly demo' folder: live vs offline scores instead."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Highest frame rate sustained in real time without drops; with --soak, memory, fps,
-    lag and drops over a long stream."""
+    lag and drops over a long stream; with --agreement, live against offline scores."""
     import json
 
     from anomalyclip.bench.watch import run, table
 
+    if agreement:
+        from anomalyclip.bench.watch import agreement as measure_agreement
+
+        typer.echo(json.dumps(measure_agreement(agreement), indent=2))
+        return
     result = run(clip=clip, precision=precision, soak=soak, trial=seconds, threads=threads)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 

@@ -105,6 +105,9 @@ def make_handler(player):
                     cseq, {"Public": "OPTIONS, DESCRIBE, SETUP, PLAY, GET_PARAMETER, TEARDOWN"}
                 )
             elif method == "DESCRIBE":
+                if not player.claim():  # --once: the stream was played already
+                    self.send(f"RTSP/1.0 404 Not Found\r\nCSeq: {cseq}\r\n\r\n".encode())
+                    return
                 self.reply(cseq, {"Content-Base": url.rstrip("/") + "/"}, SDP)
             elif method == "SETUP":
                 self.reply(cseq, self.setup_transport(headers.get("transport", "")))

@@ -11,7 +11,8 @@ carry garbage.
   and overwrites 100 bytes inside every K-th one.
 - ``http``: a server on 127.0.0.1:PORT answering every GET with an endless-looking
   ``video/mp2t`` response that plays the file from its start (what IP cameras and
-  ``ffmpeg -listen 1`` serve).
+  ``ffmpeg -listen 1`` serve); with ``--once`` only the first request is played (later ones
+  get 404), so a test sees one play of the file.
 - ``rtsp``: the minimal RTSP server of ``tests/rtsp_server.py`` (TCP-interleaved and UDP
   RTP, payload type 33, MPEG-TS).
 
@@ -88,9 +89,17 @@ def schedule(path: Path) -> tuple[bytes, np.ndarray]:
 class Player:
     """Hands out the file's bytes in ``size`` chunks as their send time comes."""
 
-    def __init__(self, path: Path, speed: float, size: int = DATAGRAM) -> None:
+    def __init__(self, path: Path, speed: float, size: int = DATAGRAM, once: bool = False) -> None:
         self.data, self.at = schedule(path)
-        self.speed, self.size = speed, size
+        self.speed, self.size, self.once = speed, size, once
+        self._plays = 0
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """May a new client be played to? (``once``: only the first, like a finished event.)"""
+        with self._lock:
+            self._plays += 1
+            return not self.once or self._plays == 1
 
     def chunks(self, stop: threading.Event | None = None):
         t0 = time.monotonic()
@@ -133,7 +142,8 @@ def serve_http(player: Player, port: int) -> None:
             request = self.rfile.readline()
             while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                 pass  # headers
-            if not request.startswith(b"GET"):
+            if not request.startswith(b"GET") or not player.claim():
+                self.wfile.write(b"HTTP/1.0 404 Not Found\r\n\r\n")
                 return
             self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: video/mp2t\r\n\r\n")
             try:
@@ -159,8 +169,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--garbage", type=int, default=0)
     ap.add_argument("--loop", action="store_true")
+    ap.add_argument("--once", action="store_true", help="http/rtsp: play to the first client only")
     args = ap.parse_args(argv)
-    player = Player(args.ts, args.speed)
+    player = Player(args.ts, args.speed, once=args.once)
     if args.transport == "udp":
         print("sending", flush=True)
         send_udp(player, args.port, args.garbage, args.loop)

@@ -99,7 +99,8 @@ class Webhook(threading.Thread):
         self.cfg = cfg
         self._queue: deque[dict] = deque()
         self._cond = threading.Condition()
-        self._closing = False
+        self._closing = False  # deliver what is queued, then stop
+        self._abort = threading.Event()  # the time to deliver it is over
         self.sent = self.failed = self.dropped = 0
 
     def send(self, record: dict) -> None:
@@ -117,6 +118,7 @@ class Webhook(threading.Thread):
             self._closing = True
             self._cond.notify()
         self.join(timeout)
+        self._abort.set()
 
     def run(self) -> None:
         while True:
@@ -144,9 +146,8 @@ class Webhook(threading.Thread):
                 why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
                 log.debug("webhook attempt %d failed: %s", attempt + 1, why)
             if attempt < self.cfg.retries:
-                with self._cond:  # wait, but give up retrying at once when closing
-                    if self._cond.wait_for(lambda: self._closing, delay):
-                        break
+                if self._abort.wait(delay):  # the watch has ended and its time to drain too
+                    break
                 delay = min(self.cfg.max_backoff, 2 * delay)
         self.failed += 1
         log.warning("webhook %s: gave up on a %s line", self.cfg.url, record.get("kind"))

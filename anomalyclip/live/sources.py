@@ -83,7 +83,7 @@ class FrameItem:
     index: int  # decoded frame number within the watch
     time: float  # seconds
     pixels: torch.Tensor  # (3, 224, 224) uint8
-    arrival: float  # time.monotonic() when it came out of the decoder (after pacing)
+    arrival: float  # time.monotonic() when it was due (Reader._arrival): lag counts from here
 
 
 @dataclass
@@ -235,6 +235,7 @@ class Reader(threading.Thread):
         self.live = is_live(source)
         self.clock = StreamClock()
         self._sampler = _Sampler(sampling)
+        self._anchor: tuple[float, float] | None = None  # (time, wall) of the timeline
 
     # -- the connection loop -----------------------------------------------------------------
     def run(self) -> None:
@@ -352,7 +353,7 @@ class Reader(threading.Thread):
                     }
                     self.stats.gaps += 1
                     self._put(Notice("gap", gap))
-            return self._emit(frame, t, wall)
+            return self._emit(frame, t, self._arrival(t, wall))
 
         for packet in container.demux(stream):
             if self.stop.is_set():
@@ -383,6 +384,20 @@ class Reader(threading.Thread):
         delay = t0[1] + (relative - t0[0]) / self.cfg.speed - now
         if delay > 0:
             self.stop.wait(delay)
+
+    def _arrival(self, t: float, wall: float) -> float:
+        """When the frame at ``t`` was due: on the stream's own timeline (anchored at the
+        earliest-arriving frame so far) for live and paced sources, so time spent waiting in
+        network or decoder buffers counts as lag; when it was decoded for files read as fast
+        as possible, which have no timeline to be late on."""
+        if not (self.live or self.cfg.realtime):
+            return wall
+        speed = 1.0 if self.live else self.cfg.speed
+        due = None if self._anchor is None else self._anchor[1] + (t - self._anchor[0]) / speed
+        if due is None or due > wall:  # on time or early: the timeline starts again here
+            self._anchor = (t, wall)
+            return wall
+        return due
 
     def _emit(self, frame: av.VideoFrame, t: float, wall: float) -> bool:
         index = self.stats.decoded

@@ -27,6 +27,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -140,6 +141,8 @@ class Watcher:
             reader = Reader(source, sampling, cfg.read, queue, self._stop, ring)
             self.streams.append(_Stream(source, stats, queue, reader, ring))
         self.started = self.finished = 0.0
+        # called with (source, frames, times, p, probs) for every scored hop (tests, benchmarks)
+        self.on_rows: Callable[..., None] | None = None
 
     # -- control -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -204,15 +207,21 @@ class Watcher:
         budget = self.cfg.batch_size
         share = max(1, budget // len(active))
         taken: list[tuple[_Stream, list]] = []
+        busy = active
         for _ in range(2):  # a second pass gives the rest of the budget to busy sources
-            for s in active:
+            more = []
+            for s in busy:
                 if budget <= 0:
                     break
                 items = s.queue.take(min(share, budget))
                 if items:
                     taken.append((s, items))
-                    budget -= sum(isinstance(i, FrameItem) for i in items)
-            share = budget
+                    frames = sum(isinstance(i, FrameItem) for i in items)
+                    budget -= frames
+                    # a notice must be handled before the frames after it: none this round
+                    if frames == len(items) and frames == min(share, budget + frames):
+                        more.append(s)
+            busy, share = more, budget
         return taken
 
     def _process(self, taken: list[tuple[_Stream, list[FrameItem | Notice]]]) -> None:
@@ -253,6 +262,8 @@ class Watcher:
             s.stats.lag.add(lag)
             s.stats.recent_lag.add(lag)
             s.stats.scored += len(p)
+            if self.on_rows is not None:
+                self.on_rows(s.name, w.frames, w.times, p, probs)
             for kind, event in s.tracker.push(w.frames, w.times, p, probs):
                 self._report(s, kind, event)
 
@@ -349,8 +360,15 @@ class Watcher:
         if self.webhook:
             self.webhook.close()
         self.finished = time.monotonic()
-        if self.cfg.status_every:
-            self._status()
+        for s in self.streams:
+            st = s.stats
+            sys.stderr.write(
+                f"summary {s.name}: decoded {st.decoded}, sampled {st.sampled}, scored "
+                f"{st.scored}, dropped {st.dropped}, corrupt {st.corrupt}, gaps {st.gaps}, "
+                f"resolution changes {st.resolution_changes}, lag p50 {st.lag.percentile(50):.2f}"
+                f" s p99 {st.lag.percentile(99):.2f} s\n"
+            )
+        sys.stderr.flush()
         self.log.close()
 
 
