@@ -65,6 +65,11 @@ def is_live(item: str | Path) -> bool:
     return bool(_URL.match(text)) or re.fullmatch(r"/dev/video\d+", text) is not None
 
 
+def display_name(source: Source) -> str:
+    """How a source is named in outputs: a URL's password is replaced by ``***``."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", str(source))
+
+
 def expand_inputs(items: list[str | Path], live: bool = False) -> list[Source]:
     """Every source named by ``items`` (module docstring), in order, without duplicates.
 

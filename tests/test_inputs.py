@@ -17,7 +17,8 @@ from anomalyclip.datasets.registry import FileIndex
 from anomalyclip.demo import render_video
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import VideoSource
-from anomalyclip.inputs import expand_inputs, is_live
+from anomalyclip.inputs import display_name, expand_inputs, is_live
+from anomalyclip.live.outputs import safe_source_name
 
 FRAMES = 12
 
@@ -130,6 +131,13 @@ def test_live_sources_and_errors(tmp_path):
     urls = ["rtsp://127.0.0.1:8554/cam", "udp://127.0.0.1:5000", "http://127.0.0.1/a.m3u8"]
     assert all(is_live(u) for u in urls) and is_live("/dev/video0")
     assert expand_inputs(urls, live=True) == urls
+    # outputs (JSON lines, webhook, logs, clip names) never carry a camera's password
+    assert (
+        display_name("rtsp://admin:s3cret@10.0.0.5:554/cam1")
+        == "rtsp://admin:***@10.0.0.5:554/cam1"
+    )
+    assert safe_source_name("rtsp://admin:s3cret@10.0.0.5:554/cam1") == "10.0.0.5_554_cam1"
+    assert safe_source_name("/data/exports/gate 3.dav") == "gate_3"
     with pytest.raises(AnomalyError, match=r"rtsp://127.0.0.1:8554/cam: a live stream"):
         expand_inputs(urls)
     listing = tmp_path / "l.txt"

@@ -364,7 +364,7 @@ def test_predict_takes_folders_and_lists(run_dir, videos, tmp_path):
     cams = tmp_path / "cams"
     cams.mkdir()
     shutil.copy(videos["event"], cams / "north.mts")
-    shutil.copy(videos["resize"], cams / "south.dav")  # unknown to every table: probed
+    shutil.copy(videos["event"], cams / "south.dav")
     (cams / "notes.txt").write_text("the north gate\n")
     listing = tmp_path / "todo.txt"
     listing.write_text("cams/north.mts\n")

@@ -41,8 +41,13 @@ def now_iso() -> str:
 
 
 def safe_source_name(source: str) -> str:
-    """A file-name-safe form of a source (URL or path)."""
-    name = re.sub(r"^[a-z0-9+.-]+://", "", str(source), flags=re.I)
+    """A file-name-safe form of a source: a file's name without its suffix, a URL's host,
+    port and path (``rtsp://10.0.0.5:554/cam1`` -> ``10.0.0.5_554_cam1``)."""
+    text = str(source)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text, flags=re.I):
+        name = re.sub(r"^[a-z0-9+.-]+://([^@/]*@)?", "", text, flags=re.I)  # no credentials
+    else:
+        name = Path(text).stem
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
     return name[-80:] or "source"
 

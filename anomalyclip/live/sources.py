@@ -41,7 +41,7 @@ import torch
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import REORDER_WINDOW, Sampling, _Sampler, _short, _TimeRepair
 from anomalyclip.extract.preprocess import resize_crop
-from anomalyclip.inputs import Source, is_live
+from anomalyclip.inputs import Source, display_name, is_live
 from anomalyclip.live.stats import SourceStats
 
 log = logging.getLogger(__name__)
@@ -228,8 +228,9 @@ class Reader(threading.Thread):
         stop: threading.Event,
         ring: FrameRing | None = None,
     ) -> None:
-        super().__init__(name=f"read-{source}", daemon=True)
+        super().__init__(name=f"read-{display_name(source)}", daemon=True)
         self.source, self.sampling, self.cfg = source, sampling, cfg
+        self.label = display_name(source)  # for messages: no password
         self.queue, self.stop, self.ring = queue, stop, ring
         self.stats = queue.stats
         self.live = is_live(source)
@@ -249,7 +250,7 @@ class Reader(threading.Thread):
             except (av.error.FFmpegError, OSError, ValueError) as exc:
                 reason = f"cannot open: {_short(exc)}"
                 if not self.live:
-                    self._put(Notice("ended", {"reason": f"{self.source}: {reason}"}))
+                    self._put(Notice("ended", {"reason": f"{self.label}: {reason}"}))
                     return
                 lost = lost or {"reason": reason, "start": self.clock.last, "wall": None}
                 attempt += 1
@@ -265,7 +266,7 @@ class Reader(threading.Thread):
                 if isinstance(exc, av.error.ExitError):
                     reason = f"no data for {self.cfg.stall:g} s"
             except Exception as exc:  # a decoder bug must not end the watch silently
-                log.exception("%s: unexpected error while reading", self.source)
+                log.exception("%s: unexpected error while reading", self.label)
                 reason = f"unexpected {type(exc).__name__}: {exc}"
             got_frames = self.stats.decoded > frames_before
             if got_frames:
@@ -275,14 +276,14 @@ class Reader(threading.Thread):
             if not self.live:
                 if self.cfg.loop and got_frames and reason == "end of stream":
                     continue
-                ended = None if reason == "end of stream" else f"{self.source}: {reason}"
+                ended = None if reason == "end of stream" else f"{self.label}: {reason}"
                 self.stats.state = "ended" if ended is None else "failed"
                 self._put(Notice("ended", {"reason": ended}))
                 return
             if got_frames:  # a live stream broke off
                 lost = {"reason": reason, "start": self.clock.last, "wall": self.clock.last_wall}
                 self._put(Notice("lost", {"reason": reason, "time": self.clock.last}))
-                log.warning("%s: stream lost (%s); reconnecting", self.source, reason)
+                log.warning("%s: stream lost (%s); reconnecting", self.label, reason)
             attempt += 1
             self._wait(attempt, reason)
         self.stats.state = "stopped"
@@ -405,7 +406,7 @@ class Reader(threading.Thread):
         size = (frame.width, frame.height)
         if self.stats.size is not None and size != self.stats.size:
             self.stats.resolution_changes += 1
-            log.info("%s: resolution %dx%d -> %dx%d", self.source, *self.stats.size, *size)
+            log.info("%s: resolution %dx%d -> %dx%d", self.label, *self.stats.size, *size)
         self.stats.size = size
         if self.ring is not None:
             w, h = self.ring.target_size(*size)

@@ -39,7 +39,7 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.events import Event, EventConfig, EventTracker
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder
-from anomalyclip.inputs import Source
+from anomalyclip.inputs import Source, display_name
 from anomalyclip.live.outputs import (
     ClipRecorder,
     EventLog,
@@ -96,7 +96,7 @@ class _Stream:
 
     @property
     def name(self) -> str:
-        return str(self.source)
+        return display_name(self.source)
 
 
 def rows_per_second(sampling: Sampling, fps: float) -> float:
