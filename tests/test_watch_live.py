@@ -377,3 +377,12 @@ def test_predict_takes_folders_and_lists(run_dir, videos, tmp_path):
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
         assert len(list(out.glob("*.csv"))) == n
+
+
+def test_sources_that_cannot_be_read_end_with_their_reason(run_dir, tmp_path):
+    """A protocol this FFmpeg lacks is not retried forever; a file that fails ends."""
+    bogus, missing = "nosuchproto://127.0.0.1:9/cam", str(tmp_path / "missing.mp4")
+    summary, rows = in_process_watch(run_dir, [bogus, missing], tmp_path, 0.5)
+    failed = {name: s["failed"] for name, s in summary["sources"].items()}
+    assert failed[bogus] == f"{bogus}: this FFmpeg build cannot read nosuchproto://"
+    assert failed[missing].startswith(f"{missing}: cannot open") and rows == []

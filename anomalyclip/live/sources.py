@@ -249,7 +249,10 @@ class Reader(threading.Thread):
                 container = self._open()
             except (av.error.FFmpegError, OSError, ValueError) as exc:
                 reason = f"cannot open: {_short(exc)}"
-                if not self.live:
+                if isinstance(exc, av.error.ProtocolNotFoundError):
+                    reason = f"this FFmpeg build cannot read {str(self.source).split(':')[0]}://"
+                if not self.live or isinstance(exc, av.error.ProtocolNotFoundError):
+                    self.stats.state = "failed"
                     self._put(Notice("ended", {"reason": f"{self.label}: {reason}"}))
                     return
                 lost = lost or {"reason": reason, "start": self.clock.last, "wall": None}
