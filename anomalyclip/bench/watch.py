@@ -134,7 +134,7 @@ class Bench:
                 elapsed = time.monotonic() - t0
                 if sample_rss:
                     rss.append((elapsed, resident_bytes()))
-                scored = sum(n for _, n in rows)
+                scored = sum(s.stats.embedded for s in watcher.streams)  # scored at the end
                 enough = scored >= options.get("min_rows", 0) or elapsed > 300
                 if (elapsed >= seconds and enough) or scored >= MAX_VIDEO_SECONDS * fps:
                     watcher.stop()

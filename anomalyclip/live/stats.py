@@ -50,6 +50,7 @@ class SourceStats:
     decoded: int = 0  # frames out of the decoder
     sampled: int = 0  # of those, kept by the run's sampling
     dropped: int = 0  # kept, but dropped by the queue's policy before the model saw them
+    embedded: int = 0  # through CLIP (scored once their hop is complete)
     scored: int = 0  # rows with a score
     corrupt: int = 0  # packets the demuxer flagged, or the decoder refused
     gaps: int = 0
@@ -65,6 +66,7 @@ class SourceStats:
             "decoded": self.decoded,
             "sampled": self.sampled,
             "dropped": self.dropped,
+            "embedded": self.embedded,
             "scored": self.scored,
             "corrupt": self.corrupt,
             "gaps": self.gaps,

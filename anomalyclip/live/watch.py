@@ -239,6 +239,7 @@ class Watcher:
                     np.array([i.time for i in items]),
                     np.array([i.arrival for i in items]),
                 )
+                s.stats.embedded += len(items)
                 windows += [(s, w) for w in new]
             self._score(windows)
         for s, items in taken:
