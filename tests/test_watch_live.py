@@ -386,3 +386,17 @@ def test_sources_that_cannot_be_read_end_with_their_reason(run_dir, tmp_path):
     failed = {name: s["failed"] for name, s in summary["sources"].items()}
     assert failed[bogus] == f"{bogus}: this FFmpeg build cannot read nosuchproto://"
     assert failed[missing].startswith(f"{missing}: cannot open") and rows == []
+
+
+def test_an_endless_event_is_reported_in_bounded_pieces(run_dir, videos, tmp_path):
+    """Threshold 0 keeps one event open for the whole stream; at most ``max_event`` seconds
+    of it are held before it is closed and the next piece opens."""
+    model, encoder, config = load_for_watch(run_dir, None, "cpu")
+    cfg = WatchConfig(EventConfig(0.0), out=tmp_path, status_every=0, max_event=2.0)
+    Watcher([videos["event"]], model, encoder, run_sampling(config, run_dir), cfg,
+            io.StringIO()).run()  # fmt: skip
+    pieces = closed(read_events(tmp_path / "events.jsonl"))
+    assert len(pieces) == 3  # 6 s of video: [0, ~2), [~2, ~4), [~4, 6)
+    assert all(2.0 <= e["duration"] < 2.0 + 1.0 + 1e-9 for e in pieces[:-1])  # + one update
+    assert pieces[0]["start_frame"] == 0 and pieces[-1]["end_frame"] == 90
+    assert all(a["end_frame"] == b["start_frame"] for a, b in zip(pieces, pieces[1:], strict=False))

@@ -14,7 +14,9 @@ Shape of a watch::
 Every source is sampled as the run's features were (a run trained on ``--fps 5`` features
 watches at 5 rows per second); its rows are scored causally (:mod:`anomalyclip.live.window`)
 and turned into the same :class:`~anomalyclip.events.Event` objects offline ``predict``
-finds, reported when they open, while they grow and when they close. A source that breaks
+finds, reported when they open, while they grow and when they close. An event still open
+after ``max_event`` seconds is closed there and the next piece opens with the next abnormal
+row, so what an open event holds stays bounded on a stream that never ends. A source that breaks
 off has its open events closed at its last frame and its context reset; when it comes back
 a ``gap`` line says where and for how long. :meth:`Watcher.stop` (the command's SIGINT /
 SIGTERM handler) ends the loop: open events are closed and written, clips finished, files
@@ -69,6 +71,7 @@ class WatchConfig:
     post_roll: float = 2.0  # and after it
     webhook: str | None = None
     update_every: float = 1.0  # seconds of growth between "updated" lines of an open event
+    max_event: float = 600.0  # an event this long is closed and the next piece opens
 
     def __post_init__(self) -> None:
         if self.hop <= 0 or self.batch_size < 1:
@@ -265,7 +268,10 @@ class Watcher:
             s.stats.scored += len(p)
             if self.on_rows is not None:
                 self.on_rows(s.name, w.frames, w.times, p, probs)
-            for kind, event in s.tracker.push(w.frames, w.times, p, probs):
+            updates = s.tracker.push(w.frames, w.times, p, probs)
+            if any(e.duration >= self.cfg.max_event for k, e in updates if k != "closed"):
+                updates += s.tracker.close()  # a camera abnormal for hours: bounded pieces
+            for kind, event in updates:
                 self._report(s, kind, event)
 
     def _notice(self, s: _Stream, notice: Notice) -> None:
