@@ -575,6 +575,7 @@ def watch_cmd(
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
     OUT/events.jsonl). SIGINT or SIGTERM closes open events and exits 0."""
+    import dataclasses
     import signal
     import threading
 
@@ -602,10 +603,9 @@ def watch_cmd(
         run_threshold,
     )
 
-    model, encoder, config = load_for_watch(checkpoint, clip, device, precision)
-    value = run_threshold(config, checkpoint, threshold)
+    # every option is checked before the model loads: a typo fails in a second
     cfg = WatchConfig(
-        EventConfig(value),
+        EventConfig(0.5 if threshold is None else threshold),
         out=out,
         hop=hop,
         batch_size=batch_size,
@@ -614,6 +614,9 @@ def watch_cmd(
         save_clips=save_clips,
         webhook=webhook,
     )
+    model, encoder, config = load_for_watch(checkpoint, clip, device, precision)
+    value = run_threshold(config, checkpoint, threshold)
+    cfg = dataclasses.replace(cfg, events=EventConfig(value))
     watcher = Watcher(expanded, model, encoder, run_sampling(config, checkpoint), cfg)
     watchers.append(watcher)
     if stop_requested.is_set():

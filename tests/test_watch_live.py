@@ -396,3 +396,16 @@ def test_an_endless_event_is_reported_in_bounded_pieces(run_dir, videos, tmp_pat
     assert all(2.0 <= e["duration"] < 2.0 + 1.0 + 1e-9 for e in pieces[:-1])  # + one update
     assert pieces[0]["start_frame"] == 0 and pieces[-1]["end_frame"] == 90
     assert all(a["end_frame"] == b["start_frame"] for a, b in zip(pieces, pieces[1:], strict=False))
+
+
+def test_bad_options_fail_before_the_model_loads(tmp_path, videos):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "anomalyclip.cli", "watch", str(videos["event"]), "--checkpoint",
+         str(tmp_path / "no-run"), "--drop", "sideways"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: --drop sideways: expected one of oldest, none"]

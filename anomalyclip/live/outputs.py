@@ -30,7 +30,6 @@ import av
 import numpy as np
 
 from anomalyclip.demo import video_codec
-from anomalyclip.errors import AnomalyError
 from anomalyclip.live.sources import FrameRing
 
 log = logging.getLogger(__name__)
@@ -99,8 +98,6 @@ class Webhook(threading.Thread):
 
     def __init__(self, cfg: WebhookConfig) -> None:
         super().__init__(name="webhook", daemon=True)
-        if not re.match(r"^https?://", cfg.url):
-            raise AnomalyError(f"--webhook {cfg.url}: expected an http:// or https:// URL")
         self.cfg = cfg
         self._queue: deque[dict] = deque()
         self._cond = threading.Condition()

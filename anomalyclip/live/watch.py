@@ -26,6 +26,7 @@ flushed.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
@@ -78,6 +79,8 @@ class WatchConfig:
             raise AnomalyError(f"--hop {self.hop}: a positive number of seconds")
         if self.status_every < 0 or self.pre_roll < 0 or self.post_roll < 0:
             raise AnomalyError("status interval, pre-roll and post-roll are seconds >= 0")
+        if self.webhook and not re.match(r"^https?://", self.webhook):
+            raise AnomalyError(f"--webhook {self.webhook}: expected an http:// or https:// URL")
 
 
 @dataclass
