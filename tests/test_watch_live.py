@@ -408,4 +408,5 @@ def test_bad_options_fail_before_the_model_loads(tmp_path, videos):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: --drop sideways: expected one of oldest, none"]
+    expected = "error: --drop sideways: expected one of oldest, none"
+    assert done.stderr.strip().splitlines() == [expected]
