@@ -13,8 +13,9 @@ context of the (up to) N*L - 1 rows before it.
 
 So a live score equals the offline score of the same frame when the video is at most N*L
 rows long *and* the frame is in the last hop (the window then is the whole video); earlier
-frames are scored with less (future-free) context. How far that moves the curve is measured
-on real video in ``tests/test_watch_live.py`` and reported in the README.
+frames are scored with less (future-free) context. How far that moves the curve on a
+trained model is measured by ``anomaly bench watch --agreement`` (demo test videos played
+as live against their offline scores) and reported in the README.
 
 Nothing here does I/O or knows about time: rows go in, windows come out, which keeps the
 arrangement testable on its own.
