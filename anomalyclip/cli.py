@@ -594,16 +594,9 @@ def watch_cmd(
     signal.signal(signal.SIGTERM, on_signal)
 
     from anomalyclip.events import EventConfig
-    from anomalyclip.live.sources import ReadConfig
-    from anomalyclip.live.watch import (
-        WatchConfig,
-        Watcher,
-        load_for_watch,
-        run_sampling,
-        run_threshold,
-    )
+    from anomalyclip.live.config import ReadConfig, WatchConfig
 
-    # every option is checked before the model loads: a typo fails in a second
+    # every option is checked before torch is imported: a typo fails in a second
     cfg = WatchConfig(
         EventConfig(0.5 if threshold is None else threshold),
         out=out,
@@ -614,6 +607,8 @@ def watch_cmd(
         save_clips=save_clips,
         webhook=webhook,
     )
+    from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling, run_threshold
+
     model, encoder, config = load_for_watch(checkpoint, clip, device, precision)
     value = run_threshold(config, checkpoint, threshold)
     cfg = dataclasses.replace(cfg, events=EventConfig(value))

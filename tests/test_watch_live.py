@@ -48,8 +48,8 @@ from watch_helpers import (
 
 from anomalyclip.demo import render_video
 from anomalyclip.events import Event, EventConfig
-from anomalyclip.live.sources import ReadConfig
-from anomalyclip.live.watch import WatchConfig, Watcher, load_for_watch, run_sampling
+from anomalyclip.live.config import ReadConfig, WatchConfig
+from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
 
 SPEED = "3"
 FPS = 15

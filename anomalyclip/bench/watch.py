@@ -43,9 +43,9 @@ from anomalyclip.events import EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.preprocess import resize_crop
-from anomalyclip.live.sources import ReadConfig
+from anomalyclip.live.config import ReadConfig, WatchConfig
 from anomalyclip.live.stats import resident_bytes
-from anomalyclip.live.watch import WatchConfig, Watcher
+from anomalyclip.live.watch import Watcher
 from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
 
 log = logging.getLogger(__name__)

@@ -38,42 +38,13 @@ import av
 import numpy as np
 import torch
 
-from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import REORDER_WINDOW, Sampling, _Sampler, _short, _TimeRepair
 from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.inputs import Source, display_name, is_live
+from anomalyclip.live.config import ReadConfig
 from anomalyclip.live.stats import SourceStats
 
 log = logging.getLogger(__name__)
-
-DROP_POLICIES = ("oldest", "none")
-
-
-@dataclass(frozen=True)
-class ReadConfig:
-    """How sources are read (defaults suit a live camera)."""
-
-    realtime: bool = False  # files: paced at their own frame rate (times ``speed``)
-    speed: float = 1.0
-    drop: str | None = None  # "oldest" | "none"; None: oldest for live sources, none for files
-    queue: int = 64  # frames waiting for the model, per source
-    stall: float = 5.0  # seconds without data before a live source is reopened
-    open_timeout: float = 10.0  # seconds to open (and probe) a live source
-    backoff: float = 0.5  # first wait before reopening, doubled per failed attempt
-    max_backoff: float = 8.0
-    rtsp_transport: str = "tcp"  # or "udp"
-    loop: bool = False  # files: start again at the end (long generated streams)
-
-    def __post_init__(self) -> None:
-        if self.drop not in (None, *DROP_POLICIES):
-            raise AnomalyError(f"--drop {self.drop}: expected one of {', '.join(DROP_POLICIES)}")
-        if self.rtsp_transport not in ("tcp", "udp"):
-            raise AnomalyError(f"RTSP transport {self.rtsp_transport!r}: expected tcp or udp")
-        if self.queue < 1 or self.stall <= 0 or self.backoff <= 0 or self.speed <= 0:
-            raise AnomalyError("queue, stall, back-off and speed must be positive")
-
-    def drops_oldest(self, source: Source) -> bool:
-        return (self.drop or ("oldest" if is_live(source) else "none")) == "oldest"
 
 
 @dataclass

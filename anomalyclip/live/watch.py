@@ -26,7 +26,6 @@ flushed.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import time
@@ -39,10 +38,11 @@ import numpy as np
 import torch
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.events import Event, EventConfig, EventTracker
+from anomalyclip.events import Event, EventTracker
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.inputs import Source, display_name
+from anomalyclip.live.config import WatchConfig
 from anomalyclip.live.outputs import (
     ClipRecorder,
     EventLog,
@@ -50,37 +50,11 @@ from anomalyclip.live.outputs import (
     WebhookConfig,
     now_iso,
 )
-from anomalyclip.live.sources import FrameItem, FrameQueue, FrameRing, Notice, ReadConfig, Reader
+from anomalyclip.live.sources import FrameItem, FrameQueue, FrameRing, Notice, Reader
 from anomalyclip.live.stats import LagHistogram, SourceStats
 from anomalyclip.live.window import CausalWindow, Window, frozen_text_score_fn, score_windows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WatchConfig:
-    """Everything about a watch besides its sources, model and output folder."""
-
-    events: EventConfig  # the threshold and how frames become events
-    out: str | Path = "watch"  # folder for events.jsonl and clips/
-    hop: float = 0.5  # seconds of rows between two scorings of a source
-    batch_size: int = 32  # frames per CLIP forward at most (all sources together)
-    status_every: float = 10.0  # seconds between status lines on stderr (0: none)
-    read: ReadConfig = field(default_factory=ReadConfig)
-    save_clips: bool = False
-    pre_roll: float = 2.0  # seconds of clip before an event
-    post_roll: float = 2.0  # and after it
-    webhook: str | None = None
-    update_every: float = 1.0  # seconds of growth between "updated" lines of an open event
-    max_event: float = 600.0  # an event this long is closed and the next piece opens
-
-    def __post_init__(self) -> None:
-        if self.hop <= 0 or self.batch_size < 1:
-            raise AnomalyError(f"--hop {self.hop}: a positive number of seconds")
-        if self.status_every < 0 or self.pre_roll < 0 or self.post_roll < 0:
-            raise AnomalyError("status interval, pre-roll and post-roll are seconds >= 0")
-        if self.webhook and not re.match(r"^https?://", self.webhook):
-            raise AnomalyError(f"--webhook {self.webhook}: expected an http:// or https:// URL")
 
 
 @dataclass
