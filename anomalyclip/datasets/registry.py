@@ -23,6 +23,10 @@ Interval = tuple[int, int]
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv"}
+    # camera and recorder exports, which FFmpeg recognises by their content
+    | {".h264", ".264", ".h265", ".265", ".hevc", ".ts", ".mts", ".m2ts", ".m2t", ".3gp"}
+    | {".3g2", ".asf", ".vob", ".dav", ".mjpeg", ".mjpg", ".ogv", ".dv", ".mxf", ".f4v"}
+    | {".nut", ".y4m", ".ivf", ".rm", ".rmvb", ".divx", ".xvid", ".m1v", ".m2v", ".m4s"}
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 SPLITS = ("train", "test")
@@ -419,6 +423,8 @@ class FileIndex:
         """The file for a list entry, or None when it is not there."""
         if rel in self.by_rel:
             return self.by_rel[rel]
+        if (self.root / rel).is_file():  # named explicitly: a video whatever its suffix
+            return self.root / rel
         candidates = self.by_name.get(PurePosixPath(rel).name, [])
         suffixed = [
             p for p in candidates if p.relative_to(self.root).as_posix().endswith("/" + rel)

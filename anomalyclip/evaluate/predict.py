@@ -24,6 +24,7 @@ from anomalyclip.evaluate.run import safe_name, score_fn
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
+from anomalyclip.inputs import expand_inputs
 from anomalyclip.store import open_store
 from anomalyclip.train.build import default_device, load_model, run_clip
 
@@ -107,7 +108,7 @@ def predict(
         threshold = run_threshold(config).value
     events = replace(events or EventConfig(threshold), threshold=threshold)
     image_model = clip or run_clip(checkpoint, config)
-    paths = [Path(v) for v in videos]
+    paths = [Path(v) for v in expand_inputs(videos)]  # folders, globs, list files
     for p in paths:
         if not p.exists():
             raise AnomalyError(f"{p}: no such video file or frame folder")

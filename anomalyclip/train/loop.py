@@ -176,7 +176,11 @@ def _train(
         "clip": str(clip),
         "model": mcfg.to_dict(),
         "train": cfg.to_dict(),
-        "store": {"location": str(features), "backbone": store.attrs.get("backbone")},
+        "store": {
+            "location": str(features),
+            "backbone": store.attrs.get("backbone"),
+            "sampling": store.attrs.get("sampling"),  # what live scoring samples at
+        },
         "inputs": run_inputs(features, clip, out, store.attrs.get("backbone")),
         "provenance": provenance(),
     }

@@ -1,0 +1,218 @@
+"""What the commands take as video input: files, folders, globs, list files and live URLs.
+
+:func:`expand_inputs` turns what a user typed into an ordered list of sources, the same way
+for ``features``, ``predict`` and ``watch``:
+
+- **a URL** (``rtsp://``, ``http(s)://``, ``udp://``, ``srt://``, ``rtmp://``, ``tcp://``...)
+  or a V4L2 device (``/dev/video0``): a live source, kept as it is. Only ``watch`` takes them
+  (``live=True``); elsewhere they are refused with a one-line error.
+- **a file named on the command line or in a list** is a video whatever its suffix: camera
+  exports come as ``.h264``, ``.264``, ``.h265``, ``.ts``, ``.mts``, ``.m2ts``, ``.3gp``,
+  ``.asf``, ``.vob``, ``.dav`` and more, and FFmpeg recognises them by their content. It is
+  never skipped or refused for its extension; a file that is not a video fails when it is
+  decoded, with the decoder's reason. The one exception is a **list file**: a file ending
+  in ``.txt``, ``.lst`` or ``.list``, or a small text file (no NUL byte, valid UTF-8, not an
+  ``#EXTM3U`` playlist) with no video suffix. It holds one path, glob or URL per line (blank
+  lines and ``#`` comments are ignored); relative paths are relative to the list's folder,
+  and each line is expanded like a command-line item.
+- **a folder**: a folder with image files and no videos directly inside is a folder of
+  frames (one video). Any other folder is searched recursively, in natural name order:
+  files with a known video suffix are taken; files whose suffix says they are not video
+  (text, data, images, subtitles, archives, documents, code) are skipped; files with any
+  other suffix, or none, are probed with PyAV and taken when they hold a video stream.
+  Subfolders holding only image frames are taken as frame folders.
+- **a glob** (``*``, ``?``, ``[``; ``**`` recurses): its matches are filtered the way a
+  folder's files are, since a pattern names files only collectively.
+
+Duplicates (the same file reached twice) are kept once, at their first position.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from pathlib import Path
+
+from anomalyclip.datasets.registry import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from anomalyclip.errors import AnomalyError
+
+log = logging.getLogger(__name__)
+
+Source = Path | str  # a file or frame folder, or a live URL / device
+
+LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
+# suffixes that say "not a video": skipped when scanning folders and globs (never when named)
+_NOT_VIDEO = """
+    .json .jsonl .csv .tsv .xml .yaml .yml .toml .ini .cfg .conf .log .md .rst .html .htm .pdf
+    .doc .docx .xls .xlsx .ppt .pptx .odt .rtf .tex .srt .vtt .ass .ssa .sub .idx .nfo .sfv
+    .md5 .sha1 .sha256 .sig .torrent .zip .tar .gz .tgz .bz2 .xz .zst .7z .rar .lz4 .npy .npz
+    .pt .pth .ckpt .safetensors .h5 .hdf5 .zarr .pkl .pickle .parquet .py .pyc .sh .bat .ps1
+    .c .h .cpp .js .exe .dll .so .dylib .mp3 .wav .flac .aac .ogg .opus .m4a .wma .db .lock
+    .part .tmp .swp
+"""
+NOT_VIDEO_SUFFIXES = frozenset(IMAGE_EXTENSIONS | LIST_SUFFIXES | set(_NOT_VIDEO.split()))
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_GLOB = re.compile(r"[*?\[]")
+_LIST_SNIFF_BYTES = 1 << 16
+_MAX_LIST_DEPTH = 8
+
+
+def is_live(item: str | Path) -> bool:
+    """A URL or a V4L2 device: a stream that has no end and cannot be read twice."""
+    text = str(item)
+    return bool(_URL.match(text)) or re.fullmatch(r"/dev/video\d+", text) is not None
+
+
+def display_name(source: Source) -> str:
+    """How a source is named in outputs: a URL's password is replaced by ``***``."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", str(source))
+
+
+def expand_inputs(items: list[str | Path], live: bool = False) -> list[Source]:
+    """Every source named by ``items`` (module docstring), in order, without duplicates.
+
+    ``live`` accepts URLs and devices (``watch``); otherwise they are an error. Raises
+    :class:`AnomalyError` naming the item for a path that does not exist, a glob or folder
+    without videos, or an empty list file.
+    """
+    out: list[Source] = []
+    seen: set[str] = set()
+    for item in items:
+        for source in _expand(str(item), Path("."), live, depth=0, where=None):
+            key = source if isinstance(source, str) else str(source.resolve())
+            if key in seen:
+                log.info("%s: named twice, taken once", source)
+                continue
+            seen.add(key)
+            out.append(source)
+    if not out:
+        raise AnomalyError("no input videos given")
+    return out
+
+
+def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) -> list[Source]:
+    prefix = f"{where}: " if where else ""
+    if is_live(item):
+        if not live:
+            raise AnomalyError(f"{prefix}{item}: a live stream; only 'anomaly watch' reads these")
+        return [item]
+    path = Path(os.path.expanduser(item))
+    if not path.is_absolute() and where is not None:  # a list's entries: from the list's folder
+        path = base / path
+    if path.is_dir():
+        return _scan_folder(path)
+    if path.is_file():
+        if _is_list_file(path):
+            return _read_list(path, live, depth)
+        return [path]  # named explicitly: a video whatever its suffix
+    if _GLOB.search(item):
+        matches = sorted(glob.glob(str(path), recursive=True), key=_natural)
+        found = [s for m in matches for s in _collect(Path(m))]
+        if not found:
+            raise AnomalyError(f"{prefix}{item}: the pattern matches no video")
+        return found
+    what = "video file, frame folder or URL" if live else "video file or frame folder"
+    raise AnomalyError(f"{prefix}{item}: no such {what}")
+
+
+def _natural(name: str) -> list:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(name))]
+
+
+def _collect(path: Path) -> list[Source]:
+    """A file or folder met while scanning: taken only if it looks like video."""
+    if path.is_dir():
+        return _scan_folder(path, required=False)
+    if path.is_file() and _looks_like_video(path):
+        return [path]
+    return []
+
+
+def _is_frame_folder(folder: Path) -> bool:
+    files = [f for f in folder.iterdir() if f.is_file()]
+    has_images = any(f.suffix.lower() in IMAGE_EXTENSIONS for f in files)
+    return has_images and not any(f.suffix.lower() in VIDEO_EXTENSIONS for f in files)
+
+
+def _scan_folder(folder: Path, required: bool = True) -> list[Source]:
+    if _is_frame_folder(folder):
+        return [folder]
+    found: list[Source] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort(key=_natural)
+        here = Path(dirpath)
+        if here != folder and _is_frame_folder(here):
+            found.append(here)
+            dirnames.clear()
+            continue
+        for name in sorted(filenames, key=_natural):
+            if not name.startswith(".") and _looks_like_video(here / name):
+                found.append(here / name)
+    if required and not found:
+        raise AnomalyError(f"{folder}: no videos found in this folder")
+    return found
+
+
+def _looks_like_video(path: Path) -> bool:
+    """Known video suffix: yes; known non-video suffix: no; anything else: ask PyAV."""
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return True
+    if suffix in NOT_VIDEO_SUFFIXES:
+        return False
+    return probe_video(path)
+
+
+def probe_video(path: Path) -> bool:
+    """Does FFmpeg recognise the content of ``path`` as holding a video stream?"""
+    import av
+
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with av.open(str(path), options={"probesize": "1000000"}) as container:
+            return bool(container.streams.video)
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return False
+
+
+def _is_list_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in LIST_SUFFIXES:
+        return True
+    if suffix in VIDEO_EXTENSIONS:
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_LIST_SNIFF_BYTES + 1)
+    except OSError:
+        return False
+    if not head or len(head) > _LIST_SNIFF_BYTES or b"\0" in head:
+        return False  # empty, large or binary: a video (or a failure the decoder explains)
+    if head.lstrip().startswith(b"#EXTM3U"):
+        return False  # an HLS playlist: FFmpeg reads it as a stream
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _read_list(path: Path, live: bool, depth: int) -> list[Source]:
+    if depth >= _MAX_LIST_DEPTH:
+        raise AnomalyError(f"{path}: list files nested more than {_MAX_LIST_DEPTH} deep")
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnomalyError(f"{path}: cannot read the list ({exc})") from exc
+    found: list[Source] = []
+    for lineno, line in enumerate(lines, start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        found += _expand(entry, path.parent, live, depth + 1, f"{path}:{lineno}")
+    if not found:
+        raise AnomalyError(f"{path}: the list names no video")
+    return found

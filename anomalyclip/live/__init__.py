@@ -1,0 +1,1 @@
+"""Live video: sources scored causally as they arrive (``anomaly watch``)."""

@@ -1,0 +1,147 @@
+"""Helpers of the watch tests: processes (watcher, senders) on the loopback, and the offline
+reference that live results are compared with."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def udp_bound(port: int) -> bool:
+    """Is some process receiving on UDP ``port`` of the loopback? (Linux ``/proc/net/udp``)"""
+    try:
+        table = Path("/proc/net/udp").read_text()
+    except OSError:
+        return False
+    return f":{port:04X} " in table
+
+
+class Proc:
+    """A child process whose stdout and stderr lines are collected as they come."""
+
+    def __init__(self, cmd: list[str]) -> None:
+        self.cmd = cmd
+        self.p = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, sink: list[str]) -> None:
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout: float, count: int = 1, where: str = "err") -> bool:
+        deadline = time.monotonic() + timeout
+        lines = self.err if where == "err" else self.out
+        while time.monotonic() < deadline:
+            if sum(bool(re.search(pattern, line)) for line in list(lines)) >= count:
+                return True
+            if self.p.poll() is not None:
+                time.sleep(0.2)  # let the pumps drain
+                return sum(bool(re.search(pattern, line)) for line in list(lines)) >= count
+            time.sleep(0.05)
+        return False
+
+    def finish(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
+        """Send ``sig`` and wait for the exit status."""
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            raise AssertionError(f"{self.cmd[:4]} did not exit: {self.tail()}") from None
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.err[-n:])
+
+
+def sender(transport: str, ts: Path, port: int, *extra: str) -> Proc:
+    proc = Proc(
+        [sys.executable, str(HERE / "stream_sender.py"), transport, str(ts), "--port", str(port)]
+        + list(extra)
+    )
+    if transport != "udp":
+        assert proc.wait_for("listening on", 120, where="out"), proc.tail()
+    return proc
+
+
+def watch(sources: list[str], run_dir: Path, out: Path, threshold: float, *extra: str) -> Proc:
+    cmd = [sys.executable, "-m", "anomalyclip.cli", "watch", *sources, "--checkpoint",
+           str(run_dir), "--out", str(out), "--threshold", str(threshold),
+           "--status-every", "0.5", "--stall", "1.5", *extra]  # fmt: skip
+    return Proc(cmd)
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def closed(events: list[dict], source: str | None = None) -> list[dict]:
+    return [e for e in events if e["kind"] == "closed" and source in (None, e["source"])]
+
+
+def offline(run_dir: Path, video: Path, threshold: float) -> dict:
+    """What offline ``predict`` computes for ``video``: the same extraction into an in-memory
+    store, whole-video scoring, events of the whole curve."""
+    from anomalyclip.datasets.registry import VideoEntry
+    from anomalyclip.evaluate.inference import score_video
+    from anomalyclip.evaluate.run import score_fn
+    from anomalyclip.events import EventConfig, find_events
+    from anomalyclip.extract.pipeline import extract
+    from anomalyclip.store import open_store
+    from anomalyclip.train.build import load_model
+
+    model, config = load_model(run_dir)
+    url = f"memory://watch-offline-{uuid.uuid4().hex}"
+    entry = VideoEntry("v", Path(video), "", "predict", [])
+    summary = extract([entry], url, config["clip"], dataset=config["dataset"], dtype="float32",
+                      progress=False)  # fmt: skip
+    assert summary.ok, summary.failed
+    with open_store(url) as st:
+        feats, frames, times = st.features("v"), st.frames("v"), st.times("v")
+    p, probs = score_video(torch.from_numpy(feats), score_fn(model), 32, 16)
+    curve = {"frames": frames, "times": times, "p": p.numpy(), "probs": probs.numpy()}
+    labels = (list(model.cfg.classes), model.cfg.normal_id)
+    events = [e.to_dict() for e in find_events(str(video), curve, labels, EventConfig(threshold))]
+    return {**curve, "events": events}
+
+
+def assert_events_match(live: list[dict], reference: list[dict], tol: float) -> None:
+    """Same number of events, each boundary within ``tol`` seconds, the same class."""
+    assert len(live) == len(reference), (
+        [(e["start_time"], e["end_time"]) for e in live],
+        [(e["start_time"], e["end_time"]) for e in reference],
+    )
+    for a, b in zip(live, reference, strict=True):
+        assert abs(a["start_time"] - b["start_time"]) <= tol, (a, b)
+        assert abs(a["end_time"] - b["end_time"]) <= tol, (a, b)
+        assert a["class"] == b["class"], (a, b)
