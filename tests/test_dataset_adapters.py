@@ -9,7 +9,6 @@ comparing their names.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -27,7 +26,7 @@ from anomalyclip.datasets import (
     get_dataset,
     video_class_from_path,
 )
-from anomalyclip.datasets.files import iter_fields, parse_pairs, strip_video_extension
+from anomalyclip.datasets.files import iter_fields, parse_pairs, video_name
 from anomalyclip.datasets.xd import split_from_folders
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.run import read_annotations
@@ -148,30 +147,26 @@ TOY = DatasetSpec(name="toy", title="Toy", classes=("Normal", "Smoke"), normal_i
 
 
 class Toy(DatasetAdapter):
-    """A dataset as a user adds one: ``<camera>/<class>_<n>.mp4``, the split in ``split.txt``
-    (``name train|test``), the truth in ``truth.txt`` (``name s e``, inclusive ends)."""
+    """The README's example, as a user adds a dataset: ``<camera>/<class>_<n>.mp4``, the
+    split in ``split.txt`` (``name train|test``), the truth in ``truth.txt`` (``name s e``,
+    ends included)."""
 
     spec = TOY
-    annotations = "truth.txt"
+    annotations = "truth.txt"  # found beside the lists, in the dataset folder or below it
 
-    def class_of(self, relpath: str, classes: Mapping[str, str] | None = None) -> str:
-        return TOY.canonical(PurePosixPath(relpath).name.split("_")[0])
+    def class_of(self, relpath, classes=None):
+        return TOY.canonical(video_name(relpath).split("_")[0])
 
-    def list_videos(
-        self, root: Path, lists: Path | None, found: Sequence[str], *, strict: bool = True
-    ) -> list[Listed]:
-        splits = {f[0]: f[1] for _, f in iter_fields(Path(lists or root) / "split.txt")}
-        names = {strip_video_extension(PurePosixPath(rel).name): rel for rel in found}
-        return [
-            Listed(name, self.class_of(name), split, names.get(name, name))
-            for name, split in splits.items()
-        ]
+    def list_videos(self, root, lists, found, *, strict=True):
+        """Every video: found holds the paths under root (videos, or .npy files)."""
+        splits = {f[0]: f[1] for _, f in iter_fields((lists or root) / "split.txt")}
+        paths = {video_name(rel): rel for rel in found}
+        return [Listed(name, self.class_of(name), split, paths.get(name, name))
+                for name, split in splits.items()]  # fmt: skip
 
-    def read_annotations(self, path: Path) -> dict[str, list[tuple[int, int]]]:
-        return {
-            f[0]: parse_pairs(path, n, f[1:], end_inclusive=True, allow_none=False)
-            for n, f in iter_fields(path)
-        }
+    def read_annotations(self, path):
+        return {f[0]: parse_pairs(path, n, f[1:], end_inclusive=True, allow_none=False)
+                for n, f in iter_fields(path)}  # fmt: skip
 
 
 def test_a_dataset_added_with_one_registry_line(tmp_path, monkeypatch):

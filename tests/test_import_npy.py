@@ -15,8 +15,8 @@ import pytest
 
 from anomalyclip.cli import main
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store import open_store
 from anomalyclip.interop.npy_import import import_npy
+from anomalyclip.store import open_store
 from anomalyclip.store.npy import load_npy_features, split_feature_name
 
 D = 512

@@ -121,7 +121,7 @@ _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 
 
 def split_from_folders(relpath: str) -> str:
-    """ "test" when a folder of ``relpath`` has a word starting with "test" in its name.
+    """The split the folders say: test when one has a word starting with "test" in its name.
 
     ``Test/``, ``test_videos/``, ``XDTestClipFeatures/``, ``RGBTest/`` hold test videos;
     ``1-1004/``, ``XDTrainClipFeatures/`` and also ``latest/`` or ``contest/`` (where "test"
