@@ -56,7 +56,7 @@ def _root(
 # -- extract --------------------------------------------------------------------------------
 @app.command("features")
 def features_cmd(
-    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht or demo."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht, demo or csv:FILE."),
     videos: str = typer.Option(..., "--videos", help="The dataset's folder of videos."),
     out: str = typer.Option(None, "--out", "-o", help="Store (default store/<dataset>.zarr)."),
     model: str = typer.Option(
@@ -93,7 +93,7 @@ def features_cmd(
     import os
     from pathlib import Path
 
-    from anomalyclip.datasets import discover
+    from anomalyclip.datasets import get_adapter
     from anomalyclip.extract.decode import Sampling
     from anomalyclip.extract.pipeline import extract, shard_from_env
     from anomalyclip.train.build import default_device
@@ -112,17 +112,18 @@ def features_cmd(
     if device == "cuda" and world > 1 and shard is None:  # torchrun: one GPU per process
         device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
     lists_dir = Path(lists) if lists else None
-    entries = discover(dataset, Path(videos), lists_dir, allow_missing=allow_missing)
+    adapter = get_adapter(dataset)
+    entries = adapter.discover(Path(videos), lists_dir, allow_missing=allow_missing)
     summary = extract(
         entries,
-        out or f"store/{dataset}.zarr",
+        out or f"store/{adapter.folder_name}.zarr",
         model,
         device,
         sampling,
         batch_size,
         workers,
         dtype,
-        dataset=dataset,
+        dataset=adapter.spec.name,
         root=videos,
         folder_fps=frames_fps,
         shard=(rank, world),
@@ -304,7 +305,7 @@ def store_merge(
 @store_app.command("import-npy")
 def store_import_npy(
     npy_dir: str = typer.Argument(..., help="Folder of per-video .npy features, any nesting."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht or demo."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht, demo or csv:FILE."),
     out: str = typer.Option(..., "--out", "-o", help="Store to create or add to (Zarr, .h5)."),
     lists: str = typer.Option(None, "--lists", help="Folder of official list / truth files."),
     authors_list: list[str] = typer.Option(
@@ -330,7 +331,7 @@ def store_import_npy(
         checks.existing_file(item.split("=", 1)[-1], "list file")
     if crop != "mean" and not crop.isdigit():
         raise AnomalyError(f"--crop must be a crop index or 'mean', not {crop!r}")
-    from anomalyclip.store.npy import import_npy
+    from anomalyclip.interop.npy_import import import_npy
 
     summary = import_npy(
         npy_dir, dataset, out, lists=lists, authors_lists=authors_list or None, dtype=dtype,

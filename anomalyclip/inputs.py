@@ -35,7 +35,7 @@ import os
 import re
 from pathlib import Path
 
-from anomalyclip.datasets.registry import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from anomalyclip.datasets.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from anomalyclip.errors import AnomalyError
 
 log = logging.getLogger(__name__)

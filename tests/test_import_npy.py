@@ -15,8 +15,9 @@ import pytest
 
 from anomalyclip.cli import main
 from anomalyclip.errors import AnomalyError
+from anomalyclip.interop.npy_import import import_npy
 from anomalyclip.store import open_store
-from anomalyclip.store.npy import import_npy, load_npy_features, split_feature_name
+from anomalyclip.store.npy import load_npy_features, split_feature_name
 
 D = 512
 UCF_TRAIN = """Abuse/Abuse001_x264.mp4

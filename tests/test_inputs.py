@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from anomalyclip.datasets import discover
-from anomalyclip.datasets.registry import FileIndex
+from anomalyclip.datasets.files import FileIndex
 from anomalyclip.demo import render_video
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import VideoSource

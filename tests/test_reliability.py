@@ -197,7 +197,7 @@ def test_npy_beyond_float16_is_one_failed_video_in_a_float16_store(tmp_path):
     float16 store: that video is recorded as failed (use --dtype float32), the rest goes in."""
     import numpy as np
 
-    from anomalyclip.store.npy import import_npy
+    from anomalyclip.interop.npy_import import import_npy
 
     npy = tmp_path / "npy" / "train" / "Normal"
     npy.mkdir(parents=True)

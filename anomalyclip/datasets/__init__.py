@@ -1,4 +1,5 @@
-"""The dataset registry: class lists, how videos are found, and each dataset's ground truth.
+"""Datasets: each one an adapter (its classes, how its videos are listed, its ground truth),
+registered by name in :mod:`anomalyclip.datasets.registry`.
 
 >>> spec = get_dataset("ucf")
 >>> spec.class_id("Abuse"), spec.normal
@@ -7,34 +8,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from anomalyclip.datasets import demo, sht, ucf, xd
-from anomalyclip.datasets.demo import read_demo_annotations
-from anomalyclip.datasets.registry import (
-    DATASETS,
-    DEMO,
-    SHT,
-    UCF,
-    XD,
-    AuthorsEntry,
+from anomalyclip.datasets.base import DatasetAdapter, Listed
+from anomalyclip.datasets.core import (
     DatasetSpec,
     Interval,
     VideoEntry,
     frame_labels,
-    get_dataset,
     intervals_to_mask,
     mask_to_intervals,
     merge_intervals,
-    read_authors_list,
-    read_video_list,
 )
-from anomalyclip.datasets.sht import read_frame_mask, read_sht_classes
-from anomalyclip.datasets.ucf import read_ucf_temporal_annotations
-from anomalyclip.datasets.xd import read_xd_annotations
-from anomalyclip.errors import AnomalyError
-
-_MODULES = {"ucf": ucf, "xd": xd, "sht": sht, "demo": demo}
+from anomalyclip.datasets.custom import read_video_csv
+from anomalyclip.datasets.demo import DEMO, read_demo_annotations
+from anomalyclip.datasets.files import AuthorsEntry, read_authors_list, read_video_list
+from anomalyclip.datasets.registry import DATASETS, get_adapter, get_dataset
+from anomalyclip.datasets.sht import SHT, read_frame_mask, read_sht_classes
+from anomalyclip.datasets.ucf import UCF, read_ucf_temporal_annotations
+from anomalyclip.datasets.xd import XD, read_xd_annotations
 
 __all__ = [
     "DATASETS",
@@ -43,11 +36,14 @@ __all__ = [
     "UCF",
     "XD",
     "AuthorsEntry",
+    "DatasetAdapter",
     "DatasetSpec",
     "Interval",
+    "Listed",
     "VideoEntry",
     "discover",
     "frame_labels",
+    "get_adapter",
     "get_dataset",
     "intervals_to_mask",
     "mask_to_intervals",
@@ -57,6 +53,7 @@ __all__ = [
     "read_frame_mask",
     "read_sht_classes",
     "read_ucf_temporal_annotations",
+    "read_video_csv",
     "read_video_list",
     "read_xd_annotations",
     "video_class_from_path",
@@ -64,40 +61,18 @@ __all__ = [
 
 
 def discover(
-    spec_or_name: DatasetSpec | str,
+    dataset: str | DatasetSpec | DatasetAdapter,
     root: Path,
     lists: Path | None = None,
     *,
     allow_missing: bool = False,
 ) -> list[VideoEntry]:
-    """Every video of a dataset under ``root``, from its official list and ground-truth files.
-
-    ``lists`` is where those files are when they are not in the dataset folder. A video named
-    by a list but absent from disk is an error unless ``allow_missing`` (then it is skipped
-    with a warning). Video ids are unique across splits.
-    """
-    spec = get_dataset(spec_or_name)
-    module = _MODULES[spec.name]
-    if spec.name == "demo":
-        entries = module.discover(Path(root), lists)
-    else:
-        entries = module.discover(Path(root), lists, allow_missing=allow_missing)
-    seen: dict[str, str] = {}
-    for entry in entries:
-        if entry.video_id in seen:
-            raise AnomalyError(
-                f"{root}: video {entry.video_id!r} is in both the {seen[entry.video_id]} "
-                f"and the {entry.split} split"
-            )
-        seen[entry.video_id] = entry.split
-    return entries
+    """Every video of a dataset under ``root`` (see :meth:`DatasetAdapter.discover`)."""
+    return get_adapter(dataset).discover(Path(root), lists, allow_missing=allow_missing)
 
 
 def video_class_from_path(
-    spec: DatasetSpec | str, relpath: str, classes: dict[str, str] | None = None
+    dataset: str | DatasetSpec, relpath: str, classes: Mapping[str, str] | None = None
 ) -> str:
     """A video's class from its dataset-relative path (ShanghaiTech also needs ``classes``)."""
-    spec = get_dataset(spec)
-    if spec.name == "sht":
-        return sht.class_from_path(relpath, classes)
-    return _MODULES[spec.name].class_from_path(relpath)
+    return get_adapter(dataset).class_of(relpath, classes)

@@ -10,7 +10,7 @@ download. The generator writes, and this module reads, exactly this layout::
 
 - ``<Class>`` is one of ``Explosion``, ``Intruder``, ``Normal``, ``Tampering`` (ids 0..3 in
   that order; Normal is id 2). ``<id>`` is any file name without spaces, e.g.
-  ``explosion_003``; the other extensions in ``registry.VIDEO_EXTENSIONS`` are accepted too.
+  ``explosion_003``; the other extensions in ``files.VIDEO_EXTENSIONS`` are accepted too.
 - ``annotations.txt``: one line per video, ``video_id s1 e1 [s2 e2 ...]``, where ``video_id``
   is the path relative to the root without extension (``test/Explosion/explosion_003``) and
   each ``[s, e)`` is an anomalous span of decoded frame numbers, end *exclusive*, counting
@@ -25,24 +25,27 @@ The video id of each entry is its relative path without extension.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from anomalyclip.datasets.registry import (
-    DEMO,
-    SPLITS,
-    FileIndex,
-    Interval,
-    VideoEntry,
+from anomalyclip.datasets.base import DatasetAdapter, Listed, Truth
+from anomalyclip.datasets.core import SPLITS, DatasetSpec, Interval
+from anomalyclip.datasets.files import (
     check_relative,
+    find_path,
     iter_fields,
     parse_pairs,
     strip_video_extension,
 )
 from anomalyclip.errors import AnomalyError
 
-log = logging.getLogger(__name__)
+DEMO = DatasetSpec(
+    name="demo",
+    title="demo",
+    classes=("Explosion", "Intruder", "Normal", "Tampering"),
+    normal_id=2,
+)
 
 ANNOTATIONS = "annotations.txt"
 
@@ -59,7 +62,7 @@ def read_demo_annotations(path: Path) -> dict[str, list[Interval]]:
     for lineno, fields in iter_fields(path):
         video_id = strip_video_extension(check_relative(path, lineno, fields[0]))
         label = None
-        if "/" in video_id:  # a bare file name is accepted too, and resolved by discover()
+        if "/" in video_id:  # a bare file name is accepted too, resolved in Demo.test_truth
             try:
                 label = class_from_path(video_id)
             except AnomalyError as e:
@@ -87,33 +90,55 @@ def class_from_path(relpath: str) -> str:
     return DEMO.canonical(parts[-2])
 
 
-def discover(root: Path, lists: Path | None = None) -> list[VideoEntry]:
-    """Every demo video under ``root`` (``lists`` may hold ``annotations.txt`` instead)."""
-    root = Path(root)
-    index = FileIndex(root)
-    rels = sorted(rel for rel in index.by_rel if PurePosixPath(rel).parts[0] in SPLITS)
-    if not rels:
-        raise AnomalyError(f"{root}: no demo videos under train/ or test/")
-    ann_file = next(
-        (Path(d) / ANNOTATIONS for d in (lists, root) if d and (Path(d) / ANNOTATIONS).is_file()),
-        None,
-    )
-    annotations = read_demo_annotations(ann_file) if ann_file else {}
+class Demo(DatasetAdapter):
+    """The generated demo dataset: ``<split>/<Class>/<id>`` and an exact ``annotations.txt``."""
 
-    stem_counts = Counter(PurePosixPath(strip_video_extension(rel)).name for rel in rels)
-    entries = []
-    for rel in rels:
-        video_id = strip_video_extension(rel)
-        label = class_from_path(rel)
-        split = PurePosixPath(rel).parts[0]
-        intervals: list[Interval] = []
-        if split == "test":
-            stem = PurePosixPath(video_id).name
+    spec = DEMO
+    annotations = ANNOTATIONS
+
+    def class_of(self, relpath: str, classes: Mapping[str, str] | None = None) -> str:
+        return class_from_path(relpath)
+
+    def split_of(self, relpath: str) -> str | None:
+        top = PurePosixPath(relpath.replace("\\", "/")).parts[:1]
+        return top[0] if top and top[0] in SPLITS else None
+
+    def list_videos(
+        self, root: Path, lists: Path | None, found: Sequence[str], *, strict: bool = True
+    ) -> list[Listed]:
+        rels = [rel for rel in found if self.split_of(rel)]
+        if strict and not rels:
+            raise AnomalyError(f"{root}: no demo videos under train/ or test/")
+        return [
+            Listed(strip_video_extension(rel), class_from_path(rel), self.split_of(rel), rel)
+            for rel in rels
+        ]
+
+    def read_annotations(self, path: Path) -> dict[str, list[Interval]]:
+        return read_demo_annotations(path)
+
+    def annotation_key(self, video_id: str) -> str:
+        return video_id
+
+    def test_truth(self, root: Path, lists: Path | None, listed: list[Listed]) -> Truth:
+        """``annotations.txt`` beside the videos (or in ``lists``); every anomalous test video
+        must have an interval; a bare name must name one video only."""
+        ann_file = find_path(ANNOTATIONS, [lists, root])
+        annotations = read_demo_annotations(ann_file) if ann_file else {}
+        stem_counts = Counter(PurePosixPath(item.video_id).name for item in listed)
+
+        def truth(item: Listed) -> list[Interval]:
+            if item.split != "test":
+                return []
+            stem = PurePosixPath(item.video_id).name
             if stem in annotations and stem_counts[stem] > 1:
                 raise AnomalyError(f"{ann_file}: bare name {stem!r} matches several videos")
-            intervals = annotations.get(video_id, annotations.get(stem, []))
-            if label != DEMO.normal and not intervals:
+            intervals = annotations.get(item.video_id, annotations.get(stem, []))
+            if item.label != DEMO.normal and not intervals:
                 where = ann_file or root / ANNOTATIONS
-                raise AnomalyError(f"{where}: no anomalous interval for test video {video_id!r}")
-        entries.append(VideoEntry(video_id, index.by_rel[rel], label, split, intervals))
-    return entries
+                raise AnomalyError(
+                    f"{where}: no anomalous interval for test video {item.video_id!r}"
+                )
+            return intervals
+
+        return truth

@@ -21,36 +21,55 @@ exist the frame folder wins, since it is what the frame masks count. Files, look
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from anomalyclip.datasets.registry import (
-    SHT,
+from anomalyclip.datasets.base import DatasetAdapter, Listed, Truth
+from anomalyclip.datasets.core import DatasetSpec, Interval, mask_to_intervals
+from anomalyclip.datasets.files import (
     AuthorsEntry,
     FileIndex,
-    Interval,
-    VideoEntry,
     find_list_file,
+    find_path,
     find_split_lists,
     iter_fields,
-    mask_to_intervals,
-    read_video_list,
-    strip_video_extension,
+    read_split_lists,
+    video_name,
 )
 from anomalyclip.errors import AnomalyError
 
-log = logging.getLogger(__name__)
+SHT = DatasetSpec(
+    name="sht",
+    title="ShanghaiTech",
+    classes=(
+        "car",
+        "chasing",
+        "circuit",
+        "fall",
+        "fighting",
+        "hurdle",
+        "jumping",
+        "monocycle",
+        "normal",
+        "push",
+        "robbery",
+        "running",
+        "skateboard",
+        "step",
+        "stoop",
+        "throwing object",
+        "vaudeville",
+        "vehicle",
+    ),
+    normal_id=8,
+)
 
 TRAIN_LIST = "SH_Train.txt"
 TEST_LIST = "SH_Test.txt"
 CLASS_LIST = "SH_Classes.txt"
 MASK_DIR = "test_frame_mask"
-
-
-def video_name(entry: str) -> str:
-    return strip_video_extension(PurePosixPath(entry.replace("\\", "/")).name)
 
 
 def read_frame_mask(path: Path) -> np.ndarray:
@@ -105,7 +124,7 @@ def classes_from_authors_list(entries: list[AuthorsEntry]) -> dict[str, str]:
     return {video_name(e.path): SHT.classes[e.label] for e in entries}
 
 
-def class_from_path(relpath: str, classes: dict[str, str] | None = None) -> str:
+def class_from_path(relpath: str, classes: Mapping[str, str] | None = None) -> str:
     """ShanghaiTech names carry no class: it comes from ``classes`` (``SH_Classes.txt``)."""
     if classes is None:
         raise AnomalyError(
@@ -115,65 +134,73 @@ def class_from_path(relpath: str, classes: dict[str, str] | None = None) -> str:
     return classes.get(video_name(relpath), SHT.normal)
 
 
-def _find_mask_dir(root: Path, lists: Path | None) -> Path | None:
-    for folder in (lists, root):
-        if folder is not None and (Path(folder) / MASK_DIR).is_dir():
-            return Path(folder) / MASK_DIR
-    found = sorted(p for p in Path(root).rglob(MASK_DIR) if p.is_dir())
-    return found[0] if found else None
+def read_frame_masks(folder: Path) -> dict[str, list[Interval]]:
+    """A ``test_frame_mask`` folder as video id -> anomalous ``[start, end)`` intervals."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AnomalyError(f"{folder}: ShanghaiTech ground truth is a folder of frame masks")
+    return {f.stem: mask_to_intervals(read_frame_mask(f)) for f in sorted(folder.glob("*.npy"))}
 
 
-def _locate(index: FileIndex, name: str) -> Path | None:
-    candidates = index.by_stem.get(name, [])
-    folders = [p for p in candidates if p.is_dir()]
-    return index.unique(folders or candidates, repr(name))
+class ShanghaiTech(DatasetAdapter):
+    """ShanghaiTech: the split lists, ``SH_Classes.txt``, per-frame masks; a video may be a
+    folder of frames."""
 
+    spec = SHT
+    annotations = MASK_DIR
+    frame_folders = True
+    ignored_folders = (MASK_DIR,)
 
-def discover(
-    root: Path, lists: Path | None = None, *, allow_missing: bool = False
-) -> list[VideoEntry]:
-    """Every video of the weakly supervised split, with class, split and test intervals."""
-    root = Path(root)
-    list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST)
-    class_file = find_list_file(CLASS_LIST, root, lists)
-    classes = read_sht_classes(class_file) if class_file else {}
-    mask_dir = _find_mask_dir(root, lists)
-    index = FileIndex(root, frame_folders=True)
+    def class_of(self, relpath: str, classes: Mapping[str, str] | None = None) -> str:
+        return class_from_path(relpath, classes)
 
-    entries: list[VideoEntry] = []
-    missing: list[str] = []
-    for split, list_file in list_files.items():
-        if list_file is None:
-            log.warning("%s: no %s list, the %s split is empty", root, split, split)
-            continue
-        for entry in read_video_list(list_file):
-            name = video_name(entry)
-            path = _locate(index, name)
-            if path is None:
-                missing.append(name)
-                continue
-            label = class_from_path(name, classes)
+    def list_videos(
+        self, root: Path, lists: Path | None, found: Sequence[str], *, strict: bool = True
+    ) -> list[Listed]:
+        list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST)
+        class_file = find_list_file(CLASS_LIST, root, lists)
+        classes = read_sht_classes(class_file) if class_file else {}
+        named = [(split, video_name(e)) for split, e in read_split_lists(root, list_files)]
+        return [Listed(name, class_from_path(name, classes), split, name) for split, name in named]
+
+    def find_annotations(
+        self, folders: Sequence[Path | None], below: Path | None = None
+    ) -> Path | None:
+        return find_path(MASK_DIR, folders, below, folder=True)
+
+    def read_annotations(self, path: Path) -> dict[str, list[Interval]]:
+        return read_frame_masks(path)
+
+    def test_truth(self, root: Path, lists: Path | None, listed: list[Listed]) -> Truth:
+        """A video's mask, where there is one, must agree with its class (training videos
+        too); an anomalous test video must have one."""
+        mask_dir = self.find_annotations([lists, root], below=root)
+        class_file = find_list_file(CLASS_LIST, root, lists) or CLASS_LIST
+
+        def truth(item: Listed) -> list[Interval]:
+            name, label = item.video_id, item.label
             mask_path = mask_dir / f"{name}.npy" if mask_dir else None
             mask = read_frame_mask(mask_path) if mask_path and mask_path.is_file() else None
             if mask is not None and mask.any() and label == SHT.normal:
                 raise AnomalyError(
                     f"{mask_path}: video {name!r} has anomalous frames but no anomaly class "
-                    f"in {class_file or CLASS_LIST}"
+                    f"in {class_file}"
                 )
             if mask is not None and not mask.any() and label != SHT.normal:
                 raise AnomalyError(
                     f"{mask_path}: video {name!r} is of class {label!r} but its mask has "
                     "no anomalous frame"
                 )
-            if split == "test" and label != SHT.normal and mask is None:
+            if item.split == "test" and label != SHT.normal and mask is None:
                 raise AnomalyError(f"{root}: no {MASK_DIR}/{name}.npy for anomalous test video")
-            intervals: list[Interval] = []
-            if split == "test" and mask is not None:
-                intervals = mask_to_intervals(mask)
-            entries.append(VideoEntry(name, path, label, split, intervals))
-    if missing:
-        message = f"{root}: {len(missing)} listed videos not found, e.g. {missing[0]!r}"
-        if not allow_missing:
-            raise AnomalyError(message)
-        log.warning(message)
-    return entries
+            if item.split == "test" and mask is not None:
+                return mask_to_intervals(mask)
+            return []
+
+        return truth
+
+    def locate(self, index: FileIndex, item: Listed) -> Path | None:
+        """The frame folder when there are both (it is what the masks count)."""
+        candidates = index.by_stem.get(item.name, [])
+        folders = [p for p in candidates if p.is_dir()]
+        return index.unique(folders or candidates, repr(item.name))

@@ -19,27 +19,44 @@ The video id is the list entry without extension (``Abuse/Abuse028_x264``).
 
 from __future__ import annotations
 
-import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from anomalyclip.datasets.registry import (
-    UCF,
-    DatasetSpec,
-    FileIndex,
-    Interval,
-    VideoEntry,
+from anomalyclip.datasets.base import DatasetAdapter, Listed, Truth
+from anomalyclip.datasets.core import DatasetSpec, Interval
+from anomalyclip.datasets.files import (
     find_list_file,
     find_split_lists,
     iter_fields,
     parse_pairs,
-    read_video_list,
+    read_split_lists,
     strip_video_extension,
 )
 from anomalyclip.errors import AnomalyError
 
-log = logging.getLogger(__name__)
+UCF = DatasetSpec(
+    name="ucf",
+    title="UCF-Crime",
+    classes=(
+        "Abuse",
+        "Arrest",
+        "Arson",
+        "Assault",
+        "Burglary",
+        "Explosion",
+        "Fighting",
+        "Normal",
+        "RoadAccidents",
+        "Robbery",
+        "Shooting",
+        "Shoplifting",
+        "Stealing",
+        "Vandalism",
+    ),
+    normal_id=7,
+)
 
 TRAIN_LIST = "Anomaly_Train.txt"
 TEST_LIST = "Anomaly_Test.txt"
@@ -115,15 +132,31 @@ def class_from_path(relpath: str) -> str:
     )
 
 
-def discover(
-    root: Path, lists: Path | None = None, *, allow_missing: bool = False
-) -> list[VideoEntry]:
-    """Every video of the official train and test lists, located under ``root``."""
-    root = Path(root)
-    list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST)
-    annotations: dict[str, TemporalAnnotation] = {}
-    ann_file = None
-    if list_files["test"] is not None:
+class UcfCrime(DatasetAdapter):
+    """UCF-Crime: the official lists, classes from the names, the temporal annotations."""
+
+    spec = UCF
+    annotations = TEMPORAL_ANNOTATIONS
+
+    def class_of(self, relpath: str, classes: Mapping[str, str] | None = None) -> str:
+        return class_from_path(relpath)
+
+    def list_videos(
+        self, root: Path, lists: Path | None, found: Sequence[str], *, strict: bool = True
+    ) -> list[Listed]:
+        list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST)
+        return [
+            Listed(strip_video_extension(rel), class_from_path(rel), split, rel)
+            for split, rel in read_split_lists(root, list_files)
+        ]
+
+    def read_annotations(self, path: Path) -> dict[str, list[Interval]]:
+        return {k: a.intervals for k, a in read_ucf_temporal_annotations(path).items()}
+
+    def test_truth(self, root: Path, lists: Path | None, listed: list[Listed]) -> Truth:
+        """Every test video must be annotated, with the class its path says."""
+        if not any(item.split == "test" for item in listed):
+            return lambda item: []
         ann_file = find_list_file(TEMPORAL_ANNOTATIONS, root, lists)
         if ann_file is None:
             raise AnomalyError(
@@ -131,35 +164,17 @@ def discover(
             )
         annotations = read_ucf_temporal_annotations(ann_file)
 
-    index = FileIndex(root)
-    entries: list[VideoEntry] = []
-    missing: list[str] = []
-    for split, list_file in list_files.items():
-        if list_file is None:
-            log.warning("%s: no %s list, the %s split is empty", root, split, split)
-            continue
-        for rel in read_video_list(list_file):
-            path = index.locate(rel)
-            if path is None:
-                missing.append(rel)
-                continue
-            label = class_from_path(rel)
-            intervals: list[Interval] = []
-            if split == "test":
-                stem = strip_video_extension(PurePosixPath(rel).name)
-                ann = annotations.get(stem)
-                if ann is None:
-                    raise AnomalyError(f"{ann_file}: no annotation for test video {rel!r}")
-                if ann.label != label:
-                    raise AnomalyError(
-                        f"{ann_file}:{ann.lineno}: class {ann.label!r} disagrees with "
-                        f"{label!r} from the path {rel!r}"
-                    )
-                intervals = ann.intervals
-            entries.append(VideoEntry(strip_video_extension(rel), path, label, split, intervals))
-    if missing:
-        message = f"{root}: {len(missing)} listed videos not found, e.g. {missing[0]!r}"
-        if not allow_missing:
-            raise AnomalyError(message)
-        log.warning(message)
-    return entries
+        def truth(item: Listed) -> list[Interval]:
+            if item.split != "test":
+                return []
+            ann = annotations.get(self.annotation_key(item.video_id))
+            if ann is None:
+                raise AnomalyError(f"{ann_file}: no annotation for test video {item.name!r}")
+            if ann.label != item.label:
+                raise AnomalyError(
+                    f"{ann_file}:{ann.lineno}: class {ann.label!r} disagrees with "
+                    f"{item.label!r} from the path {item.name!r}"
+                )
+            return ann.intervals
+
+        return truth

@@ -6,9 +6,11 @@
   first code is the video's class. Names contain dots and ``#``, so only a known video
   extension is ever stripped; the video id is the file name without it.
 - Split: from optional lists ``XD_Train.txt`` / ``XD_Test.txt`` (one video name per line, any
-  folder or extension ignored); without them, from the folders: a video below a folder whose
-  name starts with "test" is a test video, every other one a training video (the release puts
-  training videos in ``1-1004``, ``1005-2004``, ... and test videos in a test folder).
+  folder or extension ignored); without them, from the folders (:func:`split_from_folders`,
+  the one rule for videos and for ``.npy`` feature releases alike): a video below a folder
+  with a word starting with "test" in its name is a test video, every other one a training
+  video. The release puts training videos in ``1-1004``, ``1005-2004``, ... and the test
+  videos in a test folder; feature releases name theirs ``XDTestClipFeatures``, ``RGBTest``.
 - ``annotations.txt``: ``name s1 e1 [s2 e2 ...]`` for each anomalous test video (a few names
   carry ``.mp4``), frame numbers from 0. The file does not say whether an end is included;
   the AnomalyCLIP evaluation counts frame f as abnormal when ``s <= f <= e``, so ends are read
@@ -18,25 +20,29 @@
 
 from __future__ import annotations
 
-import logging
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from anomalyclip.datasets.registry import (
-    XD,
+from anomalyclip.datasets.base import DatasetAdapter, Listed
+from anomalyclip.datasets.core import DatasetSpec, Interval
+from anomalyclip.datasets.files import (
     FileIndex,
-    Interval,
-    VideoEntry,
-    find_list_file,
     find_split_lists,
     iter_fields,
     parse_pairs,
-    read_video_list,
-    strip_video_extension,
+    read_split_lists,
+    video_name,
 )
 from anomalyclip.errors import AnomalyError
 
-log = logging.getLogger(__name__)
+XD = DatasetSpec(
+    name="xd",
+    title="XD-Violence",
+    classes=("Abuse", "Car_accident", "Explosion", "Fighting", "Normal", "Riot", "Shooting"),
+    normal_id=4,
+    primary_metric="ap",
+)
 
 ANNOTATIONS = "annotations.txt"
 TRAIN_LIST = "XD_Train.txt"
@@ -52,11 +58,6 @@ LABEL_CODES = {
     "G": "Explosion",
 }
 _LABEL = re.compile(r"_label_([A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)$")
-
-
-def video_name(entry: str) -> str:
-    """The bare video name of a path, list entry or annotation name."""
-    return strip_video_extension(PurePosixPath(entry.replace("\\", "/")).name)
 
 
 def labels_from_name(name: str) -> list[str]:
@@ -114,53 +115,54 @@ def read_xd_annotations(path: Path) -> dict[str, list[Interval]]:
     return out
 
 
-def _split_from_folders(relpath: str) -> str:
-    folders = PurePosixPath(relpath).parts[:-1]
-    return "test" if any(f.casefold().startswith("test") for f in folders) else "train"
+# Words of a folder name: split at separators, digits and lower-to-upper case changes
+# ("XDTestClipFeatures" -> XD, Test, Clip, Features; "test_videos" -> test, videos).
+_WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 
 
-def discover(
-    root: Path, lists: Path | None = None, *, allow_missing: bool = False
-) -> list[VideoEntry]:
-    """Every XD-Violence video under ``root``, with class, split and test intervals."""
-    root = Path(root)
-    index = FileIndex(root)
-    if not len(index):
-        raise AnomalyError(f"{root}: no video files found")
+def split_from_folders(relpath: str) -> str:
+    """The split the folders say: test when one has a word starting with "test" in its name.
 
-    list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST, required=False)
-    if any(list_files.values()):
-        wanted = [
-            (split, video_name(entry))
-            for split, list_file in list_files.items()
-            if list_file is not None
-            for entry in read_video_list(list_file)
-        ]
-    else:
-        wanted = [(_split_from_folders(rel), video_name(rel)) for rel in sorted(index.by_rel)]
+    ``Test/``, ``test_videos/``, ``XDTestClipFeatures/``, ``RGBTest/`` hold test videos;
+    ``1-1004/``, ``XDTrainClipFeatures/`` and also ``latest/`` or ``contest/`` (where "test"
+    is inside a word) hold training videos.
+    """
+    for folder in PurePosixPath(relpath.replace("\\", "/")).parts[:-1]:
+        if any(word.casefold().startswith("test") for word in _WORDS.findall(folder)):
+            return "test"
+    return "train"
 
-    ann_file = find_list_file(ANNOTATIONS, root, lists)
-    annotations = read_xd_annotations(ann_file) if ann_file else {}
-    if ann_file is None and any(split == "test" for split, _ in wanted):
-        raise AnomalyError(f"{root}: {ANNOTATIONS} not found (needed for the test videos)")
 
-    entries: list[VideoEntry] = []
-    missing: list[str] = []
-    for split, name in wanted:
-        path = index.locate_stem(name)
-        if path is None:
-            missing.append(name)
-            continue
-        label = class_from_path(name)
-        intervals: list[Interval] = []
-        if split == "test":
-            intervals = annotations.get(name, [])
-            if label != XD.normal and not intervals:
-                log.warning("%s: anomalous test video %r has no annotated interval", ann_file, name)
-        entries.append(VideoEntry(name, path, label, split, intervals))
-    if missing:
-        message = f"{root}: {len(missing)} listed videos not found, e.g. {missing[0]!r}"
-        if not allow_missing:
-            raise AnomalyError(message)
-        log.warning(message)
-    return entries
+class XdViolence(DatasetAdapter):
+    """XD-Violence: labels from the names, split from lists or folders, ``annotations.txt``."""
+
+    spec = XD
+    annotations = ANNOTATIONS
+
+    def class_of(self, relpath: str, classes: Mapping[str, str] | None = None) -> str:
+        return class_from_path(relpath)
+
+    def split_of(self, relpath: str) -> str | None:
+        return split_from_folders(relpath)
+
+    def list_videos(
+        self, root: Path, lists: Path | None, found: Sequence[str], *, strict: bool = True
+    ) -> list[Listed]:
+        if strict and not found:
+            raise AnomalyError(f"{root}: no video files found")
+        list_files = find_split_lists(root, lists, TRAIN_LIST, TEST_LIST, required=False)
+        if any(list_files.values()):
+            named = [(split, video_name(e)) for split, e in read_split_lists(root, list_files)]
+        else:  # files with no label in their name are a mistake among videos, not among arrays
+            named = [
+                (split_from_folders(rel), video_name(rel))
+                for rel in found
+                if strict or "_label_" in rel
+            ]
+        return [Listed(name, class_from_path(name), split, name) for split, name in named]
+
+    def read_annotations(self, path: Path) -> dict[str, list[Interval]]:
+        return read_xd_annotations(path)
+
+    def locate(self, index: FileIndex, item: Listed) -> Path | None:
+        return index.locate_stem(item.name)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import numpy as np
 import torch
 
-from anomalyclip.datasets import frame_labels, get_dataset
+from anomalyclip.datasets import frame_labels, get_adapter, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
 from anomalyclip.evaluate.inference import score_videos
@@ -24,9 +24,6 @@ from anomalyclip.store import FeatureStore
 from anomalyclip.thresholds import Threshold
 
 log = logging.getLogger(__name__)
-
-# The headline metric the literature reports per dataset.
-PRIMARY_METRIC = {"xd": "ap"}
 
 
 @dataclass
@@ -66,32 +63,14 @@ def true_classes(intervals, frames: np.ndarray, class_id: int, normal_id: int) -
 def read_annotations(dataset: str, path: str | Path) -> dict[str, list[list[int]]]:
     """A dataset's test ground-truth file as video name -> anomalous [start, end) intervals.
 
-    UCF-Crime's temporal annotation file, XD-Violence's or the demo's ``annotations.txt``,
-    or ShanghaiTech's ``test_frame_mask`` folder. Keys are as the file names the videos.
+    The dataset's adapter reads it (UCF-Crime's temporal annotation file, XD-Violence's or the
+    demo's ``annotations.txt``, ShanghaiTech's ``test_frame_mask`` folder, a custom dataset's
+    CSV). Keys are as the file names the videos.
     """
-    from anomalyclip.datasets import (
-        read_demo_annotations,
-        read_frame_mask,
-        read_ucf_temporal_annotations,
-        read_xd_annotations,
-    )
-    from anomalyclip.datasets.registry import mask_to_intervals
-
     path = Path(path)
     if not path.exists():
         raise AnomalyError(f"{path}: no such annotation file")
-    if dataset == "ucf":
-        found = {k: a.intervals for k, a in read_ucf_temporal_annotations(path).items()}
-    elif dataset == "xd":
-        found = read_xd_annotations(path)
-    elif dataset == "demo":
-        found = read_demo_annotations(path)
-    elif dataset == "sht":
-        if not path.is_dir():
-            raise AnomalyError(f"{path}: ShanghaiTech ground truth is a folder of frame masks")
-        found = {f.stem: mask_to_intervals(read_frame_mask(f)) for f in sorted(path.glob("*.npy"))}
-    else:
-        raise AnomalyError(f"{path}: no annotation format for dataset {dataset!r}")
+    found = get_adapter(dataset).read_annotations(path)
     return {k: [[int(s), int(e)] for s, e in v] for k, v in found.items()}
 
 
@@ -171,7 +150,7 @@ def evaluate_store(
         np.concatenate([r.labels for r in results]),
         spec.classes,
         spec.normal_id,
-        primary=PRIMARY_METRIC.get(spec.name, "auc"),
+        primary=spec.primary_metric,
     )
     metrics["dataset"] = spec.name
     metrics["videos"] = len(results)
