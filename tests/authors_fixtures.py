@@ -1,6 +1,6 @@
 """Builders of the AnomalyCLIP authors' Lightning checkpoints, shared by the interop tests.
 
-The checkpoints are built from the reference tables (``shared/reference/*.tsv``: every key,
+The checkpoints are built from the state-dict tables (``fixtures/authors/*.tsv``: every key,
 shape and dtype of a real ``last.ckpt``) with random weights, and saved the way Lightning 1.8
 saves them: hyper-parameters holding objects of classes from modules that exist only while
 saving (the authors' ``src.*`` and omegaconf), and every storage tagged ``cuda:0``. The text
@@ -31,9 +31,7 @@ from anomalyclip.backbone import write_byte_tokenizer
 from anomalyclip.datasets import get_dataset
 from anomalyclip.model.prompt import prompt_text
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-if not REFERENCE.is_dir():  # a checkout outside the shared workspace
-    REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "authors"
 TABLES = {"ucf": "ucfcrime", "xd": "xdviolence", "sht": "shanghaitech"}
 
 

@@ -37,7 +37,7 @@ NORMALISED_TOL = MAX_LEVEL_DIFF / 255 / min(CLIP_STD) + 1e-6
 
 
 def reference_preprocess(image: np.ndarray) -> np.ndarray:
-    """DESIGN.md's definition with PIL: bicubic shorter side to 224, centre crop, mean/std."""
+    """CLIP's definition with PIL: bicubic shorter side to 224, centre crop, mean/std."""
     h, w = image.shape[:2]
     scale = 224 / min(h, w)
     size = (224, int(w * scale)) if h <= w else (int(h * scale), 224)  # (height, width)

@@ -1,7 +1,7 @@
 """Importing the AnomalyCLIP authors' Lightning checkpoints, and exporting runs to them.
 
-The checkpoints are built by :mod:`authors_fixtures` from the reference tables
-(``shared/reference/*.tsv``) with random weights, saved the way Lightning 1.8 saves them.
+The checkpoints are built by :mod:`authors_fixtures` from the state-dict tables
+(``tests/fixtures/authors/*.tsv``) with random weights, saved the way Lightning 1.8 saves them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The AnomalyCLIP model against direct, loop-based computations of DESIGN.md section 5.
+"""The AnomalyCLIP model against direct, loop-based computations of docs/model.md.
 
 Every reference below is written from the specification with explicit Python loops over
 videos, segments, frames, heads and kernel taps, in float64, and compared to 1e-6.
@@ -190,7 +190,7 @@ def ref_select(sim, labels, normal_id, keep, k):
 
 
 def ref_loss_terms(sim, logits, labels, normal_id, keep, k):
-    """Every loss term of DESIGN.md 5.6, unweighted, from explicit probabilities."""
+    """Every loss term of docs/model.md, unweighted, from explicit probabilities."""
     B, N, L, A = sim.shape
     half = B // 2
     top, bottom = ref_select(sim, labels, normal_id, keep, k)

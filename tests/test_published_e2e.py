@@ -8,8 +8,8 @@ checkpoint from the reference tables, :mod:`authors_fixtures`), runs
     anomaly import-checkpoint last.ckpt --centroid ncentroid.pt --features STORE --out RUN ...
     anomaly eval --checkpoint RUN --out DIR
 
-and holds the per-frame CSVs to a direct float64 computation written here from DESIGN.md
-sections 5 and 7, straight from the checkpoint's raw tensors (``net.*`` names, OpenAI layout):
+and holds the per-frame CSVs to a direct float64 computation written here from the
+equations of docs/model.md, straight from the checkpoint's raw tensors (``net.*`` names, OpenAI layout):
 nothing of the package's model, importer or inference code is used for the reference.
 """
 
@@ -137,7 +137,7 @@ def anomaly(*args: str | Path) -> None:
     assert exc.value.code == 0, f"anomaly {' '.join(map(str, args))} exited {exc.value.code}"
 
 
-# -------------------------------------------------------------------- DESIGN.md 5 and 7, directly
+# -------------------------------------------------------------- docs/model.md's equations, directly
 def layer_norm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     mean = x.mean(-1, keepdim=True)
     var = ((x - mean) ** 2).mean(-1, keepdim=True)

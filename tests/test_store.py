@@ -1,4 +1,4 @@
-"""The feature store contract (DESIGN.md section 4): round trips, integrity, ids, merging."""
+"""The feature store contract: round trips, integrity, ids, merging."""
 
 from __future__ import annotations
 

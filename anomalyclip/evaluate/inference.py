@@ -1,4 +1,4 @@
-"""Whole-video inference: the test-time arrangement of AnomalyCLIP (DESIGN.md section 7).
+"""Whole-video inference: the test-time arrangement of AnomalyCLIP.
 
 The model only sees fixed (N, L) grids (N segments of L consecutive frames). A test video of any
 length T is therefore wrapped around to T' = the next multiple of N*L frames and cut into

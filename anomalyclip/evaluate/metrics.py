@@ -1,4 +1,4 @@
-"""The paper's metrics, over the frames of all test videos concatenated (DESIGN.md section 7).
+"""The paper's metrics, over the frames of all test videos concatenated.
 
 Detection: frame-level ROC AUC and average precision of p(A) against "frame is abnormal".
 Recognition: one-vs-rest ROC AUC and AP of each class's C-way probability, averaged over the

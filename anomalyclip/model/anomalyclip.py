@@ -1,4 +1,4 @@
-"""AnomalyCLIP: prompt learner + selector + axial temporal model (DESIGN.md section 5).
+"""AnomalyCLIP: prompt learner + selector + axial temporal model (docs/model.md).
 
 Input is a batch of stored CLIP frame embeddings arranged as (B, N segments, L frames, D).
 The learned class prompts give text features; their directions away from the normal

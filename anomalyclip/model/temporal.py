@@ -1,4 +1,4 @@
-"""The axial temporal Transformer (DESIGN.md section 5.4): p(A) for every frame of a sequence.
+"""The axial temporal Transformer (docs/model.md): p(A) for every frame of a sequence.
 
 A sequence of N segments x L frames is a 2-D grid. Each layer is two residual couplings on
 a duplicated stream (a1 = a2 = x): attention along the segment axis then along the frame

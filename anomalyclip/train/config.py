@@ -27,7 +27,7 @@ from anomalyclip.train.data import SAMPLERS
 class TrainConfig:
     """Everything a training run depends on besides the data and the CLIP weights."""
 
-    # model shape (DESIGN.md section 5.7)
+    # model shape
     emb_dim: int = 256
     depth: int = 1
     heads: int = 8
@@ -145,7 +145,7 @@ def checked_value(name: str, value: Any, hint: Any) -> Any:
     return value  # a type this check does not know: taken as given
 
 
-# The paper's configurations (DESIGN.md section 5.7).
+# The paper's configurations (docs/training.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "ucf": {"emb_dim": 256, "depth": 1, "lr": 1e-5, "epochs": 50, "warmup_epochs": 5},
     "xd": {"emb_dim": 128, "depth": 1, "lr": 5e-6, "epochs": 50, "warmup_epochs": 5},
