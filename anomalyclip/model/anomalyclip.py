@@ -1,4 +1,4 @@
-"""AnomalyCLIP: prompt learner + selector + axial temporal model (DESIGN.md section 5).
+"""AnomalyCLIP: prompt learner + selector + axial temporal model.
 
 Input is a batch of stored CLIP frame embeddings arranged as (B, N segments, L frames, D).
 The learned class prompts give text features; their directions away from the normal
@@ -55,7 +55,11 @@ class AnomalyCLIP(nn.Module):
         cfg: ModelConfig,
         text_model: CLIPTextModelWithProjection,
         tokenizer: CLIPTokenizer,
+        conv: str = "direct",
     ) -> None:
+        """``conv``: how the temporal model computes its feed-forward convolutions (auto |
+        direct | winograd, :mod:`anomalyclip.model.temporal`); the result and the state
+        dict are the same whichever it is."""
         super().__init__()
         projection_dim = text_model.config.projection_dim
         if projection_dim != cfg.feature_dim:
@@ -73,6 +77,7 @@ class AnomalyCLIP(nn.Module):
             cfg.heads,
             cfg.num_segments,
             cfg.seg_length,
+            conv,
         )
         self.register_buffer("centroid", torch.zeros(cfg.feature_dim))
 

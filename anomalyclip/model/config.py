@@ -12,7 +12,7 @@ from typing import Any
 
 @dataclass
 class LossWeights:
-    """Weights of the terms of DESIGN.md section 5.6 (the paper's configs for all datasets)."""
+    """Weights of the loss terms (the paper's configs for all datasets)."""
 
     dir_abnormal: float = 1.0
     dir_normal: float = 1.0

@@ -1,4 +1,4 @@
-"""MIL segment selection and the AnomalyCLIP loss (DESIGN.md sections 5.3 and 5.6).
+"""MIL segment selection and the AnomalyCLIP loss.
 
 Batch layout everywhere: the first half of the batch holds abnormal videos (labels = their
 class ids in C-space), the second half normal videos. Only video-level labels exist, so the

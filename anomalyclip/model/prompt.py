@@ -1,4 +1,4 @@
-"""CoOp prompt learner over the frozen Hugging Face CLIP text tower (DESIGN.md section 5.1).
+"""CoOp prompt learner over the frozen Hugging Face CLIP text tower.
 
 Every class c gets its own learned context ``ctx[c]`` (n_ctx, D_text). The prompt
 ``"X X X X X X X X <name>."`` is tokenized once; the eight placeholder positions 1..n_ctx

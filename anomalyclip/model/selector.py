@@ -1,4 +1,4 @@
-"""The selector (DESIGN.md section 5.2): anomaly directions in the normal-centred CLIP space.
+"""The selector: anomaly directions in the normal-centred CLIP space.
 
 CLIP image embeddings of normal videos sit around a centroid m. Shifting the space to m
 makes "how far does this frame move away from normality, towards anomaly c" a scalar

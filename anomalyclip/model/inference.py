@@ -1,4 +1,4 @@
-"""Whole-video inference: the test-time arrangement of AnomalyCLIP (DESIGN.md section 7).
+"""Whole-video inference: how AnomalyCLIP scores a video of any length.
 
 The model only sees fixed (N, L) grids (N segments of L consecutive frames). A test video of any
 length T is therefore wrapped around to T' = the next multiple of N*L frames and cut into
@@ -39,14 +39,6 @@ def _padded_positions(T: int, num_segments: int, seg_length: int) -> torch.Tenso
     S = -(-T // block)  # ceil(T / block)
     pos = torch.arange(S * block).view(num_segments, S, seg_length)  # (N, S, L)
     return pos.permute(1, 0, 2)  # (S, N, L)
-
-
-def sequence_index(T: int, num_segments: int = 32, seg_length: int = 16) -> torch.Tensor:
-    """Frame index (into the T real frames) of every slot of every test sequence: (S, N, L).
-
-    Slot (j, n, l) is frame ((n * S + j) * L + l) mod T.
-    """
-    return _padded_positions(T, num_segments, seg_length) % T
 
 
 def _plan_batches(counts: Sequence[int], batch_size: int) -> list[list[tuple[int, int, int]]]:
