@@ -1,7 +1,7 @@
 """Reference implementations used only by the tests (never by the package).
 
 - :func:`sequence_index`: which real frame every slot of every test sequence holds, written
-  from the arrangement's formula, to check :mod:`anomalyclip.model.inference` against.
+  from the arrangement's definition, to check :mod:`anomalyclip.model.inference` against.
 - :func:`conv3x3_nhwc`: Winograd's F(m x m, 3 x 3) convolution as plain differentiable tensor
   algebra (autograd derives its backward), the formulation of
   :mod:`anomalyclip.kernels.winograd` without blocking or fusion.
@@ -25,15 +25,19 @@ from anomalyclip.kernels.winograd import (
     transform_weight,
     transforms,
 )
-from anomalyclip.model.inference import _padded_positions
 
 
 def sequence_index(T: int, num_segments: int = 32, seg_length: int = 16) -> torch.Tensor:
     """Frame index (into the T real frames) of every slot of every test sequence: (S, N, L).
 
-    Slot (j, n, l) is frame ((n * S + j) * L + l) mod T.
+    Slot (j, n, l) is frame ((n * S + j) * L + l) mod T, S = ceil(T / (N * L)): the video
+    wrapped around to S * N * L frames, laid out as (N, S, L), sequence j taking sub-block j
+    of each of the N chunks.
     """
-    return _padded_positions(T, num_segments, seg_length) % T
+    N, L = num_segments, seg_length
+    S = -(-T // (N * L))
+    wrapped = torch.arange(S * N * L) % T  # frame at each padded position
+    return wrapped.view(N, S, L).permute(1, 0, 2)  # (S, N, L)
 
 
 def conv3x3_nhwc(

@@ -82,10 +82,15 @@ def _kron_transforms(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 @functools.cache
 def transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The Kronecker transforms of F(m x m, 3 x 3), cached per dtype and device."""
+    """The Kronecker transforms of F(m x m, 3 x 3), cached per dtype and device.
+
+    Built outside inference mode even when first asked for inside it (scoring runs under
+    ``torch.inference_mode``): a cached inference tensor could never enter a later autograd
+    computation (training, gradient checks)."""
     if m not in _TRANSFORMS:
         raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
-    return tuple(k.to(device=device, dtype=dtype) for k in _kron_transforms(m))
+    with torch.inference_mode(False):
+        return tuple(k.to(device=device, dtype=dtype) for k in _kron_transforms(m))
 
 
 def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
@@ -363,3 +368,48 @@ def winograd_feedforward(
         raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
     g, beta, eps = norm if norm is not None else (None, None, 0.0)
     return _WinogradFeedForward.apply(x.contiguous(), g, beta, eps, w1, b1, w2, b2, slope, m)
+
+
+def winograd_feedforward_inference(
+    x: torch.Tensor,
+    u1: torch.Tensor,
+    b1: torch.Tensor | None,
+    u2: torch.Tensor,
+    b2: torch.Tensor | None,
+    slope: float,
+    m: int = 4,
+    norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+) -> torch.Tensor:
+    """The forward of :func:`winograd_feedforward` for inference, without autograd.
+
+    Same arguments, except that the filters come already in the Winograd domain
+    (``u = transform_weight(w, m)``, (r*r, C_in, C_out)), so a caller that scores many batches
+    with the same weights transforms them once. Nothing is kept for a backward: the
+    normalised input and the hidden activation of each block of images are written into two
+    padded block buffers that every block reuses, and only the output is allocated whole.
+    Computes in the filters' dtype (float32 under autocast, as the training form does).
+    """
+    if m not in _TRANSFORMS:
+        raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
+    dtype = u1.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.to(dtype).contiguous()
+        B, H, W, C = x.shape
+        grid = _Grid(H, W, m, x)
+        step = min(B, _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size()))
+        source, inside = grid.padded(step, C, x) if norm is not None else (None, None)
+        hidden, hidden_inside = grid.padded(step, u1.shape[-1], x)
+        out = x.new_empty(B, H, W, u2.shape[-1])
+        for b0 in range(0, B, step):  # cache blocking, not a per-video computation
+            xb = x[b0 : b0 + step]
+            b = xb.shape[0]
+            if norm is not None:
+                g, beta, eps = (t.to(dtype) if torch.is_tensor(t) else t for t in norm)
+                var, mean = torch.var_mean(xb, -1, correction=0, keepdim=True)
+                xhat = (xb - mean) * (1 / (var.sqrt() + eps))  # as _normalised computes it
+                torch.addcmul(beta, xhat, g, out=inside[:b])
+                grid.conv(source[:b], u1, b1, hidden_inside[:b], padded=True, slope=slope)
+            else:
+                grid.conv(xb, u1, b1, hidden_inside[:b], slope=slope)
+            grid.conv(hidden[:b], u2, b2, out[b0 : b0 + b], padded=True)
+        return out

@@ -9,7 +9,11 @@ cut to T: padded position p < T holds frame p itself, so a frame that the wrap-a
 keeps the score of its first (real) occurrence.
 
 Everything here is model-agnostic: the model enters as ``score_fn``, a callable mapping a batch
-of sequences (B, N, L, D) to (p_abnormal (B, N, L), probs (B, N, L, C)).
+of sequences (B, N, L, D) to (p_abnormal (B, N, L), probs (B, N, L, C)). The arrangement is
+computed for a whole batch at once (a table of the sequences of every video, positions by
+broadcasting), features are gathered straight into the batch tensor, and scores are
+scattered straight into preallocated outputs, so the time outside the model does not grow
+with the number of videos beyond one gather per video piece of a batch.
 """
 
 from __future__ import annotations
@@ -27,40 +31,31 @@ log = logging.getLogger(__name__)
 ScoreFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _padded_positions(T: int, num_segments: int, seg_length: int) -> torch.Tensor:
-    """Positions in the wrapped video (0..T'-1) of every frame of every sequence: (S, N, L)."""
-    if T < 1:
-        raise AnomalyError(f"cannot score a video of {T} frames: it needs at least one frame")
-    if num_segments < 1 or seg_length < 1:
-        raise AnomalyError(
-            f"num_segments ({num_segments}) and seg_length ({seg_length}) must be positive"
-        )
-    block = num_segments * seg_length
-    S = -(-T // block)  # ceil(T / block)
-    pos = torch.arange(S * block).view(num_segments, S, seg_length)  # (N, S, L)
-    return pos.permute(1, 0, 2)  # (S, N, L)
+def _positions(j: torch.Tensor, S: torch.Tensor, N: int, L: int) -> torch.Tensor:
+    """Padded positions (k, N, L) of sequences j (k,) of videos cut into S (k,) sequences.
 
-
-def _plan_batches(counts: Sequence[int], batch_size: int) -> list[list[tuple[int, int, int]]]:
-    """Cut the sequences of consecutive videos into batches of ``batch_size`` sequences.
-
-    ``counts[v]`` is the number of sequences of video v. A batch is a list of (video, start, end)
-    ranges of sequences; only the last batch may be smaller.
+    Slot (n, l) of sequence j is position (n * S + j) * L + l of the wrapped video.
     """
-    batches, current, filled = [], [], 0
-    for v, count in enumerate(counts):
-        s = 0
-        while s < count:
-            take = min(count - s, batch_size - filled)
-            current.append((v, s, s + take))
-            s += take
-            filled += take
-            if filled == batch_size:
-                batches.append(current)
-                current, filled = [], 0
-    if current:
-        batches.append(current)
-    return batches
+    n = torch.arange(N).view(1, N, 1)
+    l_ = torch.arange(L).view(1, 1, L)
+    return (n * S.view(-1, 1, 1) + j.view(-1, 1, 1)) * L + l_
+
+
+def _sequence_table(lengths: torch.Tensor, block: int) -> dict[str, torch.Tensor]:
+    """One row per sequence of every video, in order: its video, its number j within the
+    video, the video's sequence count S, frame count T and offset in the concatenated
+    frames."""
+    S = -(-lengths // block)  # ceil(T / block)
+    video = torch.repeat_interleave(torch.arange(len(lengths)), S)
+    first = torch.cumsum(S, 0) - S  # row of each video's first sequence
+    offset = torch.cumsum(lengths, 0) - lengths
+    return {
+        "video": video,
+        "j": torch.arange(len(video)) - first[video],
+        "S": S[video],
+        "T": lengths[video],
+        "offset": offset[video],
+    }
 
 
 def score_video(
@@ -94,46 +89,54 @@ def score_videos(
     model is in eval mode, BatchNorm uses running statistics), so the result equals scoring the
     videos one at a time. Features are gathered one batch at a time, so the whole test set is
     never materialised as padded sequences. Returns, per video, p_abnormal (T,) and probs (T, C),
-    on CPU, in the dtype ``score_fn`` returns.
+    on CPU, in the dtype ``score_fn`` returns (views into one buffer for all videos).
     """
     if batch_size < 1:
         raise AnomalyError(f"batch_size must be positive, got {batch_size}")
-    positions = []
+    if num_segments < 1 or seg_length < 1:
+        raise AnomalyError(
+            f"num_segments ({num_segments}) and seg_length ({seg_length}) must be positive"
+        )
     for i, x in enumerate(videos):
         if x.ndim != 2:
             raise AnomalyError(f"video {i}: features must be (frames, dim), got {tuple(x.shape)}")
-        positions.append(_padded_positions(x.shape[0], num_segments, seg_length))
-
-    batches = _plan_batches([len(pos) for pos in positions], batch_size)
-    p_out: list[list[torch.Tensor]] = [[] for _ in videos]
-    probs_out: list[list[torch.Tensor]] = [[] for _ in videos]
+        if x.shape[0] < 1:
+            raise AnomalyError(
+                f"cannot score a video of {x.shape[0]} frames: it needs at least one frame"
+            )
+    if not videos:
+        return [], []
+    N, L = num_segments, seg_length
+    lengths = torch.tensor([x.shape[0] for x in videos])
+    table = _sequence_table(lengths, N * L)
+    total = len(table["video"])
+    p_all = probs_all = None  # (sum T,), (sum T, C): allocated at the first batch's dtype
     with torch.inference_mode():
-        for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
-            x = torch.cat(
-                [videos[v][positions[v][s0:s1] % videos[v].shape[0]] for v, s0, s1 in batch]
-            )  # (B, N, L, D)
+        starts = range(0, total, batch_size)
+        for b0 in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
+            rows = {k: v[b0 : b0 + batch_size] for k, v in table.items()}
+            pos = _positions(rows["j"], rows["S"], N, L)  # (B, N, L) padded positions
+            frame = pos % rows["T"].view(-1, 1, 1)  # the real frame each slot holds
+            first = videos[int(rows["video"][0])]
+            x = first.new_empty(len(pos), N, L, first.shape[1])  # (B, N, L, D)
+            ids, counts = torch.unique_consecutive(rows["video"], return_counts=True)
+            i = 0
+            for v, k in zip(ids.tolist(), counts.tolist(), strict=True):  # gather per piece
+                torch.index_select(
+                    videos[v], 0, frame[i : i + k].view(-1), out=x[i : i + k].view(-1, x.shape[-1])
+                )
+                i += k
             if device is not None:
                 x = x.to(device, non_blocking=True)
             p, probs = score_fn(x)  # (B, N, L), (B, N, L, C)
-            p, probs = p.cpu(), probs.cpu()
-            i = 0
-            for v, s0, s1 in batch:
-                p_out[v].append(p[i : i + s1 - s0])
-                probs_out[v].append(probs[i : i + s1 - s0])
-                i += s1 - s0
-
-    scores, class_probs = [], []
-    for v, pos in enumerate(positions):
-        T = videos[v].shape[0]
-        order = pos.reshape(-1)  # padded position of each scored slot
-        p = torch.cat(p_out[v]).reshape(-1)  # (S*N*L,)
-        probs = torch.cat(probs_out[v])
-        probs = probs.reshape(-1, probs.shape[-1])  # (S*N*L, C)
-        # Invert the arrangement: slot k holds padded position order[k].
-        p_frame = torch.empty_like(p)
-        p_frame[order] = p
-        probs_frame = torch.empty_like(probs)
-        probs_frame[order] = probs
-        scores.append(p_frame[:T])
-        class_probs.append(probs_frame[:T])
-    return scores, class_probs
+            p, probs = p.cpu().reshape(-1), probs.cpu().reshape(-1, probs.shape[-1])
+            if p_all is None:
+                p_all = p.new_empty(int(lengths.sum()))
+                probs_all = probs.new_empty(int(lengths.sum()), probs.shape[-1])
+            # padded position q < T holds frame q itself: the first occurrence keeps the score
+            real = (pos < rows["T"].view(-1, 1, 1)).view(-1)
+            dest = (pos + rows["offset"].view(-1, 1, 1)).view(-1)[real]
+            p_all[dest] = p[real]
+            probs_all[dest] = probs[real]
+    split = lengths.tolist()
+    return list(p_all.split(split)), list(probs_all.split(split))

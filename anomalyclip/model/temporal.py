@@ -55,7 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from anomalyclip.kernels import CONV_ALGORITHMS
-from anomalyclip.kernels.winograd import TILE_SIZES, winograd_feedforward
+from anomalyclip.kernels.winograd import (
+    TILE_SIZES,
+    transform_weight,
+    winograd_feedforward,
+    winograd_feedforward_inference,
+)
+from anomalyclip.model.memo import Memo
 
 WINOGRAD_MIN_CHANNELS = 128  # "auto": below this width direct convolutions measured faster
 
@@ -138,6 +144,7 @@ class ConvFeedForward(nn.Module):
         if tile not in TILE_SIZES:
             raise ValueError(f"Winograd tile must be one of {TILE_SIZES}, got {tile}")
         self.algorithm, self.tile = conv, tile
+        self._filters = Memo()  # Winograd-domain filters of the current weights, for inference
         self.net = nn.Sequential(
             ChannelLayerNorm(dim),
             nn.Conv2d(dim, mult * dim, 3, padding=1),
@@ -148,20 +155,35 @@ class ConvFeedForward(nn.Module):
     def extra_repr(self) -> str:
         return f"conv={self.algorithm!r}, tile={self.tile}"
 
+    def train(self, mode: bool = True) -> ConvFeedForward:
+        self._filters.clear()
+        return super().train(mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, N, L, E) -> channels-last (B, E, N, L) view -> back to (B, N, L, E), no copies
         if not _use_winograd(self.algorithm, x):
             return self.net(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         norm, conv1, act, conv2 = self.net
-        return winograd_feedforward(  # the norm too, block by block: (B, N, L, E) -> same
-            x,
-            conv1.weight,
-            conv1.bias,
-            conv2.weight,
-            conv2.bias,
-            act.negative_slope,
-            self.tile,
-            norm=(norm.g.view(-1), norm.b.view(-1), norm.eps),
+        norm_args = (norm.g.view(-1), norm.b.view(-1), norm.eps)
+        if torch.is_grad_enabled():
+            self._filters.clear()
+            return winograd_feedforward(  # the norm too, block by block: (B, N, L, E) -> same
+                x,
+                conv1.weight,
+                conv1.bias,
+                conv2.weight,
+                conv2.bias,
+                act.negative_slope,
+                self.tile,
+                norm=norm_args,
+            )
+        weights = (conv1.weight, conv2.weight)
+        u1, u2 = self._filters.get(  # (r*r, E, 4E), (r*r, 4E, E), transformed once
+            weights, lambda: tuple(transform_weight(w, self.tile) for w in weights), self.tile
+        )
+        slope = act.negative_slope
+        return winograd_feedforward_inference(
+            x, u1, conv1.bias, u2, conv2.bias, slope, self.tile, norm_args
         )
 
 
