@@ -361,6 +361,14 @@ def _threshold_rule(value: str | None) -> str | None:
     return value
 
 
+def _conv_algorithm(value: str | None) -> str | None:
+    from anomalyclip.kernels import CONV_ALGORITHMS  # no torch: argument errors stay fast
+
+    if value is not None and value not in CONV_ALGORITHMS:
+        raise typer.BadParameter(f"{value!r}: choose one of {', '.join(CONV_ALGORITHMS)}")
+    return value
+
+
 @app.command("train")
 def train_cmd(
     features: str = typer.Option(..., "--features", "-f", help="Feature store to train on."),
@@ -404,10 +412,11 @@ def train_cmd(
         False, "--allow-backbone-mismatch", help="Resume on features of another backbone."
     ),
     conv: str = typer.Option(
-        "auto",
+        None,
         "--conv",
+        callback=_conv_algorithm,
         help="3x3 convolutions: direct, winograd (same result, ~4x fewer multiplies) or auto "
-        "(winograd on CPU in fp32 from 128 channels on, where it measured faster).",
+        "(the default: winograd on CPU in fp32 from 128 channels on, where it measured faster).",
     ),
 ) -> None:
     """Train AnomalyCLIP on a feature store (the dataset and classes come from the store)."""
@@ -420,7 +429,7 @@ def train_cmd(
         locations.local_clip(clip)
     # an unusable --out fails now; a folder left empty by a later error counts as free
     folder = _run_folder(out, resume, exist_ok) if out else None
-    from anomalyclip.model.temporal import set_conv_algorithm
+    from anomalyclip.kernels.allocator import keep_freed_memory
     from anomalyclip.report import print_metrics
     from anomalyclip.store import open_store
     from anomalyclip.train import resolve_config, train
@@ -449,12 +458,11 @@ def train_cmd(
         device=device,
         calibration_share=calibration_share,
         threshold_rule=threshold_rule,
+        conv=conv,
     )
-    default_device(cfg.device)  # refuse a device this machine does not have, before any work
-    try:
-        set_conv_algorithm(conv)
-    except ValueError as exc:
-        raise AnomalyError(f"--conv: {exc}") from exc
+    # refuse a device this machine does not have, before any work
+    if default_device(cfg.device).type == "cpu":
+        keep_freed_memory()  # this process's policy: the step's big tensors reuse freed memory
     folder = folder or _run_folder(f"runs/{dataset}", resume, exist_ok)
     logging.getLogger(__name__).info("run folder %s", folder)
     result = train(features, folder, cfg, clip=clip, resume=resume)

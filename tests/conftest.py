@@ -11,7 +11,7 @@ from anomalyclip.backbone import build_clip
 
 
 def shared_videos_dir() -> Path:
-    """A ``shared/data/videos`` folder beside the repository (CI), or ``$ANOMALYCLIP_TEST_VIDEOS``."""
+    """``shared/data/videos`` beside the repository (CI), or ``$ANOMALYCLIP_TEST_VIDEOS``."""
     env = os.environ.get("ANOMALYCLIP_TEST_VIDEOS")
     if env:
         return Path(env)

@@ -10,10 +10,10 @@ import pytest
 import sklearn.metrics as skm
 import torch
 from PIL import Image
+from reference import sequence_index
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate import metrics as M
-from anomalyclip.evaluate.inference import score_video, score_videos, sequence_index
 from anomalyclip.evaluate.plots import plot_confusion, plot_pr, plot_roc, plot_video
 from anomalyclip.evaluate.report import (
     format_table,
@@ -21,6 +21,7 @@ from anomalyclip.evaluate.report import (
     write_metrics_json,
     write_video_csv,
 )
+from anomalyclip.model.inference import score_video, score_videos
 
 N, L = 32, 16
 

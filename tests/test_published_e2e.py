@@ -9,7 +9,8 @@ checkpoint from the reference tables, :mod:`authors_fixtures`), runs
     anomaly eval --checkpoint RUN --out DIR
 
 and holds the per-frame CSVs to a direct float64 computation written here from the
-equations of docs/model.md, straight from the checkpoint's raw tensors (``net.*`` names, OpenAI layout):
+equations of docs/model.md, straight from the checkpoint's raw tensors (``net.*`` names,
+OpenAI layout):
 nothing of the package's model, importer or inference code is used for the reference.
 """
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from anomalyclip.evaluate.inference import score_video
 from anomalyclip.live.sources import FrameItem, FrameQueue, Notice, StreamClock
 from anomalyclip.live.stats import LagHistogram, SourceStats
 from anomalyclip.live.window import CausalWindow, score_windows
+from anomalyclip.model.inference import score_video
 
 N, L = 4, 8  # a 32-row grid keeps the test fast; the arrangement is the same at 32 x 16
 

@@ -1,4 +1,4 @@
-"""Winograd 3x3 convolutions against ``F.conv2d``, the algorithm switch, and the text-tower cut.
+"""Winograd 3x3 convolutions against ``F.conv2d``, the algorithm choice, and the text-tower cut.
 
 Float32 error at the paper's shape (batch 8 of the 64, (32, 16) grid, 256 <-> 1024 channels,
 forward and both gradients, max |error| / max |float64 reference|): F(4x4, 3x3) 4e-6 .. 9e-6,
@@ -12,23 +12,14 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import conv3x3_nhwc, winograd_conv3x3
 from torch.utils.flop_counter import FlopCounterMode
 
 from anomalyclip.backbone import build_clip, load_text
-from anomalyclip.model import AnomalyCLIP, ModelConfig, native
-from anomalyclip.model.temporal import (
-    WINOGRAD_MIN_CHANNELS,
-    ConvFeedForward,
-    conv_algorithm,
-    get_conv_algorithm,
-    set_conv_algorithm,
-)
-from anomalyclip.model.winograd import (
-    conv3x3_nhwc,
-    transform_weight,
-    winograd_conv3x3,
-    winograd_feedforward,
-)
+from anomalyclip.kernels import native
+from anomalyclip.kernels.winograd import transform_weight, winograd_feedforward
+from anomalyclip.model import AnomalyCLIP, ModelConfig
+from anomalyclip.model.temporal import WINOGRAD_MIN_CHANNELS, ConvFeedForward, TemporalModel
 
 SHAPES = [(2, 32, 16, 5, 7), (3, 6, 4, 4, 3), (2, 5, 7, 3, 6), (1, 1, 1, 2, 2), (2, 9, 3, 3, 3)]
 
@@ -84,7 +75,7 @@ def test_float64_forward_and_gradients_equal_conv2d(fn, shape, m, transforms_imp
 
 
 def test_without_bias_and_blocking_over_images(monkeypatch):
-    import anomalyclip.model.winograd as wg
+    import anomalyclip.kernels.winograd as wg
 
     monkeypatch.setattr(wg, "CHUNK_BYTES", 1)  # one image per block: the blocked path
     x, w, _ = operands(5, 8, 4, 3, 4)
@@ -172,23 +163,23 @@ def test_float32_error_of_the_fused_feed_forward_at_paper_width(transforms_impl)
 
 def test_feed_forward_same_under_both_algorithms_and_same_state_dict(transforms_impl):
     torch.manual_seed(0)
-    ff = ConvFeedForward(8).double()
+    ff = {conv: ConvFeedForward(8, conv=conv, tile=4).double() for conv in ("direct", "winograd")}
     with torch.no_grad():  # non-trivial norm parameters
-        ff.net[0].g.normal_()
-        ff.net[0].b.normal_()
-    keys = list(ff.state_dict())
+        ff["direct"].net[0].g.normal_()
+        ff["direct"].net[0].b.normal_()
+    state = ff["direct"].state_dict()
+    ff["winograd"].load_state_dict(state)  # the algorithm is no part of the state dict
+    assert list(ff["winograd"].state_dict()) == list(state)
     x = torch.randn(3, 6, 5, 8, dtype=torch.float64, requires_grad=True)
     results = {}
-    for algorithm in ("direct", "winograd"):
-        with conv_algorithm(algorithm, tile=4):
-            y = ff(x)
-            grads = torch.autograd.grad(y.square().sum(), [x, *ff.parameters()])
+    for algorithm, module in ff.items():
+        y = module(x)
+        grads = torch.autograd.grad(y.square().sum(), [x, *module.parameters()])
         results[algorithm] = (y, grads)
     (yd, gd), (yw, gw) = results["direct"], results["winograd"]
     assert torch.allclose(yw, yd, atol=1e-11, rtol=0)
     for a, b in zip(gw, gd, strict=True):
         assert torch.allclose(a, b, atol=1e-10, rtol=0)
-    assert list(ff.state_dict()) == keys
 
 
 def _conv_flops(ff: ConvFeedForward, x: torch.Tensor, autocast: bool = False) -> dict:
@@ -199,15 +190,13 @@ def _conv_flops(ff: ConvFeedForward, x: torch.Tensor, autocast: bool = False) ->
 
 
 def test_auto_picks_winograd_in_fp32_and_direct_under_autocast_or_when_narrow():
-    ff = ConvFeedForward(WINOGRAD_MIN_CHANNELS)
+    ff = ConvFeedForward(WINOGRAD_MIN_CHANNELS, conv="auto")
     x = torch.randn(1, 4, 4, WINOGRAD_MIN_CHANNELS)
-    narrow = ConvFeedForward(WINOGRAD_MIN_CHANNELS // 2)
-    with conv_algorithm("auto"):
-        fp32 = _conv_flops(ff, x)
-        bf16 = _conv_flops(ff, x, autocast=True)
-        narrow_fp32 = _conv_flops(narrow, x[..., : WINOGRAD_MIN_CHANNELS // 2])
-    with conv_algorithm("direct"):
-        direct_fp32 = _conv_flops(ff, x)
+    narrow = ConvFeedForward(WINOGRAD_MIN_CHANNELS // 2, conv="auto")
+    fp32 = _conv_flops(ff, x)
+    bf16 = _conv_flops(ff, x, autocast=True)
+    narrow_fp32 = _conv_flops(narrow, x[..., : WINOGRAD_MIN_CHANNELS // 2])
+    direct_fp32 = _conv_flops(ConvFeedForward(WINOGRAD_MIN_CHANNELS, conv="direct"), x)
     assert "aten.convolution" in direct_fp32 and "aten.convolution" in bf16
     assert "aten.convolution" in narrow_fp32
     assert "aten.convolution" not in fp32 and "aten.bmm" in fp32
@@ -215,16 +204,21 @@ def test_auto_picks_winograd_in_fp32_and_direct_under_autocast_or_when_narrow():
     assert fp32["aten.bmm"] == direct_fp32["aten.convolution"] // 4
 
 
-def test_switch_validates_and_context_restores():
-    before = get_conv_algorithm()
-    with conv_algorithm("winograd", tile=2):
-        assert get_conv_algorithm() == ("winograd", 2)
-    assert get_conv_algorithm() == before
+def test_choice_is_per_model_validated_and_reaches_every_feed_forward():
+    """The algorithm is a constructor argument: two models in one process each keep their own
+    (no process-wide state), it reaches every feed-forward of every layer, and bad choices
+    are refused when the model is built."""
+    args = (6, 8, 2, 2, 4, 3)  # in_dim, E, depth 2, heads, N, L
+    wino, direct = TemporalModel(*args, conv="winograd"), TemporalModel(*args)
+    ffs = [m for m in wino.modules() if isinstance(m, ConvFeedForward)]
+    assert len(ffs) == 4 and all(m.algorithm == "winograd" for m in ffs)
+    assert all(m.algorithm == "direct" for m in direct.modules() if isinstance(m, ConvFeedForward))
+    assert "conv='winograd'" in repr(wino)
+    assert ConvFeedForward(8, conv="winograd", tile=2).tile == 2
     with pytest.raises(ValueError, match="conv algorithm"):
-        set_conv_algorithm("fft")
+        TemporalModel(*args, conv="fft")
     with pytest.raises(ValueError, match="tile"):
-        set_conv_algorithm("winograd", tile=6)
-    assert get_conv_algorithm() == before
+        ConvFeedForward(8, conv="winograd", tile=6)
 
 
 # ---------------------------------------------------------------- the text tower cut

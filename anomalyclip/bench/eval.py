@@ -1,6 +1,6 @@
 """Test-mode inference benchmark at the UCF-Crime shape (issue 6).
 
-Frames/s of :func:`anomalyclip.evaluate.inference.score_videos` over a set of random-length
+Frames/s of :func:`anomalyclip.model.inference.score_videos` over a set of random-length
 videos with the model in eval mode (E = 256, depth 1, 32 x 16 grids, batches of 64
 sequences), and the share of the wall time spent outside the model's forward (gathering the
 wrapped-around sequences, putting scores back in frame order). The text features do not
@@ -20,11 +20,10 @@ import torch
 
 from anomalyclip.backbone import build_clip
 from anomalyclip.bench.train import Shape, build_model
-from anomalyclip.evaluate.inference import score_videos
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.anomalyclip import class_probabilities
+from anomalyclip.model.inference import score_videos
 from anomalyclip.model.selector import drop_normal
-from anomalyclip.model.temporal import conv_algorithm
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +64,25 @@ def run(
     lengths = torch.randint(frames[0], frames[1] + 1, (n_videos,), generator=gen).tolist()
     videos = [torch.randn(n, shape.dim, generator=gen) for n in lengths]
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-eval-") as tmp:
-        model = build_model(build_clip(Path(tmp) / "clip", shape.clip), shape).eval()
+        clip_dir = build_clip(Path(tmp) / "clip", shape.clip)
+        models = {conv: build_model(clip_dir, shape, conv).eval() for conv in convs}
+    state = next(iter(models.values())).state_dict()
+    for model in models.values():  # the same weights whatever the algorithm
+        model.load_state_dict(state)
     total = sum(lengths)
     samples: dict[str, list[tuple[float, float]]] = {c: [] for c in convs}
     for _ in range(rounds):
         for conv in convs:
             model_s: list[float] = []
-            with conv_algorithm(conv):
-                t0 = time.perf_counter()
-                scores, _ = score_videos(
-                    videos,
-                    timed_score_fn(model, model_s),
-                    shape.segments,
-                    shape.seg_length,
-                    batch_size,
-                )
-                wall = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            scores, _ = score_videos(
+                videos,
+                timed_score_fn(models[conv], model_s),
+                shape.segments,
+                shape.seg_length,
+                batch_size,
+            )
+            wall = time.perf_counter() - t0
             assert [len(s) for s in scores] == lengths
             samples[conv].append((wall, sum(model_s)))
     rows = []

@@ -12,7 +12,7 @@ host's speed drifts within a run. The published implementation (reversible layer
 the forward is recomputed in the backward, ~4x the forward's FLOPs per step) runs at ~0.84 of
 that peak, so its equivalent time here is 4 x the temporal model's forward FLOPs /
 (0.84 x peak) (docs/training.md, "Speed"); at the paper's shape
-4 x 663 GFLOP = 2.65 TFLOP (the text tower's ~4% more are left out of it, as there).
+4 x 663 GFLOP = 2.65 TFLOP (the text tower's ~4% more are left out of it).
 "Nominal" FLOPs are those of the direct convolution (what the model computes), "executed"
 those actually run (fewer with Winograd).
 
@@ -39,10 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from anomalyclip.backbone import build_clip
 from anomalyclip.bench.peak import peaks
 from anomalyclip.datasets import get_dataset
+from anomalyclip.kernels.allocator import keep_freed_memory, keeps_freed_memory
 from anomalyclip.model import AnomalyCLIP
-from anomalyclip.model.temporal import conv_algorithm
 from anomalyclip.store import VideoRecord, open_store, provenance
-from anomalyclip.train.allocator import keep_freed_memory, keeps_freed_memory
 from anomalyclip.train.build import build_model as build_trainer_model
 from anomalyclip.train.build import model_config
 from anomalyclip.train.config import TrainConfig
@@ -84,11 +83,12 @@ class StepResult:
     peak_fp32: float  # matmul GFLOP/s measured around this configuration's steps
     peak_bf16: float
     load_avg: float  # 1-minute load average when the steps ended
-    kept_memory: bool = True  # glibc told to keep freed memory (anomalyclip.train.allocator)
+    kept_memory: bool = True  # glibc told to keep freed memory (anomalyclip.kernels.allocator)
 
 
-def build_model(clip_dir: Path, shape: Shape) -> AnomalyCLIP:
-    """The model the trainer builds for UCF-Crime at ``shape``, in training mode."""
+def build_model(clip_dir: Path, shape: Shape, conv: str = "direct") -> AnomalyCLIP:
+    """The model the trainer builds for UCF-Crime at ``shape``, in training mode, with
+    convolution algorithm ``conv``."""
     cfg = TrainConfig(
         emb_dim=shape.emb_dim,
         depth=shape.depth,
@@ -96,7 +96,8 @@ def build_model(clip_dir: Path, shape: Shape) -> AnomalyCLIP:
         num_segments=shape.segments,
         seg_length=shape.seg_length,
     )
-    return build_trainer_model(model_config(get_dataset("ucf"), cfg, shape.dim), clip_dir).train()
+    mcfg = model_config(get_dataset("ucf"), cfg, shape.dim)
+    return build_trainer_model(mcfg, clip_dir, conv).train()
 
 
 def _batch(shape: Shape, num_classes: int, normal_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,32 +139,34 @@ def measure_step(
 
     The matmul peak is measured just before and just after the steps (mean of the two), so
     the configuration is read against the load the machine had while it ran.
-    ``keep_memory`` applies the trainer's allocator setting (it lasts for the process).
+    ``keep_memory`` applies ``anomaly train``'s allocator setting (it lasts for the process).
+    The nominal FLOPs are counted on a direct-convolution model built first (FLOP counts do
+    not depend on the weights), the rest on the model with ``conv``.
     """
     if threads:
         torch.set_num_threads(threads)
     if keep_memory:
         keep_freed_memory()
+    reference = build_model(clip_dir, shape, "direct")
+    x, labels = _batch(shape, reference.cfg.num_classes, reference.cfg.normal_id)
+    nominal = _count(reference, x, labels, bf16)
+    del reference
     torch.manual_seed(0)
-    model = build_model(clip_dir, shape)
+    model = build_model(clip_dir, shape, conv)
     before = peaks(peak_n)
-    x, labels = _batch(shape, model.cfg.num_classes, model.cfg.normal_id)
-    with conv_algorithm("direct"):
-        nominal = _count(model, x, labels, bf16)
-    with conv_algorithm(conv):
-        executed = _count(model, x, labels, bf16)
-        gen = torch.Generator().manual_seed(0)
-        forward, backward = [], []
-        for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                loss, _ = model.loss(model(x), labels, generator=gen)
-            t1 = time.perf_counter()
-            loss.backward()
-            t2 = time.perf_counter()
-            model.zero_grad(set_to_none=True)
-            forward.append(t1 - t0)
-            backward.append(t2 - t1)
+    executed = _count(model, x, labels, bf16)
+    gen = torch.Generator().manual_seed(0)
+    forward, backward = [], []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss, _ = model.loss(model(x), labels, generator=gen)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        forward.append(t1 - t0)
+        backward.append(t2 - t1)
     fwd, bwd = statistics.median(forward[1:]), statistics.median(backward[1:])
     after = peaks(peak_n)
     return StepResult(
@@ -289,7 +292,7 @@ def run(
     """The whole benchmark; configurations are interleaved over ``rounds`` and medians kept.
 
     ``keep_memory`` lists the allocator settings to time (True: the trainer's, see
-    :mod:`anomalyclip.train.allocator`; False: glibc's defaults).
+    :mod:`anomalyclip.kernels.allocator`; False: glibc's defaults).
     """
     shape = shape or Shape()
     if threads:

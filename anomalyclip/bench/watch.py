@@ -38,7 +38,6 @@ from anomalyclip.backbone import build_clip
 from anomalyclip.bench.train import Shape
 from anomalyclip.bench.train import build_model as build_ucf_model
 from anomalyclip.demo import render_video, write_video
-from anomalyclip.evaluate.inference import score_video
 from anomalyclip.events import EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder
@@ -47,6 +46,7 @@ from anomalyclip.live.config import ReadConfig, WatchConfig
 from anomalyclip.live.stats import resident_bytes
 from anomalyclip.live.watch import Watcher
 from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
+from anomalyclip.model.inference import score_video
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import torch
 from anomalyclip.datasets import frame_labels, get_adapter, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
-from anomalyclip.evaluate.inference import score_videos
 from anomalyclip.evaluate.metrics import evaluate_arrays
 from anomalyclip.evaluate.report import write_events, write_metrics_json, write_video_csv
 from anomalyclip.events import Event, EventConfig
+from anomalyclip.model.inference import score_videos
 from anomalyclip.store import FeatureStore
 from anomalyclip.thresholds import Threshold
 

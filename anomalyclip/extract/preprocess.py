@@ -1,6 +1,7 @@
 """CLIP's image preprocessing, batched in torch.
 
-The definition (what OpenAI's CLIP does through torchvision on PIL images): resize the shorter side to 224 with antialiased bicubic filtering (the longer side
+The definition (what OpenAI's CLIP does through torchvision on PIL images): resize the
+shorter side to 224 with antialiased bicubic filtering (the longer side
 becomes ``int(224 * long / short)``), centre-crop 224x224 (offsets ``round((side - 224) / 2)``),
 scale to [0, 1], normalise with :data:`~anomalyclip.backbone.CLIP_MEAN` / ``CLIP_STD``.
 

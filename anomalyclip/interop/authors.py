@@ -1,7 +1,8 @@
 """The AnomalyCLIP authors' Lightning checkpoints <-> this project's run directories.
 
 The published ``last.ckpt`` files hold the authors' ``net.*`` state dict (every key, shape and
-dtype is listed in ``tests/fixtures/authors/*_state_dict.tsv``): an OpenAI-layout CLIP text tower, the prompt contexts, the
+dtype is listed in ``tests/fixtures/authors/*_state_dict.tsv``): an OpenAI-layout CLIP text
+tower, the prompt contexts, the
 selector's BatchNorm statistics and the axial temporal model. Their names map one to one onto
 this model's, with three real transforms:
 

@@ -1,12 +1,12 @@
 """Causal scoring of a stream: a ring of the newest frame embeddings, scored every hop.
 
 The model only sees (N, L) grids. Offline, a whole video is wrapped to a multiple of N*L rows
-(:mod:`anomalyclip.evaluate.inference`), so every score depends on frames before *and after*
+(:mod:`anomalyclip.model.inference`), so every score depends on frames before *and after*
 it. Live, only the past exists. :class:`CausalWindow` keeps the newest ``capacity`` = N*L
 rows of one stream; every ``hop`` new rows it hands out the window that ends at the newest
 row (all rows so far while fewer than N*L have arrived), and :func:`score_windows` scores
 each window exactly as offline scoring scores a video of that many rows (it calls the
-offline :func:`~anomalyclip.evaluate.inference.score_videos`: a short window is wrapped
+offline :func:`~anomalyclip.model.inference.score_videos`: a short window is wrapped
 around to N*L rows, a full one is one sequence). The newest hop's rows take their p(A) and
 class probabilities from their window, and are final: a row is scored once, with the
 context of the (up to) N*L - 1 rows before it.
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from anomalyclip.evaluate.inference import ScoreFn, score_videos
+from anomalyclip.model.inference import ScoreFn, score_videos
 
 
 @dataclass

@@ -27,6 +27,7 @@ from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
 from anomalyclip.model.config import ModelConfig
 from anomalyclip.model.loss import anomalyclip_loss, segment_keep_mask
+from anomalyclip.model.memo import Memo, autocast_state
 from anomalyclip.model.prompt import PromptLearner
 from anomalyclip.model.selector import Selector, drop_normal
 from anomalyclip.model.temporal import TemporalModel
@@ -55,7 +56,11 @@ class AnomalyCLIP(nn.Module):
         cfg: ModelConfig,
         text_model: CLIPTextModelWithProjection,
         tokenizer: CLIPTokenizer,
+        conv: str = "direct",
     ) -> None:
+        """``conv``: how the temporal model computes its feed-forward convolutions (auto |
+        direct | winograd, :mod:`anomalyclip.model.temporal`); the result and the state
+        dict are the same whichever it is."""
         super().__init__()
         projection_dim = text_model.config.projection_dim
         if projection_dim != cfg.feature_dim:
@@ -73,8 +78,10 @@ class AnomalyCLIP(nn.Module):
             cfg.heads,
             cfg.num_segments,
             cfg.seg_length,
+            conv,
         )
         self.register_buffer("centroid", torch.zeros(cfg.feature_dim))
+        self._text = Memo()  # text features of the current weights, kept for inference
 
     def set_centroid(self, centroid: torch.Tensor) -> None:
         """Install the normal centroid m (mean frame embedding of the normal training videos)."""
@@ -85,13 +92,33 @@ class AnomalyCLIP(nn.Module):
         with torch.no_grad():
             self.centroid.copy_(centroid)
 
-    def text_features(self) -> torch.Tensor:
-        """(C, D) features of the learned class prompts."""
-        return self.prompt_learner()
+    def train(self, mode: bool = True) -> AnomalyCLIP:
+        self._text.clear()
+        return super().train(mode)
 
-    def forward(self, x: torch.Tensor) -> ModelOutput:
-        """x: (B, N, L, D) frame embeddings -> every per-frame output of the model."""
-        text = drop_normal(self.text_features(), self.cfg.normal_id)  # (A, D)
+    def text_features(self) -> torch.Tensor:
+        """(C, D) features of the learned class prompts.
+
+        They depend on the weights only, so with autograd off (evaluation, inference) they are
+        computed once and reused until a weight of the prompt learner changes, the model moves
+        or is cast, the autocast setting changes, or the model trains
+        (:mod:`anomalyclip.model.memo`). With autograd on they are computed every time.
+        """
+        if torch.is_grad_enabled():
+            self._text.clear()
+            return self.prompt_learner()
+        pl = self.prompt_learner
+        tensors = [*pl.parameters(), *pl.buffers()]
+        return self._text.get(tensors, pl, autocast_state(self.centroid.device.type))
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor | None = None) -> ModelOutput:
+        """x: (B, N, L, D) frame embeddings -> every per-frame output of the model.
+
+        ``text``: (C, D) class features to use instead of :meth:`text_features` (a reference
+        that recomputes them passes ``self.prompt_learner()``).
+        """
+        text = self.text_features() if text is None else text
+        text = drop_normal(text, self.cfg.normal_id)  # (A, D)
         centred = x - self.centroid  # (B, N, L, D)
         similarity = self.selector_model(centred, text, self.centroid)  # (B, N, L, A)
         feats = torch.cat([similarity, centred], -1) if self.cfg.concat_similarity else centred

@@ -13,18 +13,18 @@ channels-last memory format that oneDNN's convolutions take as is (and return in
 format), so no layout copies sit between the blocks. The convolutions are ~93% of the FLOPs
 at the paper's shape; they run at the CPU's matrix-multiply rate in either memory format.
 
-Convolution algorithm. :func:`set_conv_algorithm` (or the :func:`conv_algorithm` context
-manager) picks how the feed-forward 3x3 convolutions are computed, process-wide, without
-touching parameters, state dict or config: ``"direct"`` (``nn.Conv2d``: oneDNN on CPU,
-cuDNN on CUDA; the library's default) or ``"winograd"`` (:mod:`anomalyclip.model.winograd`:
-the same convolution with ~4x fewer multiplies, as batched matrix multiplies). ``"auto"``
-(what ``anomaly train`` uses) takes Winograd for float32/float64 CPU tensors of at least
-``WINOGRAD_MIN_CHANNELS`` channels outside autocast, and direct everywhere else: cuDNN picks
-its own algorithms; in bfloat16 the Winograd transforms would amplify rounding; below 128
-channels the transforms cost more than the multiplies they save. Measured on the 2-core
-benchmark host, feed-forward forward + backward over a (32, 16) grid: E = 32, batch 8:
-12 ms direct, 16 ms Winograd; E = 128, batch 16: 278 vs 187 ms; E = 256, batch 16: 1059 vs
-516 ms. ``anomaly bench train --conv both`` re-measures the whole step.
+Convolution algorithm. The ``conv`` argument (of :class:`TemporalModel`, passed down to
+every :class:`ConvFeedForward`) picks how the feed-forward 3x3 convolutions are computed,
+without touching parameters, state dict or config: ``"direct"`` (``nn.Conv2d``: oneDNN on
+CPU, cuDNN on CUDA; the default) or ``"winograd"`` (:mod:`anomalyclip.kernels.winograd`: the
+same convolution with ~4x fewer multiplies, as batched matrix multiplies). ``"auto"`` (what
+``anomaly train`` and the run loaders use) takes Winograd for float32/float64 CPU tensors of
+at least ``WINOGRAD_MIN_CHANNELS`` channels outside autocast, and direct everywhere else:
+cuDNN picks its own algorithms; in bfloat16 the Winograd transforms would amplify rounding;
+below 128 channels the transforms cost more than the multiplies they save. Measured on the
+2-core benchmark host, feed-forward forward + backward over a (32, 16) grid: E = 32, batch
+8: 12 ms direct, 16 ms Winograd; E = 128, batch 16: 278 vs 187 ms; E = 256, batch 16: 1059
+vs 516 ms. ``anomaly bench train --conv both`` re-measures the whole step.
 
 Parameter names (``depth`` layers, layer d owning blocks 2d and 2d+1)::
 
@@ -50,59 +50,32 @@ attention blocks ``f|g.net.fn.fn.X`` -> ``f|g.X``, ``f|g.net.fn.norm`` -> ``f|g.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalyclip.model.winograd import TILE_SIZES, winograd_feedforward
+from anomalyclip.kernels import CONV_ALGORITHMS
+from anomalyclip.kernels.winograd import (
+    TILE_SIZES,
+    transform_weight,
+    winograd_feedforward,
+    winograd_feedforward_inference,
+)
+from anomalyclip.model.memo import Memo
 
-CONV_ALGORITHMS = ("auto", "direct", "winograd")
 WINOGRAD_MIN_CHANNELS = 128  # "auto": below this width direct convolutions measured faster
-_conv = {"algorithm": "direct", "tile": 4}
 
 
-def set_conv_algorithm(algorithm: str, tile: int = 4) -> None:
-    """Process-wide choice for the feed-forward convolutions: auto | direct | winograd.
-
-    ``tile`` is Winograd's output tile m of F(m x m, 3 x 3): 4 (fewest multiplies) or 2
-    (smaller float32 rounding error).
-    """
-    if algorithm not in CONV_ALGORITHMS:
-        raise ValueError(f"conv algorithm must be one of {CONV_ALGORITHMS}, got {algorithm!r}")
-    if tile not in TILE_SIZES:
-        raise ValueError(f"Winograd tile must be one of {TILE_SIZES}, got {tile}")
-    _conv.update(algorithm=algorithm, tile=tile)
-
-
-def get_conv_algorithm() -> tuple[str, int]:
-    """The current (algorithm, Winograd tile)."""
-    return _conv["algorithm"], _conv["tile"]
-
-
-@contextlib.contextmanager
-def conv_algorithm(algorithm: str, tile: int = 4) -> Iterator[None]:
-    """Use ``algorithm`` for the feed-forward convolutions inside the ``with`` block."""
-    before = get_conv_algorithm()
-    set_conv_algorithm(algorithm, tile)
-    try:
-        yield
-    finally:
-        set_conv_algorithm(*before)
-
-
-def _use_winograd(x: torch.Tensor) -> bool:
-    algorithm = _conv["algorithm"]
-    if algorithm == "auto":
+def _use_winograd(conv: str, x: torch.Tensor) -> bool:
+    """Whether ``conv`` (auto | direct | winograd) computes this (B, N, L, E) input by Winograd."""
+    if conv == "auto":
         return (
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
             and x.shape[-1] >= WINOGRAD_MIN_CHANNELS
             and not torch.is_autocast_enabled("cpu")
         )
-    return algorithm == "winograd"
+    return conv == "winograd"
 
 
 class AxialAttention(nn.Module):
@@ -157,10 +130,21 @@ class ChannelLayerNorm(nn.Module):
 
 
 class ConvFeedForward(nn.Module):
-    """Channel LayerNorm -> 3x3 conv E->4E -> LeakyReLU(0.01) -> 3x3 conv 4E->E on the grid."""
+    """Channel LayerNorm -> 3x3 conv E->4E -> LeakyReLU(0.01) -> 3x3 conv 4E->E on the grid.
 
-    def __init__(self, dim: int, mult: int = 4) -> None:
+    ``conv``: the convolution algorithm (auto | direct | winograd, see the module docstring);
+    ``tile``: Winograd's output tile m of F(m x m, 3 x 3), 4 (fewest multiplies) or 2
+    (smaller float32 rounding error). Neither changes the parameters or the result.
+    """
+
+    def __init__(self, dim: int, mult: int = 4, conv: str = "direct", tile: int = 4) -> None:
         super().__init__()
+        if conv not in CONV_ALGORITHMS:
+            raise ValueError(f"conv algorithm must be one of {CONV_ALGORITHMS}, got {conv!r}")
+        if tile not in TILE_SIZES:
+            raise ValueError(f"Winograd tile must be one of {TILE_SIZES}, got {tile}")
+        self.algorithm, self.tile = conv, tile
+        self._filters = Memo()  # Winograd-domain filters of the current weights, for inference
         self.net = nn.Sequential(
             ChannelLayerNorm(dim),
             nn.Conv2d(dim, mult * dim, 3, padding=1),
@@ -168,20 +152,38 @@ class ConvFeedForward(nn.Module):
             nn.Conv2d(mult * dim, dim, 3, padding=1),
         )
 
+    def extra_repr(self) -> str:
+        return f"conv={self.algorithm!r}, tile={self.tile}"
+
+    def train(self, mode: bool = True) -> ConvFeedForward:
+        self._filters.clear()
+        return super().train(mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, N, L, E) -> channels-last (B, E, N, L) view -> back to (B, N, L, E), no copies
-        if not _use_winograd(x):
+        if not _use_winograd(self.algorithm, x):
             return self.net(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         norm, conv1, act, conv2 = self.net
-        return winograd_feedforward(  # the norm too, block by block: (B, N, L, E) -> same
-            x,
-            conv1.weight,
-            conv1.bias,
-            conv2.weight,
-            conv2.bias,
-            act.negative_slope,
-            _conv["tile"],
-            norm=(norm.g.view(-1), norm.b.view(-1), norm.eps),
+        norm_args = (norm.g.view(-1), norm.b.view(-1), norm.eps)
+        if torch.is_grad_enabled():
+            self._filters.clear()
+            return winograd_feedforward(  # the norm too, block by block: (B, N, L, E) -> same
+                x,
+                conv1.weight,
+                conv1.bias,
+                conv2.weight,
+                conv2.bias,
+                act.negative_slope,
+                self.tile,
+                norm=norm_args,
+            )
+        weights = (conv1.weight, conv2.weight)
+        u1, u2 = self._filters.get(  # (r*r, E, 4E), (r*r, 4E, E), transformed once
+            weights, lambda: tuple(transform_weight(w, self.tile) for w in weights), self.tile
+        )
+        slope = act.negative_slope
+        return winograd_feedforward_inference(
+            x, u1, conv1.bias, u2, conv2.bias, slope, self.tile, norm_args
         )
 
 
@@ -218,6 +220,7 @@ class TemporalModel(nn.Module):
         heads: int = 8,
         num_segments: int = 32,
         seg_length: int = 16,
+        conv: str = "direct",
     ) -> None:
         super().__init__()
         if emb_dim % heads:
@@ -231,7 +234,8 @@ class TemporalModel(nn.Module):
             attn_n = AxialAttention(emb_dim, heads, axis=1)
             attn_l = AxialAttention(emb_dim, heads, axis=2)
             blocks.append(Coupling(attn_n, attn_l))
-            blocks.append(Coupling(ConvFeedForward(emb_dim), ConvFeedForward(emb_dim)))
+            ff_n, ff_l = ConvFeedForward(emb_dim, conv=conv), ConvFeedForward(emb_dim, conv=conv)
+            blocks.append(Coupling(ff_n, ff_l))
         self.blocks = nn.ModuleList(blocks)
         self.classifier = Head(emb_dim)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anomalyclip.evaluate.inference import score_videos
 from anomalyclip.events import row_period
+from anomalyclip.model.inference import score_videos
 from anomalyclip.store import FeatureStore, VideoRecord
 from anomalyclip.thresholds import normal_quantiles
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.kernels import CONV_ALGORITHMS
 from anomalyclip.model.config import LossWeights
 from anomalyclip.thresholds import ThresholdRule
 from anomalyclip.train.data import SAMPLERS
@@ -60,6 +61,8 @@ class TrainConfig:
     eval_every: int = 1  # epochs between evaluations on the test split (0: never)
     workers: int = 2  # threads reading the store ahead of the step
     device: str = "cpu"
+    # how the temporal model computes its convolutions (same result): anomalyclip.model.temporal
+    conv: str = "auto"
 
     def __post_init__(self) -> None:
         ThresholdRule.parse(self.threshold_rule)
@@ -67,6 +70,10 @@ class TrainConfig:
             raise AnomalyError(
                 f"calibration share {self.calibration_share}: a fraction in [0, 1) of the "
                 "normal training videos"
+            )
+        if self.conv not in CONV_ALGORITHMS:
+            raise AnomalyError(
+                f"unknown conv algorithm {self.conv!r}; choose one of {', '.join(CONV_ALGORITHMS)}"
             )
         if self.sampler not in SAMPLERS:
             raise AnomalyError(

@@ -22,7 +22,6 @@ from anomalyclip.model.loss import segment_keep_mask
 from anomalyclip.store import FeatureStore, VideoRecord, open_store
 from anomalyclip.thresholds import ThresholdRule, choose_threshold
 from anomalyclip.train import distributed
-from anomalyclip.train.allocator import keep_freed_memory
 from anomalyclip.train.build import build_model, model_config, run_inputs
 from anomalyclip.train.calibration import calibrate, split_held_out
 from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
@@ -87,7 +86,6 @@ def train(
 
     Returns the config written with the last checkpoint (including the last metrics).
     """
-    keep_freed_memory()  # the step's big tensors reuse freed memory instead of page-faulting
     d = distributed.setup(cfg.device)
     try:
         return _train(features, out, cfg, clip, resume, progress and d.is_main, stop_after, d)
@@ -128,7 +126,7 @@ def _train(
 
     _seed_everything(cfg.seed)
     mcfg = model_config(spec, cfg, dim)
-    model = build_model(mcfg, clip)
+    model = build_model(mcfg, clip, cfg.conv)
     optimizer = make_optimizer(model, cfg)
     start_epoch = 0
     metrics: dict[str, Any] | None = None

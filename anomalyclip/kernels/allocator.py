@@ -9,9 +9,10 @@ disabled for the main heap and trimming off, freed blocks are kept and reused; t
 process's resident size then stays at its working-set high-water mark (~3.1 GB there)
 instead of going up and down with every step.
 
-This is a process-wide setting, applied by the trainer and the training benchmark only. It
-changes no result: only where the allocator gets memory from. Set ``ANOMALY_KEEP_MEMORY=0``
-to leave glibc's defaults alone.
+This is a process-wide setting, so the library never applies it: the entry points that own
+the process do (``anomaly train`` on the CPU, and the training benchmark, which also times
+glibc's defaults). It changes no result: only where the allocator gets memory from. Set
+``ANOMALY_KEEP_MEMORY=0`` to leave glibc's defaults alone.
 """
 
 from __future__ import annotations

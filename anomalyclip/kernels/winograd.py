@@ -15,16 +15,14 @@ for m = 2. Laid out for a CPU, a convolution becomes
 with r = m + 2 and T the number of tiles. The backward has the same structure (batched GEMMs
 in the Winograd domain for the input and the weight gradient), so it gets the same reduction.
 
-Three forms: :func:`conv3x3_nhwc` is the formulation above in plain differentiable tensor
-algebra (autograd derives its backward); :func:`winograd_conv3x3` runs it in blocks of images
-with a hand-written backward; :func:`winograd_feedforward`, what the model uses, runs the
-feed-forward's conv -> LeakyReLU -> conv in one such blocked pass. On a CPU the transforms
-and tile moves, not the GEMMs, are the cost to watch, so the blocked forms keep each
-intermediate to a block of images (reused memory, see :mod:`anomalyclip.train.allocator`),
-save only their inputs for the backward, and write output tiles straight into place. For
-F(4x4, 3x3) in float32/float64 on a CPU, the gather + transform, the transform + bias +
-LeakyReLU + scatter, and their two gradients run as the small C kernels of
-:mod:`anomalyclip.model.native` (each tile read and written once); elsewhere, or without a
+The model uses :func:`winograd_feedforward`: the feed-forward's conv -> LeakyReLU -> conv
+in one pass over blocks of images (the plain formulation above, and a single blocked
+convolution, are references in the tests). On a CPU the transforms and tile moves, not the
+GEMMs, are the cost to watch, so each intermediate is kept to a block of images (reused
+memory), only inputs are saved for the backward, and output tiles are written straight into
+place. For F(4x4, 3x3) in float32/float64 on a CPU, the gather + transform, the transform +
+bias + LeakyReLU + scatter, and their two gradients run as the small C kernels of
+:mod:`anomalyclip.kernels.native` (each tile read and written once); elsewhere, or without a
 C compiler, as the Kronecker GEMMs below. Both are tested against ``F.conv2d``.
 
 It is exact arithmetic (checked against ``F.conv2d`` to ~1e-12 in float64); in float32 the
@@ -39,7 +37,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from anomalyclip.model import native
+from anomalyclip.kernels import native
 
 # Transforms (Lavin & Gray 2016), as B^T, G, A^T.
 _TRANSFORMS: dict[int, tuple[list[list[float]], list[list[float]], list[list[float]]]] = {
@@ -84,10 +82,15 @@ def _kron_transforms(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 @functools.cache
 def transforms(m: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The Kronecker transforms of F(m x m, 3 x 3), cached per dtype and device."""
+    """The Kronecker transforms of F(m x m, 3 x 3), cached per dtype and device.
+
+    Built outside inference mode even when first asked for inside it (scoring runs under
+    ``torch.inference_mode``): a cached inference tensor could never enter a later autograd
+    computation (training, gradient checks)."""
     if m not in _TRANSFORMS:
         raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
-    return tuple(k.to(device=device, dtype=dtype) for k in _kron_transforms(m))
+    with torch.inference_mode(False):
+        return tuple(k.to(device=device, dtype=dtype) for k in _kron_transforms(m))
 
 
 def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
@@ -96,30 +99,6 @@ def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
     _, kw, _ = transforms(m, weight.dtype, weight.device)
     w = weight.permute(2, 3, 1, 0).reshape(9, c * f)  # (9, C*F), tap-major
     return (kw @ w).view(-1, c, f)
-
-
-def conv3x3_nhwc(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, m: int = 4
-) -> torch.Tensor:
-    """Zero-padded (padding 1, stride 1) 3x3 convolution of a channels-last input.
-
-    x: (B, H, W, C); weight: (F, C, 3, 3) as ``nn.Conv2d`` stores it; bias: (F,) or None.
-    Returns (B, H, W, F), equal to ``F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=1)``
-    permuted back, up to floating-point rounding.
-    """
-    B, H, W, C = x.shape
-    r = m + 2
-    th, tw = -(-H // m), -(-W // m)  # tiles per axis
-    kin, _, kout = transforms(m, x.dtype, x.device)
-    # Pad by 1 (the convolution's zero padding) plus whatever completes the last tile.
-    xp = F.pad(x, (0, 0, 1, 1 + tw * m - W, 1, 1 + th * m - H))  # (B, Hp, Wp, C)
-    mm = torch.bmm(_input_tiles(xp, m, kin), transform_weight(weight, m))  # (r*r, T, F)
-    y = kout @ mm.view(r * r, -1)  # (m*m, T*F)
-    f = weight.shape[0]
-    y = y.view(m, m, B, th, tw, f).permute(2, 3, 0, 4, 1, 5).reshape(B, th * m, tw * m, f)
-    if th * m != H or tw * m != W:
-        y = y[:, :H, :W]
-    return y if bias is None else y + bias
 
 
 def _chunk_images(tiles_per_image: int, r: int, width: int, itemsize: int) -> int:
@@ -273,50 +252,6 @@ class _Grid:
         return (self.kw.T @ gu.view(r * r, -1)).view(3, 3, shape[1], shape[0]).permute(3, 2, 0, 1)
 
 
-class _WinogradConv3x3(torch.autograd.Function):
-    """Blocked over images so every intermediate is block-sized and reused by the allocator.
-
-    Only the input is saved; the backward recomputes its transform per block (one cheap
-    GEMM) instead of keeping a (r*r, T, C) tensor per convolution alive. Under CPU autocast
-    it computes in float32: in bfloat16 the transforms would amplify rounding.
-    """
-
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, x, weight, bias, m):  # type: ignore[override]
-        B, H, W, C = x.shape
-        grid = _Grid(H, W, m, x)
-        u = transform_weight(weight, m)  # (r*r, C, F)
-        out = x.new_empty(B, H, W, u.shape[-1])
-        step = _chunk_images(grid.th * grid.tw, grid.r, max(C, u.shape[-1]), x.element_size())
-        for b0 in range(0, B, step):  # cache blocking, not a per-video computation
-            grid.conv(x[b0 : b0 + step], u, bias, out[b0 : b0 + step])
-        ctx.save_for_backward(x, u)
-        ctx.m, ctx.has_bias, ctx.wshape = m, bias is not None, weight.shape
-        return out
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cpu")
-    def backward(ctx, grad):  # type: ignore[override]
-        x, u = ctx.saved_tensors
-        B, H, W, C = x.shape
-        grid = _Grid(H, W, ctx.m, x)
-        grad = grad.contiguous()
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx = x.new_empty(B, H, W, C) if need_x else None
-        gu = None
-        step = _chunk_images(grid.th * grid.tw, grid.r, max(C, u.shape[-1]), x.element_size())
-        for b0 in range(0, B, step):
-            gm = grid.grad_output(grad[b0 : b0 + step])  # (r*r, t, F)
-            if need_w:
-                gu = _accumulate(gu, grid.winograd_input(x[b0 : b0 + step]).transpose(1, 2), gm)
-            if need_x:
-                grid.grad_input(gm, u, gx[b0 : b0 + step])
-        gw = grid.grad_weight(gu, ctx.wshape) if need_w else None
-        gbias = grad.sum((0, 1, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gbias, None
-
-
 class _WinogradFeedForward(torch.autograd.Function):
     """[channel LayerNorm ->] conv3x3 -> LeakyReLU -> conv3x3 in one pass over blocks of images.
 
@@ -412,15 +347,6 @@ class _WinogradFeedForward(torch.autograd.Function):
         )
 
 
-def winograd_conv3x3(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, m: int = 4
-) -> torch.Tensor:
-    """Blocked, custom-backward version of :func:`conv3x3_nhwc` (same arguments and result)."""
-    if m not in _TRANSFORMS:
-        raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
-    return _WinogradConv3x3.apply(x.contiguous(), weight, bias, m)
-
-
 def winograd_feedforward(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -442,3 +368,48 @@ def winograd_feedforward(
         raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
     g, beta, eps = norm if norm is not None else (None, None, 0.0)
     return _WinogradFeedForward.apply(x.contiguous(), g, beta, eps, w1, b1, w2, b2, slope, m)
+
+
+def winograd_feedforward_inference(
+    x: torch.Tensor,
+    u1: torch.Tensor,
+    b1: torch.Tensor | None,
+    u2: torch.Tensor,
+    b2: torch.Tensor | None,
+    slope: float,
+    m: int = 4,
+    norm: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+) -> torch.Tensor:
+    """The forward of :func:`winograd_feedforward` for inference, without autograd.
+
+    Same arguments, except that the filters come already in the Winograd domain
+    (``u = transform_weight(w, m)``, (r*r, C_in, C_out)), so a caller that scores many batches
+    with the same weights transforms them once. Nothing is kept for a backward: the
+    normalised input and the hidden activation of each block of images are written into two
+    padded block buffers that every block reuses, and only the output is allocated whole.
+    Computes in the filters' dtype (float32 under autocast, as the training form does).
+    """
+    if m not in _TRANSFORMS:
+        raise ValueError(f"Winograd tile size must be one of {TILE_SIZES}, got {m}")
+    dtype = u1.dtype
+    with torch.autocast(x.device.type, enabled=False):
+        x = x.to(dtype).contiguous()
+        B, H, W, C = x.shape
+        grid = _Grid(H, W, m, x)
+        step = min(B, _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size()))
+        source, inside = grid.padded(step, C, x) if norm is not None else (None, None)
+        hidden, hidden_inside = grid.padded(step, u1.shape[-1], x)
+        out = x.new_empty(B, H, W, u2.shape[-1])
+        for b0 in range(0, B, step):  # cache blocking, not a per-video computation
+            xb = x[b0 : b0 + step]
+            b = xb.shape[0]
+            if norm is not None:
+                g, beta, eps = (t.to(dtype) if torch.is_tensor(t) else t for t in norm)
+                var, mean = torch.var_mean(xb, -1, correction=0, keepdim=True)
+                xhat = (xb - mean) * (1 / (var.sqrt() + eps))  # as _normalised computes it
+                torch.addcmul(beta, xhat, g, out=inside[:b])
+                grid.conv(source[:b], u1, b1, hidden_inside[:b], padded=True, slope=slope)
+            else:
+                grid.conv(xb, u1, b1, hidden_inside[:b], slope=slope)
+            grid.conv(hidden[:b], u2, b2, out[b0 : b0 + b], padded=True)
+        return out

@@ -1,6 +1,6 @@
 /* Winograd F(4x4, 3x3) tile transforms, fused with the tile gather and scatter.
  *
- * The eager form of anomalyclip/model/winograd.py moves every tile through memory three
+ * The eager form of anomalyclip/kernels/winograd.py moves every tile through memory three
  * times (pad, gather copy, a 36x36 transform GEMM that runs far below the matmul rate);
  * here each tile is read once, transformed with the sparse 1-D transforms applied along
  * rows then columns, and written once. Channels are the innermost, contiguous axis, so
