@@ -71,3 +71,27 @@ def test_tiny_videos_render(tmp_path, rows):
     out = render_video(src, tmp_path / "out.mp4", scores, 0.5, [])
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == rows
+
+
+def test_decoder_scales_frames_like_a_resize_of_the_full_frame(shared_videos):
+    """Renders take frames scaled by FFmpeg while decoding (``VideoSource(height=...)``): on a
+    real surveillance video the scaled frames must be the full frames resized (same content,
+    same place), not a crop or a stretched copy, at an even width that keeps the aspect."""
+    from PIL import Image
+
+    from anomalyclip.extract.decode import VideoSource
+
+    path = shared_videos / "vtest.avi"  # 768 x 576
+    full = [f.image for _, f in zip(range(40), VideoSource(path), strict=False)]
+    scaled = [f for _, f in zip(range(40), VideoSource(path, height=360), strict=False)]
+    assert [f.index for f in scaled] == list(range(40))
+    assert all(f.image.shape == (360, 480, 3) for f in scaled)
+    diffs = []
+    for big, small in zip(full, scaled, strict=True):
+        resized = np.asarray(Image.fromarray(big).resize((480, 360), Image.BOX), np.float64)
+        diffs.append(np.abs(resized - small.image).mean())
+    # measured ~2 grey levels (swscale's area filter vs PIL's box filter, YUV rounding);
+    # the same frame shifted by 8 pixels gives ~17
+    assert max(diffs) < 4.0, diffs
+    shifted = np.asarray(Image.fromarray(full[0]).resize((480, 360), Image.BOX), np.float64)
+    assert np.abs(np.roll(shifted, 8, axis=1) - scaled[0].image).mean() > 3 * max(diffs)

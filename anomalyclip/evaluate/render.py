@@ -19,6 +19,7 @@ exact fraction: 23.976 fps stays 24000/1001).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,46 +102,88 @@ def _curve_panel(scores: Scores, threshold: float | None, events: Sequence[Event
     return image, column, rows
 
 
+@functools.lru_cache(maxsize=4096)
+def _text(text: str, fill: tuple[int, int, int], back: tuple[int, int, int]) -> np.ndarray:
+    """``text`` in PIL's default font on a strip of ``back``, (14, width, 3): the same strings
+    come back frame after frame (class names, two-decimal values), so each is drawn once."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = int(np.ceil(draw.textlength(text))) + 1
+    image = Image.new("RGB", (max(1, width), 14), back)
+    ImageDraw.Draw(image).text((0, 0), text, fill=fill)
+    return np.asarray(image)
+
+
+def _paste(panel: np.ndarray, y: int, x: int, patch: np.ndarray) -> None:
+    h = min(patch.shape[0], panel.shape[0] - y)
+    w = min(patch.shape[1], panel.shape[1] - x)
+    if h > 0 and w > 0:
+        panel[y : y + h, x : x + w] = patch[:h, :w]
+
+
 def _bars(scores: Scores, row: int) -> np.ndarray:
-    """p(Normal) on its own line, then bars of the likeliest anomaly classes at one row."""
+    """The lower panel at one row: p(Normal) on its own line, then bars of the likeliest
+    anomaly classes, (HEIGHT // 2, PANEL_WIDTH, 3)."""
+    white, black = (255, 255, 255), (0, 0, 0)
     probs = scores.probs[row]
-    panel = Image.new("RGB", (PANEL_WIDTH, HEIGHT // 2), "white")
-    draw = ImageDraw.Draw(panel)
-    draw.text((10, 6), f"p(abnormal) {scores.p[row]:.2f}", fill="black")
+    panel = np.full((HEIGHT // 2, PANEL_WIDTH, 3), 255, np.uint8)
+    _paste(panel, 6, 10, _text(f"p(abnormal) {scores.p[row]:.2f}", black, white))
     normal = scores.classes[scores.normal_id]
-    draw.text((200, 6), f"{normal} {probs[scores.normal_id]:.2f}", fill=(110, 110, 110))
+    _paste(panel, 6, 200, _text(f"{normal} {probs[scores.normal_id]:.2f}", (110,) * 3, white))
     anomaly = [c for c in range(len(scores.classes)) if c != scores.normal_id]
     order = [anomaly[i] for i in np.argsort(-probs[anomaly], kind="stable")[:TOP_CLASSES]]
     bar_h = (HEIGHT // 2 - 30) // TOP_CLASSES
-    pixels = np.asarray(panel).copy()
     for i, c in enumerate(order):
         y = 26 + i * bar_h
         width = int((PANEL_WIDTH - 170) * float(probs[c]))
-        pixels[y : y + bar_h - 6, 150 : 150 + width] = ALARM if i == 0 else (120, 120, 200)
-    panel = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(panel)
-    for i, c in enumerate(order):
-        y = 26 + i * bar_h
-        width = int((PANEL_WIDTH - 170) * float(probs[c]))
-        draw.text((10, y + 2), str(scores.classes[c])[:18], fill="black")
-        draw.text((155 + width, y + 2), f"{probs[c]:.2f}", fill="black")
-    return np.asarray(panel)
+        panel[y : y + bar_h - 6, 150 : 150 + width] = ALARM if i == 0 else (120, 120, 200)
+        _paste(panel, y + 2, 10, _text(str(scores.classes[c])[:18], black, white))
+        _paste(panel, y + 2, 155 + width, _text(f"{probs[c]:.2f}", black, white))
+    return panel
 
 
-def _annotate(image: np.ndarray, text: str, alarm: str | None) -> np.ndarray:
-    """The time stamp in the lower-left corner; with an alarm, a red border and banner."""
+def _text_strip(text: str, width: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """White text on a strip of ``colour``, 18 pixels high."""
+    strip = Image.new("RGB", (width, 18), colour)
+    ImageDraw.Draw(strip).text((4, 2), text, fill="white")
+    return np.asarray(strip)
+
+
+def _annotate(image: np.ndarray, text: str, alarm: np.ndarray | None) -> None:
+    """In place: the time stamp in the lower-left corner; with an alarm, a red border and the
+    alarm's banner (an 18-pixel strip from :func:`_text_strip`)."""
+    h, w = image.shape[:2]
     if alarm is not None:
         image[:BORDER], image[-BORDER:] = ALARM, ALARM
         image[:, :BORDER], image[:, -BORDER:] = ALARM, ALARM
         image[BORDER : BORDER + 22, BORDER:-BORDER] = ALARM
-    h = image.shape[0]
-    image[h - BORDER - 18 : h - BORDER, BORDER : BORDER + 7 * len(text) + 8] = 0
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    draw.text((BORDER + 4, h - BORDER - 16), text, fill="white")
-    if alarm is not None:
-        draw.text((BORDER + 6, BORDER + 5), alarm, fill="white")
-    return np.asarray(canvas)
+        banner = alarm[:, : w - 2 * BORDER - 2]
+        image[BORDER + 3 : BORDER + 21, BORDER + 2 : BORDER + 2 + banner.shape[1]] = banner
+    stamp = _text_strip(text, min(7 * len(text) + 8, w - 2 * BORDER), (0, 0, 0))
+    image[h - BORDER - 18 : h - BORDER, BORDER : BORDER + stamp.shape[1]] = stamp
+
+
+class _Encoder:
+    """Frames (H, W, 3) uint8 RGB into an H.264 MP4 (MPEG-4 Part 2 where FFmpeg lacks x264).
+
+    ``ultrafast``: a render is looked at, not archived, and the encoder is the largest share
+    of a render's time (x264's faster presets cost size, not the look of these frames)."""
+
+    def __init__(self, path: Path, rate: Fraction, width: int, height: int) -> None:
+        self.container = av.open(str(path), mode="w")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        options = {"preset": "ultrafast"} if codec == "libx264" else {}
+        self.stream = self.container.add_stream(codec, rate=rate, options=options)
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p"
+
+    def write(self, image: np.ndarray) -> None:
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
 
 
 def render_video(
@@ -155,46 +198,51 @@ def render_video(
     A sampled video has fewer scored rows than frames: every decoded frame shows the scores
     of the last row at or before it. An event is open on the frames from its start to its
     end (the same half-open interval as in ``events.json``).
+
+    Per frame only what changes is drawn: the frame comes scaled from the decoder, the curve
+    panel is copied with a cursor, the bars panel is redrawn when the row changes from strings
+    drawn once each, the time stamp is one small strip.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     curve, column, (row_top, row_bottom) = _curve_panel(scores, threshold, events)
     spans = np.array([[e.start_frame, e.end_frame] for e in events]).reshape(-1, 2)
-    src = VideoSource(source)
-    container = av.open(str(out_path), mode="w")
-    stream = None
+    banners: dict[int, np.ndarray] = {}
+    src = VideoSource(source, height=HEIGHT)
+    encoder = None
+    bars_row, bars = -1, None
     try:
         for frame in src:
-            image = frame.image
-            if stream is None:
-                h, w = image.shape[:2]
-                width = _even(w * HEIGHT / h)
-                rate = frame_rate(src.fps)
-                codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-                options = {"preset": "veryfast"} if codec == "libx264" else {}
-                stream = container.add_stream(codec, rate=rate, options=options)
-                stream.width, stream.height = width + PANEL_WIDTH, HEIGHT
-                stream.pix_fmt = "yuv420p"
-            left = np.asarray(Image.fromarray(image).resize((width, HEIGHT), Image.BILINEAR))
+            left = frame.image  # (HEIGHT, width, 3), scaled by the decoder
+            if encoder is None:
+                width = left.shape[1]
+                encoder = _Encoder(out_path, frame_rate(src.fps), width + PANEL_WIDTH, HEIGHT)
+                canvas = np.empty((HEIGHT, width + PANEL_WIDTH, 3), np.uint8)
+            if left.shape[:2] != (HEIGHT, width):  # a folder of frames, or a size change
+                left = np.asarray(Image.fromarray(left).resize((width, HEIGHT), Image.BILINEAR))
             row = int(np.clip(np.searchsorted(scores.frames, frame.index, side="right") - 1, 0,
                               len(scores.frames) - 1))  # fmt: skip
             open_ = np.flatnonzero((spans[:, 0] <= frame.index) & (frame.index < spans[:, 1]))
             alarm = None
             if open_.size:
-                e = events[int(open_[0])]
-                alarm = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
-            left = _annotate(left.copy(), f"{frame.time:8.2f} s  frame {frame.index}", alarm)
-            top = curve.copy()
+                k = int(open_[0])
+                if k not in banners:
+                    e = events[k]
+                    text = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
+                    banners[k] = _text_strip(text, max(1, width - 2 * BORDER - 2), ALARM)
+                alarm = banners[k]
+            canvas[:, :width] = left
+            _annotate(canvas[:, :width], f"{frame.time:8.2f} s  frame {frame.index}", alarm)
+            panel = canvas[:, width:]
+            top = curve[: HEIGHT // 2]
+            panel[: top.shape[0]] = top
             x = int(np.clip(column(float(scores.times[row])), 0, top.shape[1] - 1))
-            top[row_top:row_bottom, max(0, x - 1) : x + 1] = (0, 0, 0)
-            panel = np.concatenate([top, _bars(scores, row)], 0)
-            canvas = np.concatenate([left, panel[:HEIGHT]], 1)
-            out = av.VideoFrame.from_ndarray(canvas, format="rgb24")
-            for packet in stream.encode(out):
-                container.mux(packet)
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
+            panel[row_top:row_bottom, max(0, x - 1) : x + 1] = (0, 0, 0)
+            if row != bars_row:
+                bars_row, bars = row, _bars(scores, row)
+            panel[top.shape[0] : top.shape[0] + bars.shape[0]] = bars[: HEIGHT - top.shape[0]]
+            encoder.write(canvas)
     finally:
-        container.close()
+        if encoder is not None:
+            encoder.close()
     return out_path
