@@ -1,0 +1,102 @@
+"""``anomaly predict --render`` end to end, and where its time goes.
+
+The videos are surveillance-sized (768 x 576 at 25 fps by default, the size of the common
+pedestrian-camera samples) so that decoding and scaling cost what they cost in use; the model
+is a run folder (``bench all`` passes the demo's). Three timings, in one process, after the
+imports:
+
+- ``predict``: :func:`anomalyclip.evaluate.predict.predict` with ``render=True``: load the run,
+  extract features, score, write CSVs, events, plots and the MP4s;
+- ``extract``: the extraction alone, as predict runs it (decode, CLIP, an in-memory store);
+- ``render``: :func:`anomalyclip.evaluate.render.render_video` alone on the same scores
+  (decode again, draw, encode).
+
+The rest of ``predict`` (model loading, scoring, CSV, events, plot) is the difference.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+
+def make_videos(folder: Path, lengths: tuple[int, ...], size: tuple[int, int]) -> list[Path]:
+    """Demo-world videos (a panning scene, moving blobs, sensor noise) at ``size``, 25 fps."""
+    from anomalyclip.demo import render_video, write_video
+
+    paths = []
+    for k, length in enumerate(lengths):
+        frames, _ = render_video("Explosion", np.random.default_rng([5, k]), length, size)
+        paths.append(folder / f"camera_{k}.mp4")
+        write_video(paths[-1], frames, fps=25)
+    return paths
+
+
+def measure(
+    run_dir: str | Path,
+    videos: list[str | Path] | None = None,
+    lengths: tuple[int, ...] = (795, 270),
+    size: tuple[int, int] = (768, 576),
+) -> dict:
+    """Time ``predict --render`` on ``videos`` (default: generated ones of ``lengths`` frames)."""
+    from anomalyclip.datasets.core import VideoEntry
+    from anomalyclip.evaluate.predict import predict
+    from anomalyclip.evaluate.render import Scores, render_video
+    from anomalyclip.extract.pipeline import extract
+    from anomalyclip.store import open_store
+    from anomalyclip.train.build import load_model, run_clip
+
+    with tempfile.TemporaryDirectory(prefix="anomaly-bench-predict-") as tmp:
+        tmp = Path(tmp)
+        paths = [Path(v) for v in videos] if videos else make_videos(tmp, lengths, size)
+
+        t0 = time.perf_counter()
+        results, failed = predict(paths, run_dir, tmp / "out", render=True)
+        t_predict = time.perf_counter() - t0
+        frames = sum(r.frames for r in results)
+
+        model, config = load_model(run_dir)
+        entries = [VideoEntry(f"v{i}", p, "", "predict", []) for i, p in enumerate(paths)]
+        store = f"memory://anomaly-bench-{uuid.uuid4().hex}"
+        t0 = time.perf_counter()
+        extract(entries, store, run_clip(run_dir, config), dtype="float32",
+                dataset=config["dataset"], progress=False)  # fmt: skip
+        t_extract = time.perf_counter() - t0
+        with open_store(store) as st:
+            rows = [(st.frames(e.video_id), st.times(e.video_id)) for e in entries]
+
+        t0 = time.perf_counter()
+        for r, (fr, times) in zip(results, rows, strict=True):
+            p = np.full(len(fr), 0.5, np.float32)
+            probs = np.full((len(fr), model.cfg.num_classes), 1 / model.cfg.num_classes)
+            scores = Scores(fr, times, p, probs, model.cfg.classes, model.cfg.normal_id)
+            render_video(r.source, tmp / "render" / f"{r.source.stem}.mp4", scores, 0.6, r.events)
+        t_render = time.perf_counter() - t0
+    if failed:
+        raise RuntimeError(f"bench predict: videos failed: {failed}")
+    return {
+        "frames": frames,
+        "seconds": {
+            "predict": t_predict,
+            "extract": t_extract,
+            "render": t_render,
+            "rest": max(0.0, t_predict - t_extract - t_render),
+        },
+        "frames_per_s": frames / t_predict,
+    }
+
+
+def table(result: dict) -> str:
+    s = result["seconds"]
+    total = s["predict"]
+    lines = [
+        f"predict --render: {result['frames']} frames in {total:.1f} s = "
+        f"{result['frames_per_s']:.0f} frames/s",
+    ]
+    for name in ("extract", "render", "rest"):
+        lines.append(f"  {name:<8} {s[name]:6.1f} s  ({100 * s[name] / total:4.0f} %)")
+    return "\n".join(lines)
