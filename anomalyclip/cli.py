@@ -77,6 +77,9 @@ def features_cmd(
     strict: bool = typer.Option(
         False, "--strict", help="Record videos that end far short of their header as failed."
     ),
+    precision: str = typer.Option(
+        "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -89,13 +92,15 @@ def features_cmd(
         checks.existing_dir(lists, "folder of list files")
     if device:
         checks.device_name(device)
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise AnomalyError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
 
     import os
     from pathlib import Path
 
     from anomalyclip.datasets import get_adapter
     from anomalyclip.extract.decode import Sampling
-    from anomalyclip.extract.pipeline import extract, shard_from_env
+    from anomalyclip.extract.pipeline import ExtractConfig, extract, shard_from_env
     from anomalyclip.train.build import default_device
 
     if fps is not None and stride is not None:
@@ -114,22 +119,21 @@ def features_cmd(
     lists_dir = Path(lists) if lists else None
     adapter = get_adapter(dataset)
     entries = adapter.discover(Path(videos), lists_dir, allow_missing=allow_missing)
-    summary = extract(
-        entries,
-        out or f"store/{adapter.folder_name}.zarr",
-        model,
-        device,
-        sampling,
-        batch_size,
-        workers,
-        dtype,
+    config = ExtractConfig(
         dataset=adapter.spec.name,
-        root=videos,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        sampling=sampling,
+        workers=workers,
         folder_fps=frames_fps,
+        dtype=dtype,
+        root=videos,
+        strict=strict,
         shard=(rank, world),
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
-        strict=strict,
     )
+    summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", model, config)
     typer.echo(summary.format())
     if not summary.ok:
         raise typer.Exit(1)
