@@ -164,26 +164,32 @@ def demo_cmd(
 
 @bench_app.command("extract")
 def bench_extract_cmd(
-    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 shape)."),
+    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 size)."),
     frames: int = typer.Option(128, "--frames", help="Frames to extract."),
     batch_size: int = typer.Option(32, "--batch-size"),
     workers: int = typer.Option(2, "--workers"),
     device: str = typer.Option("cpu", "--device"),
     size: str = typer.Option("320x240", "--size", help="Input video WIDTHxHEIGHT."),
+    setups: str = typer.Option(
+        "fp32:eager,fp32:sdpa,bf16:sdpa", "--setups", help="PRECISION:ATTENTION,... to compare."
+    ),
+    repeats: int = typer.Option(2, "--repeats", help="Runs per setup (the best is kept)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Pipeline frames/s against model-only frames/s (target ratio >= 0.9), and decode-only."""
+    """Model-only and pipeline frames/s per precision and attention, GFLOP/s against the
+    matmul peak, and where the pipeline's time goes."""
     import json
 
-    from anomalyclip.bench.extract import run
+    from anomalyclip.bench.extract import ExtractBench, run, table
 
     w, h = (int(v) for v in size.lower().split("x"))
-    result = run(model, frames, batch_size, workers, device, (w, h))
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    for key, value in result.items():
-        typer.echo(f"{key:<22} {value:.2f}" if isinstance(value, float) else f"{key:<22} {value}")
+    pairs = tuple(tuple(s.split(":", 1)) for s in setups.split(","))
+    if any(len(p) != 2 for p in pairs):
+        raise AnomalyError(f"--setups {setups}: expected PRECISION:ATTENTION,... e.g. bf16:sdpa")
+    bench = ExtractBench(model, frames, size=(w, h), batch_size=batch_size, workers=workers,
+                         device=device, setups=pairs, repeats=repeats)  # fmt: skip
+    result = run(bench)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
 # -- store ----------------------------------------------------------------------------------
