@@ -160,9 +160,13 @@ def _load(cls, model: str | Path, **kwargs):
     return _from_pretrained(cls, source, source, **kwargs)
 
 
-def load_vision(model: str | Path = DEFAULT_CLIP) -> CLIPVisionModelWithProjection:
-    """The frozen image tower with its projection, in eval mode."""
-    return _load(CLIPVisionModelWithProjection, model).eval().requires_grad_(False)
+def load_vision(
+    model: str | Path = DEFAULT_CLIP, attention: str = "sdpa"
+) -> CLIPVisionModelWithProjection:
+    """The frozen image tower with its projection, in eval mode. ``attention``: ``sdpa``
+    (torch's fused attention) or ``eager`` (transformers' explicit softmax(QK^T)V)."""
+    tower = _load(CLIPVisionModelWithProjection, model, attn_implementation=attention)
+    return tower.eval().requires_grad_(False)
 
 
 def load_text(

@@ -77,6 +77,9 @@ def features_cmd(
     strict: bool = typer.Option(
         False, "--strict", help="Record videos that end far short of their header as failed."
     ),
+    precision: str = typer.Option(
+        "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -89,13 +92,15 @@ def features_cmd(
         checks.existing_dir(lists, "folder of list files")
     if device:
         checks.device_name(device)
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise AnomalyError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
 
     import os
     from pathlib import Path
 
     from anomalyclip.datasets import get_adapter
     from anomalyclip.extract.decode import Sampling
-    from anomalyclip.extract.pipeline import extract, shard_from_env
+    from anomalyclip.extract.pipeline import ExtractConfig, extract, shard_from_env
     from anomalyclip.train.build import default_device
 
     if fps is not None and stride is not None:
@@ -114,22 +119,21 @@ def features_cmd(
     lists_dir = Path(lists) if lists else None
     adapter = get_adapter(dataset)
     entries = adapter.discover(Path(videos), lists_dir, allow_missing=allow_missing)
-    summary = extract(
-        entries,
-        out or f"store/{adapter.folder_name}.zarr",
-        model,
-        device,
-        sampling,
-        batch_size,
-        workers,
-        dtype,
+    config = ExtractConfig(
         dataset=adapter.spec.name,
-        root=videos,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        sampling=sampling,
+        workers=workers,
         folder_fps=frames_fps,
+        dtype=dtype,
+        root=videos,
+        strict=strict,
         shard=(rank, world),
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
-        strict=strict,
     )
+    summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", model, config)
     typer.echo(summary.format())
     if not summary.ok:
         raise typer.Exit(1)
@@ -160,26 +164,32 @@ def demo_cmd(
 
 @bench_app.command("extract")
 def bench_extract_cmd(
-    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 shape)."),
+    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 size)."),
     frames: int = typer.Option(128, "--frames", help="Frames to extract."),
     batch_size: int = typer.Option(32, "--batch-size"),
     workers: int = typer.Option(2, "--workers"),
     device: str = typer.Option("cpu", "--device"),
     size: str = typer.Option("320x240", "--size", help="Input video WIDTHxHEIGHT."),
+    setups: str = typer.Option(
+        "fp32:eager,fp32:sdpa,bf16:sdpa", "--setups", help="PRECISION:ATTENTION,... to compare."
+    ),
+    repeats: int = typer.Option(2, "--repeats", help="Runs per setup (the best is kept)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Pipeline frames/s against model-only frames/s (target ratio >= 0.9), and decode-only."""
+    """Model-only and pipeline frames/s per precision and attention, GFLOP/s against the
+    matmul peak, and where the pipeline's time goes."""
     import json
 
-    from anomalyclip.bench.extract import run
+    from anomalyclip.bench.extract import ExtractBench, run, table
 
     w, h = (int(v) for v in size.lower().split("x"))
-    result = run(model, frames, batch_size, workers, device, (w, h))
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-        return
-    for key, value in result.items():
-        typer.echo(f"{key:<22} {value:.2f}" if isinstance(value, float) else f"{key:<22} {value}")
+    pairs = tuple(tuple(s.split(":", 1)) for s in setups.split(","))
+    if any(len(p) != 2 for p in pairs):
+        raise AnomalyError(f"--setups {setups}: expected PRECISION:ATTENTION,... e.g. bf16:sdpa")
+    bench = ExtractBench(model, frames, size=(w, h), batch_size=batch_size, workers=workers,
+                         device=device, setups=pairs, repeats=repeats)  # fmt: skip
+    result = run(bench)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
 # -- store ----------------------------------------------------------------------------------

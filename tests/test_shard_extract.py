@@ -146,8 +146,9 @@ def videos(tmp_path_factory) -> Path:
 def reference(videos, tiny_clip, tmp_path_factory) -> Path:
     """The 1-process store of all videos, as `anomaly features` would write it."""
     store = tmp_path_factory.mktemp("ref") / "one.zarr"
-    summary = extract(discover("demo", videos), store, tiny_clip, "cpu", batch_size=16,
-                      workers=1, dataset="demo", root=videos, progress=False)  # fmt: skip
+    summary = extract(discover("demo", videos), store, tiny_clip, device="cpu", batch_size=16,
+                      workers=1, dataset="demo", root=videos, precision="auto",
+                      progress=False)  # fmt: skip
     assert summary.ok and summary.extracted == 6
     return store
 

@@ -1,16 +1,25 @@
-"""Extraction benchmark: does the pipeline keep the model busy?
+"""Extraction benchmark: how fast the image tower runs per precision and attention kernel,
+and whether the pipeline keeps it busy.
 
-Three rates from one run on the same machine, model and batch size:
+For each setup (precision x attention; by default fp32 eager, fp32 SDPA, bf16 SDPA), from one
+run on the same machine, model, inputs and batch size:
 
 - ``model_fps``: the image tower alone on pre-decoded, pre-cropped uint8 tensors (the ceiling);
 - ``pipeline_fps``: :func:`~anomalyclip.extract.pipeline.extract` end to end, from encoded
   video files to a written store (decoding, preprocessing, queueing, writing included);
-- ``decode_fps``: decoding alone, and ``decode_preprocess_fps``: decoding + resize/crop, in
-  one thread (what one worker can feed).
+- ``ratio = pipeline_fps / model_fps`` (the target is >= 0.9: decoding hidden behind the
+  model), ``speedup`` = model_fps / the first setup's model_fps;
+- ``gflops``: model_fps x the tower's FLOPs per frame (counted by torch's FLOP counter on one
+  frame: matrix multiplies, the patch convolution and attention), and ``of_peak``: that
+  against the matrix-multiply peak of the setup's precision, measured in the same run.
 
-``ratio = pipeline_fps / model_fps``; the target is >= 0.9 (decoding hidden behind the model).
-Inputs are H.264 320x240 videos rendered like the demo's. Each measurement is repeated and
-the best kept, so a busy neighbour on a shared machine distorts the ratio less.
+And once per run, ``profile``: the seconds per frame of each stage done one after the other
+in one thread (decode, resize + crop, model at the first setup's precision, store write) and
+each stage's share of their sum: where the pipeline's work goes.
+
+Inputs are H.264 videos rendered like the demo's. Setups are measured interleaved and each
+measurement repeated (the best kept), so a busy neighbour on a shared machine distorts the
+ratios less. ``model=None`` builds a random CLIP of the real ViT-B/16 size (no download).
 """
 
 from __future__ import annotations
@@ -18,106 +27,192 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from anomalyclip.backbone import build_clip
+from anomalyclip.bench.peak import peaks
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.demo import render_video, write_video
+from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
-from anomalyclip.extract.pipeline import extract
+from anomalyclip.extract.pipeline import extract, preprocessing_attrs
 from anomalyclip.extract.preprocess import resize_crop
+from anomalyclip.store import VideoRecord, open_store, provenance
 
 log = logging.getLogger(__name__)
 
+SETUPS = (("fp32", "eager"), ("fp32", "sdpa"), ("bf16", "sdpa"))
 
-def _make_videos(folder: Path, n_frames: int, n_videos: int, size: tuple[int, int]) -> list[Path]:
+
+@dataclass(frozen=True)
+class ExtractBench:
+    """What to measure: ``model`` (None: random ViT-B/16 size), ``frames`` in ``videos``
+    videos of ``size`` (width, height), ``setups`` of (precision, attention)."""
+
+    model: str | Path | None = None
+    frames: int = 128
+    videos: int = 2
+    size: tuple[int, int] = (320, 240)
+    batch_size: int = 32
+    workers: int = 2
+    device: str = "cpu"
+    setups: tuple[tuple[str, str], ...] = SETUPS
+    repeats: int = 2
+    peak_n: int = 2048
+
+
+def _make_videos(folder: Path, bench: ExtractBench) -> list[Path]:
     rng = np.random.default_rng(0)
-    lengths = np.full(n_videos, n_frames // n_videos)
-    lengths[: n_frames % n_videos] += 1
+    lengths = np.full(bench.videos, bench.frames // bench.videos)
+    lengths[: bench.frames % bench.videos] += 1
     paths = []
     for k, length in enumerate(lengths):
-        frames, _ = render_video("Explosion", rng, int(length), size)
+        frames, _ = render_video("Explosion", rng, int(length), bench.size)
         paths.append(folder / f"bench_{k}.mp4")
         write_video(paths[-1], frames)
     return paths
 
 
-def _decode(paths: list[Path], chunk: int, preprocess: bool) -> tuple[int, float, list]:
+def frame_flops(encoder: ImageEncoder) -> int:
+    """FLOPs of the image tower for one 224x224 frame (a multiply-add counts 2)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        encoder(torch.zeros(1, 3, 224, 224, dtype=torch.uint8))
+    return int(counter.get_total_flops())
+
+
+def _model_seconds(encoder: ImageEncoder, crops: torch.Tensor, batch_size: int) -> float:
+    """Seconds to embed ``crops`` (N, 3, 224, 224) uint8 in batches (output on the CPU)."""
     t0 = time.perf_counter()
-    n, crops = 0, []
-    for path in paths:
-        images = [f.image for f in VideoSource(path)]
-        n += len(images)
-        if preprocess:
-            crops += [
-                resize_crop(np.stack(images[i : i + chunk])) for i in range(0, len(images), chunk)
-            ]
-    return n, time.perf_counter() - t0, crops
+    for i in range(0, len(crops), batch_size):
+        encoder(crops[i : i + batch_size])
+    return time.perf_counter() - t0
 
 
-def run(
-    model: str | Path | None = None,
-    n_frames: int = 128,
-    batch_size: int = 32,
-    workers: int = 2,
-    device: str = "cpu",
-    size: tuple[int, int] = (320, 240),
-    n_videos: int = 2,
-    repeats: int = 2,
-) -> dict:
-    """Measure the three rates; ``model=None`` builds a random ViT-B/16-shaped CLIP."""
+def profile(paths: list[Path], encoder: ImageEncoder, batch_size: int) -> dict:
+    """Seconds per frame of each stage run alone, one after the other, and their shares."""
+    t0 = time.perf_counter()
+    images = [np.stack([f.image for f in VideoSource(p)]) for p in paths]  # (T, H, W, 3) each
+    decode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    crops = torch.cat([resize_crop(v[i : i + batch_size])
+                       for v in images for i in range(0, len(v), batch_size)])  # fmt: skip
+    prep = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rows = torch.cat([encoder(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)])
+    model = time.perf_counter() - t0
+    url = f"memory://bench-extract-{uuid.uuid4().hex}"
+    with open_store(url, mode="a") as st:
+        attrs = provenance(
+            dataset="demo",
+            backbone=encoder.describe(),
+            preprocessing=preprocessing_attrs(),
+            sampling={"mode": "all", "value": None},
+        )
+        st.init(attrs)
+        t0 = time.perf_counter()
+        start = 0
+        for k, v in enumerate(images):
+            feats = rows[start : start + len(v)].numpy().astype(np.float16)  # (T, D)
+            st.write_video(VideoRecord(f"v{k}", fps=15.0, num_frames=len(v)), feats)
+            start += len(v)
+        write = time.perf_counter() - t0
+    n = len(crops)
+    stages = {"decode": decode, "preprocess": prep, "model": model, "write": write}
+    total = sum(stages.values())
+    out = {f"{k}_ms_per_frame": 1e3 * s / n for k, s in stages.items()}
+    out.update({f"{k}_share": s / total for k, s in stages.items()})
+    return out
+
+
+def run(bench: ExtractBench = ExtractBench()) -> dict:
+    """Measure every setup (see the module docstring); returns a dict with ``rows``."""
     with tempfile.TemporaryDirectory(prefix="anomalyclip-bench-") as tmp:
         tmp = Path(tmp)
-        if model is None:
-            model = build_clip(tmp / "clip", "vit-b-16")
-        paths = _make_videos(tmp, n_frames, n_videos, size)
+        model = bench.model or build_clip(tmp / "clip", "vit-b-16")
+        paths = _make_videos(tmp, bench)
         entries = [VideoEntry(p.stem, p, "Normal", "test") for p in paths]
-        encoder = ImageEncoder(model, device)
-
-        n, decode_s, _ = _decode(paths, batch_size, preprocess=False)
-        n, prep_s, crops = _decode(paths, batch_size, preprocess=True)
-        pixels = torch.cat(crops)  # (n, 3, 224, 224) uint8: the pre-decoded input
-        encoder(pixels[:batch_size])  # warm-up (allocator, kernels)
-
-        model_s, pipe_s = [], []
-        for r in range(repeats):  # interleaved, so both see the same machine state
-            t0 = time.perf_counter()
-            for i in range(0, n, batch_size):
-                encoder(pixels[i : i + batch_size])
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            model_s.append(time.perf_counter() - t0)
-
-            t0 = time.perf_counter()
-            summary = extract(
-                entries,
-                tmp / f"store{r}.zarr",
-                encoder,
-                batch_size=batch_size,
-                workers=workers,
-                dataset="demo",
-                progress=False,
-            )
-            pipe_s.append(time.perf_counter() - t0)
-            if not summary.ok or summary.frames != n:
-                raise RuntimeError(f"benchmark extraction went wrong: {summary.format()}")
+        encoders = [ImageEncoder(model, bench.device, p, a) for p, a in bench.setups]
+        flops = frame_flops(encoders[0])
+        crops = torch.cat([resize_crop(np.stack([f.image for f in VideoSource(p)])) for p in paths])
+        n, b = len(crops), bench.batch_size
+        for enc in encoders:
+            enc(crops[:b])  # warm-up (allocator, kernels)
+        before = peaks(bench.peak_n)
+        model_s = [[] for _ in encoders]
+        pipe_s = [[] for _ in encoders]
+        for r in range(bench.repeats):  # interleaved, so all see the same machine state
+            for k, enc in enumerate(encoders):
+                model_s[k].append(_model_seconds(enc, crops, b))
+                cfg = ExtractConfig(dataset="demo", batch_size=b, workers=bench.workers,
+                                    progress=False)  # fmt: skip
+                store = tmp / f"store-{k}-{r}.zarr"
+                t0 = time.perf_counter()
+                summary = extract(entries, store, enc, cfg)
+                pipe_s[k].append(time.perf_counter() - t0)
+                if not summary.ok or summary.frames != n:
+                    raise RuntimeError(f"benchmark extraction went wrong: {summary.format()}")
+        after = peaks(bench.peak_n)
+        peak = {p: (before[p] + after[p]) / 2 for p in before}
+        rows = []
+        for k, (enc, (precision, attention)) in enumerate(zip(encoders, bench.setups, strict=True)):
+            model_fps, pipe_fps = n / min(model_s[k]), n / min(pipe_s[k])
+            gflops = model_fps * flops / 1e9
+            rows.append({
+                "setup": f"{precision} {attention}",
+                "precision": enc.precision,
+                "model_fps": model_fps,
+                "pipeline_fps": pipe_fps,
+                "ratio": pipe_fps / model_fps,
+                "gflops": gflops,
+                "of_peak": gflops / peak["bf16" if enc.precision == "bf16" else "fp32"],
+            })  # fmt: skip
+        for row in rows:
+            row["speedup"] = row["model_fps"] / rows[0]["model_fps"]
+            row["pipeline_speedup"] = row["pipeline_fps"] / rows[0]["pipeline_fps"]
         result = {
-            "device": str(encoder.device),
-            "precision": encoder.precision,
+            "device": bench.device,
             "threads": torch.get_num_threads(),
             "frames": n,
-            "input": f"{len(paths)} x H.264 {size[0]}x{size[1]}",
-            "batch_size": batch_size,
-            "workers": workers,
-            "model_fps": n / min(model_s),
-            "pipeline_fps": n / min(pipe_s),
-            "decode_fps": n / decode_s,
-            "decode_preprocess_fps": n / prep_s,
+            "input": f"{len(paths)} x H.264 {bench.size[0]}x{bench.size[1]}",
+            "batch_size": b,
+            "workers": bench.workers,
+            "gflop_per_frame": flops / 1e9,
+            "peak_fp32_gflops": peak["fp32"],
+            "peak_bf16_gflops": peak["bf16"],
+            "rows": rows,
+            "profile": profile(paths, encoders[0], b),
         }
-        result["ratio"] = result["pipeline_fps"] / result["model_fps"]
         log.info("bench extract: %s", result)
         return result
+
+
+def table(result: dict) -> str:
+    """The result as a plain-text table."""
+    lines = [
+        f"{result['frames']} frames ({result['input']}), batch {result['batch_size']}, "
+        f"{result['workers']} decoder threads, {result['threads']} torch threads; "
+        f"{result['gflop_per_frame']:.3g} GFLOP/frame; matmul peak fp32 "
+        f"{result['peak_fp32_gflops']:.0f}, bf16 {result['peak_bf16_gflops']:.0f} GFLOP/s",
+        f"{'setup':<12} {'model fps':>9} {'pipe fps':>9} {'pipe/model':>10} {'speedup':>8} "
+        f"{'GFLOP/s':>8} {'of peak':>8}",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['setup']:<12} {r['model_fps']:>9.2f} {r['pipeline_fps']:>9.2f} "
+            f"{r['ratio']:>10.2f} {r['speedup']:>7.2f}x {r['gflops']:>8.1f} {r['of_peak']:>8.2f}"
+        )
+    p = result["profile"]
+    stages = ("decode", "preprocess", "model", "write")
+    lines.append(
+        f"one-thread profile ({result['rows'][0]['setup']}): "
+        + ", ".join(f"{s} {p[f'{s}_ms_per_frame']:.1f} ms ({p[f'{s}_share']:.0%})" for s in stages)
+    )
+    return "\n".join(lines)
