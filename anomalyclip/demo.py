@@ -395,15 +395,18 @@ def pretrain_projections(clip_dir: Path, seed: int = 0, clips_per_class: int = 2
         len(names), model.config.projection_dim, generator=gen, dtype=torch.float64
     )
 
-    images, targets = [], []
-    for c, label in enumerate(names):
-        for k in range(clips_per_class):
-            rng = np.random.default_rng([seed, 10_000 + c, k])
-            pixels, intervals = render_video(label, rng, 96, (160, 120))
-            if intervals:
-                pixels = pixels[intervals[0][0] : intervals[0][1]]
-            images.append(preprocess(pixels[:: max(1, len(pixels) // 24)]))
-            targets += [c] * len(images[-1])
+    def clip(job: tuple[int, int]) -> torch.Tensor:
+        c, k = job
+        rng = np.random.default_rng([seed, 10_000 + c, k])
+        pixels, intervals = render_video(names[c], rng, 96, (160, 120))
+        if intervals:
+            pixels = pixels[intervals[0][0] : intervals[0][1]]
+        return preprocess(pixels[:: max(1, len(pixels) // 24)])
+
+    jobs = [(c, k) for c in range(len(names)) for k in range(clips_per_class)]
+    with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        images = list(pool.map(clip, jobs))  # rendering releases the GIL
+    targets = [c for (c, _), im in zip(jobs, images, strict=True) for _ in range(len(im))]
     pixels = torch.cat(images)
     v = _pooled_states(model, model.visual_projection, lambda: model.get_image_features(pixels))
     counts = torch.bincount(torch.tensor(targets), minlength=len(names)).double()
