@@ -96,7 +96,7 @@ def features_cmd(
     from anomalyclip.datasets import get_adapter
     from anomalyclip.extract.decode import Sampling
     from anomalyclip.extract.pipeline import extract, shard_from_env
-    from anomalyclip.train.build import default_device
+    from anomalyclip.runs import default_device
 
     if fps is not None and stride is not None:
         raise AnomalyError("--fps and --stride: choose one sampling")
@@ -142,7 +142,7 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on a generated dataset: no download, a few minutes on a CPU."""
     from anomalyclip.demo import run_demo
-    from anomalyclip.report import print_metrics
+    from anomalyclip.evaluate.report import format_table
 
     run = run_demo(out, seed=seed)
     for name, seconds in run.timings.items():
@@ -150,7 +150,7 @@ def demo_cmd(
         detail = result.format().splitlines()[0] if hasattr(result, "format") else ""
         typer.echo(f"{name:<10} {seconds:6.1f} s  {detail}".rstrip())
     typer.echo("")
-    print_metrics(run.results["evaluate"])
+    typer.echo(format_table(run.results["evaluate"]))
     typer.echo("")
     typer.echo(f"videos    {run.video_root}")
     typer.echo(f"features  {run.store}")
@@ -429,16 +429,17 @@ def train_cmd(
         locations.local_clip(clip)
     # an unusable --out fails now; a folder left empty by a later error counts as free
     folder = _run_folder(out, resume, exist_ok) if out else None
+    from anomalyclip.evaluate.evaluation import metrics_on_test_split
+    from anomalyclip.evaluate.report import format_table
     from anomalyclip.kernels.allocator import keep_freed_memory
-    from anomalyclip.report import print_metrics
+    from anomalyclip.runs import default_device
     from anomalyclip.store import open_store
     from anomalyclip.train import resolve_config, train
-    from anomalyclip.train.build import default_device
 
     with open_store(features) as st:
         dataset = st.dataset
         if resume:
-            from anomalyclip.train.checkpoint import check_backbone, read_run_config
+            from anomalyclip.runs.checkpoint import check_backbone, read_run_config
 
             run_dir = out or f"runs/{dataset}"
             check_backbone(read_run_config(run_dir), st, run_dir, allow_backbone_mismatch)
@@ -465,10 +466,10 @@ def train_cmd(
         keep_freed_memory()  # this process's policy: the step's big tensors reuse freed memory
     folder = folder or _run_folder(f"runs/{dataset}", resume, exist_ok)
     logging.getLogger(__name__).info("run folder %s", folder)
-    result = train(features, folder, cfg, clip=clip, resume=resume)
+    result = train(features, folder, cfg, clip=clip, resume=resume, evaluate=metrics_on_test_split)
     typer.echo(f"run written to {folder}")
     if result.get("metrics"):
-        print_metrics(result["metrics"])
+        typer.echo(format_table(result["metrics"]))
 
 
 def _run_folder(out: str, resume: bool, exist_ok: bool):
@@ -527,10 +528,10 @@ def eval_cmd(
     if device:
         checks.device_name(device)
     from anomalyclip.environment import provenance
-    from anomalyclip.evaluate.run import EvalOptions, evaluate_run, write_outputs
+    from anomalyclip.evaluate.evaluation import EvalOptions, evaluate_run, write_outputs
+    from anomalyclip.evaluate.report import format_table
     from anomalyclip.events import EventConfig
-    from anomalyclip.report import print_metrics
-    from anomalyclip.train.build import default_device, load_model
+    from anomalyclip.runs import default_device, load_model
 
     events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
     dev = default_device(device)
@@ -545,7 +546,7 @@ def eval_cmd(
     out_dir = write_outputs(
         out or f"{checkpoint}/eval", metrics, results, model.cfg.classes, model.cfg.normal_id
     )
-    print_metrics(metrics)
+    typer.echo(format_table(metrics))
     typer.echo(f"outputs in {out_dir}")
 
 
@@ -703,10 +704,10 @@ def bench_store_cmd(
     import json
     import tempfile
 
-    from anomalyclip.bench.store import run, table
+    from anomalyclip.bench.store import measure, table
 
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-store-") as tmp:
-        result = run(out or tmp, videos, frames, seed=seed, batches=batches)
+        result = measure(out or tmp, videos, frames, seed=seed, batches=batches)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
@@ -730,11 +731,11 @@ def bench_train_cmd(
     """Seconds per training step at the paper's UCF-Crime shape, against the published code."""
     import json
 
-    from anomalyclip.bench.train import run, table
+    from anomalyclip.bench.train import measure, table
 
     dtypes = (False, True) if bf16 else (False,)
     keep = (True, False) if libc_malloc else (True,)
-    result = run(
+    result = measure(
         convs=_bench_convs(conv), bf16=dtypes, steps=steps, rounds=rounds, keep_memory=keep
     )
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
@@ -750,9 +751,9 @@ def bench_eval_cmd(
     """Frames/s of test-mode inference at the UCF-Crime shape, and the time outside the model."""
     import json
 
-    from anomalyclip.bench.eval import run, table
+    from anomalyclip.bench.eval import measure, table
 
-    result = run(n_videos=videos, convs=_bench_convs(conv), rounds=rounds)
+    result = measure(n_videos=videos, convs=_bench_convs(conv), rounds=rounds)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
@@ -855,14 +856,14 @@ def bench_watch_cmd(
     lag and drops over a long stream; with --agreement, live against offline scores."""
     import json
 
-    from anomalyclip.bench.watch import run, table
+    from anomalyclip.bench.watch import measure, table
 
     if agreement:
         from anomalyclip.bench.watch import agreement as measure_agreement
 
         typer.echo(json.dumps(measure_agreement(agreement), indent=2))
         return
-    result = run(clip=clip, precision=precision, soak=soak, trial=seconds, threads=threads)
+    result = measure(clip=clip, precision=precision, soak=soak, trial=seconds, threads=threads)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from anomalyclip.backbone import build_clip
-from anomalyclip.bench.train import Shape, build_model
+from anomalyclip.bench.train import Shape, bench_network
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.anomalyclip import class_probabilities
 from anomalyclip.model.inference import score_videos
@@ -46,7 +46,7 @@ def timed_score_fn(model: AnomalyCLIP, seconds: list[float]):
     return score
 
 
-def run(
+def measure(
     shape: Shape | None = None,
     n_videos: int = 16,
     frames: tuple[int, int] = (500, 12000),
@@ -62,10 +62,10 @@ def run(
         torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(frames[0], frames[1] + 1, (n_videos,), generator=gen).tolist()
-    videos = [torch.randn(n, shape.dim, generator=gen) for n in lengths]
+    videos = [torch.randn(n, shape.model.feature_dim, generator=gen) for n in lengths]
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-eval-") as tmp:
         clip_dir = build_clip(Path(tmp) / "clip", shape.clip)
-        models = {conv: build_model(clip_dir, shape, conv).eval() for conv in convs}
+        models = {conv: bench_network(clip_dir, shape, conv).eval() for conv in convs}
     state = next(iter(models.values())).state_dict()
     for model in models.values():  # the same weights whatever the algorithm
         model.load_state_dict(state)
@@ -78,8 +78,8 @@ def run(
             scores, _ = score_videos(
                 videos,
                 timed_score_fn(models[conv], model_s),
-                shape.segments,
-                shape.seg_length,
+                shape.model.num_segments,
+                shape.model.seg_length,
                 batch_size,
             )
             wall = time.perf_counter() - t0
@@ -99,7 +99,7 @@ def run(
             }
         )
     return {
-        "shape": {**shape.__dict__, "batch": batch_size},
+        "shape": {**shape.describe(), "batch": batch_size},
         "videos": n_videos,
         "frames": total,
         "rows": rows,

@@ -25,11 +25,11 @@ import torch
 
 from anomalyclip.backbone import build_clip
 from anomalyclip.datasets.registry import VideoEntry
-from anomalyclip.demo import render_video, write_video
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.extract.preprocess import resize_crop
+from anomalyclip.synthetic import encode_video, render_scene
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ def _make_videos(folder: Path, n_frames: int, n_videos: int, size: tuple[int, in
     lengths[: n_frames % n_videos] += 1
     paths = []
     for k, length in enumerate(lengths):
-        frames, _ = render_video("Explosion", rng, int(length), size)
+        frames, _ = render_scene("Explosion", rng, int(length), size)
         paths.append(folder / f"bench_{k}.mp4")
-        write_video(paths[-1], frames)
+        encode_video(paths[-1], frames)
     return paths
 
 
