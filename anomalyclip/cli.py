@@ -8,6 +8,7 @@ printed on one line, ``error: <file>: <problem>``, with exit status 2.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -101,7 +102,7 @@ def features_cmd(
     from anomalyclip.datasets import get_adapter
     from anomalyclip.extract.decode import Sampling
     from anomalyclip.extract.pipeline import ExtractConfig, extract, shard_from_env
-    from anomalyclip.train.build import default_device
+    from anomalyclip.runs import default_device
 
     if fps is not None and stride is not None:
         raise AnomalyError("--fps and --stride: choose one sampling")
@@ -146,7 +147,7 @@ def demo_cmd(
 ) -> None:
     """The whole pipeline on a generated dataset: no download, a few minutes on a CPU."""
     from anomalyclip.demo import run_demo
-    from anomalyclip.report import print_metrics
+    from anomalyclip.evaluate.report import format_table
 
     run = run_demo(out, seed=seed)
     for name, seconds in run.timings.items():
@@ -154,7 +155,7 @@ def demo_cmd(
         detail = result.format().splitlines()[0] if hasattr(result, "format") else ""
         typer.echo(f"{name:<10} {seconds:6.1f} s  {detail}".rstrip())
     typer.echo("")
-    print_metrics(run.results["evaluate"])
+    typer.echo(format_table(run.results["evaluate"]))
     typer.echo("")
     typer.echo(f"videos    {run.video_root}")
     typer.echo(f"features  {run.store}")
@@ -180,7 +181,7 @@ def bench_extract_cmd(
     matmul peak, and where the pipeline's time goes."""
     import json
 
-    from anomalyclip.bench.extract import ExtractBench, run, table
+    from anomalyclip.bench.extract import ExtractBench, measure, table
 
     w, h = (int(v) for v in size.lower().split("x"))
     pairs = tuple(tuple(s.split(":", 1)) for s in setups.split(","))
@@ -188,7 +189,7 @@ def bench_extract_cmd(
         raise AnomalyError(f"--setups {setups}: expected PRECISION:ATTENTION,... e.g. bf16:sdpa")
     bench = ExtractBench(model, frames, size=(w, h), batch_size=batch_size, workers=workers,
                          device=device, setups=pairs, repeats=repeats)  # fmt: skip
-    result = run(bench)
+    result = measure(bench)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
@@ -439,16 +440,17 @@ def train_cmd(
         locations.local_clip(clip)
     # an unusable --out fails now; a folder left empty by a later error counts as free
     folder = _run_folder(out, resume, exist_ok) if out else None
+    from anomalyclip.evaluate.evaluation import metrics_on_test_split
+    from anomalyclip.evaluate.report import format_table
     from anomalyclip.kernels.allocator import keep_freed_memory
-    from anomalyclip.report import print_metrics
+    from anomalyclip.runs import default_device
     from anomalyclip.store import open_store
     from anomalyclip.train import resolve_config, train
-    from anomalyclip.train.build import default_device
 
     with open_store(features) as st:
         dataset = st.dataset
         if resume:
-            from anomalyclip.train.checkpoint import check_backbone, read_run_config
+            from anomalyclip.runs.checkpoint import check_backbone, read_run_config
 
             run_dir = out or f"runs/{dataset}"
             check_backbone(read_run_config(run_dir), st, run_dir, allow_backbone_mismatch)
@@ -475,10 +477,10 @@ def train_cmd(
         keep_freed_memory()  # this process's policy: the step's big tensors reuse freed memory
     folder = folder or _run_folder(f"runs/{dataset}", resume, exist_ok)
     logging.getLogger(__name__).info("run folder %s", folder)
-    result = train(features, folder, cfg, clip=clip, resume=resume)
+    result = train(features, folder, cfg, clip=clip, resume=resume, evaluate=metrics_on_test_split)
     typer.echo(f"run written to {folder}")
     if result.get("metrics"):
-        print_metrics(result["metrics"])
+        typer.echo(format_table(result["metrics"]))
 
 
 def _run_folder(out: str, resume: bool, exist_ok: bool):
@@ -537,10 +539,10 @@ def eval_cmd(
     if device:
         checks.device_name(device)
     from anomalyclip.environment import provenance
-    from anomalyclip.evaluate.run import EvalOptions, evaluate_run, write_outputs
+    from anomalyclip.evaluate.evaluation import EvalOptions, evaluate_run, write_outputs
+    from anomalyclip.evaluate.report import format_table
     from anomalyclip.events import EventConfig
-    from anomalyclip.report import print_metrics
-    from anomalyclip.train.build import default_device, load_model
+    from anomalyclip.runs import default_device, load_model
 
     events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
     dev = default_device(device)
@@ -555,7 +557,7 @@ def eval_cmd(
     out_dir = write_outputs(
         out or f"{checkpoint}/eval", metrics, results, model.cfg.classes, model.cfg.normal_id
     )
-    print_metrics(metrics)
+    typer.echo(format_table(metrics))
     typer.echo(f"outputs in {out_dir}")
 
 
@@ -713,10 +715,10 @@ def bench_store_cmd(
     import json
     import tempfile
 
-    from anomalyclip.bench.store import run, table
+    from anomalyclip.bench.store import measure, table
 
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-store-") as tmp:
-        result = run(out or tmp, videos, frames, seed=seed, batches=batches)
+        result = measure(out or tmp, videos, frames, seed=seed, batches=batches)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
@@ -740,11 +742,11 @@ def bench_train_cmd(
     """Seconds per training step at the paper's UCF-Crime shape, against the published code."""
     import json
 
-    from anomalyclip.bench.train import run, table
+    from anomalyclip.bench.train import measure, table
 
     dtypes = (False, True) if bf16 else (False,)
     keep = (True, False) if libc_malloc else (True,)
-    result = run(
+    result = measure(
         convs=_bench_convs(conv), bf16=dtypes, steps=steps, rounds=rounds, keep_memory=keep
     )
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
@@ -753,17 +755,66 @@ def bench_train_cmd(
 @bench_app.command("eval")
 def bench_eval_cmd(
     videos: int = typer.Option(16, "--videos", help="Random-length test videos."),
-    conv: str = typer.Option("both", "--conv", help="direct | winograd | both."),
     rounds: int = typer.Option(3, "--rounds", help="Interleaved repeats (median)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Frames/s of test-mode inference at the UCF-Crime shape, and the time outside the model."""
+    """Frames/s of test-mode inference at the UCF-Crime shape: the reference path against the
+    fast path in fp32 and bf16, a 4096-frame video, and the time outside the model."""
     import json
 
-    from anomalyclip.bench.eval import run, table
+    from anomalyclip.bench.eval import measure, table
 
-    result = run(n_videos=videos, convs=_bench_convs(conv), rounds=rounds)
+    result = measure(n_videos=videos, rounds=rounds)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("demo")
+def bench_demo_cmd(
+    out: str = typer.Option(None, "--out", help="Keep the demo here (default: a temp dir)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Seconds of every demo step, with the demo's AUC, alarms and events found."""
+    import json
+
+    from anomalyclip.bench.demo import measure, table
+
+    result = measure(out)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("predict")
+def bench_predict_cmd(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run directory."),
+    videos: list[str] = typer.Option(None, "--video", help="Videos (default: two generated)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """`predict --render` frames/s end to end, and the shares of extraction and rendering."""
+    import json
+
+    from anomalyclip.bench.predict import measure, table
+
+    result = measure(checkpoint, videos or None)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("all")
+def bench_all_cmd(
+    readme: str = typer.Option(None, "--readme", help="Write the table into this README."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every benchmark at quick sizes (~15 min on 2 cores), one table of ratios."""
+    import json
+
+    from anomalyclip.bench.all import measure, table, write_readme
+
+    if readme and not os.path.isfile(readme):
+        raise AnomalyError(f"{readme}: no such file")
+    result = measure()
+    text = table(result)
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else text)
+    if readme:
+        write_readme(readme, text)
+        typer.echo(f"written into {readme}")
 
 
 # -- live video -----------------------------------------------------------------------------
@@ -865,14 +916,14 @@ def bench_watch_cmd(
     lag and drops over a long stream; with --agreement, live against offline scores."""
     import json
 
-    from anomalyclip.bench.watch import run, table
+    from anomalyclip.bench.watch import measure, table
 
     if agreement:
         from anomalyclip.bench.watch import agreement as measure_agreement
 
         typer.echo(json.dumps(measure_agreement(agreement), indent=2))
         return
-    result = run(clip=clip, precision=precision, soak=soak, trial=seconds, threads=threads)
+    result = measure(clip=clip, precision=precision, soak=soak, trial=seconds, threads=threads)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 

@@ -151,7 +151,7 @@ def tiny_training(epoch: int):
 
 def checkpoint_job(run: str | Path, epoch: int) -> None:
     """What training does at the end of an epoch: publish the run's checkpoint."""
-    from anomalyclip.train.checkpoint import save_run
+    from anomalyclip.runs.checkpoint import save_run
 
     model, optimizer, config = tiny_training(epoch)
     save_run(run, model, config, epoch, optimizer)
@@ -161,7 +161,7 @@ def _hook_files(kill: _KillAt) -> None:
     """Every way the checkpoint code changes a file: write, rename, remove."""
     import shutil
 
-    from anomalyclip.train import checkpoint
+    from anomalyclip.runs import checkpoint
 
     for module, name in ((os, "replace"), (os, "rename"), (os, "unlink"), (os, "remove"),
                          (shutil, "rmtree"), (checkpoint, "_write_file")):  # fmt: skip

@@ -16,8 +16,8 @@ import torch
 
 from anomalyclip.backbone import describe
 from anomalyclip.datasets import get_dataset
+from anomalyclip.runs import build_network
 from anomalyclip.store import VideoRecord, open_store, provenance
-from anomalyclip.train.build import build_model, model_config
 from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.loop import _seed_everything
 
@@ -27,7 +27,8 @@ D = 512
 def initial_text_features(clip_dir: Path, cfg: TrainConfig, dataset: str = "demo") -> torch.Tensor:
     """(C, D) text features of the model that training with ``cfg`` starts from."""
     _seed_everything(cfg.seed)
-    model = build_model(model_config(get_dataset(dataset), cfg, D), clip_dir)
+    spec = get_dataset(dataset)
+    model = build_network(cfg.model.with_data(spec.classes, spec.normal_id, D), clip_dir)
     with torch.no_grad():
         return model.text_features().double()
 

@@ -14,16 +14,34 @@ from anomalyclip.bench import train as bench_train
 from anomalyclip.bench.peak import matmul_gflops
 from anomalyclip.bench.train import Shape
 
-TINY = Shape(batch=4, segments=4, seg_length=4, dim=512, emb_dim=128, heads=4, clip="tiny")
+TINY = Shape(
+    bench_train.ucf_model(512, num_segments=4, seg_length=4, emb_dim=128, heads=4),
+    batch=4,
+    clip="tiny",
+)
 
 
-def test_matmul_peak_is_a_positive_rate():
-    assert matmul_gflops(torch.float32, n=128, repeats=3) > 0
+def test_matmul_peak_counts_2n3_flops_over_the_median_time(monkeypatch):
+    """On a clock that says how long each multiply took (no real timing): an n x n by n x n
+    product is 2 n^3 FLOPs, read over the median of the repeats (3 s here, not the mean)."""
+    from anomalyclip.bench import peak
+
+    durations = iter([1.0, 9.0, 3.0])
+    ticks = {"now": 0.0, "start": True}
+
+    def clock() -> float:
+        if not ticks["start"]:
+            ticks["now"] += next(durations)
+        ticks["start"] = not ticks["start"]
+        return ticks["now"]
+
+    monkeypatch.setattr(peak.time, "perf_counter", clock)
+    assert matmul_gflops(torch.float32, n=100, repeats=3) == pytest.approx(2 * 100**3 / 3 / 1e9)
 
 
 @pytest.fixture(scope="module")
 def train_result():
-    return bench_train.run(
+    return bench_train.measure(
         TINY,
         convs=("direct", "winograd"),
         bf16=(False, True),
@@ -67,11 +85,42 @@ def test_train_bench_numbers_are_consistent(train_result):
             assert executed < nominal  # fewer multiplies for the same convolution
         if row["conv"] == "direct":
             assert math.isclose(executed, nominal)
+    # every rate is the counted FLOPs over the measured time of the same row
+    for row in r["rows"]:
+        assert math.isclose(row["effective_gflops"] * row["step_s"], nominal)
     fastest = min(row["step_s"] for row in r["rows"])
     assert math.isclose(r["fastest_step_per_s"], 1 / fastest)
     assert math.isclose(r["loading_over_step_rate"], r["loading_batches_per_s"] * fastest)
     assert r["loading_batches_per_s"] > 0
     assert "direct fp32" in bench_train.table(r) and "batches/s" in bench_train.table(r)
+
+
+def test_train_bench_flops_are_torchs_count_of_the_trainers_step(train_result, tiny_clip):
+    """The bench's FLOPs against torch's counter run here on the network the trainer builds
+    at the same shape (not the bench's own model): forward (prompts, selector, temporal
+    model and loss), the temporal model's share, and a backward of 1 to 2 forwards (every
+    matrix product needs its weight gradient, all but the first also the input's)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from anomalyclip.runs import build_network
+
+    model = build_network(TINY.model, tiny_clip, "direct").train()
+    m = TINY.model
+    x = torch.randn(TINY.batch, m.num_segments, m.seg_length, m.feature_dim)
+    abnormal = [c for c in range(m.num_classes) if c != m.normal_id]
+    labels = torch.tensor(abnormal[:2] + [m.normal_id] * 2)
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = model.loss(model(x), labels, generator=torch.Generator().manual_seed(0))
+    forward = counter.get_total_flops() / 1e9
+    with FlopCounterMode(display=False) as only_temporal:
+        model.temporal_model(
+            torch.randn(TINY.batch, m.num_segments, m.seg_length, m.temporal_in_dim)
+        )
+    temporal = only_temporal.get_total_flops() / 1e9
+    for row in train_result["rows"]:
+        assert math.isclose(row["nominal_gflop_fwd"], forward, rel_tol=1e-9)
+        assert math.isclose(row["temporal_gflop_fwd"], temporal, rel_tol=1e-9)
+        assert forward < row["nominal_gflop_bwd"] <= 2 * forward
 
 
 def test_paper_shape_flops_match_the_reference():
@@ -89,7 +138,7 @@ def test_paper_shape_flops_match_the_reference():
 
 
 def test_eval_bench_numbers_are_consistent():
-    r = bench_eval.run(TINY, n_videos=3, frames=(1, 100), batch_size=2, rounds=2, threads=None)
+    r = bench_eval.measure(TINY, n_videos=3, frames=(1, 100), batch_size=2, rounds=2, threads=None)
     assert r["videos"] == 3 and r["frames"] >= 3
     for row in r["rows"]:
         assert 0 < row["model_s"] < row["wall_s"]
@@ -97,5 +146,7 @@ def test_eval_bench_numbers_are_consistent():
         assert math.isclose(
             row["outside_model_share"], (row["wall_s"] - row["model_s"]) / row["wall_s"]
         )
-    assert {row["conv"] for row in r["rows"]} == {"direct", "winograd"}
+        assert row["video_4096_s"] > 0
+        assert math.isclose(row["speedup"], row["frames_per_s"] / r["rows"][0]["frames_per_s"])
+    assert [row["setup"] for row in r["rows"]] == ["reference", "fast fp32", "fast bf16"]
     assert "frames/s" in bench_eval.table(r)

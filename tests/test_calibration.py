@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from synthetic import planted_store
 
+from anomalyclip.evaluate.evaluation import metrics_on_test_split
 from anomalyclip.store import VideoRecord, open_store
 from anomalyclip.train import resolve_config, train
 from anomalyclip.train.calibration import split_held_out
@@ -90,7 +91,10 @@ def test_test_labels_never_choose_the_threshold(run, tmp_path, tiny_clip):
             else:
                 rec = VideoRecord(rec.video_id, label=rec.label, split=rec.split, fps=rec.fps)
             dst.write_video(rec, src.features(rec.video_id))
-    again = train(shuffled, tmp_path / "run", cfg.updated(eval_every=1), progress=False)
+    again = train(
+        shuffled, tmp_path / "run", cfg.updated(eval_every=1), progress=False,
+        evaluate=metrics_on_test_split,
+    )  # fmt: skip
     assert again["metrics"] is not None  # the shuffled test labels were read
     original = json.loads((tmp / "run" / "config.json").read_text())
     assert again["threshold"] == original["threshold"]

@@ -18,10 +18,10 @@ from cli_helper import cli_env, run_cli
 
 import anomalyclip
 from anomalyclip.errors import AnomalyError
+from anomalyclip.runs import default_device
 from anomalyclip.store import SCHEMA, VideoRecord, open_store
 from anomalyclip.store.backend import store_format
 from anomalyclip.train import resolve_config
-from anomalyclip.train.build import default_device
 
 
 def assert_usage_error(done, *expected: str) -> None:
@@ -115,7 +115,7 @@ def test_config_numbers_keep_their_meaning(tmp_path):
     path.write_text("[train]\nlr = 1\nepochs = 3\n[train.loss_weights]\nsmooth = 2\n")
     cfg = resolve_config("demo", path)
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.epochs == 3
-    assert cfg.loss_weights.smooth == 2.0 and cfg.loss_weights.sparse == 8e-3
+    assert cfg.model.loss_weights.smooth == 2.0 and cfg.model.loss_weights.sparse == 8e-3
 
 
 def test_train_config_error_through_the_cli(tmp_path, demo_store):

@@ -19,11 +19,11 @@ import pytest
 from cli_helper import call_cli
 
 from anomalyclip.datasets import discover, get_adapter, get_dataset, read_video_csv
-from anomalyclip.demo import render_video, write_video
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.run import read_annotations
+from anomalyclip.evaluate.evaluation import read_annotations
 from anomalyclip.interop.npy_import import import_npy
 from anomalyclip.store import open_store
+from anomalyclip.synthetic import encode_video, render_scene
 
 NAME = "custom:Fire,Normal,Trespass"
 
@@ -160,8 +160,8 @@ def my_videos(tmp_path_factory) -> tuple[Path, Path, dict]:
     root = tmp_path_factory.mktemp("my_videos")
     truth, rows = {}, [["path", "label", "split", "start", "end"]]
     for k, (rel, label, split, frames, drawn) in enumerate(VIDEOS):
-        pixels, intervals = render_video(drawn, np.random.default_rng([7, k]), frames, (64, 48))
-        write_video(root / "videos" / rel, pixels, fps=10)
+        pixels, intervals = render_scene(drawn, np.random.default_rng([7, k]), frames, (64, 48))
+        encode_video(root / "videos" / rel, pixels, fps=10)
         spans = [int(x) for span in intervals for x in span] if split == "test" else []
         rows.append([rel, label, split, *spans])
         truth[video_id(rel)] = [list(span) for span in intervals] if split == "test" else []

@@ -29,7 +29,7 @@ from anomalyclip.datasets import (
 from anomalyclip.datasets.files import iter_fields, parse_pairs, video_name
 from anomalyclip.datasets.xd import split_from_folders
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.run import read_annotations
+from anomalyclip.evaluate.evaluation import read_annotations
 from anomalyclip.interop.npy_import import import_npy
 from anomalyclip.store import open_store
 

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomalyclip.demo import write_video
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import Sampling, VideoSource, _TimeRepair
+from anomalyclip.synthetic import encode_video
 
-# decoded frame counts (ffprobe -count_frames agrees), and what the headers claim
+# Facts of the real files (their README: ffprobe -count_frames; the frame rates of the
+# containers): decoded frames, (height, width), frame rate, the first frame's time and,
+# for constant-rate files, the step between frames. tree.avi's header claims 444 frames.
 REAL = {
-    "vtest.avi": (795, 795),
-    "tree.avi": (68, 444),
-    "Megamind.avi": (270, 270),
-    "Megamind_bugy.avi": (270, 270),
+    "vtest.avi": (795, (576, 768), 10.0, 0.0),
+    "tree.avi": (68, (240, 320), 14.999925, 0.0),
+    "Megamind.avi": (270, (528, 720), 23.976, 1 / 23.976),
+    "Megamind_bugy.avi": (270, (528, 720), 30.0, 1 / 30),
 }
 
 
@@ -27,26 +29,45 @@ def _raw_times(path) -> list[float]:
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
-def test_real_videos_decode_all_frames_with_increasing_times(shared_videos, name):
-    decoded, header = REAL[name]
-    with av.open(str(shared_videos / name)) as c:
-        assert c.streams.video[0].frames == header  # the quirk is real: tree.avi claims 444
+def test_real_videos_decode_to_their_known_frames(shared_videos, name):
+    """The package's decoder gives each file's true frame count (not the header's), its
+    size as RGB, its rate, and strictly increasing times starting where the file starts."""
+    decoded, (h, w), fps, start = REAL[name]
     source = VideoSource(shared_videos / name)
     frames = list(source)
     assert source.num_decoded == decoded == len(frames)
+    assert source.fps == pytest.approx(fps, rel=1e-6)
     assert [f.index for f in frames] == list(range(decoded))
+    assert {f.image.shape for f in frames} == {(h, w, 3)}
+    assert {f.image.dtype for f in frames} == {np.dtype(np.uint8)}
     times = np.array([f.time for f in frames])
+    assert times[0] == pytest.approx(start, abs=1e-6)
     assert np.all(np.diff(times) > 0)
-    # the repair only reorders the container's own timestamps, it invents none here
-    np.testing.assert_allclose(times, np.sort(_raw_times(shared_videos / name)))
-    assert frames[0].image.dtype == np.uint8 and frames[0].image.shape[2] == 3
+    if name != "tree.avi":  # constant rate: frame k at start + k / fps, no frame lost
+        np.testing.assert_allclose(times, start + np.arange(decoded) / fps, atol=1e-6)
 
 
-def test_megamind_needs_the_timestamp_repair(shared_videos):
-    """Packed B-frames in AVI: the decoder's output carries timestamps out of order."""
+def test_real_pictures_are_the_scenes(shared_videos):
+    """What the pixels hold: Megamind opens on a black frame; vtest is a daylight street
+    scene (mean level ~112 of 255), its first and last frames nearly alike (fixed camera)."""
+    first = next(iter(VideoSource(shared_videos / "Megamind.avi"))).image
+    assert first.max() <= 16
+    street = [f.image.astype(np.float64) for f in VideoSource(shared_videos / "vtest.avi")]
+    assert 100 < street[0].mean() < 125 and 100 < street[-1].mean() < 125
+    assert np.abs(street[0] - street[-1]).mean() < 15  # the same street, people moved
+    assert np.abs(street[0] - street[1]).mean() < np.abs(street[0] - street[-1]).mean()
+
+
+def test_megamind_times_are_repaired(shared_videos):
+    """Packed B-frames in AVI: the container gives the decoder's output timestamps out of
+    order (88 inversions in both files); the package's decoder hands them out in order,
+    one frame period apart."""
     for name in ("Megamind.avi", "Megamind_bugy.avi"):
         raw = np.array(_raw_times(shared_videos / name))
-        assert np.sum(np.diff(raw) <= 0) > 50  # 88 inversions in both files
+        assert np.sum(np.diff(raw) <= 0) > 50
+        times = np.array([f.time for f in VideoSource(shared_videos / name)])
+        np.testing.assert_allclose(np.diff(times), 1 / REAL[name][2], atol=1e-6)
+        np.testing.assert_allclose(times, np.sort(raw), atol=1e-6)  # invents none
 
 
 def test_tree_times_keep_the_gaps(shared_videos):
@@ -94,7 +115,7 @@ def _numbered_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
 
 def test_encoded_video_decodes_in_order_with_exact_count(tmp_path):
     path = tmp_path / "numbered.mp4"
-    write_video(path, _numbered_frames(30), fps=15)
+    encode_video(path, _numbered_frames(30), fps=15)
     source = VideoSource(path)
     frames = list(source)
     assert source.num_decoded == 30 and source.fps == 15
@@ -126,7 +147,7 @@ def test_broken_inputs_raise_anomaly_error_naming_file(tmp_path):
     text = tmp_path / "text.mp4"
     text.write_text("this is a text file, not a video\n" * 20)
     good = tmp_path / "good.mp4"
-    write_video(good, _numbered_frames(30))
+    encode_video(good, _numbered_frames(30))
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # loses the moov atom
     empty_dir = tmp_path / "frames"

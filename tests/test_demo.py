@@ -9,12 +9,12 @@ from anomalyclip.datasets import discover
 from anomalyclip.demo import (
     ANOMALIES,
     generate_demo_videos,
-    render_video,
     run_demo,
     step_extract,
 )
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.store import open_store
+from anomalyclip.synthetic import render_scene
 
 SMALL = dict(
     n_train_normal=2,
@@ -30,8 +30,8 @@ SMALL = dict(
 def test_event_changes_exactly_its_interval(label):
     """Outside its interval an abnormal video is pixel for pixel its Normal twin."""
     for seed in range(3):
-        abnormal, intervals = render_video(label, np.random.default_rng(seed), 60, (64, 48))
-        normal, none = render_video("Normal", np.random.default_rng(seed), 60, (64, 48))
+        abnormal, intervals = render_scene(label, np.random.default_rng(seed), 60, (64, 48))
+        normal, none = render_scene("Normal", np.random.default_rng(seed), 60, (64, 48))
         assert none == [] and len(intervals) == 1
         start, end = intervals[0]
         assert 0 < start < end < 60  # normal frames before and after: weak labels
@@ -73,10 +73,10 @@ def test_generated_dataset_decodes_with_stated_counts_and_truth(tmp_path):
             continue
         rng = np.random.default_rng([1, k])
         num_frames = int(rng.integers(40, 57))
-        abnormal, intervals = render_video(v.label, rng, num_frames, (96, 72))
+        abnormal, intervals = render_scene(v.label, rng, num_frames, (96, 72))
         rng = np.random.default_rng([1, k])
         rng.integers(40, 57)
-        twin, _ = render_video("Normal", rng, num_frames, (96, 72))
+        twin, _ = render_scene("Normal", rng, num_frames, (96, 72))
         assert intervals == v.intervals
         decoded = np.stack([f.image for f in VideoSource(v.path)]).astype(float)
         to_abnormal = np.abs(decoded - abnormal).mean(axis=(1, 2, 3))  # (T,)
@@ -99,8 +99,8 @@ def test_generation_is_deterministic(tmp_path):
             vb.num_frames,
             vb.intervals,
         )
-    frames_a, _ = render_video("Tampering", np.random.default_rng([4, 0]), 30, (64, 48))
-    frames_b, _ = render_video("Tampering", np.random.default_rng([4, 0]), 30, (64, 48))
+    frames_a, _ = render_scene("Tampering", np.random.default_rng([4, 0]), 30, (64, 48))
+    frames_b, _ = render_scene("Tampering", np.random.default_rng([4, 0]), 30, (64, 48))
     np.testing.assert_array_equal(frames_a, frames_b)
 
 

@@ -407,7 +407,7 @@ def test_metrics_json_and_table(tmp_path):
 
 def test_video_plot_without_presentation_times_uses_frame_numbers(tmp_path):
     """Features imported from .npy without --fps have NaN times; the plot falls back to frames."""
-    from anomalyclip.evaluate.run import VideoResult, write_outputs
+    from anomalyclip.evaluate.evaluation import VideoResult, write_outputs
 
     rng = np.random.default_rng(0)
     T, names = 40, ("A", "Normal")
@@ -419,3 +419,37 @@ def test_video_plot_without_presentation_times_uses_frame_numbers(tmp_path):
     out = write_outputs(tmp_path, metrics, [result], names, 1)
     png = out / "videos" / "v" / "one.png"  # an id with "/" keeps its folder
     assert png.is_file() and png.stat().st_size > 10_000
+
+
+def _pixels_of(path, rgb, tol=40):
+    """(rows, cols) of the pixels within ``tol`` of colour ``rgb`` (anti-aliased lines keep
+    their own colour along their middle)."""
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB")).astype(int)
+    return np.nonzero(np.abs(a - np.array(rgb)).sum(-1) <= tol)
+
+
+def test_roc_plot_draws_the_curve_of_the_data(tmp_path):
+    """The ROC picture, read back by colour. Scores [0.9, 0.7, 0.5, 0.3] for labels
+    [abnormal, normal, abnormal, normal] give the curve (0, 0) -> (0, .5) -> (.5, .5) ->
+    (.5, 1) -> (1, 1): two horizontal blue runs, at TPR 0.5 over FPR 0..0.5 and at TPR 1 over
+    FPR 0.5..1, meeting in the middle of the axes' width; the axes are square (equal aspect),
+    so the runs lie half that width apart vertically. Another curve, swapped axes or a
+    stretched plot break these relations."""
+    scores, labels = np.array([0.9, 0.7, 0.5, 0.3]), np.array([True, False, True, False])
+    path = plot_roc(scores, labels, tmp_path / "roc.png")
+    rows, cols = _pixels_of(path, (0x1F, 0x77, 0xB4))
+    counts = np.bincount(rows)
+    long_rows = np.flatnonzero(counts > 100)  # curve segments; the legend's sample is short
+    groups = np.split(long_rows, np.flatnonzero(np.diff(long_rows) > 1) + 1)
+    assert len(groups) == 2, groups
+    (upper, lower) = [(g.mean(), cols[np.isin(rows, g)]) for g in groups]
+    (r_one, upper_cols), (r_half, lower_cols) = upper, lower
+    left, step, right = lower_cols.min(), lower_cols.max(), upper_cols.max()
+    assert abs(upper_cols.min() - step) <= 3  # the rise at FPR 0.5 joins the two runs
+    width = right - left  # FPR 0 .. 1
+    assert width > 300
+    assert abs((step - left) - width / 2) <= 3  # FPR 0.5 midway
+    assert abs((r_half - r_one) - width / 2) <= 3  # TPR 1 - 0.5 = half the (square) axes
+    rise = cols == step
+    assert rows[rise].min() <= r_one + 2 and rows[rise].max() >= r_half - 2

@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from anomalyclip.backbone import CLIP_MEAN, CLIP_STD
 from anomalyclip.cli import app
 from anomalyclip.datasets.registry import VideoEntry
-from anomalyclip.demo import render_video, write_video
 from anomalyclip.extract.decode import Sampling, VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract
@@ -31,6 +30,7 @@ from anomalyclip.extract.preprocess import (
     resized_shape,
 )
 from anomalyclip.store import open_store
+from anomalyclip.synthetic import encode_video, render_scene
 
 # the stated tolerance (preprocess.py): <= 2 grey levels, so <= 2 / 255 / min(std) normalised
 NORMALISED_TOL = MAX_LEVEL_DIFF / 255 / min(CLIP_STD) + 1e-6
@@ -77,7 +77,7 @@ def test_preprocessing_matches_pil_reference_on_real_frames(shared_videos):
 def test_preprocessing_matches_pil_reference_on_synthetic_shapes():
     rng = np.random.default_rng(0)
     for h, w in [(120, 160), (300, 200), (224, 224), (224, 400)]:
-        frames, _ = render_video("Explosion", rng, 3, (w, h))
+        frames, _ = render_scene("Explosion", rng, 3, (w, h))
         worst, mean, normalised = _compare(frames)
         assert worst <= MAX_LEVEL_DIFF and mean < 0.05 and normalised <= NORMALISED_TOL, (h, w)
 
@@ -149,9 +149,9 @@ def _small_videos(folder: Path, n: int, frames: int = 24) -> list[Path]:
     rng = np.random.default_rng(3)
     paths = []
     for k in range(n):
-        pixels, _ = render_video("Intruder" if k % 2 else "Normal", rng, frames + 3 * k, (64, 48))
+        pixels, _ = render_scene("Intruder" if k % 2 else "Normal", rng, frames + 3 * k, (64, 48))
         paths.append(folder / f"v{k}.mp4")
-        write_video(paths[-1], pixels)
+        encode_video(paths[-1], pixels)
     return paths
 
 
@@ -177,8 +177,8 @@ def test_changed_source_is_redone_and_incompatible_store_refused(tiny_clip, tmp_
     paths = _small_videos(tmp_path, 2)
     store = tmp_path / "s.zarr"
     extract(_entries(paths), store, tiny_clip, dataset="demo", progress=False)
-    pixels, _ = render_video("Normal", np.random.default_rng(9), 20, (64, 48))
-    write_video(paths[0], pixels)  # the source changed: its fingerprint no longer matches
+    pixels, _ = render_scene("Normal", np.random.default_rng(9), 20, (64, 48))
+    encode_video(paths[0], pixels)  # the source changed: its fingerprint no longer matches
     summary = extract(_entries(paths), store, tiny_clip, dataset="demo", progress=False)
     assert summary.extracted == 1 and summary.skipped == 1
     with open_store(store) as st:
@@ -277,8 +277,8 @@ def test_features_cli_exits_nonzero_on_failure(tiny_clip, tmp_path):
     root = tmp_path / "demo"
     (root / "train" / "Normal").mkdir(parents=True)
     (root / "train" / "Explosion").mkdir(parents=True)
-    pixels, _ = render_video("Normal", np.random.default_rng(0), 20, (64, 48))
-    write_video(root / "train" / "Normal" / "ok.mp4", pixels)
+    pixels, _ = render_scene("Normal", np.random.default_rng(0), 20, (64, 48))
+    encode_video(root / "train" / "Normal" / "ok.mp4", pixels)
     (root / "train" / "Explosion" / "broken.mp4").write_bytes(b"")
     out = tmp_path / "s.zarr"
     args = ["features", "--dataset", "demo", "--videos", str(root), "--out", str(out),

@@ -19,7 +19,6 @@ import torch
 from cli_helper import call_cli, run_cli
 
 from anomalyclip.datasets.registry import VideoEntry
-from anomalyclip.demo import render_video, write_video
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract import encoder as encoder_module
 from anomalyclip.extract.batching import Batcher
@@ -31,6 +30,7 @@ from anomalyclip.extract.pipeline import extract, preprocessing_attrs
 from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.extract.writer import Job, Summary, Writer
 from anomalyclip.store import open_store, provenance
+from anomalyclip.synthetic import encode_video, render_scene
 
 
 def _tagged(video: int, start: int, n: int) -> torch.Tensor:
@@ -177,9 +177,9 @@ def _small_videos(folder: Path, n: int) -> list[Path]:
     rng = np.random.default_rng(5)
     paths = []
     for k in range(n):
-        pixels, _ = render_video("Explosion" if k % 2 else "Normal", rng, 10 + 4 * k, (64, 48))
+        pixels, _ = render_scene("Explosion" if k % 2 else "Normal", rng, 10 + 4 * k, (64, 48))
         paths.append(folder / f"v{k}.mp4")
-        write_video(paths[-1], pixels)
+        encode_video(paths[-1], pixels)
     return paths
 
 

@@ -86,7 +86,7 @@ def test_kill_at_every_store_write_then_rerun_equals_uninterrupted(tmp_path, suf
 
 def run_state(run: Path, with_optimizer: bool) -> tuple[int, dict]:
     """(epoch, every number) of the checkpoint that loading a run finds."""
-    from anomalyclip.train.checkpoint import load_run
+    from anomalyclip.runs.checkpoint import load_run
 
     state = load_run(run, with_optimizer=with_optimizer)
     numbers = {f"w.{k}": v for k, v in state.weights.items()}
@@ -148,7 +148,7 @@ def test_disk_full_at_any_checkpoint_write_keeps_the_previous_checkpoint(tmp_pat
     checkpoint still loads whole, nothing is left taking space, and the next save works."""
     import errno
 
-    from anomalyclip.train import checkpoint
+    from anomalyclip.runs import checkpoint
 
     run = tmp_path / "run"
     checkpoint_job(run, 0)

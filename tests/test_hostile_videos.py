@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 
 from anomalyclip.cli import main
-from anomalyclip.demo import render_video, video_codec
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.store import open_store
+from anomalyclip.synthetic import render_scene, video_codec
 
 HERE = Path(__file__).resolve().parent
 
 
 def faststart_mp4(path: Path, frames: int = 32, seed: int = 0) -> Path:
     """A real H.264 (or the demo's fallback codec) MP4 with its index before its data."""
-    pixels, _ = render_video("Explosion", np.random.default_rng(seed), frames, (128, 96))
+    pixels, _ = render_scene("Explosion", np.random.default_rng(seed), frames, (128, 96))
     with av.open(str(path), mode="w", format="mp4", options={"movflags": "faststart"}) as c:
         stream = c.add_stream(video_codec(), rate=15)
         stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
@@ -187,13 +187,13 @@ STALLING = """
 
 
 def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(tiny_clip, tmp_path):
-    from anomalyclip.demo import write_video
+    from anomalyclip.synthetic import encode_video
 
     paths = []
     for name in ("a.mp4", "stall.mp4", "b.mp4", "c.mp4"):
-        pixels, _ = render_video("Normal", np.random.default_rng(len(paths)), 12, (64, 48))
+        pixels, _ = render_scene("Normal", np.random.default_rng(len(paths)), 12, (64, 48))
         paths.append(tmp_path / name)
-        write_video(paths[-1], pixels)
+        encode_video(paths[-1], pixels)
     code = (
         STALLING
         + """
@@ -220,13 +220,13 @@ def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(tiny_clip, tmp_pa
 def test_ctrl_c_ends_extraction_promptly(tiny_clip, tmp_path):
     """SIGINT while a decoder is stuck: the CLI stops within seconds (exit 130), what was
     complete stays, the stuck video is not complete and failures seen so far are recorded."""
-    from anomalyclip.demo import write_video
+    from anomalyclip.synthetic import encode_video
 
     root = tmp_path / "demo" / "train" / "Normal"
     root.mkdir(parents=True)
     for k, name in enumerate(("a.mp4", "stall.mp4", "b.mp4")):
-        pixels, _ = render_video("Normal", np.random.default_rng(k), 12, (64, 48))
-        write_video(root / name, pixels)
+        pixels, _ = render_scene("Normal", np.random.default_rng(k), 12, (64, 48))
+        encode_video(root / name, pixels)
     (root / "empty.mp4").write_bytes(b"")
     code = STALLING + textwrap.indent(
         textwrap.dedent(

@@ -14,17 +14,17 @@ from PIL import Image
 
 from anomalyclip.datasets import discover
 from anomalyclip.datasets.files import FileIndex
-from anomalyclip.demo import render_video
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.inputs import display_name, expand_inputs, is_live
 from anomalyclip.live.outputs import safe_source_name
+from anomalyclip.synthetic import render_scene
 
 FRAMES = 12
 
 
 def frames(seed: int = 0) -> np.ndarray:
-    pixels, _ = render_video("Normal", np.random.default_rng(seed), FRAMES, (96, 64))
+    pixels, _ = render_scene("Normal", np.random.default_rng(seed), FRAMES, (96, 64))
     return pixels
 
 

@@ -46,8 +46,8 @@ from anomalyclip.interop.authors import (
     text_layers,
 )
 from anomalyclip.interop.safe_pickle import Placeholder, load_torch_file
-from anomalyclip.train.build import build_model, load_model, model_config
-from anomalyclip.train.checkpoint import load_run
+from anomalyclip.runs import build_network, load_model
+from anomalyclip.runs.checkpoint import load_run
 from anomalyclip.train.config import resolve_config
 from anomalyclip.train.loop import make_optimizer
 
@@ -191,7 +191,7 @@ def test_import_maps_every_tensor(dataset, checkpoints, imported, clip_dir):
     assert cfg["imported"]["saved_on"] == ["cuda:0"] and cfg["imported"]["epoch"] == 49
     assert cfg["epoch"] == 50  # epochs completed
     # `anomaly train --resume` rebuilds the same configuration from the preset and the run
-    assert m == model_config(spec, resolve_config(dataset), 512).to_dict()
+    assert m == resolve_config(dataset).model.with_data(spec.classes, spec.normal_id, 512).to_dict()
     state = load_run(run, with_optimizer=True)
     model, _ = load_model(run, clip_dir)
     make_optimizer(model, resolve_config(dataset)).load_state_dict(state.optimizer)
@@ -457,7 +457,7 @@ def test_missing_or_misshaped_key_is_named(checkpoints, clip_dir):
     ck = read_authors_checkpoint(checkpoints["ucf"][0])
     spec = get_dataset("ucf")
     mcfg, _ = infer_config(ck, spec)
-    model = build_model(mcfg, clip_dir)
+    model = build_network(mcfg, clip_dir)
     rules = model_rules(mcfg, text_layers(ck))
     key = "temporal_model.axial_attn.layers.blocks.1.g.net.3.weight"
     saved = ck.state.pop(key)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from synthetic import quick_run
 
+from anomalyclip.evaluate.evaluation import VideoResult, safe_name, write_outputs
 from anomalyclip.evaluate.predict import output_names
-from anomalyclip.evaluate.run import VideoResult, safe_name, write_outputs
 
 IDS = [
     "日本",
@@ -90,17 +90,17 @@ def test_predict_names_same_file_name_from_two_folders(tmp_path):
 
 @pytest.mark.slow
 def test_predict_writes_both_clips(tmp_path, tiny_clip):
-    from anomalyclip.demo import render_video, write_video
     from anomalyclip.evaluate.predict import predict
+    from anomalyclip.synthetic import encode_video, render_scene
 
     _, run = quick_run(tmp_path, tiny_clip, epochs=1, n_each=2)
     rng = np.random.default_rng(0)
     paths = []
     for folder, n in (("pa", 12), ("pb", 20)):  # two cameras, same file name, other lengths
-        pixels, _ = render_video("Normal", rng, n, (64, 48))
+        pixels, _ = render_scene("Normal", rng, n, (64, 48))
         (tmp_path / folder).mkdir()
         paths.append(tmp_path / folder / "clip.mp4")
-        write_video(paths[-1], pixels)
+        encode_video(paths[-1], pixels)
     results, failed = predict(paths, run, tmp_path / "pred")
     assert not failed
     assert [r.csv for r in results] == [tmp_path / f"pred/{p}/clip.csv" for p in ("pa", "pb")]

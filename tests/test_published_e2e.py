@@ -41,7 +41,7 @@ from transformers import CLIPTokenizer
 
 from anomalyclip.cli import main
 from anomalyclip.datasets import get_dataset
-from anomalyclip.evaluate.run import safe_name
+from anomalyclip.evaluate.evaluation import safe_name
 
 pytestmark = [
     pytest.mark.slow,

@@ -29,10 +29,10 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from anomalyclip.datasets import get_dataset, read_ucf_temporal_annotations, read_xd_annotations
 from anomalyclip.datasets.demo import read_demo_annotations
 from anomalyclip.errors import AnomalyError
+from anomalyclip.runs import build_network, load_model
+from anomalyclip.runs.checkpoint import load_run
 from anomalyclip.store import VideoRecord, open_store
 from anomalyclip.train import resolve_config, train
-from anomalyclip.train.build import build_model, load_model, model_config
-from anomalyclip.train.checkpoint import load_run
 from anomalyclip.train.config import PRESETS
 from anomalyclip.train.data import (
     SegmentSampler,
@@ -225,7 +225,8 @@ def test_epoch_zero_moves_no_weight_but_fills_adamw_moments(tmp_path, tiny_clip)
     train(store, tmp_path / "run", cfg, progress=False, stop_after=1)
 
     _seed_everything(cfg.seed)  # the initial weights, built as training builds them
-    initial = build_model(model_config(get_dataset("demo"), cfg, D), tiny_clip)
+    spec = get_dataset("demo")
+    initial = build_network(cfg.model.with_data(spec.classes, spec.normal_id, D), tiny_clip)
     trained, _ = load_model(tmp_path / "run")
     before, after = initial.trainable_parameters(), trained.trainable_parameters()
     assert before.keys() == after.keys()

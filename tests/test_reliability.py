@@ -16,8 +16,8 @@ from synthetic import quick_run
 
 from anomalyclip.cli import main
 from anomalyclip.errors import AnomalyError
+from anomalyclip.runs.checkpoint import check_backbone, read_run_config
 from anomalyclip.store import open_store
-from anomalyclip.train.checkpoint import check_backbone, read_run_config
 
 
 @pytest.fixture(scope="module")

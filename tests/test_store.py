@@ -548,9 +548,9 @@ def test_tsn_indices_long_and_short_videos():
 
 
 def test_bench_store_sizes_and_reads(tmp_path):
-    from anomalyclip.bench.store import run, table
+    from anomalyclip.bench.store import measure, table
 
-    result = run(tmp_path, n_videos=3, frames_per_video=600, batches=1)
+    result = measure(tmp_path, n_videos=3, frames_per_video=600, batches=1)
     assert result["batch"] == [3, 512, 512]
     assert 300 * 3 <= result["frames"] < 900 * 3
     assert result["bytes"]["npy"] == sum(f.stat().st_size for f in (tmp_path / "npy").iterdir())

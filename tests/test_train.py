@@ -11,10 +11,11 @@ from synthetic import planted_store
 
 from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
+from anomalyclip.evaluate.evaluation import metrics_on_test_split
 from anomalyclip.model.loss import segment_keep_mask
+from anomalyclip.runs import build_network
 from anomalyclip.store import VideoRecord, open_store
 from anomalyclip.train import resolve_config, train
-from anomalyclip.train.build import build_model, model_config
 from anomalyclip.train.data import (
     SegmentSampler,
     TrainingSet,
@@ -66,8 +67,9 @@ def test_learns_planted_anomalies_and_shuffled_control_does_not(tmp_path, tiny_c
     )
     real = planted_store(tmp_path / "real.zarr", tiny_clip, cfg)
     control = planted_store(tmp_path / "control.zarr", tiny_clip, cfg, shuffle_labels=True)
-    auc_real = train(real, tmp_path / "run_real", cfg, progress=False)["metrics"]["auc"]
-    auc_control = train(control, tmp_path / "run_ctl", cfg, progress=False)["metrics"]["auc"]
+    measured = {"progress": False, "evaluate": metrics_on_test_split}
+    auc_real = train(real, tmp_path / "run_real", cfg, **measured)["metrics"]["auc"]
+    auc_control = train(control, tmp_path / "run_ctl", cfg, **measured)["metrics"]["auc"]
     assert auc_real >= 0.9, auc_real
     assert auc_control <= 0.75, auc_control
 
@@ -112,11 +114,12 @@ def test_winograd_training_computes_what_direct_convolutions_compute(tmp_path, t
         plan = epoch_plan(data, cfg.batch_size, cfg.seed, 0)
         sampler = SegmentSampler(32, 16, cfg.sampler)
         (batch, *_) = iterate_batches(st, data, plan[:1], sampler, cfg.seed, 0, workers=0)
-    mcfg = model_config(get_dataset("demo"), cfg, 512)
-    models = {"direct": build_model(mcfg, tiny_clip, "direct")}
-    models["auto"] = build_model(mcfg, tiny_clip, "auto")
+    spec = get_dataset("demo")
+    mcfg = cfg.model.with_data(spec.classes, spec.normal_id, 512)
+    models = {"direct": build_network(mcfg, tiny_clip, "direct")}
+    models["auto"] = build_network(mcfg, tiny_clip, "auto")
     models["auto"].load_state_dict(models["direct"].state_dict())  # the same weights
-    keep = segment_keep_mask(cfg.batch_size, 32, cfg.segment_dropout, torch.Generator())
+    keep = segment_keep_mask(cfg.batch_size, 32, cfg.model.segment_dropout, torch.Generator())
     step = {}
     for algorithm, model in models.items():
         loss, _ = model.loss(model(batch.features), batch.labels, keep=keep)
@@ -174,3 +177,26 @@ def test_text_encoder_must_match_the_feature_size(tmp_path, tiny_clip, quick_cfg
             dst.write_video(VideoRecord(**{**rec.__dict__}), src.features(vid)[:, :256])
     with pytest.raises(AnomalyError, match="512 dims but the features have 256"):
         train(tmp_path / "narrow.zarr", tmp_path / "run", quick_cfg, progress=False)
+
+
+def test_a_batch_laid_out_otherwise_is_refused(tmp_path, tiny_clip, quick_cfg):
+    """The loss reads the abnormal and normal halves by position: a batch with a normal video
+    in the first half, an abnormal one in the second, or an odd count never reaches it."""
+    path = planted_store(tmp_path / "s.zarr", tiny_clip, quick_cfg, n_abnormal=4, n_normal=4)
+    sampler = SegmentSampler(4, 2, "uniform")
+    with open_store(path) as st:
+        data = TrainingSet.from_store(st)
+        a, n = data.abnormal, data.normal
+        good = [[a[0], a[1], n[0], n[1]]]
+        (batch,) = iterate_batches(st, data, good, sampler, seed=0, epoch=0, workers=0)
+        normal_id = get_dataset("demo").normal_id
+        assert (batch.labels == normal_id).tolist() == [False, False, True, True]
+        for bad, layout in [
+            ([n[0], a[1], a[0], n[1]], "'naan'"),
+            ([a[0], n[1], n[0], a[1]], "'anna'"),
+            ([a[0], a[1], n[0]], "'aan'"),
+            ([n[0], n[1], a[0], a[1]], "'nnaa'"),
+        ]:
+            for workers in (0, 2):  # the same refusal from the reading threads
+                with pytest.raises(ValueError, match=f"laid out {layout}"):
+                    list(iterate_batches(st, data, [bad], sampler, 0, 0, workers=workers))

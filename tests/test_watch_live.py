@@ -46,10 +46,10 @@ from watch_helpers import (
     watch,
 )
 
-from anomalyclip.demo import render_video
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.live.config import ReadConfig, WatchConfig
 from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
+from anomalyclip.synthetic import render_scene
 
 SPEED = "3"
 FPS = 15
@@ -66,9 +66,9 @@ def videos(tmp_path_factory):
     from stream_sender import encode_ts
 
     folder = tmp_path_factory.mktemp("watch-videos")
-    event, _ = render_video("Explosion", np.random.default_rng(5), 90, (160, 120))
-    first, _ = render_video("Normal", np.random.default_rng(6), 45, (160, 120))
-    second, _ = render_video("Intruder", np.random.default_rng(7), 45, (224, 168))
+    event, _ = render_scene("Explosion", np.random.default_rng(5), 90, (160, 120))
+    first, _ = render_scene("Normal", np.random.default_rng(6), 45, (160, 120))
+    second, _ = render_scene("Intruder", np.random.default_rng(7), 45, (224, 168))
     return {
         "event": encode_ts(folder / "event.ts", [event]),
         "resize": encode_ts(folder / "resize.ts", [first, second]),  # 160x120, then 224x168

@@ -86,14 +86,16 @@ def test_window_reset_starts_a_new_context():
 def test_frozen_text_features_give_the_models_own_scores(tiny_clip):
     """Live scoring computes the prompts' text features once; the outputs are unchanged."""
     from anomalyclip.datasets import get_dataset
-    from anomalyclip.evaluate.run import score_fn
+    from anomalyclip.evaluate.evaluation import score_fn
     from anomalyclip.live.window import frozen_text_score_fn
-    from anomalyclip.train.build import build_model, model_config
+    from anomalyclip.runs import build_network
     from anomalyclip.train.config import resolve_config
 
     torch.manual_seed(0)
     cfg = resolve_config("demo")
-    model = build_model(model_config(get_dataset("demo"), cfg, 512), tiny_clip).eval()
+    spec = get_dataset("demo")
+    model = build_network(cfg.model.with_data(spec.classes, spec.normal_id, 512), tiny_clip)
+    model.eval()
     x = torch.randn(2, 32, 16, 512)
     with torch.inference_mode():
         p0, probs0 = score_fn(model)(x)

@@ -113,12 +113,12 @@ def offline(run_dir: Path, video: Path, threshold: float) -> dict:
     """What offline ``predict`` computes for ``video``: the same extraction into an in-memory
     store, whole-video scoring, events of the whole curve."""
     from anomalyclip.datasets.registry import VideoEntry
-    from anomalyclip.evaluate.run import score_fn
+    from anomalyclip.evaluate.evaluation import score_fn
     from anomalyclip.events import EventConfig, find_events
     from anomalyclip.extract.pipeline import extract
     from anomalyclip.model.inference import score_video
+    from anomalyclip.runs import load_model
     from anomalyclip.store import open_store
-    from anomalyclip.train.build import load_model
 
     model, config = load_model(run_dir)
     url = f"memory://watch-offline-{uuid.uuid4().hex}"

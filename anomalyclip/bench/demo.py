@@ -29,6 +29,7 @@ def measure(out: str | Path | None = None, seed: int = 0) -> dict:
         "seconds": {**run.timings, "total": total},
         "frame_auc": metrics["auc"],
         "threshold": decision["threshold"]["value"],
+        "alarm_rate_test_normal_videos": decision["frames"]["alarm_rate_normal_videos"],
         "alarm_rate_test_normal_frames": decision["frames"]["alarm_rate_normal_frames"],
         "events_found_iou_0.3": found["true_positives"],
         "planted_events": found["intervals"],
@@ -41,8 +42,10 @@ def table(result: dict) -> str:
     lines = ["step        seconds"]
     lines += [f"{name:<11} {value:7.1f}" for name, value in seconds.items()]
     lines += [
-        f"frame AUC {result['frame_auc']:.3f}; alarms on {100 * result['alarm_rate_test_normal_frames']:.2f} % "
-        f"of the test normal frames at far@1 (threshold {result['threshold']:.3f}); "
+        f"frame AUC {result['frame_auc']:.3f}; at far@1 (threshold {result['threshold']:.3f}) "
+        f"alarms on {100 * result['alarm_rate_test_normal_videos']:.1f} % of the frames of the "
+        f"normal test videos, {100 * result['alarm_rate_test_normal_frames']:.1f} % of all "
+        "normal test frames; "
         f"{result['events_found_iou_0.3']} of {result['planted_events']} planted events found "
         f"at IoU >= 0.3; {result['false_events_per_hour']:.1f} false events per hour"
     ]

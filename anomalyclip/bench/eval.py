@@ -1,15 +1,24 @@
-"""Test-mode inference benchmark at the UCF-Crime shape (issue 6).
+"""Test-mode inference benchmark at the UCF-Crime shape.
 
-Frames/s of :func:`anomalyclip.model.inference.score_videos` over a set of random-length
-videos with the model in eval mode (E = 256, depth 1, 32 x 16 grids, batches of 64
-sequences), and the share of the wall time spent outside the model's forward (gathering the
-wrapped-around sequences, putting scores back in frame order). The text features do not
-depend on the input, so they are computed once, as an evaluation would, and the timed
-forward is selector + temporal model + probabilities.
+Frames/s of :func:`anomalyclip.model.inference.score_videos` over random-length videos with
+the model in eval mode (E = 256, depth 1, 32 x 16 grids, batches of 64 sequences), for three
+setups of the same weights, interleaved over rounds:
+
+- ``reference``: direct convolutions and the class prompts' text features recomputed for
+  every batch (how evaluation ran before the fast path);
+- ``fast fp32``: what ``anomaly eval`` / ``predict`` run: the convolution algorithm ``auto``
+  (Winograd at this width on a CPU), text features computed once while the weights stay the
+  same (``model/memo.py``);
+- ``fast bf16``: the same under bf16 autocast.
+
+Also the wall time of one 4096-frame video alone, and the share of the wall time outside the
+model's forward (gathering the wrapped-around sequences, putting scores back in order).
+The fast paths are tested against the reference in ``tests/test_inference.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import tempfile
@@ -19,87 +28,92 @@ from pathlib import Path
 import torch
 
 from anomalyclip.backbone import build_clip
-from anomalyclip.bench.train import Shape, build_model
+from anomalyclip.bench.train import Shape, bench_network
 from anomalyclip.model import AnomalyCLIP
-from anomalyclip.model.anomalyclip import class_probabilities
 from anomalyclip.model.inference import score_videos
-from anomalyclip.model.selector import drop_normal
 
 log = logging.getLogger(__name__)
 
+SETUPS = ("reference", "fast fp32", "fast bf16")
 
-def timed_score_fn(model: AnomalyCLIP, seconds: list[float]):
+
+def timed_score_fn(model: AnomalyCLIP, setup: str, seconds: list[float]):
     """``score_fn`` for ``score_videos`` that appends the wall time of each model call."""
-    with torch.inference_mode():
-        text = drop_normal(model.text_features(), model.cfg.normal_id)  # (A, D), input-free
 
     def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         t0 = time.perf_counter()
-        centred = x - model.centroid
-        similarity = model.selector_model(centred, text, model.centroid)  # (B, N, L, A)
-        feats = torch.cat([similarity, centred], -1) if model.cfg.concat_similarity else centred
-        p = torch.sigmoid(model.temporal_model(feats))  # (B, N, L)
-        probs = class_probabilities(similarity, p, model.cfg.normal_id)
+        bf16 = torch.autocast("cpu", torch.bfloat16) if setup == "fast bf16" else None
+        with bf16 or contextlib.nullcontext():
+            text = model.prompt_learner() if setup == "reference" else None
+            out = model(x, text=text)
         seconds.append(time.perf_counter() - t0)
-        return p, probs
+        return out.p_abnormal.float(), out.probs.float()
 
     return score
 
 
-def run(
+def _score(model, setup, videos, shape: Shape, batch_size: int) -> tuple[float, float]:
+    model_s: list[float] = []
+    fn = timed_score_fn(model, setup, model_s)
+    t0 = time.perf_counter()
+    scores, _ = score_videos(
+        videos, fn, shape.model.num_segments, shape.model.seg_length, batch_size
+    )
+    wall = time.perf_counter() - t0
+    assert [len(s) for s in scores] == [len(v) for v in videos]
+    return wall, sum(model_s)
+
+
+def measure(
     shape: Shape | None = None,
     n_videos: int = 16,
     frames: tuple[int, int] = (500, 12000),
     batch_size: int = 64,
-    convs: tuple[str, ...] = ("direct", "winograd"),
+    setups: tuple[str, ...] = SETUPS,
     rounds: int = 3,
     threads: int | None = 2,
     seed: int = 0,
 ) -> dict:
-    """Median frames/s and outside-model share per convolution algorithm, interleaved rounds."""
+    """Median frames/s, 4096-frame time and outside-model share per setup."""
     shape = shape or Shape()
     if threads:
         torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(frames[0], frames[1] + 1, (n_videos,), generator=gen).tolist()
-    videos = [torch.randn(n, shape.dim, generator=gen) for n in lengths]
+    videos = [torch.randn(n, shape.model.feature_dim, generator=gen) for n in lengths]
+    one = [torch.randn(4096, shape.model.feature_dim, generator=gen)]
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-eval-") as tmp:
         clip_dir = build_clip(Path(tmp) / "clip", shape.clip)
-        models = {conv: build_model(clip_dir, shape, conv).eval() for conv in convs}
+        models = {
+            s: bench_network(clip_dir, shape, "direct" if s == "reference" else "auto").eval()
+            for s in setups
+        }
     state = next(iter(models.values())).state_dict()
-    for model in models.values():  # the same weights whatever the algorithm
+    for model in models.values():  # the same weights whatever the setup
         model.load_state_dict(state)
     total = sum(lengths)
-    samples: dict[str, list[tuple[float, float]]] = {c: [] for c in convs}
+    samples: dict[str, list[tuple[float, float, float]]] = {s: [] for s in setups}
     for _ in range(rounds):
-        for conv in convs:
-            model_s: list[float] = []
-            t0 = time.perf_counter()
-            scores, _ = score_videos(
-                videos,
-                timed_score_fn(models[conv], model_s),
-                shape.segments,
-                shape.seg_length,
-                batch_size,
-            )
-            wall = time.perf_counter() - t0
-            assert [len(s) for s in scores] == lengths
-            samples[conv].append((wall, sum(model_s)))
+        for setup in setups:
+            wall, inside = _score(models[setup], setup, videos, shape, batch_size)
+            single, _ = _score(models[setup], setup, one, shape, batch_size)
+            samples[setup].append((wall, inside, single))
     rows = []
-    for conv, runs in samples.items():
-        wall = statistics.median(w for w, _ in runs)
-        inside = statistics.median(m for _, m in runs)
-        rows.append(
-            {
-                "conv": conv,
-                "wall_s": wall,
-                "model_s": inside,
-                "frames_per_s": total / wall,
-                "outside_model_share": (wall - inside) / wall,
-            }
-        )
+    for setup, runs in samples.items():
+        wall = statistics.median(r[0] for r in runs)
+        inside = statistics.median(r[1] for r in runs)
+        rows.append({
+            "setup": setup,
+            "wall_s": wall,
+            "model_s": inside,
+            "frames_per_s": total / wall,
+            "outside_model_share": (wall - inside) / wall,
+            "video_4096_s": statistics.median(r[2] for r in runs),
+        })  # fmt: skip
+    for row in rows:
+        row["speedup"] = row["frames_per_s"] / rows[0]["frames_per_s"]
     return {
-        "shape": {**shape.__dict__, "batch": batch_size},
+        "shape": {**shape.describe(), "batch": batch_size},
         "videos": n_videos,
         "frames": total,
         "rows": rows,
@@ -110,11 +124,13 @@ def table(result: dict) -> str:
     lines = [
         f"{result['videos']} videos, {result['frames']} frames, "
         f"batches of {result['shape']['batch']} sequences",
-        f"{'conv':<10}{'wall s':>9}{'model s':>9}{'frames/s':>10}{'outside model':>15}",
+        f"{'setup':<11}{'wall s':>8}{'model s':>9}{'frames/s':>10}{'outside':>9}"
+        f"{'4096 fr s':>11}{'speedup':>9}",
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['conv']:<10}{r['wall_s']:>9.2f}{r['model_s']:>9.2f}{r['frames_per_s']:>10.0f}"
-            f"{100 * r['outside_model_share']:>14.1f}%"
+            f"{r['setup']:<11}{r['wall_s']:>8.2f}{r['model_s']:>9.2f}{r['frames_per_s']:>10.0f}"
+            f"{100 * r['outside_model_share']:>8.1f}%{r['video_4096_s']:>11.3f}"
+            f"{r['speedup']:>8.2f}x"
         )
     return "\n".join(lines)

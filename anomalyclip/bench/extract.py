@@ -38,13 +38,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from anomalyclip.backbone import build_clip
 from anomalyclip.bench.peak import peaks
 from anomalyclip.datasets.registry import VideoEntry
-from anomalyclip.demo import render_video, write_video
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract, preprocessing_attrs
 from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.store import VideoRecord, open_store, provenance
+from anomalyclip.synthetic import encode_video, render_scene
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ def _make_videos(folder: Path, bench: ExtractBench) -> list[Path]:
     lengths[: bench.frames % bench.videos] += 1
     paths = []
     for k, length in enumerate(lengths):
-        frames, _ = render_video("Explosion", rng, int(length), bench.size)
+        frames, _ = render_scene("Explosion", rng, int(length), bench.size)
         paths.append(folder / f"bench_{k}.mp4")
-        write_video(paths[-1], frames)
+        encode_video(paths[-1], frames)
     return paths
 
 
@@ -132,7 +132,7 @@ def profile(paths: list[Path], encoder: ImageEncoder, batch_size: int) -> dict:
     return out
 
 
-def run(bench: ExtractBench = ExtractBench()) -> dict:
+def measure(bench: ExtractBench = ExtractBench()) -> dict:
     """Measure every setup (see the module docstring); returns a dict with ``rows``."""
     with tempfile.TemporaryDirectory(prefix="anomalyclip-bench-") as tmp:
         tmp = Path(tmp)

@@ -26,13 +26,13 @@ import numpy as np
 
 def make_videos(folder: Path, lengths: tuple[int, ...], size: tuple[int, int]) -> list[Path]:
     """Demo-world videos (a panning scene, moving blobs, sensor noise) at ``size``, 25 fps."""
-    from anomalyclip.demo import render_video, write_video
+    from anomalyclip.synthetic import encode_video, render_scene
 
     paths = []
     for k, length in enumerate(lengths):
-        frames, _ = render_video("Explosion", np.random.default_rng([5, k]), length, size)
+        frames, _ = render_scene("Explosion", np.random.default_rng([5, k]), length, size)
         paths.append(folder / f"camera_{k}.mp4")
-        write_video(paths[-1], frames, fps=25)
+        encode_video(paths[-1], frames, fps=25)
     return paths
 
 
@@ -47,8 +47,8 @@ def measure(
     from anomalyclip.evaluate.predict import predict
     from anomalyclip.evaluate.render import Scores, render_video
     from anomalyclip.extract.pipeline import extract
+    from anomalyclip.runs import load_model, run_clip
     from anomalyclip.store import open_store
-    from anomalyclip.train.build import load_model, run_clip
 
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-predict-") as tmp:
         tmp = Path(tmp)

@@ -198,7 +198,7 @@ def time_reads(
     return times
 
 
-def run(
+def measure(
     out_dir: str | Path,
     n_videos: int = 64,
     frames_per_video: int = 4000,

@@ -29,7 +29,7 @@ import resource
 import statistics
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +40,10 @@ from anomalyclip.backbone import build_clip
 from anomalyclip.bench.peak import peaks
 from anomalyclip.datasets import get_dataset
 from anomalyclip.kernels.allocator import keep_freed_memory, keeps_freed_memory
-from anomalyclip.model import AnomalyCLIP
+from anomalyclip.model import AnomalyCLIP, ModelConfig
+from anomalyclip.runs import build_network
 from anomalyclip.store import VideoRecord, open_store, provenance
-from anomalyclip.train.build import build_model as build_trainer_model
-from anomalyclip.train.build import model_config
-from anomalyclip.train.config import TrainConfig
+from anomalyclip.train.config import PRESETS, TrainConfig
 from anomalyclip.train.data import SegmentSampler, TrainingSet, epoch_plan, iterate_batches
 
 log = logging.getLogger(__name__)
@@ -53,18 +52,29 @@ PUBLISHED_EFFICIENCY = 0.84  # fraction of the fp32 matmul peak the published st
 PUBLISHED_FORWARDS_PER_STEP = 4  # reversible layers: forward + (recomputed forward + backward)
 
 
+def ucf_model(feature_dim: int = 512, **hyper_parameters) -> ModelConfig:
+    """The network the trainer builds for UCF-Crime (its preset, then ``hyper_parameters``
+    by their training-option names), on ``feature_dim``-d features."""
+    spec = get_dataset("ucf")
+    model = TrainConfig.from_dict({**PRESETS["ucf"], **hyper_parameters}).model
+    return model.with_data(spec.classes, spec.normal_id, feature_dim)
+
+
 @dataclass
 class Shape:
-    """Benchmark shape; the defaults are the paper's UCF-Crime configuration."""
+    """Benchmark shape: the network (default: the paper's UCF-Crime configuration), the
+    videos per step and the text tower (an anomalyclip.backbone.build_clip shape)."""
 
+    model: ModelConfig = field(default_factory=ucf_model)
     batch: int = 64
-    segments: int = 32
-    seg_length: int = 16
-    dim: int = 512
-    emb_dim: int = 256
-    depth: int = 1
-    heads: int = 8
-    clip: str = "vit-b-16"  # anomalyclip.backbone.build_clip shape of the text tower
+    clip: str = "vit-b-16"
+
+    def describe(self) -> dict:
+        """What the reports print of the shape."""
+        m = self.model
+        return {"batch": self.batch, "segments": m.num_segments, "seg_length": m.seg_length,
+                "dim": m.feature_dim, "emb_dim": m.emb_dim, "depth": m.depth, "heads": m.heads,
+                "clip": self.clip}  # fmt: skip
 
 
 @dataclass
@@ -86,23 +96,16 @@ class StepResult:
     kept_memory: bool = True  # glibc told to keep freed memory (anomalyclip.kernels.allocator)
 
 
-def build_model(clip_dir: Path, shape: Shape, conv: str = "direct") -> AnomalyCLIP:
-    """The model the trainer builds for UCF-Crime at ``shape``, in training mode, with
+def bench_network(clip_dir: Path, shape: Shape, conv: str = "direct") -> AnomalyCLIP:
+    """The network of ``shape`` as the trainer builds it, in training mode, with
     convolution algorithm ``conv``."""
-    cfg = TrainConfig(
-        emb_dim=shape.emb_dim,
-        depth=shape.depth,
-        heads=shape.heads,
-        num_segments=shape.segments,
-        seg_length=shape.seg_length,
-    )
-    mcfg = model_config(get_dataset("ucf"), cfg, shape.dim)
-    return build_trainer_model(mcfg, clip_dir, conv).train()
+    return build_network(shape.model, clip_dir, conv).train()
 
 
 def _batch(shape: Shape, num_classes: int, normal_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape.batch, shape.segments, shape.seg_length, shape.dim, generator=gen)
+    m = shape.model
+    x = torch.randn(shape.batch, m.num_segments, m.seg_length, m.feature_dim, generator=gen)
     half = shape.batch // 2
     abnormal = [c for c in range(num_classes) if c != normal_id]
     labels = torch.tensor([abnormal[i % len(abnormal)] for i in range(half)] + [normal_id] * half)
@@ -147,12 +150,12 @@ def measure_step(
         torch.set_num_threads(threads)
     if keep_memory:
         keep_freed_memory()
-    reference = build_model(clip_dir, shape, "direct")
+    reference = bench_network(clip_dir, shape, "direct")
     x, labels = _batch(shape, reference.cfg.num_classes, reference.cfg.normal_id)
     nominal = _count(reference, x, labels, bf16)
     del reference
     torch.manual_seed(0)
-    model = build_model(clip_dir, shape, conv)
+    model = bench_network(clip_dir, shape, conv)
     before = peaks(peak_n)
     executed = _count(model, x, labels, bf16)
     gen = torch.Generator().manual_seed(0)
@@ -249,7 +252,7 @@ def loading_rate(store_path: Path, shape: Shape, batches: int, workers: int = 2)
         plan = (plan * (-(-batches // len(plan))))[:batches]
         t0 = time.perf_counter()
         count = 0
-        sampler = SegmentSampler(shape.segments, shape.seg_length)
+        sampler = SegmentSampler(shape.model.num_segments, shape.model.seg_length)
         for batch in iterate_batches(store, data, plan, sampler, 0, 0, workers):
             assert batch.features.shape[0] == shape.batch
             count += 1
@@ -275,7 +278,7 @@ def summarize(result: StepResult) -> dict[str, float | str | bool]:
     }
 
 
-def run(
+def measure(
     shape: Shape | None = None,
     convs: tuple[str, ...] = ("direct", "winograd"),
     bf16: tuple[bool, ...] = (False,),
@@ -303,18 +306,18 @@ def run(
         samples: dict[tuple[str, bool, bool], list[StepResult]] = {cfg: [] for cfg in configs}
         for _ in range(rounds):
             for conv, use_bf16, keep in configs:
-                measure = measure_in_subprocess if subprocess else measure_step
+                measure_one = measure_in_subprocess if subprocess else measure_step
                 samples[(conv, use_bf16, keep)].append(
-                    measure(clip_dir, shape, conv, use_bf16, steps, threads, peak_n, keep)
+                    measure_one(clip_dir, shape, conv, use_bf16, steps, threads, peak_n, keep)
                 )
         store_path = Path(tmp) / "features.zarr"
-        write_random_store(store_path, store_videos, store_frames, shape.dim)
+        write_random_store(store_path, store_videos, store_frames, shape.model.feature_dim)
         rate = loading_rate(store_path, shape, load_batches)
     rows = [summarize(_median_result(s)) for s in samples.values()]
     peak = {k: statistics.median(r[f"peak_{k}"] for r in rows) for k in ("fp32", "bf16")}
     fastest = min(r["step_s"] for r in rows)
     return {
-        "shape": asdict(shape),
+        "shape": shape.describe(),
         "peak_gflops": peak,
         "rows": rows,
         "loading_batches_per_s": rate,

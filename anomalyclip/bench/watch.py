@@ -35,9 +35,7 @@ import numpy as np
 import torch
 
 from anomalyclip.backbone import build_clip
-from anomalyclip.bench.train import Shape
-from anomalyclip.bench.train import build_model as build_ucf_model
-from anomalyclip.demo import render_video, write_video
+from anomalyclip.bench.train import Shape, bench_network
 from anomalyclip.events import EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder
@@ -47,6 +45,7 @@ from anomalyclip.live.stats import resident_bytes
 from anomalyclip.live.watch import Watcher
 from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
 from anomalyclip.model.inference import score_video
+from anomalyclip.synthetic import encode_video, render_scene
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ def render_stream(seconds: float, size: tuple[int, int]) -> np.ndarray:
     labels = ["Normal", "Explosion", "Intruder", "Tampering"]
     n = max(1, int(round(seconds / 10)))
     return np.concatenate(
-        [render_video(labels[k % 4], np.random.default_rng([42, k]), 10 * FPS, size)[0]
+        [render_scene(labels[k % 4], np.random.default_rng([42, k]), 10 * FPS, size)[0]
          for k in range(n)]
     )  # fmt: skip
 
@@ -87,14 +86,14 @@ class Bench:
         if not (clip_dir / "config.json").exists():
             build_clip(clip_dir, setup.clip)
         self.encoder = ImageEncoder(clip_dir, "cpu", setup.precision)
-        self.model = build_ucf_model(clip_dir, Shape(clip=setup.clip)).eval()
+        self.model = bench_network(clip_dir, Shape(clip=setup.clip)).eval()
         self.threshold = self._threshold()
 
     def stream(self, fps: int) -> Path:
         """The frames as an H.264 file at ``fps`` frames/s (a camera of that rate)."""
         path = self.folder / f"stream-{fps}.mp4"
         if not path.exists():
-            write_video(path, self.frames, fps)
+            encode_video(path, self.frames, fps)
         return path
 
     def _threshold(self) -> float:
@@ -223,7 +222,7 @@ class Bench:
         return {**out, "config": self.setup.name}
 
 
-def run(
+def measure(
     clip: str = "all",
     precision: str = "all",
     soak: float = 0.0,
@@ -289,7 +288,7 @@ def agreement(demo_dir: str | Path, hops: tuple[float, ...] = (0.5, 2.0)) -> dic
     from sklearn.metrics import roc_auc_score
 
     from anomalyclip.datasets import frame_labels
-    from anomalyclip.evaluate.run import score_fn
+    from anomalyclip.evaluate.evaluation import score_fn
     from anomalyclip.events import find_events
     from anomalyclip.live.watch import load_for_watch, run_threshold
     from anomalyclip.store import open_store

@@ -18,15 +18,15 @@ import torch
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import run_threshold, video_events
+from anomalyclip.evaluate.evaluation import safe_name, score_fn
 from anomalyclip.evaluate.report import write_events, write_video_csv
-from anomalyclip.evaluate.run import safe_name, score_fn
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
+from anomalyclip.runs import default_device, load_model, run_clip
 from anomalyclip.store import open_store
-from anomalyclip.train.build import default_device, load_model, run_clip
 
 log = logging.getLogger(__name__)
 

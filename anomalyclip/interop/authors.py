@@ -41,8 +41,7 @@ from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.interop.safe_pickle import load_torch_file
 from anomalyclip.model import AnomalyCLIP, ModelConfig
-from anomalyclip.train.build import build_model, load_model, model_config, run_inputs
-from anomalyclip.train.checkpoint import save_run
+from anomalyclip.runs import build_network, load_model, run_inputs, save_run
 from anomalyclip.train.config import TrainConfig, resolve_config
 
 log = logging.getLogger(__name__)
@@ -328,8 +327,8 @@ def infer_config(ck: AuthorsCheckpoint, spec: DatasetSpec) -> tuple[ModelConfig,
             seg_length=pos_l[3],
             concat_similarity=in_dim != feature_dim,
         )
-        mcfg = model_config(spec, tcfg, feature_dim)
-    except ValueError as exc:
+        mcfg = tcfg.model.with_data(spec.classes, spec.normal_id, feature_dim)
+    except (AnomalyError, ValueError) as exc:
         raise AnomalyError(f"{p}: {exc}") from exc
     return mcfg, tcfg
 
@@ -449,7 +448,7 @@ def _store_info(features: str | Path | None) -> dict[str, Any]:
     from anomalyclip.store import open_store
 
     with open_store(features) as store:
-        return {"location": str(features), "backbone": store.attrs.get("backbone")}
+        return {"location": str(features), "backbone": store.meta.backbone}
 
 
 def import_checkpoint(
@@ -467,7 +466,7 @@ def import_checkpoint(
     ``centroid`` (the authors' ``ncentroid.pt``) or else from the normal training videos of
     the store ``features``.
     """
-    from anomalyclip.train.loop import make_optimizer
+    from anomalyclip.train import make_optimizer
 
     spec = get_dataset(dataset)
     if centroid is None and features is None:
@@ -480,7 +479,7 @@ def import_checkpoint(
     rules = model_rules(mcfg, text_layers(ck))
     m = read_centroid(centroid, mcfg.feature_dim) if centroid is not None else None
 
-    model = build_model(mcfg, clip)
+    model = build_network(mcfg, clip)
     _check_text_heads(model, str(clip))
     state = authors_to_state(ck, rules, model, str(clip))
     result = model.load_state_dict(state, strict=False)

@@ -35,8 +35,8 @@ from anomalyclip.datasets.core import SPLITS
 from anomalyclip.datasets.files import MissingLists, find_path, strip_video_extension
 from anomalyclip.datasets.ucf import read_ucf_temporal_annotations
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store.npy import DEFAULT_DIM, NpyIndex, features_of, read_sources
-from anomalyclip.store.store import VideoRecord, open_store, provenance
+from anomalyclip.store import DEFAULT_DIM, VideoRecord, open_store, provenance
+from anomalyclip.store.npy import NpyIndex, features_of, read_sources
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def import_npy(
 
     summary = ImportSummary()
     with open_store(out, "a") as st:
-        existing_dim = st.attrs.get("backbone", {}).get("dim") if st.attrs.get("schema") else None
+        existing_dim = st.meta.dim if st.meta.is_store else None
         dim = dim or existing_dim or DEFAULT_DIM
         st.init(
             provenance(

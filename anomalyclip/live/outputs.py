@@ -29,8 +29,8 @@ from typing import TextIO
 import av
 import numpy as np
 
-from anomalyclip.demo import video_codec
 from anomalyclip.live.sources import FrameRing
+from anomalyclip.synthetic import video_codec
 
 log = logging.getLogger(__name__)
 

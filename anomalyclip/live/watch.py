@@ -381,7 +381,7 @@ def run_sampling(config: dict, checkpoint: str | Path) -> Sampling:
 
         try:
             with open_store(store["location"]) as st:
-                described = st.attrs.get("sampling")
+                described = st.meta.sampling
         except Exception as exc:  # noqa: BLE001 - any failure means "not known here"
             log.debug("%s: cannot read the store's sampling (%s)", store["location"], exc)
     if not described:
@@ -395,7 +395,7 @@ def load_for_watch(
 ) -> tuple[torch.nn.Module, ImageEncoder, dict]:
     """The run's model (eval mode, on ``device``), the image tower that makes its features
     (``clip``, default the run's), and the run's config."""
-    from anomalyclip.train.build import default_device, load_model
+    from anomalyclip.runs import default_device, load_model
 
     dev = default_device(device)
     model, config = load_model(checkpoint)

@@ -6,7 +6,7 @@ config file fully describes the network that its weights belong to.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 
@@ -30,6 +30,10 @@ class LossWeights:
         return cls(**{f.name: float(d[f.name]) for f in fields(cls) if f.name in d})
 
 
+# fields of ModelConfig filled from the data rather than chosen
+DATA_FIELDS = ("classes", "normal_id", "feature_dim")
+
+
 @dataclass
 class ModelConfig:
     """Shape of an AnomalyCLIP network.
@@ -38,10 +42,15 @@ class ModelConfig:
     built from them), ``normal_id`` is the position of the Normal class. ``concat_similarity``
     feeds the A similarities, then the D centred feature values, to the temporal model
     (the paper's ShanghaiTech setting).
+
+    The fields of :data:`DATA_FIELDS` come from the data (the dataset's classes, the store's
+    feature size); every other field is a hyper-parameter that a training configuration
+    chooses. A configuration without classes is not yet bound to a dataset
+    (:meth:`with_data` binds it).
     """
 
-    classes: tuple[str, ...]
-    normal_id: int
+    classes: tuple[str, ...] = ()
+    normal_id: int = 0
     feature_dim: int = 512
     emb_dim: int = 256
     depth: int = 1
@@ -56,14 +65,23 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
-        if not 0 <= self.normal_id < len(self.classes):
+        if self.classes and not 0 <= self.normal_id < len(self.classes):
             raise ValueError(f"normal_id {self.normal_id} outside 0..{len(self.classes) - 1}")
-        if len(self.classes) < 2:
+        if len(self.classes) == 1:
             raise ValueError("need the Normal class and at least one anomaly class")
         if self.emb_dim % self.heads:
             raise ValueError(f"emb_dim {self.emb_dim} is not divisible by heads {self.heads}")
         if self.topk > self.num_segments:
             raise ValueError(f"topk {self.topk} exceeds num_segments {self.num_segments}")
+
+    @classmethod
+    def hyper_parameters(cls) -> tuple[str, ...]:
+        """The fields a training configuration chooses (all but :data:`DATA_FIELDS`)."""
+        return tuple(f.name for f in fields(cls) if f.name not in DATA_FIELDS)
+
+    def with_data(self, classes: tuple[str, ...], normal_id: int, feature_dim: int) -> ModelConfig:
+        """This shape bound to a dataset's classes and a store's feature size."""
+        return replace(self, classes=tuple(classes), normal_id=normal_id, feature_dim=feature_dim)
 
     @property
     def num_classes(self) -> int:

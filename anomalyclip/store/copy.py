@@ -142,7 +142,7 @@ def merge_stores(dst_path: str | Path, sources: list[str | Path]) -> MergeReport
     with open_store(dst_path, "a") as dst:
         for src_path in sources:
             with open_store(src_path) as src:
-                if dst.attrs.get("schema"):
+                if dst.meta.schema:
                     diff = first_difference(dst.attrs, src.attrs, COMPATIBILITY_FIELDS)
                     if diff:
                         raise AnomalyError(f"{src_path}: cannot merge into {dst_path}: {diff}")

@@ -34,8 +34,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.store.meta import DEFAULT_DIM
 
-DEFAULT_DIM = 512
 _CROP_SUFFIX = re.compile(r"__(\d+)$")
 _FEATURE_TAGS = ("_i3d", "_clip", "_videomae", "_languagebind")
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import platform
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,12 +32,10 @@ import numpy as np
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.store.backend import Backend, disk_error, open_backend, remote_error
+from anomalyclip.store.meta import DTYPES, SCHEMA, SCHEMA_VERSION, StoreMeta
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "anomalyclip.features"
-SCHEMA_VERSION = 1
-DTYPES = ("float16", "float32")
 # The fields two stores must share to be merged or read together.
 COMPATIBILITY_FIELDS = ("dataset", "backbone", "preprocessing", "sampling")
 
@@ -189,41 +186,6 @@ def fingerprint_file(path: str | Path, sample: int = 1 << 20) -> tuple[int, str]
     return size, "sample-sha256:" + h.hexdigest()
 
 
-def provenance(
-    *,
-    dataset: str,
-    backbone: dict,
-    preprocessing: dict,
-    sampling: dict,
-    dtype: str = "float16",
-    device: str = "cpu",
-) -> dict:
-    """Root attributes of a new store: every fact needed to decide whether two stores mix."""
-    import torch
-    import transformers
-
-    import anomalyclip
-
-    if dtype not in DTYPES:
-        raise AnomalyError(f"dtype must be one of {DTYPES}, not {dtype!r}")
-    return {
-        "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
-        "dataset": dataset,
-        "backbone": backbone,
-        "preprocessing": preprocessing,
-        "sampling": sampling,
-        "dtype": dtype,
-        "producer": {
-            "package": f"anomalyclip {anomalyclip.__version__}",
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-            "device": device,
-        },
-    }
-
-
 def first_difference(
     a: dict, b: dict, fields_: tuple[str, ...] = COMPATIBILITY_FIELDS
 ) -> str | None:
@@ -330,12 +292,17 @@ class FeatureStore:
         return self._b.get_attrs("")
 
     @property
+    def meta(self) -> StoreMeta:
+        """The root attributes, typed (:class:`anomalyclip.store.meta.StoreMeta`)."""
+        return StoreMeta.from_attrs(self.attrs)
+
+    @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self.attrs.get("dtype", "float16"))
+        return np.dtype(self.meta.dtype)
 
     @property
     def dataset(self) -> str:
-        return self.attrs.get("dataset", "")
+        return self.meta.dataset
 
     def init(self, attrs: dict) -> None:
         """Write the root attributes of a new store, or check an existing one agrees.
@@ -392,7 +359,7 @@ class FeatureStore:
             raise AnomalyError(
                 f"{record.video_id}: features must be (frames, dim), got {features.shape}"
             )
-        dim = self.attrs.get("backbone", {}).get("dim")
+        dim = self.meta.dim
         if dim and features.shape[1] != dim:
             raise AnomalyError(
                 f"{record.video_id}: features have dim {features.shape[1]}, the store holds {dim}"
@@ -645,7 +612,7 @@ class FeatureStore:
 
     def summary(self) -> dict:
         """Counts for ``anomaly store info``: per split and class, frames, size."""
-        attrs = self.attrs
+        meta = self.meta
         listing = self.listing()
         recs = [r for _, r, _ in listing if r is not None]
         done = [r for r in recs if r.complete]
@@ -653,11 +620,11 @@ class FeatureStore:
         per_class = Counter(f"{r.split}/{r.label}" for r in done)
         return {
             "location": self.location,
-            "dataset": attrs.get("dataset"),
-            "backbone": attrs.get("backbone", {}).get("model"),
-            "dim": attrs.get("backbone", {}).get("dim"),
-            "dtype": attrs.get("dtype"),
-            "sampling": attrs.get("sampling"),
+            "dataset": meta.dataset,
+            "backbone": meta.model,
+            "dim": meta.dim,
+            "dtype": meta.dtype,
+            "sampling": meta.sampling,
             "videos": len(done),
             "incomplete": len(recs) - len(done),
             "damaged": len(listing) - len(recs),
@@ -712,12 +679,11 @@ class FeatureStore:
         """What in a readable record contradicts the store: label, split, intervals, width."""
         from anomalyclip.datasets import get_dataset
 
-        attrs = self.attrs  # compared only where valid: root_problem reports the rest
-        dim = attrs["backbone"].get("dim") if isinstance(attrs.get("backbone"), dict) else None
-        if isinstance(dim, int) and features.shape[1] != dim:
-            return f"rows have width {features.shape[1]}, the store's backbone {dim}"
-        if attrs.get("dtype") in DTYPES and str(features.dtype) != attrs["dtype"]:
-            return f"rows are {features.dtype}, the store holds {attrs['dtype']}"
+        meta = self.meta  # compared only where valid: root_problem reports the rest
+        if meta.dim is not None and features.shape[1] != meta.dim:
+            return f"rows have width {features.shape[1]}, the store's backbone {meta.dim}"
+        if meta.dtype in DTYPES and str(features.dtype) != meta.dtype:
+            return f"rows are {features.dtype}, the store holds {meta.dtype}"
         if rec.split not in ("train", "test"):
             return f"split {shorten(rec.split, 40)!r} is not train or test"
         try:
@@ -740,9 +706,7 @@ class FeatureStore:
             get_dataset(attrs.get("dataset") or "")
         except AnomalyError:
             found.append(f"dataset {shorten(attrs.get('dataset'), 40)!r} is unknown")
-        backbone = attrs.get("backbone")
-        dim = backbone.get("dim") if isinstance(backbone, dict) else None
-        if not (isinstance(dim, int) and dim > 0):
+        if StoreMeta.from_attrs(attrs).dim is None:
             found.append("backbone has no dim")
         for name in ("preprocessing", "sampling"):
             if not isinstance(attrs.get(name), dict):

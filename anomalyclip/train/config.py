@@ -19,29 +19,26 @@ from typing import Any
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.kernels import CONV_ALGORITHMS
-from anomalyclip.model.config import LossWeights
+from anomalyclip.model.config import ModelConfig
 from anomalyclip.thresholds import ThresholdRule
 from anomalyclip.train.data import SAMPLERS
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on besides the data and the CLIP weights."""
+    """Everything a training run depends on besides the data and the CLIP weights.
 
-    # model shape
-    emb_dim: int = 256
-    depth: int = 1
-    heads: int = 8
-    n_ctx: int = 8
-    num_segments: int = 32
-    seg_length: int = 16
+    ``model`` is the network's shape, not yet bound to a dataset (its classes and feature
+    size come from the store when training starts). Presets, TOML files, flags and
+    ``config.json`` spell the configuration flat, the model's hyper-parameters beside the
+    training options (``emb_dim = 128``, ``[train.loss_weights]``): :meth:`from_dict` and
+    :meth:`to_dict` are the one place where that spelling meets the nested configuration.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
     # which N x L frames a training video gives: "published" (the authors' sampler) or
     # "uniform" (N equal spans of any video); see anomalyclip.train.data.SegmentSampler
     sampler: str = "published"
-    concat_similarity: bool = False
-    topk: int = 3
-    segment_dropout: float = 0.7
-    loss_weights: LossWeights = field(default_factory=LossWeights)
     # optimisation
     lr: float = 1e-5
     # per-group multipliers of lr (the authors' solver ratios); 1 unless a config says otherwise
@@ -81,19 +78,30 @@ class TrainConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The flat spelling: the model's hyper-parameters, then the training options."""
+        model = self.model.to_dict()
+        flat = {k: model[k] for k in ModelConfig.hyper_parameters()}
+        return flat | {f.name: asdict(self)[f.name] for f in fields(self) if f.name != "model"}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
+        """From the flat spelling (any subset of the options; the others keep defaults)."""
+        model_keys = set(ModelConfig.hyper_parameters())
+        own = {f.name for f in fields(cls)} - {"model"}
+        unknown = sorted(set(d) - own - model_keys)
         if unknown:
             raise AnomalyError(f"unknown training option(s): {', '.join(unknown)}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: checked_value(k, v, hints[k]) for k, v in d.items()})
+        model_hints, hints = typing.get_type_hints(ModelConfig), typing.get_type_hints(cls)
+        shape = {k: checked_value(k, v, model_hints[k]) for k, v in d.items() if k in model_keys}
+        try:
+            model = ModelConfig(**shape)
+        except ValueError as exc:
+            raise AnomalyError(f"model shape: {exc}") from None
+        rest = {k: checked_value(k, v, hints[k]) for k, v in d.items() if k in own}
+        return cls(model=model, **rest)
 
     def updated(self, **overrides: Any) -> TrainConfig:
-        """A copy with the non-None overrides applied."""
+        """A copy with the non-None overrides applied (flat names, as :meth:`from_dict`)."""
         d = self.to_dict()
         d.update({k: v for k, v in overrides.items() if v is not None})
         return TrainConfig.from_dict(d)

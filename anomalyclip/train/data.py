@@ -11,6 +11,7 @@ videos come (:func:`epoch_plan`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -22,7 +23,7 @@ import torch
 
 from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store import FeatureStore, VideoRecord
+from anomalyclip.store import DEFAULT_DIM, FeatureStore, VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,30 @@ class TrainingSet:
             )
         return max(len(self.abnormal), len(self.normal)) // half
 
+    @functools.cached_property
+    def normal_ids(self) -> frozenset[str]:
+        return frozenset(r.video_id for r in self.normal)
+
+
+def check_layout(videos: list[VideoRecord], data: TrainingSet) -> None:
+    """Refuse a batch not laid out as training reads it: an even number of videos, the first
+    half abnormal, the second half normal. The loss takes its abnormal and normal halves by
+    position (anomalyclip.model.loss) and data-parallel training shards each half
+    (:func:`local_positions`), so a batch of another layout would train on wrong targets
+    without any error; every batch passes here as it is built (:func:`load_batch`)."""
+    kinds = "".join("n" if v.video_id in data.normal_ids else "a" for v in videos)
+    half = len(kinds) // 2
+    if not kinds or len(kinds) % 2 or kinds != "a" * half + "n" * half:
+        raise ValueError(
+            f"batch of {len(kinds)} videos laid out {kinds!r} (a: abnormal, n: normal); "
+            "training needs the first half abnormal and the second half normal"
+        )
+
 
 def centroid_sums(store: FeatureStore, records: list[VideoRecord]) -> tuple[torch.Tensor, int]:
     """Sum (float64) and count of the frame embeddings of ``records``: the normal centroid
     is their quotient, summed over processes first when the work is shared."""
-    total = torch.zeros(int(store.attrs.get("backbone", {}).get("dim") or 512), dtype=torch.float64)
+    total = torch.zeros(store.meta.dim or DEFAULT_DIM, dtype=torch.float64)
     count = 0
     for rec in records:
         x = store.features(rec.video_id).astype(np.float64)
@@ -163,7 +183,7 @@ def epoch_plan(
 @dataclass
 class Batch:
     features: torch.Tensor  # (B, N, L, D) float32
-    labels: torch.Tensor  # (B,) class ids, abnormal first
+    labels: torch.Tensor  # (B,) class ids, abnormal first (check_layout)
 
 
 def local_positions(batch_size: int, rank: int, world: int) -> list[int]:
@@ -184,16 +204,19 @@ def local_positions(batch_size: int, rank: int, world: int) -> list[int]:
 def load_batch(
     store: FeatureStore,
     videos: list[VideoRecord],
-    class_ids: dict[str, int],
+    data: TrainingSet,
     sampler: SegmentSampler,
     rngs: list[np.random.Generator],
 ) -> Batch:
+    """The batch of ``videos`` (laid out as :func:`check_layout` requires), each sampled by
+    ``sampler`` with its own RNG."""
+    check_layout(videos, data)
     rows = []
     for rec, rng in zip(videos, rngs, strict=True):
         idx = sampler(rec.num_frames, rng)  # (N, L)
         rows.append(store.rows(rec.video_id, idx.reshape(-1)).reshape(*idx.shape, -1))
     x = torch.from_numpy(np.stack(rows).astype(np.float32))
-    y = torch.tensor([class_ids[r.video_id] for r in videos], dtype=torch.long)
+    y = torch.tensor([data.class_ids[r.video_id] for r in videos], dtype=torch.long)
     return Batch(x, y)
 
 
@@ -219,7 +242,7 @@ def iterate_batches(
         pos = positions if positions is not None else range(len(plan[b]))
         videos = [plan[b][j] for j in pos]
         rngs = [np.random.default_rng([seed, epoch, 1, b, j]) for j in pos]
-        return load_batch(store, videos, data.class_ids, sampler, rngs)
+        return load_batch(store, videos, data, sampler, rngs)
 
     if workers <= 0:
         for b in range(len(plan)):

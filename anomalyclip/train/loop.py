@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,13 @@ from tqdm import tqdm
 from anomalyclip.datasets import get_dataset
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.run import evaluate_store
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.loss import segment_keep_mask
-from anomalyclip.store import FeatureStore, VideoRecord, open_store
+from anomalyclip.runs import build_network, load_model_state, load_run, run_inputs, save_run
+from anomalyclip.store import DEFAULT_DIM, FeatureStore, VideoRecord, open_store
 from anomalyclip.thresholds import ThresholdRule, choose_threshold
 from anomalyclip.train import distributed
-from anomalyclip.train.build import build_model, model_config, run_inputs
 from anomalyclip.train.calibration import calibrate, split_held_out
-from anomalyclip.train.checkpoint import load_model_state, load_run, save_run
 from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.data import (
     SegmentSampler,
@@ -36,6 +35,12 @@ from anomalyclip.train.data import (
 )
 
 log = logging.getLogger(__name__)
+
+# How training measures a model while it trains: the test-split metrics of the model on the
+# store (with "primary" and "primary_value"), or None when the store has no test videos.
+# Callers above both layers pass anomalyclip.evaluate's metrics_on_test_split; training never
+# imports evaluation.
+Evaluator = Callable[[AnomalyCLIP, FeatureStore, torch.device], "dict[str, Any] | None"]
 
 
 def warmup_cosine(warmup_epochs: int, total_epochs: int):
@@ -78,17 +83,21 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    evaluate: Evaluator | None = None,
 ) -> dict[str, Any]:
     """Train AnomalyCLIP on the store at ``features``; write the run to ``out``.
 
     ``stop_after`` ends the run after that many epochs of the schedule (a time-boxed job);
-    ``resume`` continues it, giving the same weights as an uninterrupted run.
+    ``resume`` continues it, giving the same weights as an uninterrupted run. ``evaluate``
+    measures the model on the store's test split every ``cfg.eval_every`` epochs (None:
+    no metrics are recorded).
 
     Returns the config written with the last checkpoint (including the last metrics).
     """
     d = distributed.setup(cfg.device)
     try:
-        return _train(features, out, cfg, clip, resume, progress and d.is_main, stop_after, d)
+        show = progress and d.is_main
+        return _train(features, out, cfg, clip, resume, show, stop_after, d, evaluate)
     finally:
         distributed.teardown(d)
 
@@ -102,6 +111,7 @@ def _train(
     progress: bool,
     stop_after: int | None,
     d: distributed.Dist,
+    evaluate: Evaluator | None,
 ) -> dict[str, Any]:
     device = d.device
     store = open_store(features)
@@ -118,15 +128,16 @@ def _train(
             f"{exc} (after holding out {len(held_out)} normal videos to calibrate the "
             "threshold; --calibration-share 0 keeps them)"
         ) from None
-    dim = int(store.attrs.get("backbone", {}).get("dim") or 512)
-    clip = clip or store.attrs.get("backbone", {}).get("model")
+    meta = store.meta
+    dim = meta.dim or DEFAULT_DIM
+    clip = clip or meta.model
     if not clip:
         raise AnomalyError(f"{features}: the store names no backbone; pass --clip")
     positions = local_positions(cfg.batch_size, d.rank, d.world) if d.enabled else None
 
     _seed_everything(cfg.seed)
-    mcfg = model_config(spec, cfg, dim)
-    model = build_model(mcfg, clip, cfg.conv)
+    mcfg = cfg.model.with_data(spec.classes, spec.normal_id, dim)
+    model = build_network(mcfg, clip, cfg.conv)
     optimizer = make_optimizer(model, cfg)
     start_epoch = 0
     metrics: dict[str, Any] | None = None
@@ -159,7 +170,7 @@ def _train(
             raise AnomalyError(f"{features}: no frames to compute the normal centroid from")
         model.set_centroid((total / count).float())
     lr_factor = warmup_cosine(cfg.warmup_epochs, cfg.epochs)
-    sampler = SegmentSampler(cfg.num_segments, cfg.seg_length, cfg.sampler)
+    sampler = SegmentSampler(mcfg.num_segments, mcfg.seg_length, cfg.sampler)
     model.to(device)
     net = model
     gather = None
@@ -176,13 +187,13 @@ def _train(
         "train": cfg.to_dict(),
         "store": {
             "location": str(features),
-            "backbone": store.attrs.get("backbone"),
-            "sampling": store.attrs.get("sampling"),  # what live scoring samples at
+            "backbone": meta.backbone,
+            "sampling": meta.sampling,  # what live scoring samples at
         },
-        "inputs": run_inputs(features, clip, out, store.attrs.get("backbone")),
+        "inputs": run_inputs(features, clip, out, meta.backbone),
         "provenance": provenance(),
     }
-    has_test = bool(store.records(split="test"))
+    has_test = evaluate is not None and bool(store.records(split="test"))
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
         model.train()
@@ -198,7 +209,7 @@ def _train(
         t0, sums = time.perf_counter(), {}
         for batch in bar:
             # one global dropout mask, each process taking its videos' rows
-            keep = segment_keep_mask(cfg.batch_size, cfg.num_segments, cfg.segment_dropout, gen)
+            keep = segment_keep_mask(cfg.batch_size, mcfg.num_segments, mcfg.segment_dropout, gen)
             keep = keep if positions is None else keep[positions]
             out_ = net(batch.features.to(device))
             loss, terms = model.loss(
@@ -225,9 +236,9 @@ def _train(
             (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
         )
         if d.is_main and has_test and evaluate_now:
-            found = evaluate_store(model, store, device=device)
+            found = evaluate(model, store, device)
             if found:
-                metrics = found[0]
+                metrics = found
                 epoch_log[metrics["primary"]] = metrics["primary_value"]
                 log.info(
                     "epoch %d: loss %.4f, test %s %.4f",

@@ -330,7 +330,7 @@ def check_backbone(
     of the same weights under another name, recorded before weight hashes were.
     """
     expected = (config.get("store") or {}).get("backbone")
-    found = store.attrs.get("backbone")
+    found = store.meta.backbone
     if allow or not backbone_difference(expected, found):
         return
     raise AnomalyError(

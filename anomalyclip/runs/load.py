@@ -1,4 +1,5 @@
-"""Building an AnomalyCLIP network from a configuration, and from a run directory."""
+"""A run folder's network: built from a configuration, or loaded with its weights; the
+records ``config.json`` keeps of the run's inputs; the device runs use by default."""
 
 from __future__ import annotations
 
@@ -10,37 +11,21 @@ import torch
 from anomalyclip import locations
 from anomalyclip.backbone import describe, load_text
 from anomalyclip.checks import device_name, is_url
-from anomalyclip.datasets import DatasetSpec, get_dataset
+from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP, ModelConfig
-from anomalyclip.train.checkpoint import load_model_state, load_run
-from anomalyclip.train.config import TrainConfig
+from anomalyclip.runs.checkpoint import load_model_state, load_run
 
 
-def model_config(spec: DatasetSpec, cfg: TrainConfig, feature_dim: int) -> ModelConfig:
-    return ModelConfig(
-        classes=spec.classes,
-        normal_id=spec.normal_id,
-        feature_dim=feature_dim,
-        emb_dim=cfg.emb_dim,
-        depth=cfg.depth,
-        heads=cfg.heads,
-        n_ctx=cfg.n_ctx,
-        num_segments=cfg.num_segments,
-        seg_length=cfg.seg_length,
-        concat_similarity=cfg.concat_similarity,
-        topk=cfg.topk,
-        segment_dropout=cfg.segment_dropout,
-        loss_weights=cfg.loss_weights,
-    )
-
-
-def build_model(mcfg: ModelConfig, clip: str | Path, conv: str = "auto") -> AnomalyCLIP:
+def build_network(mcfg: ModelConfig, clip: str | Path, conv: str = "auto") -> AnomalyCLIP:
     """A fresh network on the text tower of ``clip`` (its projection size must match).
+    ``mcfg`` must be bound to a dataset (:meth:`ModelConfig.with_data`).
 
     ``conv``: the convolution algorithm of the temporal model (auto | direct | winograd;
     ``auto`` takes Winograd where it measured faster: float32 on the CPU from 128 channels).
     """
+    if not mcfg.classes:
+        raise ValueError("the model configuration has no classes: bind it with with_data()")
     text_model, tokenizer = load_text(clip)
     proj = text_model.config.projection_dim
     if proj != mcfg.feature_dim:
@@ -75,6 +60,11 @@ def run_clip(run_dir: str | Path, config: dict[str, Any]) -> str:
     return locations.recorded(run_dir, config, "clip")
 
 
+def run_store(run_dir: str | Path, config: dict[str, Any]) -> str:
+    """The feature store a run was trained on (its recorded location)."""
+    return locations.recorded(run_dir, config, "store")
+
+
 def load_model(
     run_dir: str | Path, clip: str | Path | None = None
 ) -> tuple[AnomalyCLIP, dict[str, Any]]:
@@ -88,7 +78,7 @@ def load_model(
     spec = get_dataset(config["dataset"])
     if tuple(spec.classes) != tuple(mcfg.classes):
         raise AnomalyError(f"{run_dir}: its classes do not match dataset {spec.name!r}")
-    model = build_model(mcfg, clip or run_clip(run_dir, config))
+    model = build_network(mcfg, clip or run_clip(run_dir, config))
     load_model_state(model, state.weights, Path(run_dir) / "model.safetensors")
     return model.eval(), config
 

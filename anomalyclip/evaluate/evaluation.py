@@ -93,6 +93,15 @@ def apply_annotations(
         raise AnomalyError(f"{source}: names none of the store's test videos")
 
 
+def metrics_on_test_split(
+    model: torch.nn.Module, store: FeatureStore, device: torch.device | str | None = None
+) -> dict[str, Any] | None:
+    """The test-split metrics of ``model`` on ``store`` (None without test videos): what
+    training measures each epoch (the callback :data:`anomalyclip.train.Evaluator`)."""
+    found = evaluate_store(model, store, device=device)
+    return found[0] if found else None
+
+
 def evaluate_store(
     model: torch.nn.Module,
     store: FeatureStore,
@@ -305,8 +314,8 @@ def evaluate_run(
 ) -> tuple[dict[str, Any], list[VideoResult]]:
     """The paper's metrics on the test split of the run's store, and the decisions at the
     run's threshold: what ``anomaly eval`` and the demo report."""
+    from anomalyclip.runs import check_backbone
     from anomalyclip.store import open_store
-    from anomalyclip.train.checkpoint import check_backbone
 
     features = options.features or config["store"]["location"]
     with open_store(features) as st:
