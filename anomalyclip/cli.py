@@ -144,12 +144,17 @@ def features_cmd(
 def demo_cmd(
     out: str = typer.Option("demo", "--out", "-o", help="Folder for videos, CLIP, store, runs."),
     seed: int = typer.Option(0, "--seed"),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="The image tower's in extraction: fp32, bf16, auto."
+    ),
 ) -> None:
     """The whole pipeline on a generated dataset: no download, a few minutes on a CPU."""
     from anomalyclip.demo import run_demo
     from anomalyclip.evaluate.report import format_table
 
-    run = run_demo(out, seed=seed)
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise AnomalyError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+    run = run_demo(out, seed=seed, precision=precision)
     for name, seconds in run.timings.items():
         result = run.results[name]
         detail = result.format().splitlines()[0] if hasattr(result, "format") else ""
@@ -771,6 +776,7 @@ def bench_eval_cmd(
 @bench_app.command("demo")
 def bench_demo_cmd(
     out: str = typer.Option(None, "--out", help="Keep the demo here (default: a temp dir)."),
+    precision: str = typer.Option("fp32", "--precision", help="Extraction: fp32, bf16, auto."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Seconds of every demo step, with the demo's AUC, alarms and events found."""
@@ -778,7 +784,7 @@ def bench_demo_cmd(
 
     from anomalyclip.bench.demo import measure, table
 
-    result = measure(out)
+    result = measure(out, precision=precision)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 

@@ -113,6 +113,7 @@ class DemoRun:
     out: Path
     seed: int = 0
     progress: bool = True
+    precision: str = "fp32"  # the image tower's, in extraction (ExtractConfig.precision)
     generate: dict = field(default_factory=dict)  # generate_demo_videos options (scale)
     videos: list[DemoVideo] = field(default_factory=list)
     results: dict = field(default_factory=dict)  # step name -> its result
@@ -165,6 +166,7 @@ def step_extract(run: DemoRun):
         root=run.video_root,
         batch_size=64,
         workers=2,
+        precision=run.precision,
         progress=run.progress,
     )
     if not summary.ok:
@@ -241,13 +243,18 @@ DEMO_STEPS: list[tuple[str, Callable[[DemoRun], object]]] = [
 
 
 def run_demo(
-    out_dir: str | Path = "demo", seed: int = 0, progress: bool = True, **generate
+    out_dir: str | Path = "demo",
+    seed: int = 0,
+    progress: bool = True,
+    precision: str = "fp32",
+    **generate,
 ) -> DemoRun:
     """Run every step of :data:`DEMO_STEPS` in order into ``out_dir``.
 
-    ``generate`` overrides :func:`generate_demo_videos`' defaults (tests run a smaller demo).
+    ``precision`` is the image tower's in extraction; ``generate`` overrides
+    :func:`generate_demo_videos`' defaults (tests run a smaller demo).
     """
-    run = DemoRun(Path(out_dir), seed=seed, progress=progress, generate=generate)
+    run = DemoRun(Path(out_dir), seed, progress, precision, generate)
     run.out.mkdir(parents=True, exist_ok=True)
     for name, step in DEMO_STEPS:
         t0 = time.perf_counter()

@@ -14,18 +14,19 @@ import time
 from pathlib import Path
 
 
-def measure(out: str | Path | None = None, seed: int = 0) -> dict:
+def measure(out: str | Path | None = None, seed: int = 0, precision: str = "fp32") -> dict:
     """Run the demo into ``out`` (a temporary folder by default) and time it."""
     from anomalyclip.demo import run_demo
 
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-demo-") as tmp:
         t0 = time.perf_counter()
-        run = run_demo(out or tmp, seed=seed, progress=False)
+        run = run_demo(out or tmp, seed=seed, progress=False, precision=precision)
         total = time.perf_counter() - t0
         metrics = run.results["evaluate"]
     decision = metrics["decision"]
     found = decision["events"]["detection"]["0.3"]
     return {
+        "precision": precision,
         "seconds": {**run.timings, "total": total},
         "frame_auc": metrics["auc"],
         "threshold": decision["threshold"]["value"],

@@ -47,6 +47,7 @@ from anomalyclip.datasets.files import (
     FileIndex,
     check_relative,
     parse_pairs,
+    read_text,
     strip_video_extension,
 )
 from anomalyclip.errors import AnomalyError
@@ -74,14 +75,7 @@ class CsvVideo:
 def read_video_csv(path: Path) -> list[CsvVideo]:
     """The rows of a ``path,label,split[,start,end...]`` file, checked line by line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise AnomalyError(f"{path}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise AnomalyError(f"{path}: not a UTF-8 text file ({e.reason})") from None
-    except OSError as e:
-        raise AnomalyError(f"{path}: cannot read ({e.strerror})") from None
+    text = read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     videos: list[CsvVideo] = []
     first_line: dict[str, int] = {}

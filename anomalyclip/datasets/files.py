@@ -31,17 +31,21 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 # --------------------------------------------------------------------------- line parsing
 
 
-def iter_fields(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, whitespace-split fields) of every non-blank line of a text file."""
-    path = Path(path)
+def read_text(path: Path) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped); a one-line error naming it if not."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise AnomalyError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
         raise AnomalyError(f"{path}: not a UTF-8 text file ({e.reason})") from None
     except OSError as e:
         raise AnomalyError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def iter_fields(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, whitespace-split fields) of every non-blank line of a text file."""
+    text = read_text(path)
     for lineno, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if fields:
