@@ -99,7 +99,7 @@ def test_the_checker_finds_each_kind_of_violation(tmp_path):
         "evaluate/evaluation.py": "from anomalyclip.model import AnomalyCLIP\n",  # allowed
         "extract/pipe.py": "from . import decode\nfrom anomalyclip.store import open_store\n",
         "bench/b.py": "def g():\n    import anomalyclip.cli\n",
-        "bench/e.py": "from anomalyclip.demo import encode_video\n",
+        "live/e.py": "from anomalyclip.demo import encode_video\n",
         "cli.py": "from anomalyclip.demo import run_demo\n",  # allowed
         "runs.py": "from anomalyclip.train.build import build_network\n",  # allowed
     }
@@ -108,8 +108,8 @@ def test_the_checker_finds_each_kind_of_violation(tmp_path):
         (root / name).write_text(text)
     assert violations(root) == [
         "anomalyclip/bench/b.py:2: bench imports anomalyclip.cli",
-        "anomalyclip/bench/e.py:1: bench imports anomalyclip.demo",
         "anomalyclip/datasets/x.py:1: datasets imports anomalyclip.interop.authors",
+        "anomalyclip/live/e.py:1: live imports anomalyclip.demo",
         "anomalyclip/model/net.py:2: model imports anomalyclip.train",
         "anomalyclip/store/__init__.py:1: store imports anomalyclip.evaluate",
         "anomalyclip/train/loop.py:1: train imports anomalyclip.evaluate",
