@@ -114,9 +114,11 @@ def quick_run(tmp: Path, clip_dir: Path, epochs: int, n_each: int) -> tuple[Path
     ``n_each`` is written: training holds one out to set the decision threshold."""
     from anomalyclip.train import resolve_config, train
 
-    # the demo preset's batch of 8, smaller when there are fewer videos of a kind
+    # the demo preset's batch of 8, smaller when there are fewer videos of a kind, on the
+    # paper's 32 x 16 grids (the planted stores' videos are made for them)
     cfg = resolve_config("demo", epochs=epochs, warmup_epochs=1, workers=1,
-                         batch_size=2 * min(4, n_each))  # fmt: skip
+                         batch_size=2 * min(4, n_each), num_segments=32,
+                         seg_length=16)  # fmt: skip
     store = planted_store(tmp / "s.zarr", clip_dir, cfg, n_abnormal=n_each, n_normal=n_each + 1)
     train(store, tmp / "run", cfg, progress=False)
     return store, tmp / "run"

@@ -62,9 +62,10 @@ def test_epoch_plan_pairs_abnormal_first_and_covers_every_video(tmp_path, tiny_c
 
 @pytest.mark.slow
 def test_learns_planted_anomalies_and_shuffled_control_does_not(tmp_path, tiny_clip):
-    cfg = resolve_config(
-        "demo", epochs=6, warmup_epochs=1, workers=1, lr=1e-3, concat_similarity=False
-    )
+    cfg = resolve_config(  # the paper's 32 x 16 grids, which the planted store is made for
+        "demo", epochs=6, warmup_epochs=1, workers=1, lr=1e-3, concat_similarity=False,
+        num_segments=32, seg_length=16,
+    )  # fmt: skip
     real = planted_store(tmp_path / "real.zarr", tiny_clip, cfg)
     control = planted_store(tmp_path / "control.zarr", tiny_clip, cfg, shuffle_labels=True)
     measured = {"progress": False, "evaluate": metrics_on_test_split}
@@ -112,14 +113,15 @@ def test_winograd_training_computes_what_direct_convolutions_compute(tmp_path, t
     with open_store(store) as st:
         data = TrainingSet.from_store(st)
         plan = epoch_plan(data, cfg.batch_size, cfg.seed, 0)
-        sampler = SegmentSampler(32, 16, cfg.sampler)
+        sampler = SegmentSampler(cfg.model.num_segments, cfg.model.seg_length, cfg.sampler)
         (batch, *_) = iterate_batches(st, data, plan[:1], sampler, cfg.seed, 0, workers=0)
     spec = get_dataset("demo")
     mcfg = cfg.model.with_data(spec.classes, spec.normal_id, 512)
     models = {"direct": build_network(mcfg, tiny_clip, "direct")}
     models["auto"] = build_network(mcfg, tiny_clip, "auto")
     models["auto"].load_state_dict(models["direct"].state_dict())  # the same weights
-    keep = segment_keep_mask(cfg.batch_size, 32, cfg.model.segment_dropout, torch.Generator())
+    n = cfg.model.num_segments
+    keep = segment_keep_mask(cfg.batch_size, n, cfg.model.segment_dropout, torch.Generator())
     step = {}
     for algorithm, model in models.items():
         loss, _ = model.loss(model(batch.features), batch.labels, keep=keep)

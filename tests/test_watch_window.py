@@ -96,7 +96,7 @@ def test_frozen_text_features_give_the_models_own_scores(tiny_clip):
     spec = get_dataset("demo")
     model = build_network(cfg.model.with_data(spec.classes, spec.normal_id, 512), tiny_clip)
     model.eval()
-    x = torch.randn(2, 32, 16, 512)
+    x = torch.randn(2, cfg.model.num_segments, cfg.model.seg_length, 512)
     with torch.inference_mode():
         p0, probs0 = score_fn(model)(x)
         p1, probs1 = frozen_text_score_fn(model)(x)

@@ -128,7 +128,8 @@ def offline(run_dir: Path, video: Path, threshold: float) -> dict:
     assert summary.ok, summary.failed
     with open_store(url) as st:
         feats, frames, times = st.features("v"), st.frames("v"), st.times("v")
-    p, probs = score_video(torch.from_numpy(feats), score_fn(model), 32, 16)
+    N, L = model.cfg.num_segments, model.cfg.seg_length
+    p, probs = score_video(torch.from_numpy(feats), score_fn(model), N, L)
     curve = {"frames": frames, "times": times, "p": p.numpy(), "probs": probs.numpy()}
     labels = (list(model.cfg.classes), model.cfg.normal_id)
     events = [e.to_dict() for e in find_events(str(video), curve, labels, EventConfig(threshold))]
