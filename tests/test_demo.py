@@ -134,16 +134,16 @@ def test_full_demo_finds_the_planted_events(tmp_path):
     assert (run.eval_dir / "roc.png").stat().st_size > 10_000
     assert len(list((run.eval_dir / "videos").rglob("*.csv"))) == 17
     # decisions at the run's own far@1 threshold, chosen on 3 held-out normal training videos
-    # (measured with seed 0: AUC 0.966; 9/9 planted events found at IoU >= 0.1, 8/9 at 0.3 (the
-    # miss: an Intruder video whose p(A) hovers near the threshold all along, one long event);
-    # 0 false events; 0.0 % of the normal test videos' frames alarm, 5.7 % of the normal frames
-    # of the abnormal videos, next to their events)
+    # (measured with seed 0, two runs on two hosts: AUC 0.966 / 0.963; 9/9 planted events found
+    # at IoU >= 0.1; 8/9 / 7/9 at 0.3 (misses: an Intruder video whose p(A) hovers near the
+    # threshold all along, one long event); 0.0 % of the normal test videos' frames alarm,
+    # 5.7 % / 4.6 % of all normal frames, the extra ones next to events in abnormal videos)
     decision = metrics["decision"]
     assert decision["threshold"]["rule"] == "far@1"
     assert "held-out normal training videos" in decision["threshold"]["source"]
     found = decision["events"]["detection"]
     assert found["0.1"]["intervals"] == 9
     assert found["0.1"]["true_positives"] >= 8, found
-    assert found["0.3"]["true_positives"] >= 7, found
+    assert found["0.3"]["true_positives"] >= 6, found
     assert decision["frames"]["alarm_rate_normal_videos"] <= 0.03, decision["frames"]
     assert decision["events"]["false_events_per_hour"] is not None
