@@ -78,3 +78,22 @@ def call_cli(*args: str | Path, cwd: str | Path | None = None) -> Done:
         sys.argv = argv
         os.chdir(here)
     return Done(code, out.getvalue(), err.getvalue())
+
+
+def anomaly(monkeypatch, capsys, *args: str | Path) -> tuple[int, str, str]:
+    """Run the console script in-process under pytest's ``monkeypatch`` and ``capsys``;
+    returns (exit code, stdout, stderr)."""
+    import pytest
+
+    from anomalyclip.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["anomaly", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def error_lines(err: str) -> list[str]:
+    """The ``error: ...`` lines of a command's stderr."""
+    return [line for line in err.splitlines() if line.startswith("error:")]

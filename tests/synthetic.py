@@ -108,17 +108,19 @@ def planted_store(
     return path
 
 
-def quick_run(tmp: Path, clip_dir: Path, epochs: int, n_each: int) -> tuple[Path, Path]:
+def quick_run(
+    tmp: Path, clip_dir: Path, epochs: int, n_each: int, grid: tuple[int, int] | None = None
+) -> tuple[Path, Path]:
     """(store, run directory) of a short demo-config run on a planted store, for the tests
     of what reads a trained run (evaluation, prediction). One more normal video than
-    ``n_each`` is written: training holds one out to set the decision threshold."""
+    ``n_each`` is written: training holds one out to set the decision threshold. ``grid``:
+    (segments, frames per segment) instead of the demo preset's."""
     from anomalyclip.train import resolve_config, train
 
-    # the demo preset's batch of 8, smaller when there are fewer videos of a kind, on the
-    # paper's 32 x 16 grids (the planted stores' videos are made for them)
+    # the demo preset's batch of 8, smaller when there are fewer videos of a kind
+    shape = {"num_segments": grid[0], "seg_length": grid[1]} if grid else {}
     cfg = resolve_config("demo", epochs=epochs, warmup_epochs=1, workers=1,
-                         batch_size=2 * min(4, n_each), num_segments=32,
-                         seg_length=16)  # fmt: skip
+                         batch_size=2 * min(4, n_each), **shape)  # fmt: skip
     store = planted_store(tmp / "s.zarr", clip_dir, cfg, n_abnormal=n_each, n_normal=n_each + 1)
     train(store, tmp / "run", cfg, progress=False)
     return store, tmp / "run"

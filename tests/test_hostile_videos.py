@@ -19,9 +19,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
+from cli_helper import anomaly
 
-from anomalyclip.cli import main
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.store import open_store
 from anomalyclip.synthetic import render_scene, video_codec
@@ -49,14 +48,6 @@ def cut_at_packet(src: Path, dst: Path, keep: int) -> Path:
         starts = sorted(p.pos for p in c.demux(c.streams.video[0]) if p.size)
     dst.write_bytes(src.read_bytes()[: starts[keep]])
     return dst
-
-
-def anomaly(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["anomaly", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 # -- truncated sources (issue 18, item 6) ---------------------------------------------------

@@ -7,13 +7,12 @@ what was written.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helper import anomaly
 
-from anomalyclip.cli import main
 from anomalyclip.errors import AnomalyError
 from anomalyclip.interop.npy_import import import_npy
 from anomalyclip.store import open_store
@@ -62,14 +61,6 @@ def write_features(folder: Path, flat: set[str] = frozenset(), seed: int = 0) ->
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, feats[vid])
     return feats
-
-
-def anomaly(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["anomaly", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

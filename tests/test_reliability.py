@@ -8,13 +8,12 @@ codes and the one-line errors are the real ones.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helper import anomaly, error_lines
 from synthetic import quick_run
 
-from anomalyclip.cli import main
 from anomalyclip.errors import AnomalyError
 from anomalyclip.runs.checkpoint import check_backbone, read_run_config
 from anomalyclip.store import open_store
@@ -24,18 +23,6 @@ from anomalyclip.store import open_store
 def trained(tmp_path_factory, tiny_clip) -> tuple[Path, Path]:
     """(store, run): one short run on a planted store, shared by the tests that read it."""
     return quick_run(tmp_path_factory.mktemp("reliability"), tiny_clip, epochs=1, n_each=3)
-
-
-def anomaly(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["anomaly", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 def copy_store(src: Path, dst: Path, **backbone_changes) -> Path:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helper import anomaly, error_lines
 
-from anomalyclip.cli import main
 from anomalyclip.store import SCHEMA, VideoRecord, open_store, video_key
 
 DIM = 8
@@ -44,19 +44,6 @@ def make_store(path: Path | str, videos: dict = VIDEOS, attrs: dict = ATTRS, see
         for vid, (rows, label, split) in videos.items():
             rec = VideoRecord(vid, source=f"{vid}.mp4", label=label, split=split, fps=24.0)
             st.write_video(rec, rng.standard_normal((rows, DIM)))
-
-
-def anomaly(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """Run the console script in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["anomaly", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture

@@ -58,7 +58,9 @@ STARTUP = 180  # seconds a process may take to start (imports torch; CI machines
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_clip):
-    return quick_run(tmp_path_factory.mktemp("watch-run"), tiny_clip, epochs=1, n_each=4)[1]
+    # the paper's 32 x 16 grids: after one epoch their scores rise on the event video
+    tmp = tmp_path_factory.mktemp("watch-run")
+    return quick_run(tmp, tiny_clip, epochs=1, n_each=4, grid=(32, 16))[1]
 
 
 @pytest.fixture(scope="module")
