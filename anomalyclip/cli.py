@@ -763,8 +763,7 @@ def bench_eval_cmd(
     rounds: int = typer.Option(3, "--rounds", help="Interleaved repeats (median)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Frames/s of test-mode inference at the UCF-Crime shape: the reference path against the
-    fast path in fp32 and bf16, a 4096-frame video, and the time outside the model."""
+    """Test-mode frames/s at the UCF-Crime shape: reference vs fast path, fp32 and bf16."""
     import json
 
     from anomalyclip.bench.eval import measure, table
