@@ -261,3 +261,27 @@ def test_winograd_filters_are_transformed_once_and_follow_the_weights():
         ff["winograd"].net[1].weight.mul_(0.5)  # in place, outside any training step
         ff["direct"].net[1].weight.mul_(0.5)
         assert (ff["winograd"](x) - ff["direct"](x)).abs().max() < 1e-10
+
+
+def test_scratch_buffers_are_reused_and_leave_nothing_behind():
+    """Inference keeps its Winograd scratch buffers between calls (``Workspace``): a small
+    batch scored right after a large one (buffers then hold the large batch's values, the
+    padded borders included) must equal the same batch scored with fresh buffers, bit for
+    bit; the buffers are not reallocated for a batch that fits, and training frees them."""
+    from anomalyclip.kernels import winograd
+
+    torch.manual_seed(0)
+    ff = ConvFeedForward(128, conv="winograd").eval()
+    large, small = torch.randn(6, 8, 4, 128) * 3 + 1, torch.randn(2, 8, 4, 128)
+    winograd.release_workspace()
+    with torch.no_grad():
+        fresh = ff(small)
+        ff(large)
+        buffers = {k: b.data_ptr() for k, b in winograd._WORKSPACE.buffers.items()}
+        native = {"v"} if winograd.native.supports(small) else set()  # V from the C kernel
+        assert {k[0] for k in buffers} == {"source", "hidden", "m"} | native
+        again = ff(small)
+        assert {k: b.data_ptr() for k, b in winograd._WORKSPACE.buffers.items()} == buffers
+    assert torch.equal(again, fresh)
+    ff.train()
+    assert winograd._WORKSPACE.nbytes() == 0

@@ -130,11 +130,16 @@ def _run(name: str, dtype: torch.dtype, head: list, tail: list, total: int) -> N
         list(_pool().map(lambda r: fn(*head, *r, *tail), ranges))
 
 
-def input_transform(xp: torch.Tensor, th: int, tw: int) -> torch.Tensor:
-    """Padded (b, 4th+2, 4tw+2, C) contiguous block -> V (36, b*th*tw, C)."""
+def input_transform(
+    xp: torch.Tensor, th: int, tw: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Padded (b, 4th+2, 4tw+2, C) contiguous block -> V (36, b*th*tw, C), written into
+    ``out`` (contiguous, that shape) when given."""
     b, hp, wp, c = xp.shape
     total = b * th * tw
-    v = xp.new_empty(36, total, c)
+    v = xp.new_empty(36, total, c) if out is None else out
+    if v.shape != (36, total, c) or not v.is_contiguous() or v.dtype != xp.dtype:
+        raise ValueError(f"input_transform needs a contiguous (36, {total}, {c}) output")
     _run(
         "input_transform",
         xp.dtype,

@@ -33,6 +33,8 @@ m = 2; the tests state the error at the paper's shape.
 from __future__ import annotations
 
 import functools
+import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +103,45 @@ def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
     return (kw @ w).view(-1, c, f)
 
 
+class Workspace(threading.local):
+    """Scratch buffers that inference reuses from call to call, one set per thread.
+
+    A Winograd feed-forward needs a few 30-70 MB intermediates per block of images (the
+    Winograd-domain input V, the products M, the padded hidden activation). Allocated afresh
+    on every call, each comes from a new ``mmap`` whose pages are faulted in and zeroed again:
+    ~20% of a 4096-frame video's scoring time on the 2-core benchmark host. Here each named
+    buffer is kept (grown when a larger one is asked for) and handed out as a view, so
+    scoring batch after batch touches the same memory. Only for computations whose results
+    do not outlive the call (nothing is saved for a backward); :func:`release_workspace`
+    frees them (the modules call it when they go back to training).
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple, torch.Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A contiguous (shape) tensor of ``like``'s dtype and device; its contents are left
+        from the last use."""
+        key, n = (name, like.dtype, like.device), math.prod(shape)
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < n:
+            self.buffers.pop(key, None)  # the old one is freed before the new one is made
+            with torch.inference_mode(False):  # usable inside and outside inference mode
+                buf = self.buffers[key] = torch.empty(n, dtype=like.dtype, device=like.device)
+        return buf[:n].view(shape)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self.buffers.values())
+
+
+_WORKSPACE = Workspace()
+
+
+def release_workspace() -> None:
+    """Free this thread's inference scratch buffers (:class:`Workspace`)."""
+    _WORKSPACE.buffers.clear()
+
+
 def _chunk_images(tiles_per_image: int, r: int, width: int, itemsize: int) -> int:
     """Images per block so the block's Winograd-domain tensors stay about CHUNK_BYTES each."""
     per_image = tiles_per_image * r * r * width * itemsize
@@ -150,29 +191,38 @@ class _Grid:
         # the fused C transforms (F(4x4, 3x3) only) where they are built, else eager torch
         self.native = m == 4 and native.supports(like)
 
-    def padded(self, b: int, c: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def padded(
+        self, b: int, c: int, like: torch.Tensor, work: tuple[Workspace, str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A (b, th*m + 2, tw*m + 2, c) buffer with a zero border, and its (b, H, W, c) inside.
 
         Writing a tensor into the inside spares the copy that padding it would cost.
+        ``work``: take the buffer from this workspace under this name.
         """
         m = self.m
-        buf = like.new_empty(b, self.th * m + 2, self.tw * m + 2, c)
+        shape = (b, self.th * m + 2, self.tw * m + 2, c)
+        buf = like.new_empty(shape) if work is None else work[0].take(work[1], shape, like)
         buf[:, 0].zero_()
         buf[:, 1 + self.H :].zero_()
         buf[:, :, 0].zero_()
         buf[:, :, 1 + self.W :].zero_()
         return buf, buf[:, 1 : 1 + self.H, 1 : 1 + self.W]
 
-    def winograd_input(self, xb: torch.Tensor, padded: bool = False) -> torch.Tensor:
+    def winograd_input(
+        self, xb: torch.Tensor, padded: bool = False, work: Workspace | None = None
+    ) -> torch.Tensor:
         """(b, H, W, C) -> V (r*r, t, C): zero padding of the convolution plus the last tile's.
 
-        ``padded``: xb is already such a block, as :meth:`padded` lays it out.
+        ``padded``: xb is already such a block, as :meth:`padded` lays it out; ``work``: the
+        native transform writes V into a buffer of this workspace.
         """
         m = self.m
         if not padded:
             xb = F.pad(xb, (0, 0, 1, 1 + self.tw * m - self.W, 1, 1 + self.th * m - self.H))
         if self.native:
-            return native.input_transform(xb.contiguous(), self.th, self.tw)
+            shape = (self.r * self.r, xb.shape[0] * self.th * self.tw, xb.shape[-1])
+            out = None if work is None else work.take("v", shape, xb)
+            return native.input_transform(xb.contiguous(), self.th, self.tw, out)
         return _input_tiles(xb, m, self.kin)
 
     def conv(
@@ -183,13 +233,19 @@ class _Grid:
         out: torch.Tensor,
         padded: bool = False,
         slope: float | None = None,
+        work: Workspace | None = None,
     ) -> None:
         """out (b, H, W, F) = conv3x3(xb) + bias, with Winograd-domain filters u (r*r, C, F).
 
-        ``slope``: LeakyReLU applied to the result in the same pass.
+        ``slope``: LeakyReLU applied to the result in the same pass; ``work``: V and M are
+        taken from this workspace instead of allocated.
         """
         b, m, f = xb.shape[0], self.m, u.shape[-1]
-        mm = torch.bmm(self.winograd_input(xb, padded), u)  # (r*r, t, F)
+        v = self.winograd_input(xb, padded, work)  # (r*r, t, C)
+        if work is None:
+            mm = torch.bmm(v, u)  # (r*r, t, F)
+        else:
+            mm = torch.bmm(v, u, out=work.take("m", (v.shape[0], v.shape[1], f), v))
         if self.native:
             native.output_transform(mm, bias, out, self.th, self.tw, slope)
             return
@@ -385,8 +441,9 @@ def winograd_feedforward_inference(
     Same arguments, except that the filters come already in the Winograd domain
     (``u = transform_weight(w, m)``, (r*r, C_in, C_out)), so a caller that scores many batches
     with the same weights transforms them once. Nothing is kept for a backward: the
-    normalised input and the hidden activation of each block of images are written into two
-    padded block buffers that every block reuses, and only the output is allocated whole.
+    normalised input, the hidden activation and the Winograd-domain V and M of each block of
+    images live in buffers of this thread's :class:`Workspace`, which every block and every
+    later call reuse, and only the output is allocated.
     Computes in the filters' dtype (float32 under autocast, as the training form does).
     """
     if m not in _TRANSFORMS:
@@ -397,8 +454,9 @@ def winograd_feedforward_inference(
         B, H, W, C = x.shape
         grid = _Grid(H, W, m, x)
         step = min(B, _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size()))
-        source, inside = grid.padded(step, C, x) if norm is not None else (None, None)
-        hidden, hidden_inside = grid.padded(step, u1.shape[-1], x)
+        work = _WORKSPACE
+        source, inside = grid.padded(step, C, x, (work, "source")) if norm is not None else (None,) * 2
+        hidden, hidden_inside = grid.padded(step, u1.shape[-1], x, (work, "hidden"))
         out = x.new_empty(B, H, W, u2.shape[-1])
         for b0 in range(0, B, step):  # cache blocking, not a per-video computation
             xb = x[b0 : b0 + step]
@@ -408,8 +466,8 @@ def winograd_feedforward_inference(
                 var, mean = torch.var_mean(xb, -1, correction=0, keepdim=True)
                 xhat = (xb - mean) * (1 / (var.sqrt() + eps))  # as _normalised computes it
                 torch.addcmul(beta, xhat, g, out=inside[:b])
-                grid.conv(source[:b], u1, b1, hidden_inside[:b], padded=True, slope=slope)
+                grid.conv(source[:b], u1, b1, hidden_inside[:b], True, slope, work)
             else:
-                grid.conv(xb, u1, b1, hidden_inside[:b], slope=slope)
-            grid.conv(hidden[:b], u2, b2, out[b0 : b0 + b], padded=True)
+                grid.conv(xb, u1, b1, hidden_inside[:b], slope=slope, work=work)
+            grid.conv(hidden[:b], u2, b2, out[b0 : b0 + b], padded=True, work=work)
         return out

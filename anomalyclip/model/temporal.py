@@ -57,6 +57,7 @@ from torch import nn
 from anomalyclip.kernels import CONV_ALGORITHMS
 from anomalyclip.kernels.winograd import (
     TILE_SIZES,
+    release_workspace,
     transform_weight,
     winograd_feedforward,
     winograd_feedforward_inference,
@@ -97,17 +98,19 @@ class AxialAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
-        # (B, N, L, E) -> (B, other, heads, T, E/heads), T the attended axis
-        t = t.movedim(self.axis, 2)
-        return t.unflatten(-1, (self.heads, -1)).transpose(2, 3)
+        # (B, other, T, E) -> (B*other, heads, T, E/heads): 4-D, the last dimension dense, as
+        # the fused (flash) attention kernels take it
+        return t.flatten(0, 1).unflatten(-1, (self.heads, -1)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x)
+        # the norm reads the grid with the attended axis third and writes it contiguous in
+        # that order, so the projections and the heads below are views, never copies
+        h = self.norm(x.movedim(self.axis, 2))  # (B, other, T, E)
         k, v = self.to_kv(h).chunk(2, dim=-1)
         q, k, v = self._split(self.to_q(h)), self._split(k), self._split(v)
         out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(head size)) v
-        out = out.transpose(2, 3).flatten(-2).movedim(2, self.axis)  # (B, N, L, E)
-        return self.to_out(out)
+        out = self.to_out(out.transpose(1, 2).flatten(-2))  # (B*other, T, E)
+        return out.unflatten(0, (x.shape[0], -1)).movedim(2, self.axis)  # (B, N, L, E)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -157,6 +160,8 @@ class ConvFeedForward(nn.Module):
 
     def train(self, mode: bool = True) -> ConvFeedForward:
         self._filters.clear()
+        if mode:
+            release_workspace()  # inference's scratch buffers are not needed while training
         return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
