@@ -455,7 +455,9 @@ def winograd_feedforward_inference(
         grid = _Grid(H, W, m, x)
         step = min(B, _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size()))
         work = _WORKSPACE
-        source, inside = grid.padded(step, C, x, (work, "source")) if norm is not None else (None,) * 2
+        source = inside = None
+        if norm is not None:
+            source, inside = grid.padded(step, C, x, (work, "source"))
         hidden, hidden_inside = grid.padded(step, u1.shape[-1], x, (work, "hidden"))
         out = x.new_empty(B, H, W, u2.shape[-1])
         for b0 in range(0, B, step):  # cache blocking, not a per-video computation
