@@ -182,13 +182,16 @@ def output_transform(
     _run("output_transform", mm.dtype, head, [int(slope is not None), slope or 0.0], total)
 
 
-def grad_output(g: torch.Tensor, th: int, tw: int) -> torch.Tensor:
-    """Output gradient (b, H, W, F), channels contiguous -> gradient of M, (36, b*th*tw, F)."""
+def grad_output(g: torch.Tensor, th: int, tw: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Output gradient (b, H, W, F), channels contiguous -> gradient of M, (36, b*th*tw, F),
+    written into ``out`` (contiguous, that shape) when given."""
     b, H, W, f = g.shape
     if g.stride(3) != 1 or g.stride(2) != f:
         g = g.contiguous()
     total = b * th * tw
-    gm = g.new_empty(36, total, f)
+    gm = g.new_empty(36, total, f) if out is None else out
+    if gm.shape != (36, total, f) or not gm.is_contiguous() or gm.dtype != g.dtype:
+        raise ValueError(f"grad_output needs a contiguous (36, {total}, {f}) output")
     head = [g.data_ptr(), gm.data_ptr(), g.stride(0), g.stride(1), H, W, f, th, tw, total]
     _run("grad_output", g.dtype, head, [], total)
     return gm

@@ -104,16 +104,17 @@ def transform_weight(weight: torch.Tensor, m: int = 4) -> torch.Tensor:
 
 
 class Workspace(threading.local):
-    """Scratch buffers that inference reuses from call to call, one set per thread.
+    """Scratch buffers that the Winograd feed-forward reuses from block to block and from
+    call to call, one set per thread.
 
-    A Winograd feed-forward needs a few 30-70 MB intermediates per block of images (the
-    Winograd-domain input V, the products M, the padded hidden activation). Allocated afresh
-    on every call, each comes from a new ``mmap`` whose pages are faulted in and zeroed again:
-    ~20% of a 4096-frame video's scoring time on the 2-core benchmark host. Here each named
-    buffer is kept (grown when a larger one is asked for) and handed out as a view, so
-    scoring batch after batch touches the same memory. Only for computations whose results
-    do not outlive the call (nothing is saved for a backward); :func:`release_workspace`
-    frees them (the modules call it when they go back to training).
+    A block of images needs a few 30-70 MB intermediates (the Winograd-domain input V, the
+    products M, their gradients, the padded hidden activation in inference). Allocated afresh
+    each time, every one comes from a new ``mmap`` whose pages are faulted in and zeroed again
+    (~20% of a 4096-frame video's scoring time on the 2-core benchmark host), or, with
+    :mod:`anomalyclip.kernels.allocator`'s policy, fragments the heap that the process keeps.
+    Here each named buffer is kept (replaced when a larger one is asked for) and handed out as
+    a view. Only for values that do not outlive the call that takes them (nothing saved for a
+    backward, nothing returned); :func:`release_workspace` frees them.
     """
 
     def __init__(self) -> None:
@@ -138,7 +139,7 @@ _WORKSPACE = Workspace()
 
 
 def release_workspace() -> None:
-    """Free this thread's inference scratch buffers (:class:`Workspace`)."""
+    """Free this thread's scratch buffers (:class:`Workspace`); the next call makes new ones."""
     _WORKSPACE.buffers.clear()
 
 
@@ -263,27 +264,40 @@ class _Grid:
         if slope is not None:
             F.leaky_relu_(out, slope)
 
-    def grad_output(self, gb: torch.Tensor) -> torch.Tensor:
-        """Gradient w.r.t. the output block (b, H, W, F) -> w.r.t. M, (r*r, t, F)."""
+    def grad_output(self, gb: torch.Tensor, work: Workspace | None = None) -> torch.Tensor:
+        """Gradient w.r.t. the output block (b, H, W, F) -> w.r.t. M, (r*r, t, F).
+
+        ``work``: the native kernel writes it into a buffer of this workspace."""
         b, m, f = gb.shape[0], self.m, gb.shape[-1]
         if self.native:
-            return native.grad_output(gb, self.th, self.tw)
+            shape = (self.r * self.r, b * self.th * self.tw, f)
+            out = None if work is None else work.take("gm", shape, gb)
+            return native.grad_output(gb, self.th, self.tw, out)
         if not self.exact:
             gb = F.pad(gb, (0, 0, 0, self.tw * m - self.W, 0, self.th * m - self.H))
         gy = gb.view(b, self.th, m, self.tw, m, f).permute(2, 4, 0, 1, 3, 5).reshape(m * m, -1)
         return (self.kout.T @ gy).view(self.r * self.r, -1, f)
 
     def grad_input(
-        self, gm: torch.Tensor, u: torch.Tensor, out: torch.Tensor | None = None
+        self,
+        gm: torch.Tensor,
+        u: torch.Tensor,
+        out: torch.Tensor | None = None,
+        work: Workspace | None = None,
     ) -> torch.Tensor:
         """Gradient w.r.t. the input block (b, H, W, C), from gm (r*r, t, F).
 
-        Written into ``out`` if given, else returned (eager: a view into a padded buffer).
+        Written into ``out`` if given, else returned (eager: a view into a padded buffer);
+        ``work``: the native path takes its Winograd-domain gradient from this workspace.
         """
         b, C, m, r = gm.shape[1] // (self.th * self.tw), u.shape[1], self.m, self.r
         th, tw = self.th, self.tw
         if self.native:
-            gv = torch.bmm(gm, u.transpose(1, 2))  # (r*r, t, C)
+            if work is None:
+                gv = torch.bmm(gm, u.transpose(1, 2))  # (r*r, t, C)
+            else:
+                gv = work.take("gv", (r * r, gm.shape[1], C), gm)
+                torch.bmm(gm, u.transpose(1, 2), out=gv)
             out = gm.new_empty(b, self.H, self.W, C) if out is None else out
             return native.grad_input(gv, out, th, tw)
         gd = (self.kin.T @ torch.bmm(gm, u.transpose(1, 2)).view(r * r, -1)).view(
@@ -340,9 +354,10 @@ class _WinogradFeedForward(torch.autograd.Function):
                 stats[0, b0 : b0 + step] = mean
                 stats[1, b0 : b0 + step] = std = var.sqrt()
                 xb = _normalised(xb, mean, std, g, beta, eps)[2]
-            grid.conv(xb, u1, b1, inside[b0 : b0 + step], slope=slope)
-            grid.conv(hidden[b0 : b0 + step], u2, b2, out[b0 : b0 + step], padded=True)
-        ctx.save_for_backward(x, g, beta, stats, hidden, u1, u2)
+            grid.conv(xb, u1, b1, inside[b0 : b0 + step], slope=slope, work=_WORKSPACE)
+            grid.conv(hidden[b0 : b0 + step], u2, b2, out[b0 : b0 + step], True, None, _WORKSPACE)
+        # the weights, not their transforms: these are recomputed (cheap) in the backward
+        ctx.save_for_backward(x, g, beta, stats, hidden, w1, w2)
         ctx.m, ctx.slope, ctx.eps, ctx.shapes = m, slope, eps, (w1.shape, w2.shape)
         ctx.has_bias = (b1 is not None, b2 is not None)
         return out
@@ -350,9 +365,11 @@ class _WinogradFeedForward(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad):  # type: ignore[override]
-        x, g, beta, stats, hidden, u1, u2 = ctx.saved_tensors
+        x, g, beta, stats, hidden, w1, w2 = ctx.saved_tensors
         B, H, W, C = x.shape
         grid = _Grid(H, W, ctx.m, x)
+        u1, u2 = transform_weight(w1, ctx.m), transform_weight(w2, ctx.m)
+        work = _WORKSPACE
         grad = grad.contiguous()
         need_x = ctx.needs_input_grad[0]
         gx = x.new_empty(B, H, W, C) if need_x else None
@@ -365,23 +382,25 @@ class _WinogradFeedForward(torch.autograd.Function):
         inside = hidden[:, 1 : 1 + H, 1 : 1 + W]
         for b0 in range(0, B, step):
             hb = inside[b0 : b0 + step]
-            gm2 = grid.grad_output(grad[b0 : b0 + step])  # (r*r, t, E)
-            hp = grid.winograd_input(hidden[b0 : b0 + step], padded=True)
+            gm2 = grid.grad_output(grad[b0 : b0 + step], work)  # (r*r, t, E)
+            hp = grid.winograd_input(hidden[b0 : b0 + step], True, work)
             gu2 = _accumulate(gu2, hp.transpose(1, 2), gm2)
-            gh = grid.grad_input(gm2, u2)  # (b, H, W, 4E)
-            gh = torch.ops.aten.leaky_relu_backward(gh, hb, ctx.slope, True)  # from its output
+            gh = work.take("gh", hb.shape, hb)  # (b, H, W, 4E)
+            grid.grad_input(gm2, u2, gh, work)
+            # LeakyReLU's backward from its output, in place
+            torch.ops.aten.leaky_relu_backward.grad_input(gh, hb, ctx.slope, True, grad_input=gh)
             gb1 += gh.sum((0, 1, 2))
-            gm1 = grid.grad_output(gh)  # (r*r, t, 4E)
+            gm1 = grid.grad_output(gh, work)  # (r*r, t, 4E): gm2 is no longer needed
             xb = x[b0 : b0 + step]
             if g is not None:
                 mean, std = stats[:, b0 : b0 + step]
                 xhat, scale, xb = _normalised(xb, mean, std, g, beta, ctx.eps)
-            gu1 = _accumulate(gu1, grid.winograd_input(xb).transpose(1, 2), gm1)
+            gu1 = _accumulate(gu1, grid.winograd_input(xb, work=work).transpose(1, 2), gm1)
             if g is None:
                 if need_x:
-                    grid.grad_input(gm1, u1, gx[b0 : b0 + step])
+                    grid.grad_input(gm1, u1, gx[b0 : b0 + step], work)
                 continue
-            gxb = grid.grad_input(gm1, u1)  # gradient of the normalised conv input
+            gxb = grid.grad_input(gm1, u1, work=work)  # gradient of the normalised conv input
             gg += (gxb * xhat).sum((0, 1, 2))
             gbeta += gxb.sum((0, 1, 2))
             if need_x:

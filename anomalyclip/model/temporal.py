@@ -57,7 +57,6 @@ from torch import nn
 from anomalyclip.kernels import CONV_ALGORITHMS
 from anomalyclip.kernels.winograd import (
     TILE_SIZES,
-    release_workspace,
     transform_weight,
     winograd_feedforward,
     winograd_feedforward_inference,
@@ -160,8 +159,6 @@ class ConvFeedForward(nn.Module):
 
     def train(self, mode: bool = True) -> ConvFeedForward:
         self._filters.clear()
-        if mode:
-            release_workspace()  # inference's scratch buffers are not needed while training
         return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
