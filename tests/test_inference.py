@@ -263,19 +263,24 @@ def test_winograd_filters_are_transformed_once_and_follow_the_weights():
         assert (ff["winograd"](x) - ff["direct"](x)).abs().max() < 1e-10
 
 
-def test_scratch_buffers_are_reused_and_leave_nothing_behind():
+@pytest.mark.parametrize("block_bytes", [1, 64 << 20])  # one image per block; one block
+def test_scratch_buffers_are_reused_and_leave_nothing_behind(block_bytes, monkeypatch):
     """Inference keeps its Winograd scratch buffers between calls (``Workspace``): a small
     batch scored right after a large one (buffers then hold the large batch's values, the
     padded borders included) must equal the same batch scored with fresh buffers, bit for
     bit; the buffers are not reallocated for a batch that fits; releasing them frees them."""
     from anomalyclip.kernels import winograd
 
+    monkeypatch.setattr(winograd, "INFERENCE_CHUNK_BYTES", block_bytes)
     torch.manual_seed(0)
     ff = ConvFeedForward(128, conv="winograd").eval()
+    direct = ConvFeedForward(128, conv="direct").double().eval()
+    direct.load_state_dict(ff.state_dict())
     large, small = torch.randn(6, 8, 4, 128) * 3 + 1, torch.randn(2, 8, 4, 128)
     winograd.release_workspace()
     with torch.no_grad():
         fresh = ff(small)
+        assert (fresh.double() - direct(small.double())).abs().max() < 1e-5
         ff(large)
         buffers = {k: b.data_ptr() for k, b in winograd._WORKSPACE.buffers.items()}
         native = {"v"} if winograd.native.supports(small) else set()  # V from the C kernel
