@@ -95,3 +95,26 @@ def test_decoder_scales_frames_like_a_resize_of_the_full_frame(shared_videos):
     assert max(diffs) < 4.0, diffs
     shifted = np.asarray(Image.fromarray(full[0]).resize((480, 360), Image.BOX), np.float64)
     assert np.abs(np.roll(shifted, 8, axis=1) - scaled[0].image).mean() > 3 * max(diffs)
+
+
+def test_encoder_thread_writes_every_frame_in_order_and_reports_its_errors(tmp_path):
+    """Frames are encoded on a thread of their own: all of them arrive, in order, and an error
+    there (here a frame of the wrong size) comes back to the caller instead of being lost."""
+    from anomalyclip.evaluate.render import _Encoder
+
+    path = tmp_path / "ordered.mp4"
+    enc = _Encoder(path, Fraction(25), 64, 48)
+    for k in range(40):  # more frames than the queue holds
+        enc.write(np.full((48, 64, 3), 5 * k, np.uint8))
+    enc.close()
+    with av.open(str(path)) as c:
+        levels = [float(f.to_ndarray(format="gray").mean()) for f in c.decode(video=0)]
+    assert len(levels) == 40
+    assert np.all(np.diff(levels) > 0)  # brightness rises frame by frame: the order is kept
+
+    enc = _Encoder(tmp_path / "broken.mp4", Fraction(25), 64, 48)
+    with pytest.raises(ValueError, match="ndim"):  # raised on the encoder's thread
+        enc.write(np.zeros((48, 64), np.uint8))  # not an RGB frame
+        for _ in range(3 * _Encoder.QUEUE):
+            enc.write(np.zeros((48, 64, 3), np.uint8))
+        enc.close()

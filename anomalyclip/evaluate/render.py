@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -163,10 +165,18 @@ def _annotate(image: np.ndarray, text: str, alarm: np.ndarray | None) -> None:
 
 
 class _Encoder:
-    """Frames (H, W, 3) uint8 RGB into an H.264 MP4 (MPEG-4 Part 2 where FFmpeg lacks x264).
+    """Frames (H, W, 3) uint8 RGB into an H.264 MP4 (MPEG-4 Part 2 where FFmpeg lacks x264),
+    on a thread of its own.
 
     ``ultrafast``: a render is looked at, not archived, and the encoder is the largest share
-    of a render's time (x264's faster presets cost size, not the look of these frames)."""
+    of a render's time (x264's faster presets cost size, not the look of these frames).
+    Encoding (colour conversion and x264, both outside the GIL) runs while the caller decodes
+    and draws the next frames; a short queue keeps their memory bounded. A frame handed to
+    :meth:`write` must not be changed afterwards. An error of the encoding thread is raised
+    by the next :meth:`write` or by :meth:`close`.
+    """
+
+    QUEUE = 8
 
     def __init__(self, path: Path, rate: Fraction, width: int, height: int) -> None:
         self.container = av.open(str(path), mode="w")
@@ -175,15 +185,43 @@ class _Encoder:
         self.stream = self.container.add_stream(codec, rate=rate, options=options)
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(self.QUEUE)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._encode_all, name="render-encoder")
+        self._thread.start()
+
+    def _encode_all(self) -> None:
+        try:
+            while (image := self._queue.get()) is not None:
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                for packet in self.stream.encode(frame):
+                    self.container.mux(packet)
+        except BaseException as e:  # handed to the caller's thread
+            self._error = e
+
+    def _put(self, item: np.ndarray | None) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if self._error is not None:
+            raise self._error
 
     def write(self, image: np.ndarray) -> None:
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            self.container.mux(packet)
+        self._put(image)
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        try:
+            self._put(None)
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()
 
 
 def render_video(
@@ -217,7 +255,7 @@ def render_video(
             if encoder is None:
                 width = left.shape[1]
                 encoder = _Encoder(out_path, frame_rate(src.fps), width + PANEL_WIDTH, HEIGHT)
-                canvas = np.empty((HEIGHT, width + PANEL_WIDTH, 3), np.uint8)
+            canvas = np.empty((HEIGHT, width + PANEL_WIDTH, 3), np.uint8)  # the encoder owns it
             if left.shape[:2] != (HEIGHT, width):  # a folder of frames, or a size change
                 left = np.asarray(Image.fromarray(left).resize((width, HEIGHT), Image.BILINEAR))
             row = int(np.clip(np.searchsorted(scores.frames, frame.index, side="right") - 1, 0,
