@@ -12,8 +12,9 @@ directly; an attention's LayerNorm writes its input with the attended axis third
 and v reach PyTorch's fused (flash) attention kernel as 4-D views without copies (it keeps
 no attention matrix for the backward); and ``x.permute(0, 3, 1, 2)`` is a zero-copy
 (B, E, N, L) view in channels-last memory format that oneDNN's convolutions take as is (and
-return in the same format), so no layout copies sit between the blocks. The convolutions are ~93% of the FLOPs
-at the paper's shape; they run at the CPU's matrix-multiply rate in either memory format.
+return in the same format), so no layout copies sit between the blocks. The convolutions
+are ~93% of the FLOPs at the paper's shape; they run at the CPU's matrix-multiply rate in
+either memory format.
 
 Convolution algorithm. The ``conv`` argument (of :class:`TemporalModel`, passed down to
 every :class:`ConvFeedForward`) picks how the feed-forward 3x3 convolutions are computed,
