@@ -100,8 +100,7 @@ def test_train_bench_flops_are_torchs_count_of_the_trainers_step(train_result, t
     at the same shape (not the bench's own model): forward (prompts, selector, temporal
     model and loss), the temporal model's share, and a backward of 1 to 2 forwards (every
     matrix product needs its weight gradient, all but the first also the input's)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    from anomalyclip.bench.flops import flop_counter
     from anomalyclip.runs import build_network
 
     model = build_network(TINY.model, tiny_clip, "direct").train()
@@ -109,10 +108,10 @@ def test_train_bench_flops_are_torchs_count_of_the_trainers_step(train_result, t
     x = torch.randn(TINY.batch, m.num_segments, m.seg_length, m.feature_dim)
     abnormal = [c for c in range(m.num_classes) if c != m.normal_id]
     labels = torch.tensor(abnormal[:2] + [m.normal_id] * 2)
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         loss, _ = model.loss(model(x), labels, generator=torch.Generator().manual_seed(0))
     forward = counter.get_total_flops() / 1e9
-    with FlopCounterMode(display=False) as only_temporal:
+    with flop_counter() as only_temporal:
         model.temporal_model(
             torch.randn(TINY.batch, m.num_segments, m.seg_length, m.temporal_in_dim)
         )
@@ -126,13 +125,12 @@ def test_train_bench_flops_are_torchs_count_of_the_trainers_step(train_result, t
 def test_paper_shape_flops_match_the_reference():
     """The nominal count at the paper's shape is the reference's 663.1 GFLOP forward, without
     running it: the temporal model's FLOPs scale linearly in the batch, so count batch 1."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    from anomalyclip.bench.flops import flop_counter
     from anomalyclip.model.temporal import TemporalModel
 
     model = TemporalModel(512, 256, 1, 8, 32, 16, conv="direct")
     x = torch.randn(1, 32, 16, 512)
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         model(x)
     assert math.isclose(64 * counter.get_total_flops() / 1e9, 663.1, rel_tol=2e-3)
 
@@ -150,3 +148,24 @@ def test_eval_bench_numbers_are_consistent():
         assert math.isclose(row["speedup"], row["frames_per_s"] / r["rows"][0]["frames_per_s"])
     assert [row["setup"] for row in r["rows"]] == ["reference", "fast fp32", "fast bf16"]
     assert "frames/s" in bench_eval.table(r)
+
+
+def test_fused_cpu_attention_is_counted_like_the_matrix_products_it_replaces():
+    """torch's counter has no formula for the CPU flash-attention ops; ours counts the
+    forward as the explicit softmax(q k^T) v is counted, and the backward as the explicit
+    one plus the q k^T that the fused kernel recomputes instead of keeping."""
+    from anomalyclip.bench.flops import flop_counter
+
+    b, h, s, d = 3, 4, 20, 16
+    q, k, v = (torch.randn(b, h, s, d, requires_grad=True) for _ in range(3))
+    with flop_counter() as fused:
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    with flop_counter() as fused_back:
+        out.sum().backward()
+    with flop_counter() as explicit:
+        ref = ((q @ k.transpose(-1, -2)) / d**0.5).softmax(-1) @ v
+    with flop_counter() as explicit_back:
+        ref.sum().backward()
+    assert fused.get_total_flops() == explicit.get_total_flops() == 4 * b * h * s * s * d
+    assert explicit_back.get_total_flops() == 8 * b * h * s * s * d  # dq, dk, dv, d(scores)
+    assert fused_back.get_total_flops() == 10 * b * h * s * s * d  # and q k^T once more

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from anomalyclip.backbone import build_clip
+from anomalyclip.bench.flops import flop_counter
 from anomalyclip.bench.peak import peaks
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.extract.config import ExtractConfig
@@ -82,7 +82,7 @@ def _make_videos(folder: Path, bench: ExtractBench) -> list[Path]:
 
 def frame_flops(encoder: ImageEncoder) -> int:
     """FLOPs of the image tower for one 224x224 frame (a multiply-add counts 2)."""
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         encoder(torch.zeros(1, 3, 224, 224, dtype=torch.uint8))
     return int(counter.get_total_flops())

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from anomalyclip.backbone import build_clip
+from anomalyclip.bench.flops import flop_counter
 from anomalyclip.bench.peak import peaks
 from anomalyclip.datasets import get_dataset
 from anomalyclip.kernels.allocator import keep_freed_memory, keeps_freed_memory
@@ -119,11 +119,11 @@ def _count(
     """(forward, backward, temporal model's forward) FLOPs of one step (torch's counter)."""
     gen = torch.Generator().manual_seed(0)
     autocast = torch.autocast("cpu", torch.bfloat16, enabled=bf16)
-    with FlopCounterMode(display=False) as counter, autocast:
+    with flop_counter() as counter, autocast:
         loss, _ = model.loss(model(x), labels, generator=gen)
     forward = counter.get_total_flops()
     temporal = sum(counter.get_flop_counts().get("AnomalyCLIP.temporal_model", {}).values())
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         loss.backward()
     model.zero_grad(set_to_none=True)
     return forward, counter.get_total_flops(), temporal
