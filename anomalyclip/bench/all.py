@@ -45,7 +45,12 @@ def measure(progress: bool = True) -> dict:
     stage(  # the trainer's default step once more with glibc's own allocator settings
         "train, glibc defaults",
         lambda: train_bench.measure(
-            convs=("winograd",), steps=2, store_videos=8, load_batches=2, keep_memory=(False,)
+            convs=("winograd",),
+            steps=2,
+            store_videos=64,  # the fewest a batch of 64 (32 + 32) can be drawn from
+            store_frames=(500, 1000),
+            load_batches=2,
+            keep_memory=(False,),
         ),
     )
     stage("eval", lambda: eval_bench.measure(n_videos=8, rounds=2))
