@@ -134,9 +134,6 @@ class Workspace(threading.local):
                 buf = self.buffers[key] = torch.empty(n, dtype=like.dtype, device=like.device)
         return buf[:n].view(shape)
 
-    def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self.buffers.values())
-
 
 _WORKSPACE = Workspace()
 
