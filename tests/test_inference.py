@@ -271,7 +271,7 @@ def test_scratch_buffers_are_reused_and_leave_nothing_behind(block_bytes, monkey
     bit; the buffers are not reallocated for a batch that fits; releasing them frees them."""
     from anomalyclip.kernels import winograd
 
-    monkeypatch.setattr(winograd, "INFERENCE_CHUNK_BYTES", block_bytes)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", block_bytes)
     torch.manual_seed(0)
     ff = ConvFeedForward(128, conv="winograd").eval()
     direct = ConvFeedForward(128, conv="direct").double().eval()

@@ -69,13 +69,13 @@ _TRANSFORMS: dict[int, tuple[list[list[float]], list[list[float]], list[list[flo
     ),
 }
 TILE_SIZES = tuple(_TRANSFORMS)
-# Winograd-domain bytes per block of images. Training: 16 MiB keeps the step's peak memory
-# ~200 MB lower than 64 MiB at the same speed within noise (feed-forward forward + backward,
-# batch 64 at the paper's shape, 2-core host, blocks' buffers reused from the workspace:
-# 2.47 / 2.70 s at 16 MiB, 2.52 / 2.36 s at 64 MiB). Inference keeps no activations, so
-# its blocks are larger: a 4096-frame video is then one block of full-width GEMMs.
-CHUNK_BYTES = 16 << 20
-INFERENCE_CHUNK_BYTES = 64 << 20
+# Winograd-domain bytes per block of images, in training and in inference. Each block of the
+# backward adds its share of the filter gradient into one (r*r, C, F) tensor (37.7 MB at
+# E = 256), so smaller blocks mean more passes over it: a step at the paper's shape, three
+# interleaved rounds on the 2-core benchmark host, took 8.06 / 7.81 / 8.43 s with 16 MiB
+# blocks and 7.15 / 6.90 / 6.77 s with 64 MiB; 32, 64 and 128 MiB were within noise of each
+# other (6.69-7.62 s), 128 MiB at ~300 MB more memory. A 4096-frame video is one block.
+CHUNK_BYTES = 64 << 20
 
 
 @functools.cache
@@ -143,13 +143,10 @@ def release_workspace() -> None:
     _WORKSPACE.buffers.clear()
 
 
-def _chunk_images(
-    tiles_per_image: int, r: int, width: int, itemsize: int, budget: int | None = None
-) -> int:
-    """Images per block so the block's Winograd-domain tensors stay about ``budget`` bytes
-    each (default :data:`CHUNK_BYTES`)."""
-    per_image = tiles_per_image * r * r * width * itemsize
-    return max(1, (CHUNK_BYTES if budget is None else budget) // per_image)
+def _chunk_images(tiles_per_image: int, r: int, width: int, itemsize: int) -> int:
+    """Images per block so the block's Winograd-domain tensors stay about
+    :data:`CHUNK_BYTES` each."""
+    return max(1, CHUNK_BYTES // (tiles_per_image * r * r * width * itemsize))
 
 
 def _input_tiles(xp: torch.Tensor, m: int, kin: torch.Tensor) -> torch.Tensor:
@@ -476,7 +473,7 @@ def winograd_feedforward_inference(
         B, H, W, C = x.shape
         grid = _Grid(H, W, m, x)
         tiles, width, itemsize = grid.th * grid.tw, u1.shape[-1], x.element_size()
-        step = min(B, _chunk_images(tiles, grid.r, width, itemsize, INFERENCE_CHUNK_BYTES))
+        step = min(B, _chunk_images(tiles, grid.r, width, itemsize))
         work = _WORKSPACE
         source = inside = None
         if norm is not None:
