@@ -107,6 +107,7 @@ def features_cmd(
     if fps is not None and stride is not None:
         raise AnomalyError("--fps and --stride: choose one sampling")
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
+    _keep_memory_on_cpu(device)
     if shard is None:
         rank, world = shard_from_env()
     else:
@@ -154,6 +155,7 @@ def demo_cmd(
 
     if precision not in ("auto", "fp32", "bf16", "fp16"):
         raise AnomalyError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+    _keep_memory_on_cpu(None)
     run = run_demo(out, seed=seed, precision=precision)
     for name, seconds in run.timings.items():
         result = run.results[name]
@@ -385,6 +387,17 @@ def _conv_algorithm(value: str | None) -> str | None:
     return value
 
 
+def _keep_memory_on_cpu(device: str | None) -> None:
+    """The allocator policy of the commands that train or score on the CPU: glibc keeps freed
+    memory, so the 30-130 MB tensors of every batch stop faulting in fresh pages
+    (:mod:`anomalyclip.kernels.allocator`; ``ANOMALY_KEEP_MEMORY=0`` turns it off)."""
+    from anomalyclip.kernels.allocator import keep_freed_memory
+    from anomalyclip.runs import default_device
+
+    if default_device(device).type == "cpu":
+        keep_freed_memory()
+
+
 @app.command("train")
 def train_cmd(
     features: str = typer.Option(..., "--features", "-f", help="Feature store to train on."),
@@ -447,8 +460,6 @@ def train_cmd(
     folder = _run_folder(out, resume, exist_ok) if out else None
     from anomalyclip.evaluate.evaluation import metrics_on_test_split
     from anomalyclip.evaluate.report import format_table
-    from anomalyclip.kernels.allocator import keep_freed_memory
-    from anomalyclip.runs import default_device
     from anomalyclip.store import open_store
     from anomalyclip.train import resolve_config, train
 
@@ -477,9 +488,7 @@ def train_cmd(
         threshold_rule=threshold_rule,
         conv=conv,
     )
-    # refuse a device this machine does not have, before any work
-    if default_device(cfg.device).type == "cpu":
-        keep_freed_memory()  # this process's policy: the step's big tensors reuse freed memory
+    _keep_memory_on_cpu(cfg.device)  # also refuses a device this machine does not have
     folder = folder or _run_folder(f"runs/{dataset}", resume, exist_ok)
     logging.getLogger(__name__).info("run folder %s", folder)
     result = train(features, folder, cfg, clip=clip, resume=resume, evaluate=metrics_on_test_split)
@@ -551,6 +560,7 @@ def eval_cmd(
 
     events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
     dev = default_device(device)
+    _keep_memory_on_cpu(device)
     model, config = load_model(checkpoint, clip)
     model.to(dev)
     options = EvalOptions(
@@ -608,6 +618,7 @@ def predict_cmd(
     from anomalyclip.extract.decode import Sampling
 
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
+    _keep_memory_on_cpu(device)
     events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)
     results, failed = predict(
         videos, checkpoint, out, clip, render, device, sampling, threshold=threshold,

@@ -17,7 +17,9 @@ from pathlib import Path
 def measure(out: str | Path | None = None, seed: int = 0, precision: str = "fp32") -> dict:
     """Run the demo into ``out`` (a temporary folder by default) and time it."""
     from anomalyclip.demo import run_demo
+    from anomalyclip.kernels.allocator import keep_freed_memory
 
+    keep_freed_memory()  # what `anomaly demo` applies on the CPU
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-demo-") as tmp:
         t0 = time.perf_counter()
         run = run_demo(out or tmp, seed=seed, progress=False, precision=precision)

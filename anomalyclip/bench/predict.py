@@ -47,9 +47,11 @@ def measure(
     from anomalyclip.evaluate.predict import predict
     from anomalyclip.evaluate.render import Scores, render_video
     from anomalyclip.extract.pipeline import extract
+    from anomalyclip.kernels.allocator import keep_freed_memory
     from anomalyclip.runs import load_model, run_clip
     from anomalyclip.store import open_store
 
+    keep_freed_memory()  # what `anomaly predict` applies on the CPU
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-predict-") as tmp:
         tmp = Path(tmp)
         paths = [Path(v) for v in videos] if videos else make_videos(tmp, lengths, size)
