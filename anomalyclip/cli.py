@@ -107,7 +107,6 @@ def features_cmd(
     if fps is not None and stride is not None:
         raise AnomalyError("--fps and --stride: choose one sampling")
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
-    _keep_memory_on_cpu(device)
     if shard is None:
         rank, world = shard_from_env()
     else:

@@ -38,19 +38,27 @@ print("cli", keeps_freed_memory())
 """
 
 
-def test_only_the_train_command_sets_the_allocator_policy_and_passes_conv(tmp_path, tiny_clip):
-    cfg = resolve_config("demo")
-    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=6)
+def _fresh_python(code: str, *args, env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """Run ``code`` with ``args`` in a new interpreter: its output lines, and everything it
+    printed (for assertion messages)."""
     done = subprocess.run(
-        [sys.executable, "-c", TRAIN_TWICE, str(store), str(tmp_path)],
-        env=cli_env(),
+        [sys.executable, "-c", code, *map(str, args)],
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=600,
     )
-    lines = done.stdout.split("\n")
-    assert "library False" in lines, done.stdout + done.stderr
-    assert "exit 0" in lines and "cli True" in lines, done.stdout + done.stderr
+    return done.stdout.split("\n"), done.stdout + done.stderr
+
+
+def test_the_train_command_not_the_library_sets_the_allocator_policy_and_passes_conv(
+    tmp_path, tiny_clip
+):
+    cfg = resolve_config("demo")
+    store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=6)
+    lines, printed = _fresh_python(TRAIN_TWICE, store, tmp_path)
+    assert "library False" in lines, printed
+    assert "exit 0" in lines and "cli True" in lines, printed
     config = json.loads((tmp_path / "cli" / "config.json").read_text())
     assert config["train"]["conv"] == "winograd"
     library = json.loads((tmp_path / "library" / "config.json").read_text())
@@ -77,16 +85,9 @@ print("cli", keeps_freed_memory())
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc setting")
 def test_the_eval_command_keeps_freed_memory_on_the_cpu(tmp_path, tiny_clip):
     _, run = quick_run(tmp_path / "q", tiny_clip, epochs=1, n_each=3)
-    done = subprocess.run(
-        [sys.executable, "-c", EVAL_ONCE, str(run), str(tmp_path / "eval")],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    lines = done.stdout.split("\n")
-    assert "before False" in lines, done.stdout + done.stderr
-    assert "exit 0" in lines and "cli True" in lines, done.stdout + done.stderr
+    lines, printed = _fresh_python(EVAL_ONCE, run, tmp_path / "eval")
+    assert "before False" in lines, printed
+    assert "exit 0" in lines and "cli True" in lines, printed
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
 
@@ -94,14 +95,8 @@ def test_the_eval_command_keeps_freed_memory_on_the_cpu(tmp_path, tiny_clip):
 def test_keep_memory_switch_still_turns_the_policy_off():
     code = "from anomalyclip.kernels.allocator import keep_freed_memory as k; print(k(), k())"
     for value, expected in (("0", "False False"), ("1", "True True")):
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            env=cli_env({"ANOMALY_KEEP_MEMORY": value}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.stdout.strip() == expected, done.stderr
+        lines, printed = _fresh_python(code, env={"ANOMALY_KEEP_MEMORY": value})
+        assert lines[0] == expected, printed
 
 
 def test_unknown_conv_is_a_usage_error_naming_the_choices(tmp_path):
