@@ -15,6 +15,7 @@ import av
 import numpy as np
 
 from anomalyclip.datasets.registry import DEMO
+from anomalyclip.extract.decode import Converter
 
 NORMAL = DEMO.normal
 
@@ -183,8 +184,9 @@ def encode_video(path: Path, frames: np.ndarray, fps: int = 15) -> None:
             stream.options = {"preset": "veryfast", "crf": "18"}
         else:
             stream.bit_rate = 2_000_000
+        convert = Converter()
         for t, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = convert.for_encoder(image)
             frame.pts = t  # in the encoder's time base, 1 / fps
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))

@@ -173,3 +173,70 @@ def test_truncated_avi_is_an_error_not_a_short_video(shared_videos, tmp_path):
     cut.write_bytes(data[:4_000_000])  # half of the file, mid-packet
     with pytest.raises(AnomalyError, match=r"vtest_cut\.avi: corrupt packet after 390 decoded"):
         list(VideoSource(cut))
+
+
+def _camera_clip(path, frames: int = 40):
+    """An H.264 file of the demo world at a surveillance camera's 768 x 576: a textured scene
+    with moving people-sized blobs and sensor noise, so every pixel and every frame differ as
+    in real footage (a flat test pattern would hide rounding and chroma differences)."""
+    from anomalyclip.synthetic import render_scene
+
+    images, _ = render_scene("Explosion", np.random.default_rng(3), frames, (768, 576))
+    encode_video(path, images, fps=25)
+    return path
+
+
+def _conversion_sources(tmp_path, shared_videos_dir):
+    paths = [_camera_clip(tmp_path / "camera.mp4")]
+    real = shared_videos_dir() / "Megamind.avi"  # MPEG-4 Part 2 with B-frames, 720 x 528
+    return paths + ([real] if real.is_file() else [])
+
+
+def test_kept_conversion_context_gives_pyav_s_own_pixels(tmp_path):
+    """``Converter`` keeps one swscale context per stream instead of PyAV's new one per call
+    (a speed change only): its RGB at the stored size, its RGB scaled to 360 rows with the
+    area filter, and its yuv420p for the encoders are bit-identical to PyAV's per-call
+    conversions, and every array it handed out is still intact after later conversions."""
+    from conftest import shared_videos_dir
+
+    from anomalyclip.extract.decode import Converter
+
+    for path in _conversion_sources(tmp_path, shared_videos_dir):
+        full, scaled, to_yuv = Converter(), Converter(), Converter()
+        ours, theirs = [], []
+        with av.open(str(path)) as container:
+            for _, frame in zip(range(40), container.decode(video=0), strict=False):
+                width = max(2, round(frame.width * 360 / frame.height / 2) * 2)
+                rgb = full.rgb(frame)
+                small = scaled.rgb(frame, width, 360, "AREA")
+                yuv = to_yuv.for_encoder(rgb).to_ndarray()
+                ours.append((rgb, small, yuv))
+                theirs.append((
+                    frame.to_ndarray(format="rgb24"),
+                    frame.to_ndarray(format="rgb24", width=width, height=360, interpolation="AREA"),
+                    av.VideoFrame.from_ndarray(rgb.copy(), format="rgb24")
+                    .reformat(format="yuv420p").to_ndarray(),
+                ))  # fmt: skip
+        assert len(ours) == 40, path
+        assert ours[0][1].shape == (360, width, 3)
+        for k, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            for mine, pyav in zip(a, b, strict=True):
+                assert mine.shape == pyav.shape and np.array_equal(mine, pyav), (path, k)
+        # a changing scene: the frames really differ, so a reused buffer would have shown
+        assert np.abs(ours[0][0].astype(int) - ours[-1][0]).mean() > 1.0
+
+
+def test_a_converter_follows_a_change_of_size(tmp_path):
+    """A stream may change resolution mid-way (cameras do): the kept context must follow the
+    new input size rather than read the new frame with the old geometry."""
+    from anomalyclip.extract.decode import Converter
+
+    rng = np.random.default_rng(0)
+    convert = Converter()
+    for h, w in [(48, 64), (96, 128), (48, 64)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        expected = frame.to_ndarray(format="rgb24", width=32, height=24)
+        got = convert.rgb(frame, 32, 24)
+        assert np.array_equal(got, expected), (h, w)
+        assert np.array_equal(convert.rgb(frame), frame.to_ndarray(format="rgb24")), (h, w)

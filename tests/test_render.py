@@ -105,7 +105,9 @@ def test_encoder_thread_writes_every_frame_in_order_and_reports_its_errors(tmp_p
     path = tmp_path / "ordered.mp4"
     enc = _Encoder(path, Fraction(25), 64, 48)
     for k in range(40):  # more frames than the queue holds
-        enc.write(np.full((48, 64, 3), 5 * k, np.uint8))
+        planes = np.full((72, 64), 128, np.uint8)  # yuv420p: 48 rows of Y, then U and V grey
+        planes[:48] = 20 + 5 * k
+        enc.write(planes)
     enc.close()
     with av.open(str(path)) as c:
         levels = [float(f.to_ndarray(format="gray").mean()) for f in c.decode(video=0)]
@@ -114,7 +116,23 @@ def test_encoder_thread_writes_every_frame_in_order_and_reports_its_errors(tmp_p
 
     enc = _Encoder(tmp_path / "broken.mp4", Fraction(25), 64, 48)
     with pytest.raises(ValueError, match="ndim"):  # raised on the encoder's thread
-        enc.write(np.zeros((48, 64), np.uint8))  # not an RGB frame
+        enc.write(np.zeros((48, 64, 3), np.uint8))  # RGB, not the planes it takes
         for _ in range(3 * _Encoder.QUEUE):
-            enc.write(np.zeros((48, 64, 3), np.uint8))
+            enc.write(np.zeros((72, 64), np.uint8))
         enc.close()
+
+
+def test_time_stamps_from_cached_glyphs_are_what_freetype_draws():
+    """The time stamp is a new string on every frame, so it is pasted together from glyphs
+    drawn once: it must be the very image FreeType draws for the whole string, at every
+    width the corner can give it (cut short on narrow videos), for times and frame numbers
+    from the first frame to ~4 days of 29.97 fps video."""
+    from anomalyclip.evaluate.render import _stamp, _text_strip
+
+    for index in [*range(0, 120), *range(120, 10_000_000, 9_973)]:
+        text = f"{index / 29.97:8.2f} s  frame {index}"
+        for width in (7 * len(text) + 8, 64, 9):
+            expected = _text_strip(text, width, (0, 0, 0))
+            assert np.array_equal(_stamp(text, width), expected), (text, width)
+    # the strip is not blank: the test compares drawn text, not two black rectangles
+    assert (_stamp("   12.34 s  frame 308", 155) > 128).sum() > 100

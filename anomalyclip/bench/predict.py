@@ -8,8 +8,8 @@ imports:
 - ``predict``: :func:`anomalyclip.evaluate.predict.predict` with ``render=True``: load the run,
   extract features, score, write CSVs, events, plots and the MP4s;
 - ``extract``: the extraction alone, as predict runs it (decode, CLIP, an in-memory store);
-- ``render``: :func:`anomalyclip.evaluate.render.render_video` alone on the same scores
-  (decode again, draw, encode).
+- ``render``: :func:`anomalyclip.evaluate.render.render_video` alone on the same scores,
+  read back from predict's CSVs (decode again, draw, encode).
 
 The rest of ``predict`` (model loading, scoring, CSV, events, plot) is the difference.
 """
@@ -46,6 +46,7 @@ def measure(
     from anomalyclip.datasets.core import VideoEntry
     from anomalyclip.evaluate.predict import predict
     from anomalyclip.evaluate.render import Scores, render_video
+    from anomalyclip.evaluate.report import read_video_csv
     from anomalyclip.extract.pipeline import extract
     from anomalyclip.kernels.allocator import keep_freed_memory
     from anomalyclip.runs import load_model, run_clip
@@ -71,12 +72,14 @@ def measure(
         with open_store(store) as st:
             rows = [(st.frames(e.video_id), st.times(e.video_id)) for e in entries]
 
-        t0 = time.perf_counter()
+        scores = []  # what predict drew, read back from its CSVs: the bars and cursor move
         for r, (fr, times) in zip(results, rows, strict=True):
-            p = np.full(len(fr), 0.5, np.float32)
-            probs = np.full((len(fr), model.cfg.num_classes), 1 / model.cfg.num_classes)
-            scores = Scores(fr, times, p, probs, model.cfg.classes, model.cfg.normal_id)
-            render_video(r.source, tmp / "render" / f"{r.source.stem}.mp4", scores, 0.6, r.events)
+            back = read_video_csv(r.csv)
+            p, probs = back["p_abnormal"], back["probs"]
+            scores.append(Scores(fr, times, p, probs, model.cfg.classes, model.cfg.normal_id))
+        t0 = time.perf_counter()
+        for r, sc in zip(results, scores, strict=True):
+            render_video(r.source, tmp / "render" / f"{r.source.stem}.mp4", sc, 0.6, r.events)
         t_render = time.perf_counter() - t0
     if failed:
         raise RuntimeError(f"bench predict: videos failed: {failed}")

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from anomalyclip.events import Event
-from anomalyclip.extract.decode import VideoSource
+from anomalyclip.extract.decode import Converter, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -150,30 +150,97 @@ def _text_strip(text: str, width: int, colour: tuple[int, int, int]) -> np.ndarr
     return np.asarray(strip)
 
 
-def _annotate(image: np.ndarray, text: str, alarm: np.ndarray | None) -> None:
-    """In place: the time stamp in the lower-left corner; with an alarm, a red border and the
-    alarm's banner (an 18-pixel strip from :func:`_text_strip`)."""
-    h, w = image.shape[:2]
-    if alarm is not None:
-        image[:BORDER], image[-BORDER:] = ALARM, ALARM
-        image[:, :BORDER], image[:, -BORDER:] = ALARM, ALARM
-        image[BORDER : BORDER + 22, BORDER:-BORDER] = ALARM
-        banner = alarm[:, : w - 2 * BORDER - 2]
-        image[BORDER + 3 : BORDER + 21, BORDER + 2 : BORDER + 2 + banner.shape[1]] = banner
-    stamp = _text_strip(text, min(7 * len(text) + 8, w - 2 * BORDER), (0, 0, 0))
-    image[h - BORDER - 18 : h - BORDER, BORDER : BORDER + stamp.shape[1]] = stamp
+STAMP_PAD = 4  # pixels left of the text in a strip: room for a glyph's overhang
+
+
+@functools.cache
+def _glyph(char: str) -> tuple[np.ndarray, int]:
+    """One character's coverage on an 18-pixel strip, drawn ``STAMP_PAD`` pixels in, and its
+    advance in whole pixels (PIL's default font advances by whole pixels)."""
+    advance = ImageDraw.Draw(Image.new("L", (1, 1))).textlength(char)
+    mask = Image.new("L", (int(np.ceil(advance)) + 2 * STAMP_PAD + 8, 18), 0)
+    ImageDraw.Draw(mask).text((STAMP_PAD, 2), char, fill=255)
+    return np.asarray(mask), int(round(advance))
+
+
+def _stamp(text: str, width: int) -> np.ndarray:
+    """What ``_text_strip(text, width, (0, 0, 0))`` draws, from glyphs drawn once each: a time
+    stamp is a new string on every frame, and FreeType took ~0.5 ms to draw one. The glyphs'
+    coverages are merged by maximum, as FreeType's rasteriser merges them; on the characters
+    of a time stamp the result is the same image (tests/test_render.py)."""
+    glyphs = [_glyph(char) for char in text]
+    mask = np.zeros((18, width + sum(a for _, a in glyphs) + 2 * STAMP_PAD + 16), np.uint8)
+    x = 0
+    for glyph, advance in glyphs:
+        span = mask[:, x : x + glyph.shape[1]]
+        np.maximum(span, glyph, out=span)
+        x += advance
+    strip = Image.new("RGB", (width, 18), (0, 0, 0))
+    strip.paste((255, 255, 255), (0, 0, width, 18), Image.fromarray(mask[:, :width]))
+    return np.asarray(strip)
+
+
+def _planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y (H, W), U and V (H/2, W/2) planes of a (3H/2, W) yuv420p array."""
+    h, w = image.shape[0] * 2 // 3, image.shape[1]
+    flat = image.reshape(-1)  # a view: the arrays here are contiguous
+    y, u, v = np.split(flat, [h * w, h * w + h * w // 4])
+    return y.reshape(h, w), u.reshape(h // 2, w // 2), v.reshape(h // 2, w // 2)
+
+
+class _Painter:
+    """Paints RGB pictures onto the planes of a yuv420p canvas.
+
+    A render is composed in the encoder's own pixel format: the scaled frame comes from the
+    decoder in yuv420p, and only what is drawn (the panels, the strips, the border) is
+    converted, each when it changes. Converting the whole RGB canvas for x264, and scaling
+    the frame into RGB first, cost more than drawing it. Every position and size is even, so a
+    picture covers whole 2 x 2 chroma blocks and looks as it would drawn in RGB.
+    """
+
+    def __init__(self) -> None:
+        self._converters: dict[str, Converter] = {}  # one per kind: each keeps its own size
+
+    def yuv(self, kind: str, image: np.ndarray) -> np.ndarray:
+        """An (H, W, 3) RGB picture of even size as a (3H/2, W) yuv420p array."""
+        convert = self._converters.setdefault(kind, Converter())
+        return convert.pixels(av.VideoFrame.from_ndarray(image, format="rgb24"), "yuv420p")
+
+    @staticmethod
+    def paste(canvas: np.ndarray, y: int, x: int, picture: np.ndarray) -> None:
+        """In place: a (3h/2, w) yuv420p ``picture`` onto ``canvas`` at even (y, x)."""
+        for plane, part, k in zip(_planes(canvas), _planes(picture), (1, 2, 2), strict=True):
+            plane[y // k : y // k + part.shape[0], x // k : x // k + part.shape[1]] = part
+
+    def colour(self, rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The (Y, U, V) values of an RGB colour, as the conversion gives them."""
+        y, u, v = _planes(self.yuv("colour", np.broadcast_to(np.uint8(rgb), (2, 2, 3)).copy()))
+        return int(y[0, 0]), int(u[0, 0]), int(v[0, 0])
+
+    @staticmethod
+    def fill(canvas: np.ndarray, rows: slice, cols: slice, yuv: tuple[int, int, int]) -> None:
+        """In place: the even-bounded rectangle ``rows`` x ``cols`` in one (Y, U, V) colour."""
+        half = [slice(a.start // 2, a.stop // 2) for a in (rows, cols)]
+        for plane, value, (r, c) in zip(
+            _planes(canvas), yuv, ((rows, cols), half, half), strict=True
+        ):
+            plane[r, c] = value
+
+
+def _even_up(n: int) -> int:
+    return n + (n % 2)
 
 
 class _Encoder:
-    """Frames (H, W, 3) uint8 RGB into an H.264 MP4 (MPEG-4 Part 2 where FFmpeg lacks x264),
+    """(3H/2, W) yuv420p frames into an H.264 MP4 (MPEG-4 Part 2 where FFmpeg lacks x264),
     on a thread of its own.
 
     ``ultrafast``: a render is looked at, not archived, and the encoder is the largest share
     of a render's time (x264's faster presets cost size, not the look of these frames).
-    Encoding (colour conversion and x264, both outside the GIL) runs while the caller decodes
-    and draws the next frames; a short queue keeps their memory bounded. A frame handed to
-    :meth:`write` must not be changed afterwards. An error of the encoding thread is raised
-    by the next :meth:`write` or by :meth:`close`.
+    Encoding (x264, outside the GIL) runs while the caller decodes and draws the next frames;
+    a short queue keeps their memory bounded. A frame handed to :meth:`write` must not be
+    changed afterwards. An error of the encoding thread is raised by the next :meth:`write`
+    or by :meth:`close`.
     """
 
     QUEUE = 8
@@ -193,7 +260,7 @@ class _Encoder:
     def _encode_all(self) -> None:
         try:
             while (image := self._queue.get()) is not None:
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
                 for packet in self.stream.encode(frame):
                     self.container.mux(packet)
         except BaseException as e:  # handed to the caller's thread
@@ -237,48 +304,65 @@ def render_video(
     of the last row at or before it. An event is open on the frames from its start to its
     end (the same half-open interval as in ``events.json``).
 
-    Per frame only what changes is drawn: the frame comes scaled from the decoder, the curve
-    panel is copied with a cursor, the bars panel is redrawn when the row changes from strings
-    drawn once each, the time stamp is one small strip.
+    Per frame only what changes is drawn, in the encoder's yuv420p (:class:`_Painter`): the
+    frame comes scaled from the decoder, the curve panel is copied with a cursor, the bars
+    panel is redrawn when the row changes from strings drawn once each, the time stamp is one
+    small strip of glyphs drawn once each.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     curve, column, (row_top, row_bottom) = _curve_panel(scores, threshold, events)
     spans = np.array([[e.start_frame, e.end_frame] for e in events]).reshape(-1, 2)
-    banners: dict[int, np.ndarray] = {}
-    src = VideoSource(source, height=HEIGHT)
+    paint = _Painter()
+    curve = paint.yuv("curve", curve[: HEIGHT // 2])
+    black, alarm_colour = paint.colour((0, 0, 0)), paint.colour(ALARM)
+    cursor_rows = slice(row_top // 2 * 2, _even_up(row_bottom))
+    bands: dict[int, np.ndarray] = {}
+    src = VideoSource(source, height=HEIGHT, pixels="yuv420p")
+    rescale = Converter()  # for a frame whose size differs from the first one's
     encoder = None
     bars_row, bars = -1, None
     try:
         for frame in src:
-            left = frame.image  # (HEIGHT, width, 3), scaled by the decoder
+            left = frame.image  # (3 HEIGHT / 2, width) yuv420p, scaled by the decoder
             if encoder is None:
                 width = left.shape[1]
                 encoder = _Encoder(out_path, frame_rate(src.fps), width + PANEL_WIDTH, HEIGHT)
-            canvas = np.empty((HEIGHT, width + PANEL_WIDTH, 3), np.uint8)  # the encoder owns it
-            if left.shape[:2] != (HEIGHT, width):  # a folder of frames, or a size change
-                left = np.asarray(Image.fromarray(left).resize((width, HEIGHT), Image.BILINEAR))
+            if left.shape[1] != width:  # the stream changed its size
+                planar = av.VideoFrame.from_ndarray(left, format="yuv420p")
+                left = rescale.pixels(planar, "yuv420p", width, HEIGHT, "AREA")
+            canvas = np.empty((HEIGHT * 3 // 2, width + PANEL_WIDTH), np.uint8)  # encoder's
             row = int(np.clip(np.searchsorted(scores.frames, frame.index, side="right") - 1, 0,
                               len(scores.frames) - 1))  # fmt: skip
+            paint.paste(canvas, 0, 0, left)
             open_ = np.flatnonzero((spans[:, 0] <= frame.index) & (frame.index < spans[:, 1]))
-            alarm = None
-            if open_.size:
+            if open_.size:  # a red border, and the event's banner on a red band
                 k = int(open_[0])
-                if k not in banners:
+                if k not in bands:
                     e = events[k]
+                    band = np.empty((22, width - 2 * BORDER, 3), np.uint8)
+                    band[:] = ALARM
                     text = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
-                    banners[k] = _text_strip(text, max(1, width - 2 * BORDER - 2), ALARM)
-                alarm = banners[k]
-            canvas[:, :width] = left
-            _annotate(canvas[:, :width], f"{frame.time:8.2f} s  frame {frame.index}", alarm)
-            panel = canvas[:, width:]
-            top = curve[: HEIGHT // 2]
-            panel[: top.shape[0]] = top
-            x = int(np.clip(column(float(scores.times[row])), 0, top.shape[1] - 1))
-            panel[row_top:row_bottom, max(0, x - 1) : x + 1] = (0, 0, 0)
+                    band[3:21, 2:] = _text_strip(text, max(1, band.shape[1] - 2), ALARM)
+                    bands[k] = paint.yuv("band", band)
+                for rows, cols in (
+                    (slice(0, BORDER), slice(0, width)),
+                    (slice(HEIGHT - BORDER, HEIGHT), slice(0, width)),
+                    (slice(0, HEIGHT), slice(0, BORDER)),
+                    (slice(0, HEIGHT), slice(width - BORDER, width)),
+                ):
+                    paint.fill(canvas, rows, cols, alarm_colour)
+                paint.paste(canvas, BORDER, BORDER, bands[k])
+            text = f"{frame.time:8.2f} s  frame {frame.index}"
+            stamp = _stamp(text, min(_even_up(7 * len(text) + 8), width - 2 * BORDER))
+            paint.paste(canvas, HEIGHT - BORDER - 18, BORDER, paint.yuv("stamp", stamp))
+            paint.paste(canvas, 0, width, curve)
+            x = int(np.clip(column(float(scores.times[row])), 0, PANEL_WIDTH - 1))
+            x0 = min(max(0, x - 1) // 2 * 2, PANEL_WIDTH - 2)
+            paint.fill(canvas, cursor_rows, slice(width + x0, width + x0 + 2), black)
             if row != bars_row:
-                bars_row, bars = row, _bars(scores, row)
-            panel[top.shape[0] : top.shape[0] + bars.shape[0]] = bars[: HEIGHT - top.shape[0]]
+                bars_row, bars = row, paint.yuv("bars", _bars(scores, row))
+            paint.paste(canvas, HEIGHT // 2, width, bars)
             encoder.write(canvas)
     finally:
         if encoder is not None:

@@ -29,6 +29,7 @@ from typing import TextIO
 import av
 import numpy as np
 
+from anomalyclip.extract.decode import Converter
 from anomalyclip.live.sources import FrameRing
 from anomalyclip.synthetic import video_codec
 
@@ -181,6 +182,7 @@ class ClipRecorder(threading.Thread):
         self._lock = threading.Lock()
         self._done = threading.Event()
         self.written: list[Path] = []
+        self._convert = Converter()  # used by this thread only
 
     def path_for(self, source: str, start_frame: int) -> Path:
         return self.folder / f"{safe_source_name(source)}-{start_frame:09d}.mp4"
@@ -245,9 +247,7 @@ class ClipRecorder(threading.Thread):
             clip.stream.height, clip.stream.width = image.shape[:2]
             clip.stream.pix_fmt = "yuv420p"
             clip.t0 = t
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        if (frame.width, frame.height) != (clip.stream.width, clip.stream.height):
-            frame = frame.reformat(width=clip.stream.width, height=clip.stream.height)
+        frame = self._convert.for_encoder(image, clip.stream.width, clip.stream.height)
         pts = max(clip.pts + 1, round((t - clip.t0) * clip.fps))
         frame.pts, clip.pts = pts, pts
         clip.container.mux(clip.stream.encode(frame))

@@ -38,7 +38,14 @@ import av
 import numpy as np
 import torch
 
-from anomalyclip.extract.decode import REORDER_WINDOW, Sampling, _Sampler, _short, _TimeRepair
+from anomalyclip.extract.decode import (
+    REORDER_WINDOW,
+    Converter,
+    Sampling,
+    _Sampler,
+    _short,
+    _TimeRepair,
+)
 from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.inputs import Source, display_name, is_live
 from anomalyclip.live.config import ReadConfig
@@ -208,6 +215,7 @@ class Reader(threading.Thread):
         self.clock = StreamClock()
         self._sampler = _Sampler(sampling)
         self._anchor: tuple[float, float] | None = None  # (time, wall) of the timeline
+        self._to_ring, self._to_model = Converter(), Converter()  # one size each
 
     # -- the connection loop -----------------------------------------------------------------
     def run(self) -> None:
@@ -384,11 +392,10 @@ class Reader(threading.Thread):
         self.stats.size = size
         if self.ring is not None:
             w, h = self.ring.target_size(*size)
-            small = frame if (w, h) == size else frame.reformat(width=w, height=h)
-            self.ring.add(t, small.to_ndarray(format="rgb24"))
+            self.ring.add(t, self._to_ring.rgb(frame, w, h))
         if not self._sampler.keep(index, t):
             return True
         self.stats.sampled += 1
-        image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+        image = self._to_model.rgb(frame)  # (H, W, 3)
         pixels = resize_crop(image[None])[0]  # (3, 224, 224) uint8
         return self._put(FrameItem(index, t, pixels, wall))
