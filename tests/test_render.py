@@ -136,3 +136,35 @@ def test_time_stamps_from_cached_glyphs_are_what_freetype_draws():
             assert np.array_equal(_stamp(text, width), expected), (text, width)
     # the strip is not blank: the test compares drawn text, not two black rectangles
     assert (_stamp("   12.34 s  frame 308", 155) > 128).sum() > 100
+
+
+@pytest.mark.parametrize("size", [(101, 75), (8, 360)])
+def test_a_folder_of_odd_sized_frames_renders_at_the_render_height(tmp_path, size):
+    """A folder of JPEG/PNG frames (what some datasets ship) of an odd size, and a frame too
+    narrow for the time stamp and banner: every frame is scaled to the render's height at an
+    even width (what yuv420p needs), and each becomes one output frame."""
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    w, h = size
+    for i in range(6):
+        level = 40 + 30 * i  # brightens frame by frame
+        Image.fromarray(np.full((h, w, 3), level, np.uint8)).save(folder / f"f{i}.png")
+    rows = 6
+    probs = np.tile([[0.1, 0.1, 0.7, 0.1]], (rows, 1))
+    scores = Scores(np.arange(rows), np.arange(rows) / 30.0, np.full(rows, 0.9), probs, NAMES, 2)
+    curve = {"frames": scores.frames, "times": scores.times, "p": scores.p, "probs": probs}
+    events = find_events("frames", curve, (NAMES, 2), EventConfig(0.5, min_duration=0.0))
+    assert len(events) == 1  # an alarm on every frame: border and banner drawn
+    out = render_video(folder, tmp_path / "out.mp4", scores, 0.5, events)
+    expected_width = max(2, round(w * 360 / h / 2) * 2)
+    with av.open(str(out)) as container:
+        images = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(images) == rows
+    assert images[0].shape == (360, expected_width + 480, 3)
+    centre = [img[180, expected_width // 2].astype(int) for img in images]
+    if expected_width > 2 * BORDER:
+        assert all(np.diff([c.mean() for c in centre]) > 10)  # the frames, in order
+    else:  # nothing left inside the alarm's border: the border, and no failure
+        assert all(c[0] > 150 and c[1] < 90 and c[2] < 90 for c in centre)

@@ -336,14 +336,15 @@ def render_video(
                               len(scores.frames) - 1))  # fmt: skip
             paint.paste(canvas, 0, 0, left)
             open_ = np.flatnonzero((spans[:, 0] <= frame.index) & (frame.index < spans[:, 1]))
+            inner = width - 2 * BORDER  # what the border leaves of the frame's width
             if open_.size:  # a red border, and the event's banner on a red band
                 k = int(open_[0])
-                if k not in bands:
+                if k not in bands and inner >= 4:
                     e = events[k]
-                    band = np.empty((22, width - 2 * BORDER, 3), np.uint8)
+                    band = np.empty((22, inner, 3), np.uint8)
                     band[:] = ALARM
                     text = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
-                    band[3:21, 2:] = _text_strip(text, max(1, band.shape[1] - 2), ALARM)
+                    band[3:21, 2:] = _text_strip(text, inner - 2, ALARM)
                     bands[k] = paint.yuv("band", band)
                 for rows, cols in (
                     (slice(0, BORDER), slice(0, width)),
@@ -352,10 +353,12 @@ def render_video(
                     (slice(0, HEIGHT), slice(width - BORDER, width)),
                 ):
                     paint.fill(canvas, rows, cols, alarm_colour)
-                paint.paste(canvas, BORDER, BORDER, bands[k])
-            text = f"{frame.time:8.2f} s  frame {frame.index}"
-            stamp = _stamp(text, min(_even_up(7 * len(text) + 8), width - 2 * BORDER))
-            paint.paste(canvas, HEIGHT - BORDER - 18, BORDER, paint.yuv("stamp", stamp))
+                if k in bands:
+                    paint.paste(canvas, BORDER, BORDER, bands[k])
+            if inner >= 2:
+                text = f"{frame.time:8.2f} s  frame {frame.index}"
+                stamp = _stamp(text, min(_even_up(7 * len(text) + 8), inner))
+                paint.paste(canvas, HEIGHT - BORDER - 18, BORDER, paint.yuv("stamp", stamp))
             paint.paste(canvas, 0, width, curve)
             x = int(np.clip(column(float(scores.times[row])), 0, PANEL_WIDTH - 1))
             x0 = min(max(0, x - 1) // 2 * 2, PANEL_WIDTH - 2)
