@@ -235,8 +235,8 @@ class _Encoder:
     """(3H/2, W) yuv420p frames into an H.264 MP4 (MPEG-4 Part 2 where FFmpeg lacks x264),
     on a thread of its own.
 
-    ``ultrafast``: a render is looked at, not archived, and the encoder is the largest share
-    of a render's time (x264's faster presets cost size, not the look of these frames).
+    ``ultrafast``: a render is looked at, not archived, and the encoder is a large share of
+    a render's time (x264's faster presets cost size, not the look of these frames).
     Encoding (x264, outside the GIL) runs while the caller decodes and draws the next frames;
     a short queue keeps their memory bounded. A frame handed to :meth:`write` must not be
     changed afterwards. An error of the encoding thread is raised by the next :meth:`write`

@@ -21,7 +21,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
@@ -170,6 +170,7 @@ class _Clip:
     fps: int = 25  # the clip's frame rate (the source's, rounded)
     t0: float = 0.0  # time of the first frame written
     pts: int = -1  # of the last frame written, in 1 / frame rate units
+    convert: Converter = field(default_factory=Converter)  # RGB -> the encoder's yuv420p
 
 
 class ClipRecorder(threading.Thread):
@@ -182,7 +183,6 @@ class ClipRecorder(threading.Thread):
         self._lock = threading.Lock()
         self._done = threading.Event()
         self.written: list[Path] = []
-        self._convert = Converter()  # used by this thread only
 
     def path_for(self, source: str, start_frame: int) -> Path:
         return self.folder / f"{safe_source_name(source)}-{start_frame:09d}.mp4"
@@ -247,7 +247,7 @@ class ClipRecorder(threading.Thread):
             clip.stream.height, clip.stream.width = image.shape[:2]
             clip.stream.pix_fmt = "yuv420p"
             clip.t0 = t
-        frame = self._convert.for_encoder(image, clip.stream.width, clip.stream.height)
+        frame = clip.convert.for_encoder(image, clip.stream.width, clip.stream.height)
         pts = max(clip.pts + 1, round((t - clip.t0) * clip.fps))
         frame.pts, clip.pts = pts, pts
         clip.container.mux(clip.stream.encode(frame))
