@@ -58,10 +58,6 @@ class Scores:
     normal_id: int
 
 
-def _even(n: float) -> int:
-    return max(2, int(round(n / 2)) * 2)
-
-
 def frame_rate(fps: float | None) -> Fraction:
     """The exact rate of a stream from its float rate: NTSC rates come back as x/1001."""
     if not fps or fps <= 0:
