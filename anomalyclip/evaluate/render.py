@@ -199,8 +199,7 @@ class _Painter:
 
     def yuv(self, kind: str, image: np.ndarray) -> np.ndarray:
         """An (H, W, 3) RGB picture of even size as a (3H/2, W) yuv420p array."""
-        convert = self._converters.setdefault(kind, Converter())
-        return convert.pixels(av.VideoFrame.from_ndarray(image, format="rgb24"), "yuv420p")
+        return self._converters.setdefault(kind, Converter()).for_encoder(image).to_ndarray()
 
     @staticmethod
     def paste(canvas: np.ndarray, y: int, x: int, picture: np.ndarray) -> None:
