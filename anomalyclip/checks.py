@@ -17,12 +17,20 @@ from typing import Any
 from anomalyclip.errors import AnomalyError
 
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # of the image tower (extract.encoder)
 
 
 def device_name(requested: str) -> str:
     """``requested`` if it spells a device (cpu, cuda, cuda:N, mps), else a one-line error."""
     if not DEVICE_PATTERN.fullmatch(requested):
         raise AnomalyError(f"--device {requested}: expected cpu, cuda, cuda:N or mps")
+    return requested
+
+
+def precision(requested: str) -> str:
+    """``requested`` if it names an image-tower precision, else a one-line error."""
+    if requested not in PRECISIONS:
+        raise AnomalyError(f"--precision {requested}: expected auto, fp32, bf16 or fp16")
     return requested
 
 

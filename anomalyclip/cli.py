@@ -93,8 +93,7 @@ def features_cmd(
         checks.existing_dir(lists, "folder of list files")
     if device:
         checks.device_name(device)
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise AnomalyError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+    checks.precision(precision)
 
     import os
     from pathlib import Path
@@ -152,8 +151,7 @@ def demo_cmd(
     from anomalyclip.demo import run_demo
     from anomalyclip.evaluate.report import format_table
 
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise AnomalyError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+    checks.precision(precision)
     _keep_memory_on_cpu(None)
     run = run_demo(out, seed=seed, precision=precision)
     for name, seconds in run.timings.items():
@@ -602,8 +600,12 @@ def predict_cmd(
         0.8, "--exit-ratio", help="An event ends below threshold x this."
     ),
     device: str = typer.Option(None, "--device"),
+    precision: str = typer.Option(
+        "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
+    ),
 ) -> None:
     """Per-frame anomaly scores, classes and events for videos that are not in any store."""
+    checks.precision(precision)
     clip = clip or locations.recorded(checkpoint, checks.run_config(checkpoint), "clip")
     locations.local_clip(clip)
     for video in videos:
@@ -612,17 +614,16 @@ def predict_cmd(
         checks.device_name(device)
     if fps and stride:
         raise AnomalyError("give --fps or --stride, not both")
-    from anomalyclip.evaluate.predict import predict
+    from anomalyclip.evaluate.predict import PredictConfig, predict
     from anomalyclip.events import EventConfig
     from anomalyclip.extract.decode import Sampling
 
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
     _keep_memory_on_cpu(device)
     events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)
-    results, failed = predict(
-        videos, checkpoint, out, clip, render, device, sampling, threshold=threshold,
-        events=events,
-    )  # fmt: skip
+    config = PredictConfig(clip, device, precision, sampling, threshold=threshold, events=events,
+                           render=render)  # fmt: skip
+    results, failed = predict(videos, checkpoint, out, config)
     for r in results:
         extra = f", {r.video}" if r.video else ""
         typer.echo(
@@ -870,6 +871,7 @@ def watch_cmd(
 
     from anomalyclip.inputs import expand_inputs
 
+    checks.precision(precision)
     expanded = expand_inputs(sources, live=True)
     stop_requested = threading.Event()
     watchers: list = []

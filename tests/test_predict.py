@@ -46,3 +46,48 @@ def test_predict_names_a_missing_video(tmp_path, run_dir):
     done = run_cli("predict", tmp_path / "nope.mp4", "--checkpoint", run_dir, "--out", tmp_path)
     assert done.code == 2
     assert done.error_line == f"error: {tmp_path / 'nope.mp4'}: no such video file or frame folder"
+
+
+def test_predict_in_bf16_stays_close_to_the_fp32_reference(tmp_path, run_dir):
+    """``precision`` reaches the image tower: bf16 scores are not fp32's bit for bit, but
+    within the tolerance stated here of them (p(A) and class probabilities, every frame).
+
+    The video is the demo world's (a panning scene with moving blobs and sensor noise, encoded
+    as H.264), so the features vary from frame to frame as a camera's do."""
+    from anomalyclip.evaluate.predict import PredictConfig, predict
+    from anomalyclip.evaluate.report import read_video_csv
+    from anomalyclip.synthetic import encode_video, render_scene
+
+    pixels, _ = render_scene("Explosion", np.random.default_rng(3), 120, (160, 120))
+    video = tmp_path / "cam.mp4"
+    encode_video(video, pixels)
+    scored = {}
+    for precision in ("fp32", "bf16"):
+        config = PredictConfig(precision=precision)
+        results, failed = predict([video], run_dir, tmp_path / precision, config)
+        assert failed == {} and results[0].frames == 120
+        scored[precision] = read_video_csv(results[0].csv)
+    ref, low = scored["fp32"], scored["bf16"]
+    for column in ("p_abnormal", "probs"):
+        gap = np.abs(low[column] - ref[column]).max()
+        assert 0 < gap < 0.005, (column, gap)  # measured: 5e-4 (p(A)), 1.5e-3 (classes)
+
+
+def test_predict_names_an_unknown_precision_before_loading_anything(tmp_path, run_dir):
+    done = run_cli("predict", tmp_path / "v.mp4", "--checkpoint", run_dir, "--precision", "fp8")
+    assert done.code == 2
+    assert done.error_line == "error: --precision fp8: expected auto, fp32, bf16 or fp16"
+
+
+def test_bench_predict_times_each_precision_on_the_same_videos(tmp_path, run_dir):
+    from anomalyclip.bench.predict import measure, table
+
+    result = measure(run_dir, lengths=(30, 12), size=(96, 64))
+    assert [row["precision"] for row in result["rows"]] == ["fp32", "bf16"]
+    for row in result["rows"]:
+        s = row["seconds"]
+        assert row["frames"] == result["frames"] == 42
+        assert 0 < s["extract"] < s["predict"] and 0 < s["render"] < s["predict"]
+        assert s["rest"] == pytest.approx(s["predict"] - s["extract"] - s["render"])
+        assert row["frames_per_s"] == pytest.approx(42 / s["predict"])
+    assert table(result).count("frames/s") == 2

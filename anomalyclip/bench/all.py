@@ -161,16 +161,18 @@ def table(r: dict) -> str:
         f"{st['read_vs_npy']['cold']['zarr']:.2f}x (cold)",
         "far below a training step",
     ))  # fmt: skip
-    pr = r["predict"]
-    s = pr["seconds"]
-    lines.append(_row(
-        "`anomaly predict --render`, demo CLIP, 2 videos 768x576",
-        f"{pr['frames_per_s']:.0f} frames/s ({pr['frames']} frames in {s['predict']:.1f} s): "
-        f"extract {s['extract'] / s['predict']:.0%}, render {s['render'] / s['predict']:.0%}, "
-        f"rest {s['rest'] / s['predict']:.0%}",
-        "",
-        "≥ 150 frames/s",
-    ))  # fmt: skip
+    pr = {row["precision"]: row for row in r["predict"]["rows"]}
+    for precision, row in pr.items():
+        s = row["seconds"]
+        lines.append(_row(
+            f"`anomaly predict --render`, demo CLIP in {precision}, 2 videos 768x576",
+            f"{row['frames_per_s']:.0f} frames/s ({row['frames']} frames in {s['predict']:.1f} "
+            f"s): extract {s['extract'] / s['predict']:.0%}, render "
+            f"{s['render'] / s['predict']:.0%}, rest {s['rest'] / s['predict']:.0%}",
+            f"{row['frames_per_s'] / pr['fp32']['frames_per_s']:.2f}x fp32"
+            if precision != "fp32" and "fp32" in pr else "",
+            "≥ 150 frames/s",
+        ))  # fmt: skip
     de = r["demo"]
     steps = ", ".join(f"{k} {v:.0f}" for k, v in de["seconds"].items() if k != "total")
     lines.append(_row(

@@ -2,7 +2,8 @@
 
 The videos are surveillance-sized (768 x 576 at 25 fps by default, the size of the common
 pedestrian-camera samples) so that decoding and scaling cost what they cost in use; the model
-is a run folder (``bench all`` passes the demo's). Three timings, in one process, after the
+is a run folder (``bench all`` passes the demo's). Per precision of the image tower (the fp32
+reference, then bf16: ``predict --precision``), three timings in one process, after the
 imports:
 
 - ``predict``: :func:`anomalyclip.evaluate.predict.predict` with ``render=True``: load the run,
@@ -11,7 +12,8 @@ imports:
 - ``render``: :func:`anomalyclip.evaluate.render.render_video` alone on the same scores,
   read back from predict's CSVs (decode again, draw, encode).
 
-The rest of ``predict`` (model loading, scoring, CSV, events, plot) is the difference.
+The rest of ``predict`` (model loading, scoring, CSV, events, plot) is the difference. Only
+the extraction depends on the precision.
 """
 
 from __future__ import annotations
@@ -41,10 +43,13 @@ def measure(
     videos: list[str | Path] | None = None,
     lengths: tuple[int, ...] = (795, 270),
     size: tuple[int, int] = (768, 576),
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
 ) -> dict:
-    """Time ``predict --render`` on ``videos`` (default: generated ones of ``lengths`` frames)."""
+    """Time ``predict --render`` on ``videos`` (default: generated ones of ``lengths`` frames),
+    once per image-tower precision."""
     from anomalyclip.datasets.core import VideoEntry
-    from anomalyclip.evaluate.predict import predict
+    from anomalyclip.evaluate import plots  # noqa: F401  (imported by predict: not timed)
+    from anomalyclip.evaluate.predict import PredictConfig, predict
     from anomalyclip.evaluate.render import Scores, render_video
     from anomalyclip.evaluate.report import read_video_csv
     from anomalyclip.extract.pipeline import extract
@@ -53,55 +58,63 @@ def measure(
     from anomalyclip.store import open_store
 
     keep_freed_memory()  # what `anomaly predict` applies on the CPU
+    model, config = load_model(run_dir)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-predict-") as tmp:
         tmp = Path(tmp)
         paths = [Path(v) for v in videos] if videos else make_videos(tmp, lengths, size)
-
-        t0 = time.perf_counter()
-        results, failed = predict(paths, run_dir, tmp / "out", render=True)
-        t_predict = time.perf_counter() - t0
-        frames = sum(r.frames for r in results)
-
-        model, config = load_model(run_dir)
         entries = [VideoEntry(f"v{i}", p, "", "predict", []) for i, p in enumerate(paths)]
-        store = f"memory://anomaly-bench-{uuid.uuid4().hex}"
-        t0 = time.perf_counter()
-        extract(entries, store, run_clip(run_dir, config), dtype="float32",
-                dataset=config["dataset"], progress=False)  # fmt: skip
-        t_extract = time.perf_counter() - t0
-        with open_store(store) as st:
-            rows = [(st.frames(e.video_id), st.times(e.video_id)) for e in entries]
+        for precision in precisions:
+            out = tmp / precision
+            t0 = time.perf_counter()
+            results, failed = predict(
+                paths, run_dir, out / "predict", PredictConfig(precision=precision, render=True)
+            )
+            t_predict = time.perf_counter() - t0
+            if failed:
+                raise RuntimeError(f"bench predict: videos failed: {failed}")
 
-        scores = []  # what predict drew, read back from its CSVs: the bars and cursor move
-        for r, (fr, times) in zip(results, rows, strict=True):
-            back = read_video_csv(r.csv)
-            p, probs = back["p_abnormal"], back["probs"]
-            scores.append(Scores(fr, times, p, probs, model.cfg.classes, model.cfg.normal_id))
-        t0 = time.perf_counter()
-        for r, sc in zip(results, scores, strict=True):
-            render_video(r.source, tmp / "render" / f"{r.source.stem}.mp4", sc, 0.6, r.events)
-        t_render = time.perf_counter() - t0
-    if failed:
-        raise RuntimeError(f"bench predict: videos failed: {failed}")
-    return {
-        "frames": frames,
-        "seconds": {
-            "predict": t_predict,
-            "extract": t_extract,
-            "render": t_render,
-            "rest": max(0.0, t_predict - t_extract - t_render),
-        },
-        "frames_per_s": frames / t_predict,
-    }
+            store = f"memory://anomaly-bench-{uuid.uuid4().hex}"
+            t0 = time.perf_counter()
+            extract(entries, store, run_clip(run_dir, config), dtype="float32",
+                    precision=precision, dataset=config["dataset"], progress=False)  # fmt: skip
+            t_extract = time.perf_counter() - t0
+            with open_store(store) as st:
+                stamps = [(st.frames(e.video_id), st.times(e.video_id)) for e in entries]
+
+            scores = []  # what predict drew, read back from its CSVs: the bars and cursor move
+            for r, (fr, times) in zip(results, stamps, strict=True):
+                back = read_video_csv(r.csv)
+                p, probs = back["p_abnormal"], back["probs"]
+                scores.append(Scores(fr, times, p, probs, model.cfg.classes, model.cfg.normal_id))
+            t0 = time.perf_counter()
+            for r, sc in zip(results, scores, strict=True):
+                render_video(r.source, out / "render" / f"{r.source.stem}.mp4", sc, 0.6, r.events)
+            t_render = time.perf_counter() - t0
+            frames = sum(r.frames for r in results)
+            rows.append({
+                "precision": precision,
+                "frames": frames,
+                "seconds": {
+                    "predict": t_predict,
+                    "extract": t_extract,
+                    "render": t_render,
+                    "rest": max(0.0, t_predict - t_extract - t_render),
+                },
+                "frames_per_s": frames / t_predict,
+            })  # fmt: skip
+    return {"frames": rows[0]["frames"], "rows": rows}
 
 
 def table(result: dict) -> str:
-    s = result["seconds"]
-    total = s["predict"]
-    lines = [
-        f"predict --render: {result['frames']} frames in {total:.1f} s = "
-        f"{result['frames_per_s']:.0f} frames/s",
-    ]
-    for name in ("extract", "render", "rest"):
-        lines.append(f"  {name:<8} {s[name]:6.1f} s  ({100 * s[name] / total:4.0f} %)")
+    lines = []
+    for row in result["rows"]:
+        s = row["seconds"]
+        total = s["predict"]
+        lines.append(
+            f"predict --render, CLIP in {row['precision']}: {row['frames']} frames in "
+            f"{total:.1f} s = {row['frames_per_s']:.0f} frames/s"
+        )
+        for name in ("extract", "render", "rest"):
+            lines.append(f"  {name:<8} {s[name]:6.1f} s  ({100 * s[name] / total:4.0f} %)")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from anomalyclip.evaluate.evaluation import safe_name, score_fn
 from anomalyclip.evaluate.report import write_events, write_video_csv
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
+from anomalyclip.extract.encoder import Precision
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
@@ -81,33 +82,50 @@ def output_names(paths: list[Path]) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class PredictConfig:
+    """How :func:`predict` turns videos into scores, and what it writes besides the CSVs.
+
+    Image side, as in :class:`~anomalyclip.extract.config.ExtractConfig`: ``clip`` (default:
+    the run's), ``device`` (default: CUDA when present), ``precision`` (the fp32 reference by
+    default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does),
+    ``sampling`` and ``batch_size``. Decisions: ``threshold`` (default: the run's own, chosen
+    without test labels when it was trained) and the other settings of ``events``. Output:
+    ``render`` also writes an MP4 of each video with its curves.
+    """
+
+    clip: str | None = None
+    device: str | None = None
+    precision: Precision = "fp32"
+    sampling: Sampling = Sampling()
+    batch_size: int = 64
+    threshold: float | None = None
+    events: EventConfig | None = None
+    render: bool = False
+
+
 def predict(
     videos: list[str | Path],
     checkpoint: str | Path,
     out_dir: str | Path,
-    clip: str | None = None,
-    render: bool = False,
-    device: str | None = None,
-    sampling: Sampling = Sampling(),
-    batch_size: int = 64,
-    threshold: float | None = None,
-    events: EventConfig | None = None,
+    config: PredictConfig = PredictConfig(),
 ) -> tuple[list[Prediction], dict[str, str]]:
     """Score each video; returns the predictions and the videos that failed (id -> reason).
 
-    Frames are called abnormal at ``threshold`` (default: the run's own, chosen without test
-    labels when it was trained) and grouped into events by ``events``' other settings."""
+    Frames are called abnormal at ``config.threshold`` and grouped into events by
+    ``config.events``' other settings."""
     from anomalyclip.evaluate import plots
     from anomalyclip.evaluate.render import Scores, render_video
 
-    dev = default_device(device)
-    model, config = load_model(checkpoint)
+    dev = default_device(config.device)
+    model, run_config = load_model(checkpoint)
     model.to(dev)
     names, normal_id = model.cfg.classes, model.cfg.normal_id
+    threshold = config.threshold
     if threshold is None:
-        threshold = run_threshold(config).value
-    events = replace(events or EventConfig(threshold), threshold=threshold)
-    image_model = clip or run_clip(checkpoint, config)
+        threshold = run_threshold(run_config).value
+    events = replace(config.events or EventConfig(threshold), threshold=threshold)
+    image_model = config.clip or run_clip(checkpoint, run_config)
     paths = [Path(v) for v in expand_inputs(videos)]  # folders, globs, list files
     for p in paths:
         if not p.exists():
@@ -121,10 +139,11 @@ def predict(
         store_url,
         image_model,
         device=str(dev),
-        sampling=sampling,
-        batch_size=batch_size,
+        precision=config.precision,
+        sampling=config.sampling,
+        batch_size=config.batch_size,
         dtype="float32",
-        dataset=config["dataset"],
+        dataset=run_config["dataset"],
         progress=True,
     )
     out = Path(out_dir)
@@ -140,7 +159,7 @@ def predict(
                 score_fn(model),
                 model.cfg.num_segments,
                 model.cfg.seg_length,
-                batch_size,
+                config.batch_size,
                 dev,
             )
             p, probs = p.float().numpy(), probs.float().numpy()
@@ -164,7 +183,7 @@ def predict(
                 threshold=threshold,
             )
             movie = None
-            if render:
+            if config.render:
                 scores = Scores(frames, times, p, probs, names, normal_id)
                 movie = render_video(path, out / f"{stem}.mp4", scores, threshold, found)
             abnormal = p >= threshold

@@ -26,13 +26,13 @@ import torch
 
 from anomalyclip import backbone
 from anomalyclip.backbone import DEFAULT_CLIP, load_vision
+from anomalyclip.checks import PRECISIONS
 from anomalyclip.extract.preprocess import normalize
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Attention = Literal["sdpa", "eager"]
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ATTENTIONS = ("sdpa", "eager")
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 matrix instructions

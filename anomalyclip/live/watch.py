@@ -37,6 +37,7 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from anomalyclip import checks
 from anomalyclip.errors import AnomalyError
 from anomalyclip.events import Event, EventTracker
 from anomalyclip.extract.decode import Sampling
@@ -400,8 +401,7 @@ def load_for_watch(
     dev = default_device(device)
     model, config = load_model(checkpoint)
     model.to(dev)
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise AnomalyError(f"--precision {precision}: expected auto, fp32, bf16 or fp16")
+    checks.precision(precision)
     encoder = ImageEncoder(clip or config["clip"], str(dev), precision)
     if encoder.dim != model.cfg.feature_dim:
         raise AnomalyError(
