@@ -241,3 +241,20 @@ def test_text_tower_cut_at_last_eos_gives_the_same_features(tmp_path):
             full = pl()
         assert rel_err(cut, full) < tol  # float32: only the attention's summation order differs
         assert cut.abs().max() > 0.1
+
+
+@pytest.mark.parametrize(("offset", "scale"), [(0.0, 1.0), (40.0, 0.05)])
+def test_two_pass_channel_moments_match_float64(offset, scale):
+    """The feed-forward norm's per-pixel mean and std (two passes over the channels): the
+    mean within a few float32 steps of its magnitude, the std within 1e-5 of the spread, also
+    for pixels whose mean is far from zero relative to their spread (the features are
+    centred on the normal centroid, not per pixel)."""
+    from anomalyclip.kernels.winograd import _moments
+
+    x = torch.randn(3, 8, 5, 256, generator=torch.Generator().manual_seed(0)) * scale + offset
+    mean, std = _moments(x)
+    ref = x.double()
+    ulp = torch.finfo(torch.float32).eps * (offset + 4 * scale)
+    assert (mean.double() - ref.mean(-1, keepdim=True)).abs().max() <= 4 * ulp
+    ref_std = ref.std(-1, correction=0, keepdim=True)
+    assert (std.double() - ref_std).abs().max() <= 1e-5 * scale
