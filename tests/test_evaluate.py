@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -453,3 +454,32 @@ def test_roc_plot_draws_the_curve_of_the_data(tmp_path):
     assert abs((r_half - r_one) - width / 2) <= 3  # TPR 1 - 0.5 = half the (square) axes
     rise = cols == step
     assert rows[rise].min() <= r_one + 2 and rows[rise].max() >= r_half - 2
+
+
+@pytest.mark.parametrize(("frames", "step", "xlabel"), [(1001, 1 / 25, "time (s)"),
+                                                        (200_001, 100, "frame")])  # fmt: skip
+def test_video_plot_keeps_every_label_inside_the_picture(tmp_path, monkeypatch, frames, step,
+                                                         xlabel):  # fmt: skip
+    """plot_video's margins are fixed: the title, axis labels, legends and tick labels (a last
+    tick at the right edge, six-digit frame numbers) all lie inside the figure."""
+    from anomalyclip.evaluate import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or Path(path))
+    rng = np.random.default_rng(0)
+    times = np.arange(0, frames, max(1, int(step))) * (step if step < 1 else 1)
+    n = len(times)
+    names = ["Normal", "Abuse", "Arrest", "Road accident", "Arson"]
+    plots.plot_video(times, rng.random(n), rng.dirichlet(np.ones(5), n), names, 0, [(3, 8)],
+                     "a_long_camera_name_2026-12-02.mp4", tmp_path / "v.png", threshold=0.5,
+                     xlabel=xlabel)  # fmt: skip
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = drawn[0]
+    canvas = FigureCanvasAgg(fig)  # what savefig draws a PNG with
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = canvas.get_width_height()
+    for ax in fig.axes:  # everything each axes draws: title, labels, legend, tick labels
+        box = ax.get_tightbbox(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, box

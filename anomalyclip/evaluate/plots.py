@@ -18,6 +18,14 @@ from anomalyclip.evaluate.metrics import frame_metrics, pr_curve, roc_curve
 _DPI = 120
 _TRUE_COLOR = "#d62728"
 _SCORE_COLOR = "#1f77b4"
+# plot_video's fixed margins: where matplotlib's constrained layout puts its two axes (the
+# labels are the same for every video), with room on the right for half of a last tick label
+# of up to six digits; constrained layout costs ~0.07 s a video, a quarter of drawing it, and
+# eval draws one per test video
+_VIDEO_GRID = {
+    "height_ratios": (3, 2),
+    "left": 0.058, "right": 0.965, "bottom": 0.086, "top": 0.954, "hspace": 0.065,
+}  # fmt: skip
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -146,8 +154,8 @@ def plot_video(
     totals = probs[:, anomaly_ids].sum(axis=0)
     chosen = [anomaly_ids[i] for i in np.argsort(-totals, kind="stable")[:top]]
 
-    fig = Figure(figsize=(10, 5.5), layout="constrained")
-    ax_score, ax_class = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    fig = Figure(figsize=(10, 5.5))
+    ax_score, ax_class = fig.subplots(2, 1, sharex=True, gridspec_kw=_VIDEO_GRID)
     for k, (start, end) in enumerate(true_intervals_seconds):
         for ax in (ax_score, ax_class):
             ax.axvspan(
