@@ -5,7 +5,9 @@ model's 3x3 convolution feed-forward with Winograd's minimal filtering (the same
 float rounding, ~4x fewer multiplies), and :mod:`anomalyclip.kernels.native` compiles and
 loads its C tile transforms (``winograd_kernels.c``). The model picks an algorithm through
 its ``conv`` constructor argument (:class:`anomalyclip.model.temporal.ConvFeedForward`);
-``"direct"`` never touches this package's code. :mod:`anomalyclip.kernels.allocator` is a
+``"direct"`` never touches that code. :mod:`anomalyclip.kernels.attention` gives the axial
+attention a faster backward in bfloat16 and float16 on the CPU (PyTorch's own attention
+everywhere else, and the same forward everywhere). :mod:`anomalyclip.kernels.allocator` is a
 process-wide memory policy that only entry points (``anomaly train``, the benchmarks) apply.
 """
 
