@@ -22,7 +22,7 @@ class ExtractConfig:
     fastest of the device, see :func:`~anomalyclip.extract.encoder.resolve_precision`, as
     ``anomaly features`` does), ``attention`` (the image tower's
     attention kernel: ``sdpa`` or ``eager``, same numbers to float rounding) and
-    ``batch_size`` (frames per forward pass; frames of consecutive videos share a batch).
+    ``batch_size`` (frames per forward pass; a batch holds frames of one video).
     Input side: ``sampling``, ``workers`` (decoder threads), ``folder_fps`` (the rate of
     folders of frames), ``stall_timeout`` (seconds without a decoded frame before a video is
     given up as failed). Store side: ``dataset``, ``dtype`` (stored float16 or float32),

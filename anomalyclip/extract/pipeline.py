@@ -3,14 +3,15 @@
 A run is four pieces, each its own module and testable alone::
 
     sources ─► Decoders ──────► Batcher ─────────► ImageEncoder ─► Writer ─► store
-              (threads: decode, (frames of several   (batches of      (a video is written
-               resize, crop)     videos, fixed size)  exactly          once all its rows
-                                                      batch_size)      arrived)
+              (threads: decode, (frames of one       (batches of      (a video is written
+               resize, crop)     video, fixed size)   batch_size      once all its rows
+                                                      at most)         arrived)
 
 :class:`~anomalyclip.extract.decoders.Decoders` decode whole sources in threads and hand
 uint8 224x224 crops over a bounded queue, so decoding runs ahead of the model by a few
-chunks; :class:`~anomalyclip.extract.batching.Batcher` packs them into full batches (short
-videos do not waste batch slots) and splits the embeddings back per video;
+chunks; :class:`~anomalyclip.extract.batching.Batcher` packs each video's crops into batches
+of its own (so its features never depend on the videos decoded beside it) and splits the
+embeddings back per video;
 :class:`~anomalyclip.extract.writer.Writer` assembles each video and is the only code that
 touches the store. :func:`extract` wires them together; every choice is an
 :class:`~anomalyclip.extract.config.ExtractConfig`.
@@ -169,12 +170,14 @@ def _run(jobs: list[Job], writer: Writer, encoder: ImageEncoder, cfg: ExtractCon
                     for batch in batcher.add(item.video, item.pixels):
                         encode(batch)
                 elif isinstance(item, Done):
+                    last = batcher.flush(item.video)
+                    if last is not None:
+                        encode(last)
                     writer.done(item)
                 else:  # Failed
                     batcher.drop(item.video)
                     writer.fail(item.video, item.reason)
-            last = batcher.flush()
-            if last is not None:
+            for last in batcher.flush_all():  # videos whose decoder sent no Done
                 encode(last)
     finally:
         bar.close()
