@@ -172,7 +172,8 @@ def video_codec() -> str:
 
 
 def encode_video(path: Path, frames: np.ndarray, fps: int = 15) -> None:
-    """Encode (T, H, W, 3) uint8 RGB frames (even H and W) into an MP4 file."""
+    """Encode (T, H, W, 3) uint8 RGB frames (even H and W) into an MP4 file: the same frames
+    give the same bytes, in any thread and after any other encoding."""
     path.parent.mkdir(parents=True, exist_ok=True)
     codec = video_codec()
     tmp = path.with_name(path.name + ".part")  # never leave a half-written video behind
@@ -181,7 +182,9 @@ def encode_video(path: Path, frames: np.ndarray, fps: int = 15) -> None:
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"preset": "veryfast", "crf": "18"}
+            # without MB-tree: with it, this x264 codes the same frames differently from one
+            # encoder to the next in a process, so generated datasets would not repeat
+            stream.options = {"preset": "veryfast", "crf": "18", "x264-params": "mbtree=0"}
         else:
             stream.bit_rate = 2_000_000
         convert = Converter()
