@@ -3,8 +3,9 @@
 The videos are surveillance-sized (768 x 576 at 25 fps by default, the size of the common
 pedestrian-camera samples) so that decoding and scaling cost what they cost in use; the model
 is a run folder (``bench all`` passes the demo's). Per precision of the image tower (the fp32
-reference, then bf16: ``predict --precision``), three timings in one process, after the
-imports:
+reference, then bf16: ``predict --precision``), three timings in one process, after a
+warm-up ``predict`` of a short clip in each precision (imports, font cache, kernel set-up:
+a process's one-time costs, which would otherwise fall on whichever precision runs first):
 
 - ``predict``: :func:`anomalyclip.evaluate.predict.predict` with ``render=True``: load the run,
   extract features, score, write CSVs, events, plots and the MP4s;
@@ -64,6 +65,10 @@ def measure(
         tmp = Path(tmp)
         paths = [Path(v) for v in videos] if videos else make_videos(tmp, lengths, size)
         entries = [VideoEntry(f"v{i}", p, "", "predict", []) for i, p in enumerate(paths)]
+        warm = make_videos(tmp / "warm-up", (16,), (64, 48))
+        for precision in precisions:  # a process's one-time costs, outside the timings
+            predict(warm, run_dir, tmp / "warm-up" / precision,
+                    PredictConfig(precision=precision, render=True))  # fmt: skip
         for precision in precisions:
             out = tmp / precision
             t0 = time.perf_counter()
