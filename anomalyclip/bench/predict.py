@@ -49,7 +49,6 @@ def measure(
     """Time ``predict --render`` on ``videos`` (default: generated ones of ``lengths`` frames),
     once per image-tower precision."""
     from anomalyclip.datasets.core import VideoEntry
-    from anomalyclip.evaluate import plots  # noqa: F401  (imported by predict: not timed)
     from anomalyclip.evaluate.predict import PredictConfig, predict
     from anomalyclip.evaluate.render import Scores, render_video
     from anomalyclip.evaluate.report import read_video_csv

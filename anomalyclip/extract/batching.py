@@ -46,17 +46,20 @@ class Batcher:
         self._waiting: dict[int, list[torch.Tensor]] = {}  # video -> its crops, in order
 
     def __len__(self) -> int:
-        return sum(len(p) for parts in self._waiting.values() for p in parts)
+        return sum(self._count(video) for video in self._waiting)
+
+    def _count(self, video: int) -> int:
+        return sum(len(p) for p in self._waiting.get(video, ()))
 
     def add(self, video: int, pixels: torch.Tensor) -> list[Batch]:
         self._waiting.setdefault(video, []).append(pixels)
         full = []
-        while sum(len(p) for p in self._waiting.get(video, ())) >= self.size:
+        while self._count(video) >= self.size:
             full.append(self._take(video, self.size))
         return full
 
     def flush(self, video: int) -> Batch | None:
-        waiting = sum(len(p) for p in self._waiting.get(video, ()))
+        waiting = self._count(video)
         return self._take(video, waiting) if waiting else None
 
     def flush_all(self) -> list[Batch]:
