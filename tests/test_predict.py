@@ -87,7 +87,8 @@ def test_bench_predict_times_each_precision_on_the_same_videos(tmp_path, run_dir
     for row in result["rows"]:
         s = row["seconds"]
         assert row["frames"] == result["frames"] == 42
-        assert 0 < s["extract"] < s["predict"] and 0 < s["render"] < s["predict"]
-        assert s["rest"] == pytest.approx(s["predict"] - s["extract"] - s["render"])
+        assert min(s["predict"], s["extract"], s["render"]) > 0  # timed separately: on
+        # clips this short their sum can exceed predict's time, and the rest is then 0
+        assert s["rest"] == pytest.approx(max(0.0, s["predict"] - s["extract"] - s["render"]))
         assert row["frames_per_s"] == pytest.approx(42 / s["predict"])
     assert table(result).count("frames/s") == 2
