@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -177,6 +178,43 @@ def test_decoders_hand_each_video_complete_and_in_order(tmp_path, shared_videos)
         first = resize_crop(np.stack([f.image for f in expected[:16]]))
         assert torch.equal(chunks[0].pixels, first)  # the crops of the real frames
         assert done.num_decoded == {0: 68, 2: 270}[k]
+
+
+def _h264_stream(path: Path, segments: list[np.ndarray], fps: int = 15) -> Path:
+    """(T, H, W, 3) uint8 segments as one raw H.264 stream, each coded at its own size: what
+    a recorder dumps from a camera whose resolution was changed while it was recording."""
+    data = b""
+    for frames in segments:
+        part = path.with_suffix(".part")
+        with av.open(str(part), "w", format="h264") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            for image in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode(None))
+        data += part.read_bytes()
+        part.unlink()
+    path.write_bytes(data)
+    return path
+
+
+def test_decoders_crop_every_frame_of_a_source_that_changes_size_mid_stream(tmp_path):
+    # 4:3 frames, then wider ones, in one stream. Each frame is cropped from its own size
+    # (as it would be alone); the chunks still hold batch_size frames across the change.
+    rng = np.random.default_rng(3)
+    small, _ = render_scene("Explosion", rng, 11, (96, 72))
+    wide, _ = render_scene("Normal", rng, 9, (160, 90))
+    path = _h264_stream(tmp_path / "resized.h264", [small, wide])
+    cfg = ExtractConfig(dataset="demo", batch_size=8, workers=1)
+    with Decoders([path], cfg) as decoded:
+        *chunks, done = list(decoded)
+    assert isinstance(done, Done) and done.num_decoded == 20
+    assert [len(c.frames) for c in chunks] == [8, 8, 4]
+    expected = list(VideoSource(path))
+    assert [f.image.shape for f in expected] == [(72, 96, 3)] * 11 + [(90, 160, 3)] * 9
+    crops = torch.cat([resize_crop(f.image[None]) for f in expected])
+    assert torch.equal(torch.cat([c.pixels for c in chunks]), crops)
 
 
 def _small_videos(folder: Path, n: int) -> list[Path]:

@@ -1,8 +1,9 @@
 """Decoder threads: sources in, uint8 CLIP crops out, in arrival order.
 
-Each thread decodes one whole source at a time, resizes and crops its frames in chunks
+Each thread decodes one whole source at a time, resizes and crops each frame as it comes
 (PyAV and torch's resize both release the GIL, so threads overlap with the model) and puts
-them on a bounded queue, so decoding runs ahead of the consumer by at most a few chunks.
+the crops in chunks on a bounded queue, so decoding runs ahead of the consumer by at most a
+few chunks.
 Iterating a :class:`Decoders` yields, per source, its :class:`Chunk` s in frame order, then
 one :class:`Done` or one :class:`Failed`.
 
@@ -101,35 +102,36 @@ class _Worker:
                 continue
         return False
 
-    def flush(self, video: int, images: list, frames: list, times: list) -> bool:
-        pixels = resize_crop(np.stack(images))  # (n, 3, 224, 224) uint8
+    def flush(self, video: int, crops: list, frames: list, times: list) -> bool:
+        pixels = torch.cat(crops)  # (n, 3, 224, 224) uint8
         if self.shared.pin:
             pixels = pixels.pin_memory()
         item = Chunk(video, pixels, np.asarray(frames, np.int64), np.asarray(times, np.float64))
-        images.clear(), frames.clear(), times.clear()
+        crops.clear(), frames.clear(), times.clear()
         return self.put(item, video)
 
     def decode(self, video: int, path: Path) -> bool:
-        """Chunks of one source, then Done; False when told to stop."""
+        """Chunks of one source, then Done; False when told to stop.
+
+        Each frame is resized and cropped as soon as it is decoded (the same crops bit for
+        bit as a batch's), so a chunk holds only 224x224 crops. Stacking a chunk's full-size
+        frames first (64 x 1.3 MB at 768x576) and resizing them together cost more: 62-125
+        ms against 41-58 ms for 64 frames one by one, and ~300 MB more peak memory in an
+        extraction with two threads. A source that changes its size mid-stream needs nothing
+        special."""
         cfg = self.shared.config
         source = VideoSource(path, cfg.sampling, cfg.folder_fps)
-        images: list[np.ndarray] = []
+        crops: list[torch.Tensor] = []
         frames: list[int] = []
         times: list[float] = []
         for frame in source:
             self.beat(video)
-            if (
-                images
-                and frame.image.shape != images[0].shape
-                and not self.flush(video, images, frames, times)
-            ):  # a resolution change mid-stream: chunks hold one size
-                return False
-            images.append(frame.image)
+            crops.append(resize_crop(frame.image[None]))  # (1, 3, 224, 224)
             frames.append(frame.index)
             times.append(frame.time)
-            if len(images) == cfg.batch_size and not self.flush(video, images, frames, times):
+            if len(crops) == cfg.batch_size and not self.flush(video, crops, frames, times):
                 return False
-        if images and not self.flush(video, images, frames, times):
+        if crops and not self.flush(video, crops, frames, times):
             return False
         done = Done(video, source.num_decoded, source.fps or 0.0, source.truncated)
         return self.put(done, video)
