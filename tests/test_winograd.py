@@ -182,6 +182,41 @@ def test_feed_forward_same_under_both_algorithms_and_same_state_dict(transforms_
         assert torch.allclose(a, b, atol=1e-10, rtol=0)
 
 
+def test_blocked_feed_forward_reuses_two_winograd_buffers(transforms_impl, monkeypatch):
+    """Blocks of one image (five blocks), the norm included: every value and gradient equals
+    the direct modules' in float64, so no block reads a buffer another value still needs;
+    and the backward's Winograd-domain values take turns in the forward's two buffers ("v"
+    and "m"), so the workspace holds two of them besides the hidden gradient (it held
+    four)."""
+    import anomalyclip.kernels.winograd as wg
+
+    monkeypatch.setattr(wg, "CHUNK_BYTES", 1)
+    wg.release_workspace()
+    torch.manual_seed(0)
+    ff = {conv: ConvFeedForward(6, conv=conv, tile=4).double() for conv in ("direct", "winograd")}
+    with torch.no_grad():
+        ff["direct"].net[0].g.normal_()
+        ff["direct"].net[0].b.normal_()
+    ff["winograd"].load_state_dict(ff["direct"].state_dict())
+    x = torch.randn(5, 7, 6, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(5, 7, 6, 6, dtype=torch.float64)
+    results = {}
+    for algorithm, module in ff.items():
+        y = module(x)
+        results[algorithm] = (y, torch.autograd.grad(y, [x, *module.parameters()], g))
+    (yd, gd), (yw, gw) = results["direct"], results["winograd"]
+    assert torch.allclose(yw, yd, atol=1e-11, rtol=0)
+    for a, b in zip(gw, gd, strict=True):
+        assert torch.allclose(a, b, atol=1e-10, rtol=0)
+    if transforms_impl == "native":  # the eager transforms allocate their own
+        tiles = 2 * 2  # (7, 6) grid in 4 x 4 output tiles
+        winograd_domain = 36 * tiles * 24 * 8  # one image's (r*r, t, 4E) in float64
+        hidden_grad = 7 * 6 * 24 * 8
+        held = {name: buf.nbytes for (name, *_), buf in wg._WORKSPACE.buffers.items()}
+        assert held == {"v": winograd_domain, "m": winograd_domain, "gh": hidden_grad}
+    wg.release_workspace()
+
+
 def _conv_flops(ff: ConvFeedForward, x: torch.Tensor, autocast: bool = False) -> dict:
     cast = torch.autocast("cpu", torch.bfloat16, enabled=autocast)
     with FlopCounterMode(display=False) as counter, cast:

@@ -222,19 +222,20 @@ class _Grid:
         return buf, buf[:, 1 : 1 + self.H, 1 : 1 + self.W]
 
     def winograd_input(
-        self, xb: torch.Tensor, padded: bool = False, work: Workspace | None = None
-    ) -> torch.Tensor:
+        self, xb: torch.Tensor, padded: bool = False, work: Workspace | None = None,
+        name: str = "v",
+    ) -> torch.Tensor:  # fmt: skip
         """(b, H, W, C) -> V (r*r, t, C): zero padding of the convolution plus the last tile's.
 
         ``padded``: xb is already such a block, as :meth:`padded` lays it out; ``work``: the
-        native transform writes V into a buffer of this workspace.
+        native transform writes V into this workspace's buffer ``name``.
         """
         m = self.m
         if not padded:
             xb = F.pad(xb, (0, 0, 1, 1 + self.tw * m - self.W, 1, 1 + self.th * m - self.H))
         if self.native:
             shape = (self.r * self.r, xb.shape[0] * self.th * self.tw, xb.shape[-1])
-            out = None if work is None else work.take("v", shape, xb)
+            out = None if work is None else work.take(name, shape, xb)
             return native.input_transform(xb.contiguous(), self.th, self.tw, out)
         return _input_tiles(xb, m, self.kin)
 
@@ -276,14 +277,16 @@ class _Grid:
         if slope is not None:
             F.leaky_relu_(out, slope)
 
-    def grad_output(self, gb: torch.Tensor, work: Workspace | None = None) -> torch.Tensor:
+    def grad_output(
+        self, gb: torch.Tensor, work: Workspace | None = None, name: str = "gm"
+    ) -> torch.Tensor:
         """Gradient w.r.t. the output block (b, H, W, F) -> w.r.t. M, (r*r, t, F).
 
-        ``work``: the native kernel writes it into a buffer of this workspace."""
+        ``work``: the native kernel writes it into this workspace's buffer ``name``."""
         b, m, f = gb.shape[0], self.m, gb.shape[-1]
         if self.native:
             shape = (self.r * self.r, b * self.th * self.tw, f)
-            out = None if work is None else work.take("gm", shape, gb)
+            out = None if work is None else work.take(name, shape, gb)
             return native.grad_output(gb, self.th, self.tw, out)
         if not self.exact:
             gb = F.pad(gb, (0, 0, 0, self.tw * m - self.W, 0, self.th * m - self.H))
@@ -296,11 +299,13 @@ class _Grid:
         u: torch.Tensor,
         out: torch.Tensor | None = None,
         work: Workspace | None = None,
+        name: str = "gv",
     ) -> torch.Tensor:
         """Gradient w.r.t. the input block (b, H, W, C), from gm (r*r, t, F).
 
         Written into ``out`` if given, else returned (eager: a view into a padded buffer);
-        ``work``: the native path takes its Winograd-domain gradient from this workspace.
+        ``work``: the native path takes its Winograd-domain gradient from this workspace's
+        buffer ``name``.
         """
         b, C, m, r = gm.shape[1] // (self.th * self.tw), u.shape[1], self.m, self.r
         th, tw = self.th, self.tw
@@ -308,7 +313,7 @@ class _Grid:
             if work is None:
                 gv = torch.bmm(gm, u.transpose(1, 2))  # (r*r, t, C)
             else:
-                gv = work.take("gv", (r * r, gm.shape[1], C), gm)
+                gv = work.take(name, (r * r, gm.shape[1], C), gm)
                 torch.bmm(gm, u.transpose(1, 2), out=gv)
             out = gm.new_empty(b, self.H, self.W, C) if out is None else out
             return native.grad_input(gv, out, th, tw)
@@ -391,27 +396,30 @@ class _WinogradFeedForward(torch.autograd.Function):
             gg, gbeta = x.new_zeros(C), x.new_zeros(C)
         step = _chunk_images(grid.th * grid.tw, grid.r, u1.shape[-1], x.element_size())
         inside = hidden[:, 1 : 1 + H, 1 : 1 + W]
+        # Two Winograd-domain buffers of the workspace, "v" and "m" (the forward's), take
+        # turns: each value below goes into the one whose value is no longer needed.
         for b0 in range(0, B, step):
             hb = inside[b0 : b0 + step]
-            gm2 = grid.grad_output(grad[b0 : b0 + step], work)  # (r*r, t, E)
-            hp = grid.winograd_input(hidden[b0 : b0 + step], True, work)
+            gm2 = grid.grad_output(grad[b0 : b0 + step], work, "m")  # (r*r, t, E)
+            hp = grid.winograd_input(hidden[b0 : b0 + step], True, work, "v")  # (r*r, t, 4E)
             gu2 = _accumulate(gu2, hp.transpose(1, 2), gm2)
             gh = work.take("gh", hb.shape, hb)  # (b, H, W, 4E)
-            grid.grad_input(gm2, u2, gh, work)
+            grid.grad_input(gm2, u2, gh, work, "v")  # hp is no longer needed
             # LeakyReLU's backward from its output, in place
             torch.ops.aten.leaky_relu_backward.grad_input(gh, hb, ctx.slope, True, grad_input=gh)
             gb1 += gh.sum((0, 1, 2))
-            gm1 = grid.grad_output(gh, work)  # (r*r, t, 4E): gm2 is no longer needed
+            gm1 = grid.grad_output(gh, work, "m")  # (r*r, t, 4E): gm2 is no longer needed
             xb = x[b0 : b0 + step]
             if g is not None:
                 mean, std = stats[:, b0 : b0 + step]
                 xhat, scale, xb = _normalised(xb, mean, std, g, beta, ctx.eps)
-            gu1 = _accumulate(gu1, grid.winograd_input(xb, work=work).transpose(1, 2), gm1)
+            v1 = grid.winograd_input(xb, work=work, name="v")  # (r*r, t, C)
+            gu1 = _accumulate(gu1, v1.transpose(1, 2), gm1)
             if g is None:
                 if need_x:
-                    grid.grad_input(gm1, u1, gx[b0 : b0 + step], work)
+                    grid.grad_input(gm1, u1, gx[b0 : b0 + step], work, "v")
                 continue
-            gxb = grid.grad_input(gm1, u1, work=work)  # gradient of the normalised conv input
+            gxb = grid.grad_input(gm1, u1, work=work, name="v")  # of the normalised conv input
             gg += (gxb * xhat).sum((0, 1, 2))
             gbeta += gxb.sum((0, 1, 2))
             if need_x:
