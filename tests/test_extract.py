@@ -63,6 +63,20 @@ def _compare(images: np.ndarray) -> tuple[float, float, float]:
     return level_diff.max(), level_diff.mean(), norm_diff.max()
 
 
+def test_normalize_maps_every_grey_level_as_the_float64_definition():
+    # all 256 levels in each channel, in a batch of two: (x / 255 - mean) / std
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16)
+    levels = levels.contiguous()
+    kept = levels.clone()
+    got = normalize(levels)
+    mean, std = np.asarray(CLIP_MEAN).reshape(3, 1, 1), np.asarray(CLIP_STD).reshape(3, 1, 1)
+    ref = (levels.numpy().astype(np.float64) / 255 - mean) / std
+    assert got.dtype == torch.float32 and got.shape == (2, 3, 16, 16)
+    assert np.abs(got.numpy() - ref).max() < 2e-6  # a few float32 steps at |x| <= 2.2
+    assert torch.equal(normalize(levels, torch.bfloat16), got.to(torch.bfloat16))
+    assert torch.equal(levels, kept)  # the input is left as it was
+
+
 def test_preprocessing_matches_pil_reference_on_real_frames(shared_videos):
     for name in ("vtest.avi", "tree.avi", "Megamind.avi"):
         images = np.stack(

@@ -60,7 +60,10 @@ def normalize(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
     # (x / 255 - mean) / std as one fused multiply-add: x * scale + shift
     scale = (1.0 / (255.0 * std)).float().view(1, 3, 1, 1).to(pixels.device)
     shift = (-mean / std).float().view(1, 3, 1, 1).to(pixels.device)
-    return torch.addcmul(shift, pixels.float(), scale).to(dtype)
+    # in place in one float32 copy: a second 38 MB array per batch of 64 took the time of
+    # the arithmetic three times over (21 vs 6 ms a batch on the 2-core benchmark host)
+    x = torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device).copy_(pixels)
+    return torch.addcmul(shift, x, scale, out=x).to(dtype)
 
 
 def preprocess(images: np.ndarray | torch.Tensor) -> torch.Tensor:
