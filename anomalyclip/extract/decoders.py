@@ -116,7 +116,7 @@ class _Worker:
         Each frame is resized and cropped as soon as it is decoded (the same crops bit for
         bit as a batch's), so a chunk holds only 224x224 crops. Stacking a chunk's full-size
         frames first (64 x 1.3 MB at 768x576) and resizing them together cost more: 62-125
-        ms against 41-58 ms for 64 frames one by one, and ~300 MB more peak memory in an
+        ms against 41-58 ms for 64 frames one by one, and 190-320 MB more peak memory in an
         extraction with two threads. A source that changes its size mid-stream needs nothing
         special."""
         cfg = self.shared.config

@@ -73,9 +73,11 @@ TILE_SIZES = tuple(_TRANSFORMS)
 # backward adds its share of the filter gradient into one (r*r, C, F) tensor (37.7 MB at
 # E = 256), so smaller blocks mean more passes over it: a step at the paper's shape, three
 # interleaved rounds on the 2-core benchmark host, took 8.06 / 7.81 / 8.43 s with 16 MiB
-# blocks and 7.15 / 6.90 / 6.77 s with 64 MiB; 32, 64 and 128 MiB were within noise of each
-# other (6.69-7.62 s), 128 MiB at ~300 MB more memory. A 4096-frame video is one block.
-CHUNK_BYTES = 64 << 20
+# blocks and 7.15 / 6.90 / 6.77 s with 64 MiB. 32 MiB blocks against 64 MiB, three
+# interleaved `anomaly bench train --conv winograd` runs each: 5.18 / 5.63 / 5.55 s against
+# 5.70 / 5.05 / 5.67 s a step, peak RSS 2,407-2,454 MB against 2,523-2,635 MB; test-mode
+# inference the same (a 4096-frame video, two blocks now, 0.210-0.218 s against 0.205-0.213).
+CHUNK_BYTES = 32 << 20
 
 
 @functools.cache
@@ -110,10 +112,11 @@ class Workspace(threading.local):
     """Scratch buffers that the Winograd feed-forward reuses from block to block and from
     call to call, one set per thread.
 
-    A block of images needs a few 30-70 MB intermediates (the Winograd-domain input V, the
-    products M, their gradients, the padded hidden activation in inference). Allocated afresh
-    each time, every one comes from a new ``mmap`` whose pages are faulted in and zeroed again
-    (~20% of a 4096-frame video's scoring time on the 2-core benchmark host), or, with
+    A block of images needs a few intermediates of up to :data:`CHUNK_BYTES` each (the
+    Winograd-domain input V, the products M, their gradients, the padded hidden activation in
+    inference). Allocated afresh each time, every one comes from a new ``mmap`` whose pages
+    are faulted in and zeroed again (~20% of a 4096-frame video's scoring time on the 2-core
+    benchmark host), or, with
     :mod:`anomalyclip.kernels.allocator`'s policy, fragments the heap that the process keeps.
     Here each named buffer is kept (replaced when a larger one is asked for) and handed out as
     a view. Only for values that do not outlive the call that takes them (nothing saved for a
