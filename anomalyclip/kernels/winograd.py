@@ -116,8 +116,8 @@ class Workspace(threading.local):
     Winograd-domain input V, the products M, their gradients, the padded hidden activation in
     inference). Allocated afresh each time, every one comes from a new ``mmap`` whose pages
     are faulted in and zeroed again (~20% of a 4096-frame video's scoring time on the 2-core
-    benchmark host), or, with
-    :mod:`anomalyclip.kernels.allocator`'s policy, fragments the heap that the process keeps.
+    benchmark host), or, with :mod:`anomalyclip.kernels.allocator`'s policy, fragments the
+    heap that the process keeps.
     Here each named buffer is kept (replaced when a larger one is asked for) and handed out as
     a view. Only for values that do not outlive the call that takes them (nothing saved for a
     backward, nothing returned); :func:`release_workspace` frees them.
@@ -281,7 +281,7 @@ class _Grid:
             F.leaky_relu_(out, slope)
 
     def grad_output(
-        self, gb: torch.Tensor, work: Workspace | None = None, name: str = "gm"
+        self, gb: torch.Tensor, work: Workspace | None = None, name: str = "m"
     ) -> torch.Tensor:
         """Gradient w.r.t. the output block (b, H, W, F) -> w.r.t. M, (r*r, t, F).
 
@@ -302,7 +302,7 @@ class _Grid:
         u: torch.Tensor,
         out: torch.Tensor | None = None,
         work: Workspace | None = None,
-        name: str = "gv",
+        name: str = "v",
     ) -> torch.Tensor:
         """Gradient w.r.t. the input block (b, H, W, C), from gm (r*r, t, F).
 
