@@ -167,7 +167,8 @@ def table(r: dict) -> str:
         lines.append(_row(
             f"`anomaly predict --render`, demo CLIP in {precision}, 2 videos 768x576",
             f"{row['frames_per_s']:.0f} frames/s ({row['frames']} frames in {s['predict']:.1f} "
-            f"s): extract {s['extract'] / s['predict']:.0%}, render "
+            f"s, the best of {'/'.join(f'{t:.1f}' for t in row['runs'])} s): "
+            f"extract {s['extract'] / s['predict']:.0%}, render "
             f"{s['render'] / s['predict']:.0%}, rest {s['rest'] / s['predict']:.0%}",
             f"{row['frames_per_s'] / pr['fp32']['frames_per_s']:.2f}x fp32"
             if precision != "fp32" and "fp32" in pr else "",
