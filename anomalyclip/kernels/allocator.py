@@ -7,8 +7,8 @@ each step faults in and zeroes those pages again: ~1 million page faults and ~25
 step time, measured at the paper's shape on the 2-core benchmark host. With mmap
 disabled for the main heap and trimming off, freed blocks are kept and reused; the
 process's resident size then stays at its high-water mark instead of going up and down with
-every step, and fragmentation leaves it ~0.5 GB above the working set (2.7 vs 2.2 GB at the
-paper's shape; ``anomaly bench all`` measures both settings).
+every step, and fragmentation leaves it 0.3-0.5 GB above the working set at the paper's shape
+(``anomaly bench all`` measures both settings).
 
 This is a process-wide setting, so the library never applies it: the entry points that own
 the process do: ``anomaly train``, ``eval``, ``predict`` and ``demo`` on the CPU (scoring
