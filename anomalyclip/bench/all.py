@@ -124,6 +124,8 @@ def _train_rows(result: dict) -> list[str]:
 
 def table(r: dict) -> str:
     """One Markdown table of every stage."""
+    from anomalyclip.bench import predict
+
     lines = [
         f"`anomaly bench all` on {r['host']['cpu']}, {r['host']['cores']} threads, "
         f"torch {r['host']['torch']}, {r['host']['date']} ({r['host']['wall_s'] / 60:.0f} min).",
@@ -167,7 +169,7 @@ def table(r: dict) -> str:
         lines.append(_row(
             f"`anomaly predict --render`, demo CLIP in {precision}, 2 videos 768x576",
             f"{row['frames_per_s']:.0f} frames/s ({row['frames']} frames in {s['predict']:.1f} "
-            f"s, the best of {'/'.join(f'{t:.1f}' for t in row['runs'])} s): "
+            f"s, the best of {predict.runs_text(row)}): "
             f"extract {s['extract'] / s['predict']:.0%}, render "
             f"{s['render'] / s['predict']:.0%}, rest {s['rest'] / s['predict']:.0%}",
             f"{row['frames_per_s'] / pr['fp32']['frames_per_s']:.2f}x fp32"

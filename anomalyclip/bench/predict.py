@@ -120,16 +120,20 @@ def measure(
     return {"frames": rows[0]["frames"], "rows": rows}
 
 
+def runs_text(row: dict) -> str:
+    """A row's predict runs in seconds, e.g. ``"7.8/7.2/8.2 s"``."""
+    return "/".join(f"{t:.1f}" for t in row["runs"]) + " s"
+
+
 def table(result: dict) -> str:
     lines = []
     for row in result["rows"]:
         s = row["seconds"]
         total = s["predict"]
-        runs = "/".join(f"{t:.1f}" for t in row["runs"])
         lines.append(
             f"predict --render, CLIP in {row['precision']}: {row['frames']} frames in "
             f"{total:.1f} s = {row['frames_per_s']:.0f} frames/s "
-            f"(best of {len(row['runs'])}: {runs} s)"
+            f"(best of {len(row['runs'])}: {runs_text(row)})"
         )
         for name in ("extract", "render", "rest"):
             lines.append(f"  {name:<8} {s[name]:6.1f} s  ({100 * s[name] / total:4.0f} %)")
