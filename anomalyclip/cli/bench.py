@@ -1,0 +1,184 @@
+"""``anomaly bench ...``: measurements, reported as ratios within one run."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from anomalyclip.cli.app import bench_app
+from anomalyclip.errors import AnomalyError
+
+
+@bench_app.command("extract")
+def bench_extract_cmd(
+    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 size)."),
+    frames: int = typer.Option(128, "--frames", help="Frames to extract."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    workers: int = typer.Option(2, "--workers"),
+    device: str = typer.Option("cpu", "--device"),
+    size: str = typer.Option("320x240", "--size", help="Input video WIDTHxHEIGHT."),
+    setups: str = typer.Option(
+        "fp32:eager,fp32:sdpa,bf16:sdpa", "--setups", help="PRECISION:ATTENTION,... to compare."
+    ),
+    repeats: int = typer.Option(2, "--repeats", help="Runs per setup (the best is kept)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Model-only and pipeline frames/s per precision and attention, GFLOP/s against the
+    matmul peak, and where the pipeline's time goes."""
+    import json
+
+    from anomalyclip.bench.extract import ExtractBench, measure, table
+
+    w, h = (int(v) for v in size.lower().split("x"))
+    pairs = tuple(tuple(s.split(":", 1)) for s in setups.split(","))
+    if any(len(p) != 2 for p in pairs):
+        raise AnomalyError(f"--setups {setups}: expected PRECISION:ATTENTION,... e.g. bf16:sdpa")
+    bench = ExtractBench(model, frames, size=(w, h), batch_size=batch_size, workers=workers,
+                         device=device, setups=pairs, repeats=repeats)  # fmt: skip
+    result = measure(bench)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("store")
+def bench_store_cmd(
+    videos: int = typer.Option(64, "--videos", help="Synthetic videos to write."),
+    frames: int = typer.Option(4000, "--frames", help="Mean frames per video (T/2 to 3T/2)."),
+    batches: int = typer.Option(5, "--batches", help="Batches timed (median reported)."),
+    out: str = typer.Option(None, "--out", help="Folder for the data (default: a temp dir)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Store size and training-batch read time: float16 Zarr and HDF5 against float32 .npy."""
+    import json
+    import tempfile
+
+    from anomalyclip.bench.store import measure, table
+
+    with tempfile.TemporaryDirectory(prefix="anomaly-bench-store-") as tmp:
+        result = measure(out or tmp, videos, frames, seed=seed, batches=batches)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+def _bench_convs(conv: str) -> tuple[str, ...]:
+    if conv not in ("direct", "winograd", "both"):
+        raise AnomalyError(f"--conv: expected direct, winograd or both, got {conv!r}")
+    return ("direct", "winograd") if conv == "both" else (conv,)
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    steps: int = typer.Option(3, "--steps", help="Timed steps per configuration (median)."),
+    conv: str = typer.Option("both", "--conv", help="direct | winograd | both."),
+    bf16: bool = typer.Option(False, "--bf16", help="Also time bf16 autocast."),
+    rounds: int = typer.Option(1, "--rounds", help="Interleaved repeats of every configuration."),
+    libc_malloc: bool = typer.Option(
+        False, "--libc-malloc", help="Also time with glibc's default allocator settings."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Seconds per training step at the paper's UCF-Crime shape, against the published code."""
+    import json
+
+    from anomalyclip.bench.train import measure, table
+
+    dtypes = (False, True) if bf16 else (False,)
+    keep = (True, False) if libc_malloc else (True,)
+    result = measure(
+        convs=_bench_convs(conv), bf16=dtypes, steps=steps, rounds=rounds, keep_memory=keep
+    )
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("eval")
+def bench_eval_cmd(
+    videos: int = typer.Option(16, "--videos", help="Random-length test videos."),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved repeats (median)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Test-mode frames/s at the UCF-Crime shape: reference vs fast path, fp32 and bf16."""
+    import json
+
+    from anomalyclip.bench.eval import measure, table
+
+    result = measure(n_videos=videos, rounds=rounds)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("demo")
+def bench_demo_cmd(
+    out: str = typer.Option(None, "--out", help="Keep the demo here (default: a temp dir)."),
+    precision: str = typer.Option("fp32", "--precision", help="Extraction: fp32, bf16, auto."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Seconds of every demo step, with the demo's AUC, alarms and events found."""
+    import json
+
+    from anomalyclip.bench.demo import measure, table
+
+    result = measure(out, precision=precision)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("predict")
+def bench_predict_cmd(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run directory."),
+    videos: list[str] = typer.Option(None, "--video", help="Videos (default: two generated)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """`predict --render` frames/s end to end, and the shares of extraction and rendering."""
+    import json
+
+    from anomalyclip.bench.predict import measure, table
+
+    result = measure(checkpoint, videos or None)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("all")
+def bench_all_cmd(
+    readme: str = typer.Option(None, "--readme", help="Write the table into this README."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every benchmark at quick sizes (~15 min on 2 cores), one table of ratios."""
+    import json
+
+    from anomalyclip.bench.all import measure, table, write_readme
+
+    if readme and not os.path.isfile(readme):
+        raise AnomalyError(f"{readme}: no such file")
+    result = measure()
+    text = table(result)
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else text)
+    if readme:
+        write_readme(readme, text)
+        typer.echo(f"written into {readme}")
+
+
+@bench_app.command("watch")
+def bench_watch_cmd(
+    soak: float = typer.Option(
+        0.0, "--soak", help="Wall seconds of a long stream scored as fast as possible."
+    ),
+    clip: str = typer.Option("all", "--clip", help="tiny, vit-b-16 or all."),
+    precision: str = typer.Option("all", "--precision", help="fp32, bf16 or all (ViT-B/16)."),
+    seconds: float = typer.Option(20.0, "--seconds", help="Length of each real-time trial."),
+    threads: int = typer.Option(2, "--threads", help="CPU threads (cores) to use."),
+    agreement: str = typer.Option(
+        None, "--agreement", help="An 'anomaly demo' folder: live vs offline scores instead."
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Highest frame rate sustained in real time without drops; with --soak, memory, fps,
+    lag and drops over a long stream; with --agreement, live against offline scores."""
+    import json
+
+    from anomalyclip.bench.watch import measure, table
+
+    if agreement:
+        from anomalyclip.bench.watch import agreement as measure_agreement
+
+        typer.echo(json.dumps(measure_agreement(agreement), indent=2))
+        return
+    result = measure(clip=clip, precision=precision, soak=soak, trial=seconds, threads=threads)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))

@@ -1,0 +1,167 @@
+"""``anomaly store ...``: inspect, check, convert, merge and import feature stores."""
+
+from __future__ import annotations
+
+import typer
+
+from anomalyclip import checks
+from anomalyclip.cli.app import store_app
+from anomalyclip.cli.options import _human_bytes
+from anomalyclip.errors import AnomalyError
+
+
+@store_app.command("info")
+def store_info(
+    path: str = typer.Argument(..., help="Store: Zarr dir, .zip, .h5 or URL."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Dataset, backbone, dtype, counts per split and class, frames and size on disk."""
+    checks.store_location(path)
+    import json
+
+    from anomalyclip.store import open_store
+
+    with open_store(path) as st:
+        info = st.summary()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"store      {info['location']}")
+    typer.echo(f"dataset    {info['dataset']}")
+    typer.echo(f"backbone   {info['backbone']} (dim {info['dim']}, stored {info['dtype']})")
+    typer.echo(f"sampling   {info['sampling']}")
+    typer.echo(
+        f"videos     {info['videos']} complete, {info['incomplete']} incomplete, "
+        f"{info['failed']} failed" + (f", {info['damaged']} damaged" if info["damaged"] else "")
+    )
+    typer.echo(f"frames     {info['frames']:,}")
+    typer.echo(f"size       {_human_bytes(info['size_bytes'])}")
+    for split, n in info["per_split"].items():
+        classes = {
+            k.split("/", 1)[1]: v for k, v in info["per_class"].items() if k.startswith(split)
+        }
+        typer.echo(f"  {split:<6} {n:>6}  " + ", ".join(f"{c} {v}" for c, v in classes.items()))
+
+
+@store_app.command("ls")
+def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
+    """One line per video: id, split, class, frames, state."""
+    checks.store_location(path)
+    from anomalyclip.store import open_store
+
+    with open_store(path) as st:
+        for vid, r, state in st.listing():
+            if r is None:  # a damaged record: its id comes from its key
+                typer.echo(f"{vid}\t-\t-\t0\t{state}")
+            else:
+                typer.echo(f"{r.video_id}\t{r.split}\t{r.label}\t{r.num_frames}\t{state}")
+        for vid, failure in st.failures().items():
+            typer.echo(f"{vid}\t-\t-\t0\tfailed: {failure.get('error', '')}")
+
+
+@store_app.command("verify")
+def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> None:
+    """Recompute every video's checksum; list damaged, missing or incomplete videos (exit 1)."""
+    checks.store_location(path)
+    from anomalyclip.store import open_store
+
+    with open_store(path) as st:
+        n = len(st.keys())
+        problems = st.verify(progress=True)
+        truncated = {} if problems else st.truncated()
+    for vid, reason in problems.items():
+        typer.echo(f"{vid}: {reason}")
+    if problems:
+        typer.echo(f"{path}: {len(problems)} of {n} videos failed verification", err=True)
+        raise typer.Exit(1)
+    for vid, why in truncated.items():
+        typer.echo(f"{vid}: truncated source, stored as decoded: {why}")
+    typer.echo(
+        f"{path}: all {n} videos intact" + (f" ({len(truncated)} truncated)" if truncated else "")
+    )
+
+
+@store_app.command("export")
+def store_export(
+    src: str = typer.Argument(..., help="Source store."),
+    dst: str = typer.Argument(
+        ..., help="New store, format from the suffix: none or .zarr, .zip, .h5 or .hdf5."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing destination."),
+) -> None:
+    """Convert a store between Zarr directory, Zarr zip and HDF5, bit-exact."""
+    checks.store_location(src)
+    from anomalyclip.store import export_store
+    from anomalyclip.store.backend import store_format
+
+    store_format(dst)  # an unknown suffix is refused before anything is read or written
+    n = export_store(src, dst, overwrite=overwrite)
+    typer.echo(f"exported {n} videos to {dst}")
+
+
+@store_app.command("merge")
+def store_merge(
+    dst: str = typer.Argument(..., help="Store to add to (created if absent)."),
+    sources: list[str] = typer.Argument(..., help="Stores to add."),
+) -> None:
+    """Merge stores that share dataset, backbone, preprocessing and sampling."""
+    for source in sources:
+        checks.store_location(source)
+    from anomalyclip.store import merge_stores
+
+    report = merge_stores(dst, sources)
+    typer.echo(
+        f"added {len(report.added)}, already present {len(report.identical)}, "
+        f"conflicts {len(report.conflicts)}"
+    )
+    for vid, why in report.conflicts.items():
+        typer.echo(f"conflict: {vid}: {why}", err=True)
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
+@store_app.command("import-npy")
+def store_import_npy(
+    npy_dir: str = typer.Argument(..., help="Folder of per-video .npy features, any nesting."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht, demo or csv:FILE."),
+    out: str = typer.Option(..., "--out", "-o", help="Store to create or add to (Zarr, .h5)."),
+    lists: str = typer.Option(None, "--lists", help="Folder of official list / truth files."),
+    authors_list: list[str] = typer.Option(
+        None,
+        "--authors-list",
+        help="Authors' 'path start end label' list (FILE, train=FILE or test=FILE).",
+    ),
+    dtype: str = typer.Option("float16", "--dtype", help="float16, or float32 (bit-exact)."),
+    ncrops: int = typer.Option(1, "--ncrops", help="Crops: files __0..__N-1 or (T*N, D) rows."),
+    crop: str = typer.Option("0", "--crop", help="Crop to keep (0-based), or 'mean'."),
+    backbone: str = typer.Option(
+        "openai/clip-vit-base-patch16", "--backbone", help="Model the features came from."
+    ),
+    dim: int = typer.Option(None, "--dim", help="Feature width (default 512, or the store's)."),
+    fps: float = typer.Option(None, "--fps", help="Frame rate, for presentation times."),
+    stride: int = typer.Option(1, "--stride", help="Decoded frames between consecutive rows."),
+) -> None:
+    """Import published per-video .npy features, labels and test ground truth into a store."""
+    checks.existing_dir(npy_dir, "folder of .npy features")
+    if lists:
+        checks.existing_dir(lists, "folder of list files")
+    for item in authors_list or []:
+        checks.existing_file(item.split("=", 1)[-1], "list file")
+    if crop != "mean" and not crop.isdigit():
+        raise AnomalyError(f"--crop must be a crop index or 'mean', not {crop!r}")
+    from anomalyclip.interop.npy_import import import_npy
+
+    summary = import_npy(
+        npy_dir, dataset, out, lists=lists, authors_lists=authors_list or None, dtype=dtype,
+        ncrops=ncrops, crop=crop if crop == "mean" else int(crop), backbone=backbone, dim=dim,
+        fps=fps, stride=stride, progress=True,
+    )  # fmt: skip
+    typer.echo(
+        f"imported {len(summary.imported)} ({summary.frames:,} rows), "
+        f"unchanged {len(summary.skipped)}, failed {len(summary.failed)}, "
+        f"listed without .npy {len(summary.missing)}, .npy not listed {len(summary.unlisted)}"
+    )
+    for vid, why in summary.failed.items():
+        typer.echo(f"failed: {vid}: {why}", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
