@@ -30,6 +30,7 @@ Duplicates (the same file reached twice) are kept once, at their first position.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -216,3 +217,29 @@ def _read_list(path: Path, live: bool, depth: int) -> list[Source]:
     if not found:
         raise AnomalyError(f"{path}: the list names no video")
     return found
+
+
+def fingerprint_file(path: str | Path, sample: int = 1 << 20) -> tuple[int, str]:
+    """Size and a cheap content fingerprint of a source video (or a folder of frames).
+
+    Hashing whole videos would cost as much I/O as decoding them on resume, so the
+    fingerprint covers the size and three 1 MiB samples (start, middle, end): any re-encode,
+    truncation or replacement changes it.
+    """
+    p = Path(path)
+    h = hashlib.sha256()
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file())
+        size = 0
+        for f in files:
+            st = f.stat()
+            size += st.st_size
+            h.update(f"{f.name}:{st.st_size};".encode())
+        return size, "dir-sha256:" + h.hexdigest()
+    size = p.stat().st_size
+    h.update(str(size).encode())
+    with p.open("rb") as fh:
+        for offset in sorted({0, max(0, size // 2 - sample // 2), max(0, size - sample)}):
+            fh.seek(offset)
+            h.update(fh.read(sample))
+    return size, "sample-sha256:" + h.hexdigest()

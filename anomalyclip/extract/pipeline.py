@@ -48,7 +48,8 @@ from anomalyclip.extract.config import ROOT_WAIT_S, STALL_S, ExtractConfig
 from anomalyclip.extract.decoders import Chunk, Decoders, Done
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.writer import Job, Summary, Writer, relative
-from anomalyclip.store import SCHEMA, fingerprint_file, open_store, provenance
+from anomalyclip.inputs import fingerprint_file
+from anomalyclip.store import SCHEMA, open_store, provenance
 from anomalyclip.store.backend import store_format
 
 __all__ = ["ROOT_WAIT_S", "STALL_S", "ExtractConfig", "Summary", "extract", "shard_entries"]

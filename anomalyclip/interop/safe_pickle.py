@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from anomalyclip.errors import AnomalyError
+from anomalyclip.errors import AnomalyError, one_line
 
 
 class Placeholder:
@@ -313,6 +313,5 @@ def load_torch_file(path: str | Path) -> LoadedArchive:
     except AnomalyError:
         raise
     except Exception as exc:  # nothing from the file runs, so any failure means a bad file
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise AnomalyError(f"{path}: not a readable PyTorch checkpoint ({detail})") from exc
+        raise AnomalyError(f"{path}: not a readable PyTorch checkpoint ({one_line(exc)})") from exc
     return LoadedArchive(obj, locations)

@@ -42,7 +42,8 @@ from safetensors.torch import load as load_tensor_bytes
 from safetensors.torch import save as tensor_bytes
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store.store import FeatureStore, backbone_difference, describe_backbone
+from anomalyclip.store import FeatureStore
+from anomalyclip.store.meta import backbone_difference, describe_backbone
 
 RUN_FORMAT = "anomalyclip.run"
 RUN_VERSION = 2  # 2: config.json's "epoch" counts completed epochs (1: last 0-based index)

@@ -1,18 +1,16 @@
 """The feature store: Zarr v3 or HDF5 shards of CLIP frame embeddings with provenance."""
 
 from anomalyclip.store.copy import MergeReport, export_store, merge_stores
-from anomalyclip.store.meta import DEFAULT_DIM, StoreMeta, provenance
-from anomalyclip.store.store import (
+from anomalyclip.store.meta import (
+    DEFAULT_DIM,
     SCHEMA,
     SCHEMA_VERSION,
-    FeatureStore,
-    VideoRecord,
-    content_sha256,
-    fingerprint_file,
+    StoreMeta,
     first_difference,
-    open_store,
-    video_key,
+    provenance,
 )
+from anomalyclip.store.records import VideoRecord, content_sha256, video_key
+from anomalyclip.store.store import FeatureStore, open_store
 
 __all__ = [
     "DEFAULT_DIM",
@@ -24,7 +22,6 @@ __all__ = [
     "VideoRecord",
     "content_sha256",
     "export_store",
-    "fingerprint_file",
     "first_difference",
     "merge_stores",
     "open_store",

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from anomalyclip.errors import AnomalyError
+from anomalyclip.errors import AnomalyError, one_line
 
 HDF5_SUFFIXES = (".h5", ".hdf5")
 CHUNK_ROWS = 1024
@@ -80,14 +80,10 @@ def disk_error(exc: BaseException) -> str | None:
     if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in text:
         return "no space left on device"
     if isinstance(exc, OSError):
-        return _one_line(exc)
+        return one_line(exc)
     if isinstance(exc, RuntimeError) and "file write failed" in text:
-        return _one_line(exc)[:160]
+        return one_line(exc, 160)
     return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def remote_error(exc: BaseException) -> str | None:
@@ -219,7 +215,7 @@ class ZarrBackend:
                 raise AnomalyError(f"{location}: cannot open ({disk_error(exc)})") from exc
             if not isinstance(exc, (ValueError, RecursionError, TypeError)):
                 raise
-            text = " ".join(str(exc).split())[:200]  # a damaged root zarr.json
+            text = one_line(exc, 200)  # a damaged root zarr.json
             raise AnomalyError(
                 f"{location}: unreadable root metadata ({type(exc).__name__}: {text})"
             ) from exc
@@ -405,7 +401,7 @@ class HDF5Backend:
             self._file = h5py.File(location, mode)
         except OSError as exc:
             raise AnomalyError(
-                f"{location}: not a readable HDF5 file ({' '.join(str(exc).split())[:200]})"
+                f"{location}: not a readable HDF5 file ({one_line(exc, 200)})"
             ) from exc
         try:  # HDF5 has no journal: a write cut short can leave groups that cannot be listed
             for group in ("videos", "frames", "times", "failures"):
@@ -413,9 +409,7 @@ class HDF5Backend:
                     list(self._file[group].keys())
         except (RuntimeError, OSError, KeyError) as exc:
             self._file.close()
-            raise AnomalyError(
-                f"{location}: damaged HDF5 file ({' '.join(str(exc).split())[:160]})"
-            ) from exc
+            raise AnomalyError(f"{location}: damaged HDF5 file ({one_line(exc, 160)})") from exc
 
     def reserve(self, nbytes: int) -> None:
         """Refuse to start a write the disk has no room for: HDF5 cannot survive a flush cut

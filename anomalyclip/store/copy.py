@@ -23,12 +23,8 @@ from anomalyclip.store.backend import (
     store_format,
     url_options,
 )
-from anomalyclip.store.store import (
-    COMPATIBILITY_FIELDS,
-    FeatureStore,
-    first_difference,
-    open_store,
-)
+from anomalyclip.store.meta import COMPATIBILITY_FIELDS, first_difference
+from anomalyclip.store.store import FeatureStore, open_store
 
 log = logging.getLogger(__name__)
 

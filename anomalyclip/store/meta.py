@@ -12,12 +12,14 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from anomalyclip.errors import AnomalyError
+from anomalyclip.errors import AnomalyError, shorten
 
 SCHEMA = "anomalyclip.features"
 SCHEMA_VERSION = 1
 DTYPES = ("float16", "float32")
 DEFAULT_DIM = 512  # D where a store or file does not say: CLIP ViT-B/16's embedding size
+# The fields two stores must share to be merged or read together.
+COMPATIBILITY_FIELDS = ("dataset", "backbone", "preprocessing", "sampling")
 
 
 def _table(value: Any) -> dict | None:
@@ -111,3 +113,54 @@ def provenance(
     meta = StoreMeta(dataset, backbone, preprocessing, sampling, dtype, SCHEMA, SCHEMA_VERSION,
                      producer)  # fmt: skip
     return meta.to_attrs()
+
+
+def first_difference(
+    a: dict, b: dict, fields_: tuple[str, ...] = COMPATIBILITY_FIELDS
+) -> str | None:
+    """Dotted name of the first compatibility field where two root attribute sets differ."""
+
+    def walk(x, y, prefix: str) -> str | None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                found = walk(x.get(key), y.get(key), f"{prefix}.{key}")
+                if found:
+                    return found
+            return None
+        return None if x == y else f"{prefix} ({x!r} != {y!r})"
+
+    for name in fields_:
+        found = walk(a.get(name), b.get(name), name)
+        if found:
+            return found
+    return None
+
+
+def describe_backbone(backbone: dict | None) -> str:
+    """``model (weights 0123456789ab, dim 512)``: what tells two backbones apart, short."""
+    if not isinstance(backbone, dict) or not backbone:
+        return "an unrecorded backbone"
+    detail = []
+    if backbone.get("weights_sha256"):
+        detail.append(f"weights {str(backbone['weights_sha256'])[:12]}")
+    if backbone.get("dim"):
+        detail.append(f"dim {shorten(backbone['dim'], 12)}")
+    name = shorten(backbone.get("model", "?"))
+    return f"{name} ({', '.join(detail)})" if detail else name
+
+
+def backbone_difference(expected: dict | None, found: dict | None) -> str | None:
+    """Why features from backbone ``found`` do not fit a model trained on ``expected``.
+
+    The weight hash decides when both sides have one (a local copy of the same weights may
+    carry another name); otherwise the model id does. The width must always agree. None when
+    they fit, or when ``expected`` was never recorded (nothing to compare against).
+    """
+    if not expected:
+        return None
+    found = found or {}
+    if expected.get("dim") and found.get("dim") and expected["dim"] != found["dim"]:
+        return "dim"
+    if expected.get("weights_sha256") and found.get("weights_sha256"):
+        return None if expected["weights_sha256"] == found["weights_sha256"] else "weights_sha256"
+    return None if expected.get("model") == found.get("model") else "model"

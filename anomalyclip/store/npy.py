@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from anomalyclip.errors import AnomalyError
+from anomalyclip.errors import AnomalyError, one_line
 from anomalyclip.store.meta import DEFAULT_DIM
 
 _CROP_SUFFIX = re.compile(r"__(\d+)$")
@@ -62,9 +62,9 @@ def load_npy_features(data: bytes | Path, name: str | Path, dim: int = DEFAULT_D
                 f"{name}: pickled .npy (object array) refused; only plain numeric arrays are "
                 "read (allow_pickle=False)"
             ) from None
-        raise AnomalyError(f"{name}: unreadable .npy ({_one_line(e)})") from None
+        raise AnomalyError(f"{name}: unreadable .npy ({one_line(e)})") from None
     except (OSError, EOFError) as e:
-        raise AnomalyError(f"{name}: unreadable .npy ({_one_line(e)})") from None
+        raise AnomalyError(f"{name}: unreadable .npy ({one_line(e)})") from None
     if not isinstance(arr, np.ndarray):  # an .npz archive
         arr.close()
         raise AnomalyError(f"{name}: expected one .npy array, got an .npz archive")
@@ -107,10 +107,6 @@ def _check_npy_size(raw: bytes, name: str | Path) -> None:
             f"{name}: unreadable .npy (header says {tuple(shape)} {dtype} = {needed:,} bytes, "
             f"the file holds {held:,}: truncated or forged)"
         )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def select_crop(features: np.ndarray, ncrops: int, crop: int | str, name: str) -> np.ndarray:

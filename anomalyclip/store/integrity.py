@@ -1,0 +1,121 @@
+"""Checking a store: what ``anomaly store verify`` reports, and what every read relies on.
+
+A video is trusted when its record reads, it is flagged complete, its three arrays are all
+there with the record's length (:func:`structure_problem`, checked before a video's first read),
+its rows match their SHA-256, its values are possible and its record fits the store
+(:func:`check_video`, what ``verify`` runs on every video).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from anomalyclip.errors import AnomalyError, one_line, shorten
+from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta
+from anomalyclip.store.records import VideoRecord, content_sha256, values_problem, video_id_of
+
+if TYPE_CHECKING:
+    from anomalyclip.store.store import FeatureStore
+
+
+def structure_problem(store: FeatureStore, key: str) -> str | None:
+    """Why a video's record or arrays cannot be read as a whole (None: all there)."""
+    try:
+        rec = store.load_record(key)
+    except ValueError as exc:
+        return str(exc)
+    if not rec.complete:
+        return "incomplete (no completeness flag)"
+    for group in ("videos", "frames", "times"):
+        try:
+            state = store.backend.array_state(f"{group}/{key}")
+        except Exception as exc:  # an unreadable array header is damage too
+            return f"unreadable array {group}/ ({type(exc).__name__}: {one_line(exc)})"
+        if state is None:
+            return f"missing array {group}/"
+        rows, missing = state
+        if missing:
+            return f"{missing} missing chunk(s) in {group}/"
+        if rows != rec.num_frames:
+            return f"has {rows} rows in {group}/, its record says {rec.num_frames}"
+    return None
+
+
+def check_video(store: FeatureStore, key: str) -> str | None:
+    """Why a stored video cannot be trusted, or None when its rows match its checksum."""
+    problem = structure_problem(store, key)
+    if problem:
+        return problem
+    rec = store.load_record(key)
+    parts = {}
+    for group in ("videos", "frames", "times"):
+        try:
+            parts[group] = store.backend.array(f"{group}/{key}")[...]
+        except Exception as exc:  # codec / checksum / I/O errors all mean damage here
+            return f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
+    if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
+        return "checksum mismatch (content changed since it was written)"
+    return values_problem(parts) or record_problem(store, rec, parts["videos"])
+
+
+def record_problem(store: FeatureStore, rec: VideoRecord, features: np.ndarray) -> str | None:
+    """What in a readable record contradicts the store: label, split, intervals, width."""
+    from anomalyclip.datasets import get_dataset
+
+    meta = store.meta  # compared only where valid: root_problem reports the rest
+    if meta.dim is not None and features.shape[1] != meta.dim:
+        return f"rows have width {features.shape[1]}, the store's backbone {meta.dim}"
+    if meta.dtype in DTYPES and str(features.dtype) != meta.dtype:
+        return f"rows are {features.dtype}, the store holds {meta.dtype}"
+    if rec.split not in ("train", "test"):
+        return f"split {shorten(rec.split, 40)!r} is not train or test"
+    try:
+        get_dataset(store.dataset).class_id(rec.label)
+    except AnomalyError:
+        return f"label {shorten(rec.label, 40)!r} is not a class of dataset {store.dataset!r}"
+    if any(not 0 <= s < e for s, e in rec.intervals):
+        return f"intervals {shorten(rec.intervals, 60)} are not [start, end) frames"
+    return None
+
+
+def root_problem(attrs: dict) -> str | None:
+    """What is missing or invalid in the root attributes (None: all there)."""
+    from anomalyclip.datasets import get_dataset
+
+    found = []
+    if attrs.get("schema") != SCHEMA:
+        found.append(f"schema is {shorten(attrs.get('schema'), 40)!r}")
+    try:
+        get_dataset(attrs.get("dataset") or "")
+    except AnomalyError:
+        found.append(f"dataset {shorten(attrs.get('dataset'), 40)!r} is unknown")
+    if StoreMeta.from_attrs(attrs).dim is None:
+        found.append("backbone has no dim")
+    for name in ("preprocessing", "sampling"):
+        if not isinstance(attrs.get(name), dict):
+            found.append(f"no {name}")
+    if attrs.get("dtype") not in DTYPES:
+        found.append(f"dtype {shorten(attrs.get('dtype'), 20)!r} is not float16 or float32")
+    return "root attributes: " + "; ".join(found) if found else None
+
+
+def verify(store: FeatureStore, progress: bool = False) -> dict[str, str]:
+    """Every damaged, missing or incomplete video, with the reason (empty dict: intact).
+
+    Besides each video's arrays and checksum, its values (finite features, increasing
+    frame numbers and times), its record (label of the store's dataset, split,
+    intervals, width and dtype) and the root attributes (under the key ``/``) are checked.
+    """
+    from tqdm import tqdm
+
+    problems = {}
+    root = root_problem(store.attrs)
+    if root:
+        problems["/"] = root
+    for key in tqdm(store.keys(), desc="verify", unit="video", disable=not progress):
+        reason = check_video(store, key)
+        if reason:
+            problems[video_id_of(key)] = reason
+    return problems
