@@ -32,6 +32,7 @@ test: install
 lint: install
 	$(BIN)/ruff check anomalyclip tests
 	$(BIN)/ruff format --check anomalyclip tests
+	$(BIN)/python tools/code_shape.py
 
 format: install
 	$(BIN)/ruff format anomalyclip tests
