@@ -17,7 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from anomalyclip.backbone import build_clip, load_text
 from anomalyclip.kernels import native
-from anomalyclip.kernels.winograd import transform_weight, winograd_feedforward
+from anomalyclip.kernels.winograd import transform_weight
+from anomalyclip.kernels.winograd_ffn import winograd_feedforward
 from anomalyclip.model import AnomalyCLIP, ModelConfig
 from anomalyclip.model.temporal import WINOGRAD_MIN_CHANNELS, ConvFeedForward, TemporalModel
 

@@ -12,7 +12,7 @@ before and after its steps, because shared hosts of the same kind differ by ~2x 
 host's speed drifts within a run. The published implementation (reversible layers:
 the forward is recomputed in the backward, ~4x the forward's FLOPs per step) runs at ~0.84 of
 that peak, so its equivalent time here is 4 x the temporal model's forward FLOPs /
-(0.84 x peak) (docs/training.md, "Speed"); at the paper's shape
+(0.84 x peak) (docs/performance.md, "Training speed"); at the paper's shape
 4 x 663 GFLOP = 2.65 TFLOP (the text tower's ~4% more are left out of it).
 "Nominal" FLOPs are those of the direct convolution (what the model computes), "executed"
 those actually run (fewer with Winograd).

@@ -25,10 +25,8 @@ same convolution with ~4x fewer multiplies, as batched matrix multiplies). ``"au
 ``anomaly train`` and the run loaders use) takes Winograd for float32/float64 CPU tensors of
 at least ``WINOGRAD_MIN_CHANNELS`` channels outside autocast, and direct everywhere else:
 cuDNN picks its own algorithms; in bfloat16 the Winograd transforms would amplify rounding;
-below 128 channels the transforms cost more than the multiplies they save. Measured on the
-2-core benchmark host, feed-forward forward + backward over a (32, 16) grid: E = 32, batch
-8: 12 ms direct, 16 ms Winograd; E = 128, batch 16: 278 vs 187 ms; E = 256, batch 16: 1059
-vs 516 ms. ``anomaly bench train --conv both`` re-measures the whole step.
+below 128 channels the transforms cost more than the multiplies they save (the measurements
+are in docs/performance.md; ``anomaly bench train --conv both`` re-measures the whole step).
 
 Parameter names (``depth`` layers, layer d owning blocks 2d and 2d+1)::
 
@@ -59,12 +57,8 @@ from torch import nn
 
 from anomalyclip.kernels import CONV_ALGORITHMS
 from anomalyclip.kernels.attention import attention
-from anomalyclip.kernels.winograd import (
-    TILE_SIZES,
-    transform_weight,
-    winograd_feedforward,
-    winograd_feedforward_inference,
-)
+from anomalyclip.kernels.winograd import TILE_SIZES, transform_weight
+from anomalyclip.kernels.winograd_ffn import winograd_feedforward, winograd_feedforward_inference
 from anomalyclip.model.memo import Memo
 
 WINOGRAD_MIN_CHANNELS = 128  # "auto": below this width direct convolutions measured faster
