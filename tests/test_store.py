@@ -527,12 +527,12 @@ def test_summary_counts(tmp_path, base_attrs):
 
 
 # -- benchmark ----------------------------------------------------------------------------------
-def test_tsn_indices_long_and_short_videos():
-    from anomalyclip.bench.store import SEGMENT_LEN, SEGMENTS, tsn_indices
+def test_sample_rows_long_and_short_videos():
+    from anomalyclip.bench.store import SEGMENT_LEN, SEGMENTS, sample_rows
 
     rng = np.random.default_rng(0)
     for length in (10_000, 512, 100, 1):
-        index = tsn_indices(length, rng).reshape(SEGMENTS, SEGMENT_LEN)
+        index = sample_rows(length, rng).reshape(SEGMENTS, SEGMENT_LEN)
         assert index.min() >= 0 and index.max() < length
         # 16 consecutive rows per segment, wrapping around the end of the video
         np.testing.assert_array_equal(
@@ -543,7 +543,7 @@ def test_tsn_indices_long_and_short_videos():
         assert (starts >= edges[:-1]).all()
         assert (starts < np.maximum(edges[1:], edges[:-1] + 1)).all()
     # a long video: one segment per span, so the segments cover the whole video in order
-    index = tsn_indices(10_000, rng).reshape(SEGMENTS, SEGMENT_LEN)
+    index = sample_rows(10_000, rng).reshape(SEGMENTS, SEGMENT_LEN)
     assert (np.diff(index[:, 0]) > 0).all() and index[-1, 0] >= 10_000 - 10_000 // SEGMENTS
 
 

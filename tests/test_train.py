@@ -21,7 +21,7 @@ from anomalyclip.train.data import (
     TrainingSet,
     epoch_plan,
     iterate_batches,
-    tsn_indices,
+    uniform_indices,
 )
 
 
@@ -30,17 +30,17 @@ def quick_cfg():
     return resolve_config("demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0)
 
 
-def test_tsn_indices_cover_equal_spans_and_wrap():
+def test_uniform_indices_cover_equal_spans_and_wrap():
     rng = np.random.default_rng(0)
-    idx = tsn_indices(1000, 32, 16, rng)
+    idx = uniform_indices(1000, 32, 16, rng)
     assert idx.shape == (32, 16)
     assert (np.diff(idx, axis=1) == 1).all()  # consecutive frames
     spans = np.floor(np.arange(33) * 1000 / 32).astype(int)
     assert ((idx[:, 0] >= spans[:-1]) & (idx[:, -1] < spans[1:])).all()  # inside its span
-    short = tsn_indices(100, 32, 16, rng)  # shorter than N*L: read modulo the length
+    short = uniform_indices(100, 32, 16, rng)  # shorter than N*L: read modulo the length
     assert short.min() >= 0 and short.max() < 100
     assert ((short[:, 1:] - short[:, :-1]) % 100 == 1).all()
-    one = tsn_indices(1, 32, 16, rng)
+    one = uniform_indices(1, 32, 16, rng)
     assert (one == 0).all()
 
 

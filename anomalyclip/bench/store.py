@@ -3,7 +3,7 @@
 The question it answers: does keeping features in a float16 Zarr / HDF5 store (checksummed,
 compressed, one file or one tree) cost training speed compared with the float32 per-video
 ``.npy`` files that papers publish? A training batch is what ``train/`` reads
-(docs/training.md): 64 videos, each sampled TSN-style as 32 equal spans with 16 consecutive frames
+(docs/training.md): 64 videos, each sampled by the uniform rule (TSN-style) as 32 equal spans with 16 consecutive frames
 at a random start in each (modulo the length for short videos), i.e. 512 rows per video.
 
 Reads are timed twice: "cold", after asking the kernel to drop every file of the format from
@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from anomalyclip.store import VideoRecord, open_store, provenance
-from anomalyclip.train.data import tsn_indices as train_tsn_indices
+from anomalyclip.train.data import uniform_indices
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ def synthetic_features(n: int, rng: np.random.Generator) -> np.ndarray:
     return base + drift + noise
 
 
-def tsn_indices(length: int, rng: np.random.Generator) -> np.ndarray:
+def sample_rows(length: int, rng: np.random.Generator) -> np.ndarray:
     """(N*L,) row indices of one training sample, exactly as the trainer draws them."""
-    return train_tsn_indices(length, SEGMENTS, SEGMENT_LEN, rng).reshape(-1)
+    return uniform_indices(length, SEGMENTS, SEGMENT_LEN, rng).reshape(-1)
 
 
 def write_all(layout: Layout, lengths: np.ndarray, seed: int) -> dict[str, float]:
@@ -179,7 +179,7 @@ def time_reads(
         batch_rng = np.random.default_rng([seed, b])
         chosen = batch_rng.choice(len(ids), size=min(BATCH_VIDEOS, len(ids)), replace=False)
         batch_ids = [ids[i] for i in chosen]
-        index = [tsn_indices(int(lengths[i]), batch_rng) for i in chosen]
+        index = [sample_rows(int(lengths[i]), batch_rng) for i in chosen]
         results = {}
         for cache in ("cold", "warm"):
             for fmt in FORMATS:

@@ -15,8 +15,9 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.store import DEFAULT_DIM, FeatureStore, VideoRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def published_indices(
@@ -48,7 +50,7 @@ def published_indices(
     return (start[:, None] + np.arange(seg_length)[None, :]) % num_frames
 
 
-def tsn_indices(
+def uniform_indices(
     num_frames: int, num_segments: int, seg_length: int, rng: np.random.Generator
 ) -> np.ndarray:
     """(N, L) frame indices: N equal spans, L consecutive frames from a random start in each.
@@ -62,7 +64,7 @@ def tsn_indices(
     return (start[:, None] + np.arange(seg_length)[None, :]) % num_frames
 
 
-SAMPLERS = {"published": published_indices, "uniform": tsn_indices}
+SAMPLERS = {"published": published_indices, "uniform": uniform_indices}
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,62 @@ def load_batch(
     return Batch(x, y)
 
 
+def read_ahead(
+    load: Callable[[int], T], count: int, workers: int, prefetch: int = 4
+) -> Iterator[T]:
+    """``load(0) ... load(count - 1)``, yielded in order while ``workers`` threads run ahead.
+
+    At most ``prefetch`` items past the one awaited are loaded early; the item awaited next
+    always goes ahead. An exception raised by ``load`` is raised here, at its item's turn.
+    Stopping the iteration early (``close``, or an error in the consumer) stops the threads.
+    """
+    results: dict[int, T | BaseException] = {}
+    cond = threading.Condition()
+    todo: queue.Queue[int] = queue.Queue()
+    for i in range(count):
+        todo.put(i)
+    stop = threading.Event()
+    state = {"next": 0}  # the item the consumer waits for
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            with cond:  # bound the read-ahead; the item awaited next always goes ahead
+                cond.wait_for(lambda i=i: stop.is_set() or i < state["next"] + prefetch)
+            if stop.is_set():
+                return
+            try:
+                item: T | BaseException = load(i)
+            except BaseException as exc:  # handed to the consumer, raised there
+                item = exc
+            with cond:
+                results[i] = item
+                cond.notify_all()
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(count):
+            with cond:
+                cond.wait_for(lambda i=i: i in results)
+                item = results.pop(i)
+                state["next"] = i + 1
+                cond.notify_all()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with cond:
+            cond.notify_all()
+        for t in threads:
+            t.join()
+
+
 def iterate_batches(
     store: FeatureStore,
     data: TrainingSet,
@@ -228,10 +286,10 @@ def iterate_batches(
     seed: int,
     epoch: int,
     workers: int = 2,
-    prefetch: int = 4,
     positions: list[int] | None = None,
 ) -> Iterator[Batch]:
-    """Yield the batches of ``plan`` in order while ``workers`` threads read ahead.
+    """Yield the batches of ``plan`` in order while ``workers`` threads read ahead
+    (:func:`read_ahead`; none with ``workers=0``).
 
     ``positions`` picks this process's videos of each global batch (all by default). Every
     video draws its frames from its own RNG, seeded by (seed, epoch, batch, position), so
@@ -245,52 +303,6 @@ def iterate_batches(
         return load_batch(store, videos, data, sampler, rngs)
 
     if workers <= 0:
-        for b in range(len(plan)):
-            yield load(b)
-        return
-
-    results: dict[int, Batch | BaseException] = {}
-    cond = threading.Condition()
-    todo: queue.Queue[int | None] = queue.Queue()
-    for b in range(len(plan)):
-        todo.put(b)
-    stop = threading.Event()
-    state = {"next": 0}  # the batch the consumer waits for
-
-    def work() -> None:
-        while not stop.is_set():
-            try:
-                b = todo.get_nowait()
-            except queue.Empty:
-                return
-            with cond:  # bound the read-ahead; the batch awaited next always goes ahead
-                cond.wait_for(lambda b=b: stop.is_set() or b < state["next"] + prefetch)
-            if stop.is_set():
-                return
-            try:
-                item: Batch | BaseException = load(b)
-            except BaseException as exc:  # handed to the consumer, raised there
-                item = exc
-            with cond:
-                results[b] = item
-                cond.notify_all()
-
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    try:
-        for b in range(len(plan)):
-            with cond:
-                cond.wait_for(lambda b=b: b in results)
-                item = results.pop(b)
-                state["next"] = b + 1
-                cond.notify_all()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        with cond:
-            cond.notify_all()
-        for t in threads:
-            t.join()
+        yield from map(load, range(len(plan)))
+    else:
+        yield from read_ahead(load, len(plan), workers)
