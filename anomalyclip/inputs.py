@@ -20,20 +20,24 @@ for ``features``, ``predict`` and ``watch``:
   files with a known video suffix are taken; files whose suffix says they are not video
   (text, data, images, subtitles, archives, documents, code) are skipped; files with any
   other suffix, or none, are probed with PyAV and taken when they hold a video stream.
-  Subfolders holding only image frames are taken as frame folders.
-- **a glob** (``*``, ``?``, ``[``; ``**`` recurses): its matches are filtered the way a
-  folder's files are, since a pattern names files only collectively.
+  Subfolders holding only image frames are taken as frame folders. Links to folders are
+  followed, but each folder is searched once: a link that loops (``a -> .``) is skipped, as
+  are links to files that do not exist.
+- **a glob** (``*``, ``?``, ``[``; ``**`` recurses, searching each folder once as above):
+  its matches are filtered the way a folder's files are, since a pattern names files only
+  collectively.
 
 Duplicates (the same file reached twice) are kept once, at their first position.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import logging
 import os
 import re
+from collections.abc import Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 
 from anomalyclip.datasets.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -82,7 +86,7 @@ def expand_inputs(items: list[str | Path], live: bool = False) -> list[Source]:
     seen: set[str] = set()
     for item in items:
         for source in _expand(str(item), Path("."), live, depth=0, where=None):
-            key = source if isinstance(source, str) else str(source.resolve())
+            key = source if isinstance(source, str) else os.path.realpath(source)
             if key in seen:
                 log.info("%s: named twice, taken once", source)
                 continue
@@ -109,7 +113,7 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
             return _read_list(path, live, depth)
         return [path]  # named explicitly: a video whatever its suffix
     if _GLOB.search(item):
-        matches = sorted(glob.glob(str(path), recursive=True), key=_natural)
+        matches = sorted(_glob(str(path)), key=_natural)
         found = [s for m in matches for s in _collect(Path(m))]
         if not found:
             raise AnomalyError(f"{prefix}{item}: the pattern matches no video")
@@ -141,19 +145,88 @@ def _scan_folder(folder: Path, required: bool = True) -> list[Source]:
     if _is_frame_folder(folder):
         return [folder]
     found: list[Source] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort(key=_natural)
+    for dirpath, dirnames, filenames in _walk(str(folder)):
         here = Path(dirpath)
         if here != folder and _is_frame_folder(here):
             found.append(here)
             dirnames.clear()
             continue
-        for name in sorted(filenames, key=_natural):
-            if not name.startswith(".") and _looks_like_video(here / name):
-                found.append(here / name)
+        for name in filenames:
+            file = here / name
+            if file.is_file() and _looks_like_video(file):  # no broken or looping link
+                found.append(file)
     if required and not found:
         raise AnomalyError(f"{folder}: no videos found in this folder")
     return found
+
+
+def _walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(top, followlinks=True)`` in natural name order, without hidden entries, that
+    visits each folder once: a folder reached again (a symlink loop such as ``a -> .``, or a
+    second link to it) is skipped, so a walk always ends. Clearing the yielded folder names
+    prunes them, as with :func:`os.walk`."""
+    seen: set[tuple[int, int]] = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder or ".")
+            entries = sorted(os.scandir(folder or "."), key=lambda e: _natural(e.name))
+        except OSError as exc:
+            log.info("%s: skipped (%s)", folder, exc.strerror or exc)
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            log.info("%s: a folder already searched (a symlink loop?): skipped", folder)
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames, filenames = [], []
+        for entry in entries:
+            if not entry.name.startswith("."):
+                (dirnames if _entry_is_dir(entry) else filenames).append(entry.name)
+        yield folder, dirnames, filenames
+        stack.extend(os.path.join(folder, d) for d in reversed(dirnames))
+
+
+def _entry_is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links; a looping or broken link is no folder
+    except OSError:
+        return False
+
+
+def _glob(pattern: str) -> list[str]:
+    """The paths ``pattern`` matches (``*``, ``?``, ``[...]`` within a name; ``**``: any
+    number of folders), as :func:`glob.glob` with ``recursive=True`` gives them, except that
+    ``**`` searches each folder once (:func:`_walk`): links that loop cannot make it endless.
+    Hidden names match only a pattern that starts with a dot."""
+    parts = pattern.split(os.sep)
+    head = next((i for i, part in enumerate(parts) if _GLOB.search(part)), len(parts))
+    root = os.sep.join(parts[:head]) or (os.sep if pattern.startswith(os.sep) else "")
+    paths = [root]
+    for i, part in enumerate(parts[head:], start=head):
+        last = i == len(parts) - 1
+        found: list[str] = []
+        for base in paths:
+            if part == "**":
+                for folder, _, filenames in _walk(base):
+                    found.append(folder)
+                    found += [os.path.join(folder, f) for f in filenames] if last else []
+            elif _GLOB.search(part):
+                names = _names(base, hidden=part.startswith("."))
+                found += [os.path.join(base, n) for n in names if fnmatch(n, part)]
+            elif part:
+                found.append(os.path.join(base, part))
+            else:  # a trailing separator: folders only
+                found += [base] if os.path.isdir(base) else []
+        paths = found
+    return list(dict.fromkeys(p for p in paths if p and os.path.lexists(p)))
+
+
+def _names(folder: str, hidden: bool) -> list[str]:
+    try:
+        return [n for n in os.listdir(folder or ".") if hidden or not n.startswith(".")]
+    except OSError:
+        return []
 
 
 def _looks_like_video(path: Path) -> bool:

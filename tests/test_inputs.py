@@ -176,3 +176,48 @@ def test_features_find_camera_exports_in_a_dataset(exports, tmp_path):
     # a list naming a file with a suffix no table knows still finds it
     shutil.copy(exports / "export.bin_", root / "train" / "Normal" / "export.bin_")
     assert FileIndex(root).locate("train/Normal/export.bin_") == root / "train/Normal/export.bin_"
+
+
+def expand_in_child(items: list[str], cwd: Path, timeout: float = 120) -> list[str]:
+    """``expand_inputs(items)`` in a child process, so an expansion that never ends fails the
+    test (after ``timeout`` seconds) instead of hanging it."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from anomalyclip.inputs import expand_inputs\n"
+        "print(json.dumps([str(p) for p in expand_inputs(sys.argv[1:])]))\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", code, *items], cwd=cwd, timeout=timeout,
+                              capture_output=True, text=True)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"expanding {items} did not finish in {timeout:g} s") from None
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_symlink_loops_are_skipped_by_globs_and_folders(exports, tmp_path):
+    """``cams/a -> .`` and ``cams/b -> .``: a ``**`` glob that followed them would meet
+    2^depth paths; each folder is visited once, so every video comes once and the
+    expansion ends. A link to a folder outside is still followed."""
+    cams = tmp_path / "cams"
+    (cams / "gate").mkdir(parents=True)
+    shutil.copy(exports / "cam.mts", cams / "north.mts")
+    shutil.copy(exports / "cam.mts", cams / "gate" / "south.mts")
+    (tmp_path / "nas").mkdir()
+    shutil.copy(exports / "cam.mts", tmp_path / "nas" / "east.mts")
+    (cams / "a").symlink_to(".")
+    (cams / "b").symlink_to(".")
+    (cams / "gate" / "up").symlink_to("..")
+    (cams / "nas").symlink_to(tmp_path / "nas")
+    (cams / "self.mts").symlink_to("self.mts")  # a link to itself: not a video, skipped
+    expected = ["cams/gate/south.mts", "cams/nas/east.mts", "cams/north.mts"]
+    assert sorted(expand_in_child(["cams/**/*.mts"], tmp_path)) == expected
+    assert sorted(expand_in_child(["cams"], tmp_path)) == expected
+    # one level down: through the loop links too, but the same file is taken once
+    assert expand_in_child(["cams/*/*.mts"], tmp_path) == [
+        "cams/a/north.mts", "cams/gate/south.mts", "cams/nas/east.mts"
+    ]  # fmt: skip
