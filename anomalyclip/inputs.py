@@ -71,8 +71,51 @@ def is_live(item: str | Path) -> bool:
 
 
 def display_name(source: Source) -> str:
-    """How a source is named in outputs: a URL's password is replaced by ``***``."""
-    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", str(source))
+    """How a source is named in outputs: its URL with every credential masked (:func:`redact`)."""
+    return redact(str(source))
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``: what may be shown
+    or written (status lines, events, webhook bodies, warnings, errors).
+
+    - **userinfo**: everything between ``scheme://`` and the URL's *last* ``@`` is taken for
+      credentials (passwords may hold ``@``, ``'`` or ``/``); ``user:password@`` keeps its
+      user name when that is a plain name (``admin:***@``), anything else (a token alone in
+      the user part) becomes ``***@``;
+    - **query and fragment parameters** whose name contains ``pass``, ``pwd``, ``secret``,
+      ``token``, ``key``, ``auth``, ``sig``, ``credential`` or ``session`` (any case:
+      ``password``, ``access_token``, ``apikey``, ``X-Amz-Signature``, ``X-Amz-Credential``,
+      ``X-Goog-Signature``...) keep their name, their value becomes ``***``.
+
+    Wrong on the safe side: an ``@`` in a URL's path or query masks what comes before it.
+    """
+    return _URL_IN_TEXT.sub(lambda m: _redact_url(m.group(0)), text)
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|auth|sig|credential|session", re.I)
+_PARAM = re.compile(r"([?&;#])([^=&;#?]*)=([^&;#]*)")
+_PLAIN_USER = re.compile(r"[A-Za-z0-9._~%+-]*")
+
+
+def _redact_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    userinfo, at, rest = rest.rpartition("@")
+    shown = ""
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        shown = f"{user}:***@" if colon and _PLAIN_USER.fullmatch(user) else "***@"
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    tail = _PARAM.sub(_mask_param, rest[cut:])
+    return f"{scheme}://{shown}{rest[:cut]}{tail}"
+
+
+def _mask_param(m: re.Match) -> str:
+    from urllib.parse import unquote
+
+    secret = _SECRET_NAME.search(unquote(m.group(2)))
+    return f"{m.group(1)}{m.group(2)}={'***' if secret else m.group(3)}"
 
 
 def expand_inputs(items: list[str | Path], live: bool = False) -> list[Source]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from anomalyclip import checks
@@ -38,52 +40,67 @@ def watch_cmd(
     batch_size: int = typer.Option(32, "--batch-size", help="Frames per CLIP forward at most."),
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
-    OUT/events.jsonl). SIGINT or SIGTERM closes open events and exits 0."""
+    OUT/events.jsonl). SIGINT or SIGTERM closes open events and exits 0 (a second one hurries
+    that shutdown)."""
     import dataclasses
-    import signal
-    import threading
-
-    from anomalyclip.inputs import expand_inputs
-
-    checks.precision(precision)
-    expanded = expand_inputs(sources, live=True)
-    stop_requested = threading.Event()
-    watchers: list = []
-
-    def on_signal(signum, frame) -> None:
-        stop_requested.set()
-        for w in watchers:
-            w.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
 
     from anomalyclip.events import EventConfig
-    from anomalyclip.live.config import ReadConfig, WatchConfig
+    from anomalyclip.inputs import expand_inputs
+    from anomalyclip.live.config import ReadConfig, WatchConfig, check_out
+    from anomalyclip.live.run import check_run
 
-    # every option is checked before torch is imported: a typo fails in a second
-    cfg = WatchConfig(
-        EventConfig(0.5 if threshold is None else threshold),
-        out=out,
-        hop=hop,
-        batch_size=batch_size,
-        status_every=status_every,
-        read=ReadConfig(realtime=realtime, drop=drop, rtsp_transport=rtsp_transport, stall=stall),
-        save_clips=save_clips,
-        webhook=webhook,
-    )
-    from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling, run_threshold
+    # options, the run and the output folder are checked before torch is imported
+    checks.precision(precision)
+    if device:
+        checks.device_name(device)
+    read = ReadConfig(realtime=realtime, drop=drop, rtsp_transport=rtsp_transport, stall=stall)
+    cfg = WatchConfig(EventConfig(0.5), out=out, hop=hop, batch_size=batch_size,
+                      status_every=status_every, read=read, save_clips=save_clips,
+                      webhook=webhook)  # fmt: skip
+    run = check_run(checkpoint, threshold, clip)
+    cfg = dataclasses.replace(cfg, events=EventConfig(run.threshold))
+    check_out(out)
+    expanded = expand_inputs(sources, live=True)
+    stops = _Stops()
+    from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
 
-    model, encoder, config = load_for_watch(checkpoint, clip, device, precision)
-    value = run_threshold(config, checkpoint, threshold)
-    cfg = dataclasses.replace(cfg, events=EventConfig(value))
+    model, encoder, config = load_for_watch(checkpoint, run.clip, device, precision)
     watcher = Watcher(expanded, model, encoder, run_sampling(config, checkpoint), cfg)
-    watchers.append(watcher)
-    if stop_requested.is_set():
-        watcher.stop()
+    stops.attach(watcher)
     typer.echo(
-        f"watching {len(expanded)} source(s), threshold {value:.4f}, events in {out}", err=True
+        f"watching {len(expanded)} source(s), threshold {run.threshold:.4f}, events in {out}",
+        err=True,
     )
     summary = watcher.run()
+    stops.ignore()  # all is written: a late signal must not turn the exit status into 143
     if all(s["failed"] for s in summary["sources"].values()):
         raise typer.Exit(1)
+
+
+class _Stops:
+    """SIGINT and SIGTERM during a watch. The first stops it in order (open events closed
+    and written, clips finished, the webhook queue delivered for a few seconds); any later
+    one hurries that shutdown (no more webhook delivery or clip frames) but never abandons
+    it: the exit status stays the watch's. Only SIGKILL cuts a shutdown short."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.watcher = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.count += 1
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    def attach(self, watcher) -> None:
+        """``watcher`` is the one to stop; signals that came while it loaded are applied."""
+        self.watcher = watcher
+        for _ in range(min(self.count, 2)):
+            watcher.stop()
+
+    def ignore(self) -> None:
+        """Hold back SIGINT and SIGTERM from now on: the interpreter restores their default
+        (killing) action while it exits, after everything is written."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})

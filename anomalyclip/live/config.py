@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,13 @@ class ReadConfig:
             raise AnomalyError(f"--drop {self.drop}: expected one of {', '.join(DROP_POLICIES)}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise AnomalyError(f"RTSP transport {self.rtsp_transport!r}: expected tcp or udp")
-        if self.queue < 1 or self.stall <= 0 or self.backoff <= 0 or self.speed <= 0:
-            raise AnomalyError("queue, stall, back-off and speed must be positive")
+        if self.queue < 1:
+            raise AnomalyError(f"read queue {self.queue}: at least 1 frame")
+        _positive("--stall", self.stall)
+        _positive("open timeout", self.open_timeout)
+        _positive("back-off", self.backoff)
+        _positive("maximum back-off", self.max_backoff)
+        _positive("playback speed", self.speed, unit="")
 
     def drops_oldest(self, source: Source) -> bool:
         return (self.drop or ("oldest" if is_live(source) else "none")) == "oldest"
@@ -58,9 +64,33 @@ class WatchConfig:
     max_event: float = 600.0  # an event this long is closed and the next piece opens
 
     def __post_init__(self) -> None:
-        if self.hop <= 0 or self.batch_size < 1:
-            raise AnomalyError(f"--hop {self.hop}: a positive number of seconds")
-        if self.status_every < 0 or self.pre_roll < 0 or self.post_roll < 0:
-            raise AnomalyError("status interval, pre-roll and post-roll are seconds >= 0")
-        if self.webhook and not re.match(r"^https?://", self.webhook):
-            raise AnomalyError(f"--webhook {self.webhook}: expected an http:// or https:// URL")
+        _positive("--hop", self.hop)
+        if self.batch_size < 1:
+            raise AnomalyError(f"--batch-size {self.batch_size}: at least 1 frame")
+        for name, value in (("--status-every", self.status_every), ("pre-roll", self.pre_roll),
+                            ("post-roll", self.post_roll)):  # fmt: skip
+            if not (math.isfinite(value) and value >= 0):
+                raise AnomalyError(f"{name} {value}: a number of seconds >= 0")
+        _positive("update interval", self.update_every)
+        _positive("maximum event length", self.max_event)
+        if self.webhook:
+            from anomalyclip.live.webhook import parse_target
+
+            parse_target(self.webhook)
+
+
+def _positive(name: str, value: float, unit: str = " of seconds") -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise AnomalyError(f"{name} {value}: a positive, finite number{unit}")
+
+
+def check_out(out: str | Path) -> Path:
+    """The folder a watch writes to, created; a one-line error when ``events.jsonl`` cannot be
+    written there (checked before the model loads)."""
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(folder / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
+    except OSError as exc:
+        raise AnomalyError(f"{out}: cannot write events here ({exc.strerror or exc})") from exc
+    return folder

@@ -30,12 +30,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import av
-import numpy as np
 import torch
 
 from anomalyclip.extract.decode import (
@@ -47,7 +47,8 @@ from anomalyclip.extract.decode import (
     _TimeRepair,
 )
 from anomalyclip.extract.preprocess import resize_crop
-from anomalyclip.inputs import Source, display_name, is_live
+from anomalyclip.inputs import Source, display_name, is_live, redact
+from anomalyclip.live.clips import FrameRing
 from anomalyclip.live.config import ReadConfig
 from anomalyclip.live.stats import SourceStats
 
@@ -163,37 +164,6 @@ class StreamClock:
         return t
 
 
-class FrameRing:
-    """The newest decoded frames of a source, downscaled to at most ``side`` pixels on the
-    longer side and bounded by ``max_bytes``: what event clips are cut from."""
-
-    def __init__(self, seconds: float, side: int = 480, max_bytes: int = 128 << 20) -> None:
-        self.seconds, self.side, self.max_bytes = seconds, side, max_bytes
-        self._frames: deque[tuple[float, np.ndarray]] = deque()
-        self._bytes = 0
-        self.fps = 0.0
-        self._lock = threading.Lock()
-
-    def target_size(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height): within ``side``, even (H.264 in yuv420p needs it), aspect kept."""
-        scale = min(1.0, self.side / max(width, height))
-        return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-
-    def add(self, t: float, image: np.ndarray) -> None:
-        with self._lock:
-            self._frames.append((t, image))
-            self._bytes += image.nbytes
-            while self._frames and (
-                self._bytes > self.max_bytes or t - self._frames[0][0] > self.seconds
-            ):
-                self._bytes -= self._frames.popleft()[1].nbytes
-
-    def since(self, t: float) -> list[tuple[float, np.ndarray]]:
-        """Frames with time > ``t``, oldest first."""
-        with self._lock:
-            return [f for f in self._frames if f[0] > t]
-
-
 class Reader(threading.Thread):
     """The thread that reads one source into its :class:`FrameQueue` (module docstring)."""
 
@@ -227,7 +197,7 @@ class Reader(threading.Thread):
             try:
                 container = self._open()
             except (av.error.FFmpegError, OSError, ValueError) as exc:
-                reason = f"cannot open: {_short(exc)}"
+                reason = f"cannot open: {_why(exc)}"
                 if isinstance(exc, av.error.ProtocolNotFoundError):
                     reason = f"this FFmpeg build cannot read {str(self.source).split(':')[0]}://"
                 if not self.live or isinstance(exc, av.error.ProtocolNotFoundError):
@@ -244,12 +214,13 @@ class Reader(threading.Thread):
                 with container:
                     reason = self._read(container, lost, connected_once) or reason
             except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
-                reason = _short(exc)
+                reason = _why(exc)
                 if isinstance(exc, av.error.ExitError):
                     reason = f"no data for {self.cfg.stall:g} s"
             except Exception as exc:  # a decoder bug must not end the watch silently
-                log.exception("%s: unexpected error while reading", self.label)
-                reason = f"unexpected {type(exc).__name__}: {exc}"
+                trace = "".join(traceback.format_exception(exc))
+                log.error("%s: unexpected error while reading\n%s", self.label, redact(trace))
+                reason = f"unexpected {type(exc).__name__}: {_why(exc)}"
             got_frames = self.stats.decoded > frames_before
             if got_frames:
                 lost, attempt, connected_once = None, 0, True
@@ -399,3 +370,10 @@ class Reader(threading.Thread):
         image = self._to_model.rgb(frame)  # (H, W, 3)
         pixels = resize_crop(image[None])[0]  # (3, 224, 224) uint8
         return self._put(FrameItem(index, t, pixels, wall))
+
+
+def _why(exc: BaseException) -> str:
+    """An exception's first line, its URLs' credentials masked (before anything is cut: a
+    password may hold the quote that ends a quoted URL)."""
+    text = redact(str(exc).strip())
+    return _short(RuntimeError(text)) if text else type(exc).__name__

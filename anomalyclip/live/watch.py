@@ -4,12 +4,14 @@ Shape of a watch::
 
     source ─► [reader thread] ─► FrameQueue ─┐
     source ─► [reader thread] ─► FrameQueue ─┼─► scoring loop (this thread):
-                                             │     one CLIP forward for the frames of all sources
+                                             │     one CLIP forward for the frames of all
+                                             │       sources, dealt round-robin (RoundRobin)
                                              │     rows into each source's CausalWindow
                                              │     every hop, the windows of all sources through
                                              │       one temporal-model forward
-                                             └─►   EventTracker per source ─► EventLog (stdout,
-                                                   events.jsonl), Webhook, ClipRecorder
+                                             └─►   EventTracker per source ─► every line to each
+                                                   Sink (stdout, events.jsonl, webhook);
+                                                   ClipRecorder (a ``clip`` line per clip)
 
 Every source is sampled as the run's features were (a run trained on ``--fps 5`` features
 watches at 5 rows per second); its rows are scored causally (:mod:`anomalyclip.live.window`)
@@ -19,8 +21,11 @@ after ``max_event`` seconds is closed there and the next piece opens with the ne
 row, so what an open event holds stays bounded on a stream that never ends. A source that breaks
 off has its open events closed at its last frame and its context reset; when it comes back
 a ``gap`` line says where and for how long. :meth:`Watcher.stop` (the command's SIGINT /
-SIGTERM handler) ends the loop: open events are closed and written, clips finished, files
-flushed.
+SIGTERM handler) ends the loop: open events are closed and written, clips finished, outputs
+closed (the webhook's queue delivered for a few seconds); a second :meth:`~Watcher.stop`
+during that shutdown hurries it. An output that cannot deliver (a full disk, a dead
+receiver) counts what it lost and the watch goes on; the summary says what was not
+delivered.
 """
 
 from __future__ import annotations
@@ -37,23 +42,21 @@ from typing import TextIO
 import numpy as np
 import torch
 
-from anomalyclip import checks
-from anomalyclip.errors import AnomalyError
 from anomalyclip.events import Event, EventTracker
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.inputs import Source, display_name
+from anomalyclip.live.clips import ClipRecorder, FrameRing
 from anomalyclip.live.config import WatchConfig
-from anomalyclip.live.outputs import (
-    ClipRecorder,
-    EventLog,
-    Webhook,
-    WebhookConfig,
-    now_iso,
-)
-from anomalyclip.live.sources import FrameItem, FrameQueue, FrameRing, Notice, Reader
+from anomalyclip.live.run import load_for_watch, run_sampling, run_threshold
+from anomalyclip.live.schedule import RoundRobin
+from anomalyclip.live.sinks import JsonLinesFile, Sink, TextStream, encode, now_iso
+from anomalyclip.live.sources import FrameItem, FrameQueue, Notice, Reader
 from anomalyclip.live.stats import LagHistogram, SourceStats
+from anomalyclip.live.webhook import Webhook, WebhookConfig
 from anomalyclip.live.window import CausalWindow, Window, frozen_text_score_fn, score_windows
+
+__all__ = ["Watcher", "load_for_watch", "run_sampling", "run_threshold", "rows_per_second"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,8 @@ class _Stream:
     lost: dict | None = None  # the break being waited out (reason, time)
     ended: bool = False
     failed: str | None = None
-    clips: dict[int, str] = field(default_factory=dict)  # open event's first frame -> clip
+    # open events' first frame -> why their clip failed (None: being written)
+    clips: dict[int, str | None] = field(default_factory=dict)
     last: tuple[float, int, int] = (0.0, 0, 0)  # (monotonic, sampled, scored) at last status
 
     @property
@@ -110,9 +114,21 @@ class Watcher:
         self.capacity = model.cfg.num_segments * model.cfg.seg_length
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self.log = EventLog(self.out / "events.jsonl", stdout)
-        self.webhook = Webhook(WebhookConfig(cfg.webhook)) if cfg.webhook else None
-        self.clips = ClipRecorder(self.out / "clips", cfg.pre_roll, cfg.post_roll)
+        self.hurry = threading.Event()  # a second stop: give up what the shutdown waits for
+        self.out.mkdir(parents=True, exist_ok=True)
+        # every line goes to each sink (stdout, events.jsonl, webhook; add more here)
+        self.sinks: list[Sink] = [TextStream(stdout), JsonLinesFile(self.out / "events.jsonl")]
+        if cfg.webhook:
+            self.sinks.append(Webhook(WebhookConfig(cfg.webhook)))
+        self.clips = (
+            ClipRecorder(self.out / "clips", cfg.pre_roll, cfg.post_roll)
+            if cfg.save_clips
+            else None
+        )
+        self.clip_counts = {"written": 0, "failed": 0, "unfinished": 0}
+        self.schedule = RoundRobin()
+        self.lines = 0  # lines reported (each sink counts what it delivered)
+        self._failing_sinks: set[str] = set()
         self.streams: list[_Stream] = []
         ring_seconds = cfg.pre_roll + cfg.events.min_duration + cfg.hop + 10.0
         for source in sources:
@@ -121,13 +137,18 @@ class Watcher:
             ring = FrameRing(ring_seconds) if cfg.save_clips else None
             reader = Reader(source, sampling, cfg.read, queue, self._stop, ring)
             self.streams.append(_Stream(source, stats, queue, reader, ring))
+        self._by_name = {s.name: s for s in self.streams}
         self.started = self.finished = 0.0
         # called with (source, frames, times, p, probs) for every scored hop (tests, benchmarks)
         self.on_rows: Callable[..., None] | None = None
 
     # -- control -----------------------------------------------------------------------------
     def stop(self) -> None:
-        """End the watch (safe from a signal handler or another thread)."""
+        """End the watch (safe from a signal handler or another thread). A second call while
+        the first shutdown runs hurries it: the webhook queue is not drained further and clips
+        are closed with the frames written so far; event lines are still all written."""
+        if self._stop.is_set():
+            self.hurry.set()
         self._stop.set()
         self._wake.set()
 
@@ -137,9 +158,9 @@ class Watcher:
         for s in self.streams:
             s.last = (self.started, 0, 0)
             s.reader.start()
-        if self.webhook:
-            self.webhook.start()
-        if self.cfg.save_clips:
+        for sink in self.sinks:
+            sink.start()
+        if self.clips is not None:
             self.clips.start()
         try:
             self._loop()
@@ -160,7 +181,9 @@ class Watcher:
             "dropped": sum(s.stats.dropped for s in self.streams),
             "lag_p50_s": total.percentile(50),
             "lag_p99_s": total.percentile(99),
-            "events": self.log.lines,
+            "events": self.lines,
+            "outputs": {sink.name: sink.report() for sink in self.sinks}
+            | ({"clips": dict(self.clip_counts)} if self.clips is not None else {}),
             "sources": {s.name: {**s.stats.snapshot(), "failed": s.failed} for s in self.streams},
         }
 
@@ -176,34 +199,16 @@ class Watcher:
                 break
             else:
                 self._wake.wait(0.05)
+            self._report_clips()
             if time.monotonic() >= next_status:
                 self._status()
                 next_status = time.monotonic() + self.cfg.status_every
 
     def _gather(self) -> list[tuple[_Stream, list[FrameItem | Notice]]]:
-        """Up to ``batch_size`` frames, shared fairly among the sources that have some."""
-        active = [s for s in self.streams if not s.ended]
-        if not active:
-            return []
-        budget = self.cfg.batch_size
-        share = max(1, budget // len(active))
-        taken: list[tuple[_Stream, list]] = []
-        busy = active
-        for _ in range(2):  # a second pass gives the rest of the budget to busy sources
-            more = []
-            for s in busy:
-                if budget <= 0:
-                    break
-                items = s.queue.take(min(share, budget))
-                if items:
-                    taken.append((s, items))
-                    frames = sum(isinstance(i, FrameItem) for i in items)
-                    budget -= frames
-                    # a notice must be handled before the frames after it: none this round
-                    if frames == len(items) and frames == min(share, budget + frames):
-                        more.append(s)
-            busy, share = more, budget
-        return taken
+        """Up to ``batch_size`` frames, dealt round-robin to the sources that have some."""
+        queues = [None if s.ended else s.queue for s in self.streams]
+        taken = self.schedule.take(queues, self.cfg.batch_size)
+        return [(self.streams[k], items) for k, items in taken]
 
     def _process(self, taken: list[tuple[_Stream, list[FrameItem | Notice]]]) -> None:
         frames = [(s, i) for s, items in taken for i in items if isinstance(i, FrameItem)]
@@ -288,22 +293,45 @@ class Watcher:
 
     def _report(self, s: _Stream, kind: str, event: Event) -> None:
         record = {"kind": kind, **event.to_dict()}
-        if self.cfg.save_clips and s.ring is not None:
+        if self.clips is not None and s.ring is not None:
             key = event.start_frame
             if key not in s.clips:
-                s.clips[key] = str(self.clips.open(s.name, s.ring, key, event.start_time))
-            record["clip"] = s.clips[key]
+                s.clips[key] = self.clips.open(s.name, s.ring, key, event.start_time)
+            if s.clips[key] is not None:
+                record["clip_error"] = s.clips[key]
             if kind == "closed":
                 self.clips.close_clip(s.name, key, event.end_time)
                 del s.clips[key]
         self.log_line(record)
 
+    def _report_clips(self) -> None:
+        """A ``clip`` line for each clip that is over: its file once complete, or why not."""
+        while self.clips is not None and self.clips.done:
+            done = self.clips.done.popleft()
+            record = {"kind": "clip", "source": done.source, "start_frame": done.start_frame,
+                      "clip": None if done.path is None else str(done.path),
+                      "frames": done.frames}  # fmt: skip
+            self.clip_counts["written" if done.error is None else "failed"] += 1
+            if done.error is not None:
+                record["clip_error"] = done.error
+                s = self._by_name.get(done.source)
+                if s is not None and done.start_frame in s.clips:  # the event is still open
+                    s.clips[done.start_frame] = done.error
+            self.log_line(record)
+
     def log_line(self, record: dict) -> None:
+        """Hand one line to every sink; a sink that fails never stops the others."""
         record = {"kind": record["kind"], "source": record["source"], **record}
         record["reported_at"] = now_iso()
-        self.log.write(record)
-        if self.webhook:
-            self.webhook.send(record)
+        line = encode(record)
+        self.lines += 1
+        for sink in self.sinks:
+            try:
+                sink.write(record, line)
+            except Exception:  # noqa: BLE001 - a bug in one output must not end the others
+                if sink.name not in self._failing_sinks:
+                    self._failing_sinks.add(sink.name)
+                    log.exception("output %s failed; the other outputs go on", sink.name)
 
     def _status(self) -> None:
         now = time.monotonic()
@@ -338,13 +366,19 @@ class Watcher:
                         "reason": s.lost.get("reason"),
                     }
                 )
+        deadline = time.monotonic() + 2.0  # readers stuck in FFmpeg end with the process
         for s in self.streams:
-            s.reader.join(timeout=2.0)
-        if self.cfg.save_clips:
-            self.clips.finish()
-        if self.webhook:
-            self.webhook.close()
+            if not self.hurry.is_set():
+                s.reader.join(max(0.0, deadline - time.monotonic()))
+        if self.clips is not None:
+            self.clip_counts["unfinished"] = self.clips.finish(self.hurry)
+            self._report_clips()
+        for sink in self.sinks:
+            sink.close(self.hurry)
         self.finished = time.monotonic()
+        self._summary_lines()
+
+    def _summary_lines(self) -> None:
         for s in self.streams:
             st = s.stats
             sys.stderr.write(
@@ -353,59 +387,10 @@ class Watcher:
                 f"resolution changes {st.resolution_changes}, lag p50 {st.lag.percentile(50):.2f}"
                 f" s p99 {st.lag.percentile(99):.2f} s\n"
             )
+        for sink in self.sinks:
+            counts = ", ".join(f"{k} {v}" for k, v in sink.report().items())
+            sys.stderr.write(f"summary output {sink.name}: {counts}\n")
+        if self.clips is not None:
+            counts = ", ".join(f"{k} {v}" for k, v in self.clip_counts.items())
+            sys.stderr.write(f"summary output clips: {counts}\n")
         sys.stderr.flush()
-        self.log.close()
-
-
-def run_threshold(config: dict, checkpoint: str | Path, given: float | None) -> float:
-    """``given`` (``--threshold``), else the run's calibrated decision threshold."""
-    if given is not None:
-        if not 0.0 <= given <= 1.0:
-            raise AnomalyError(f"--threshold {given}: a probability in [0, 1]")
-        return float(given)
-    chosen = config.get("threshold") or {}
-    if chosen.get("value") is None:
-        raise AnomalyError(
-            f"{checkpoint}: the run has no decision threshold (trained without held-out "
-            "normal videos?); pass --threshold P"
-        )
-    return float(chosen["value"])
-
-
-def run_sampling(config: dict, checkpoint: str | Path) -> Sampling:
-    """The sampling of the features the run was trained on: its config's store record, else
-    the store's own attributes, else every frame (with a warning)."""
-    store = config.get("store") or {}
-    described = store.get("sampling")
-    if described is None and store.get("location"):
-        from anomalyclip.store import open_store
-
-        try:
-            with open_store(store["location"]) as st:
-                described = st.meta.sampling
-        except Exception as exc:  # noqa: BLE001 - any failure means "not known here"
-            log.debug("%s: cannot read the store's sampling (%s)", store["location"], exc)
-    if not described:
-        log.warning("%s: the run does not record its features' sampling; every frame", checkpoint)
-        return Sampling()
-    return Sampling(described.get("mode", "all"), described.get("value"))
-
-
-def load_for_watch(
-    checkpoint: str | Path, clip: str | None, device: str | None, precision: str = "auto"
-) -> tuple[torch.nn.Module, ImageEncoder, dict]:
-    """The run's model (eval mode, on ``device``), the image tower that makes its features
-    (``clip``, default the run's), and the run's config."""
-    from anomalyclip.runs import default_device, load_model
-
-    dev = default_device(device)
-    model, config = load_model(checkpoint)
-    model.to(dev)
-    checks.precision(precision)
-    encoder = ImageEncoder(clip or config["clip"], str(dev), precision)
-    if encoder.dim != model.cfg.feature_dim:
-        raise AnomalyError(
-            f"{clip or config['clip']}: image embeddings have {encoder.dim} dims but the run "
-            f"{checkpoint} takes {model.cfg.feature_dim}"
-        )
-    return model, encoder, config
