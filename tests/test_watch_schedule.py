@@ -15,7 +15,7 @@ from anomalyclip.live.stats import SourceStats
 
 def queues(n: int, frames: int) -> list[FrameQueue]:
     out = []
-    for k in range(n):
+    for _ in range(n):
         q = FrameQueue(1000, False, threading.Event(), SourceStats())
         for i in range(frames):
             q.put(FrameItem(i, i / 15, torch.zeros(3, 2, 2, dtype=torch.uint8), time.monotonic()),
@@ -45,7 +45,7 @@ def test_twenty_busy_sources_share_a_batch_of_32_round_robin():
         total += counts
         # each source comes once, its frames in order, without a gap
         assert len(batch) == len({k for k, _ in batch})
-        for k, items in batch:
+        for _, items in batch:
             idx = [i.index for i in items]
             assert idx == list(range(idx[0], idx[0] + len(idx)))
     assert set(total.values()) == {8}

@@ -94,11 +94,50 @@ def sender(transport: str, ts: Path, port: int, *extra: str) -> Proc:
     return proc
 
 
-def watch(sources: list[str], run_dir: Path, out: Path, threshold: float, *extra: str) -> Proc:
+def watch(
+    sources: list[str], run_dir: Path, out: Path, threshold: float | None, *extra: str
+) -> Proc:
+    """``anomaly watch`` in a child process (``threshold`` None: the run's own)."""
+    given = [] if threshold is None else ["--threshold", str(threshold)]
     cmd = [sys.executable, "-m", "anomalyclip.cli", "watch", *sources, "--checkpoint",
-           str(run_dir), "--out", str(out), "--threshold", str(threshold),
-           "--status-every", "0.5", "--stall", "1.5", *extra]  # fmt: skip
+           str(run_dir), "--out", str(out), *given, "--status-every", "0.5", "--stall", "1.5",
+           *extra]  # fmt: skip
     return Proc(cmd)
+
+
+def event_video(folder: Path) -> Path:
+    """6 s of a demo-style scene with an explosion, 15 fps, 160x120, H.264 in MPEG-TS (what a
+    camera sends): the watch tests' video."""
+    import numpy as np
+    from stream_sender import encode_ts
+
+    from anomalyclip.synthetic import render_scene
+
+    frames, _ = render_scene("Explosion", np.random.default_rng(5), 90, (160, 120))
+    return encode_ts(Path(folder) / "event.ts", [frames])
+
+
+def read_only_folder(folder: Path):
+    """Make ``folder`` (created) refuse writes for this process, also as root (a read-only
+    tmpfs mounted on it); a generator for a fixture: yields the folder, then undoes it."""
+    import os
+
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({done.stderr.strip()[:80]})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 def read_events(path: Path) -> list[dict]:
