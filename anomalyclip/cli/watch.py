@@ -101,6 +101,8 @@ class _Stops:
             watcher.stop()
 
     def ignore(self) -> None:
-        """Hold back SIGINT and SIGTERM from now on: the interpreter restores their default
-        (killing) action while it exits, after everything is written."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        """Ignore SIGINT and SIGTERM from now on: everything is written, and while it exits
+        the interpreter gives back their default (killing) action to signals that have a
+        Python handler, not to ignored ones."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
