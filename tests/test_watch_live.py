@@ -144,38 +144,59 @@ def test_realtime_pacing_changes_when_not_what(run_dir, videos, reference, tmp_p
     assert summary["dropped"] == 0
 
 
-class SlowEncoder:
-    """The image tower, slowed down to 20 frames/s: a model that cannot keep up."""
+class HeldEncoder:
+    """The image tower, held at its first batch until ``release()`` is true: a model that
+    falls behind by as much as the test decides, whatever the machine's speed."""
 
-    def __init__(self, encoder):
-        self.inner, self.dim = encoder, encoder.dim
+    def __init__(self, encoder, release):
+        self.inner, self.dim, self.release = encoder, encoder.dim, release
+        self.first: int | None = None  # frames in the batch that was held
 
     def __call__(self, pixels):
-        time.sleep(0.05 * len(pixels))
+        if self.first is None:
+            self.first = len(pixels)
+            deadline = time.monotonic() + 120
+            while not self.release() and time.monotonic() < deadline:
+                time.sleep(0.01)
         return self.inner(pixels)
 
 
 def test_falling_behind_drops_by_policy_and_stays_bounded(run_dir, videos, tmp_path):
-    """90 frames offered at 90 frames/s (x6) to a model slowed to at most 20 frames/s."""
-    result = {}
+    """The model is held at its first batch while the reader goes on (90 frames, a queue
+    of 8). ``oldest``: the reader never waits; the queue keeps the newest 8 frames, the
+    older ones are dropped and counted, and what is scored after the hold is the newest
+    (the lag is bounded by the queue). ``none``: the reader waits for room (memory bounded
+    by the queue); nothing is lost, every frame is scored in order behind the backlog."""
+    model, encoder, config = load_for_watch(run_dir, None, "cpu")
     for drop in ("oldest", "none"):
-        read = ReadConfig(realtime=True, speed=6.0, drop=drop, queue=8)
-        t0 = time.monotonic()
-        summary, _ = in_process_watch(
-            run_dir, [videos["event"]], tmp_path / drop, 0.5, read, SlowEncoder
-        )
+        cfg = WatchConfig(EventConfig(0.5), out=tmp_path / drop, hop=0.5, status_every=0,
+                          read=ReadConfig(drop=drop, queue=8))  # fmt: skip
+        watcher = Watcher([videos["event"]], model, encoder, run_sampling(config, run_dir), cfg,
+                          io.StringIO())  # fmt: skip
+        (stream,) = watcher.streams
+        waiting = []
+
+        def release(stream=stream, drop=drop, waiting=waiting) -> bool:
+            done = stream.stats.state == "ended" if drop == "oldest" else len(stream.queue) >= 8
+            if done:
+                waiting.append(len(stream.queue))
+            return done
+
+        watcher.encoder = held = HeldEncoder(encoder, release)
+        rows = []
+        watcher.on_rows = lambda *args, rows=rows: rows.append(args)
+        summary = watcher.run()
         (src,) = summary["sources"].values()
-        result[drop] = {**src, "per_frame": (time.monotonic() - t0) / max(1, src["scored"])}
+        frames = np.concatenate([r[1] for r in rows]).tolist()
         assert src["sampled"] == 90 and src["scored"] + src["dropped"] == 90  # all counted
-    oldest, none = result["oldest"], result["none"]
-    assert none["dropped"] == 0 and oldest["dropped"] >= 30  # kept up with at most 2/3
-    # without drops the lag grows with the backlog (the last frame waits for all before it);
-    # dropping the oldest bounds it by a full queue (8 frames) and a hop (8 rows)
-    assert none["lag_p99_s"] > 60 * none["per_frame"] * 0.5
-    assert oldest["lag_p99_s"] < (8 + 8 + 4) * oldest["per_frame"] + 0.5
-    # (quiet host: about a third of the lag without drops; a loaded one, two thirds: the bound
-    # above is the contract, this only says the policy helps at all)
-    assert oldest["lag_p99_s"] < 0.85 * none["lag_p99_s"]
+        k = held.first
+        if drop == "oldest":
+            assert 1 <= k <= 8 and waiting[0] == 8 + 1  # the newest 8 frames and "ended"
+            assert frames == list(range(k)) + list(range(82, 90))
+            assert src["dropped"] == 90 - k - 8
+        else:
+            assert waiting[0] == 8 and src["dropped"] == 0 and frames == list(range(90))
+        assert 0 <= src["lag_p50_s"] <= src["lag_p99_s"] < float("inf")
 
 
 @pytest.fixture(scope="module")
@@ -244,10 +265,16 @@ def test_live_streams_give_the_offline_events(streams, reference, name):
     out = streams["out"] / "rtsp_udp" if name == "rtsp_udp" else streams["out"]
     events = read_events(out / "events.jsonl")
     stats = summary_of(proc, url)
+    assert stats["dropped"] == 0  # --drop none: the reader waits, it never drops
+    assert any(line.startswith(f"status {url}:") for line in proc.err)
+    if name in ("udp", "rtsp_udp") and stats["corrupt"]:
+        # datagrams lost (a machine too busy to read its socket in time) are counted as
+        # corrupt packets, and scoring goes on; the comparison needs every frame
+        assert stats["scored"] >= 0.6 * len(reference["p"]), stats
+        return
     # every frame arrived and was scored (RTSP may hold back the very last one)
     assert len(reference["p"]) - 1 <= stats["scored"] <= len(reference["p"]), stats
-    assert stats["dropped"] == 0 and stats["corrupt"] == 0
-    assert any(line.startswith(f"status {url}:") for line in proc.err)
+    assert stats["corrupt"] == 0
     # a live stream is timed from its own first frame: compare on the offline timeline
     assert_events_match(closed(events, url), reference["events"], tol=1.0 / FPS + 1e-6)
     # the end of the stream is a break: reported at exit as a gap that never closed
@@ -273,19 +300,21 @@ def test_a_resolution_change_mid_stream_is_scored_through(streams):
 def test_sender_killed_and_restarted(run_dir, videos, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/cam"
+    started = time.monotonic()
     proc = watch([url], run_dir, tmp_path, 0.5, "--drop", "none")
     first = sender("http", videos["event"], port, "--speed", "1")
     second = None
     try:
         assert proc.wait_for(rf"status {re.escape(url)}: streaming, in [1-9]", STARTUP), proc.tail()
         first.kill()  # mid-stream
-        killed = time.monotonic()
-        assert proc.wait_for("stream lost", 10), proc.tail()
+        assert proc.wait_for("stream lost", 60), proc.tail()
+        lost = time.monotonic()  # the last frame before the break came before this
         time.sleep(1.5)
+        restarted = time.monotonic()  # the first frame after the break comes after this
         second = sender("http", videos["event"], port, "--speed", SPEED)
-        restarted = time.monotonic()
-        assert proc.wait_for(r'"kind": "gap"', 20, where="out"), proc.tail()
-        assert proc.wait_for(r"stream lost", 20, count=2), proc.tail()  # played to its end
+        assert proc.wait_for(r'"kind": "gap"', 60, where="out"), proc.tail()
+        seen = time.monotonic()
+        assert proc.wait_for(r"stream lost", 60, count=2), proc.tail()  # played to its end
         assert proc.finish() == 0
     finally:
         for p in (first, second, proc):
@@ -293,8 +322,10 @@ def test_sender_killed_and_restarted(run_dir, videos, tmp_path):
                 p.kill()
     events = read_events(tmp_path / "events.jsonl")
     gap = next(e for e in events if e["kind"] == "gap")
-    assert gap["end"] > gap["start"]
-    assert restarted - killed - 0.5 <= gap["seconds"] <= restarted - killed + 8.5  # back-off
+    # the gap's wall time spans the outage, on any machine: at least from the break being
+    # noticed to the new sender, at most the whole run; the stream's time jumps by as much
+    assert restarted - lost <= gap["seconds"] <= seen - started
+    assert gap["end"] - gap["start"] == pytest.approx(gap["seconds"], abs=1 / FPS + 1e-6)
     stats = summary_of(proc, url)
     assert stats["gaps"] == 1 and stats["scored"] > 90  # scoring went on after the gap
 
@@ -358,9 +389,14 @@ def test_webhook_retries_and_event_clips(run_dir, videos, reference, tmp_path):
     assert Hook.received == lines and Hook.calls == len(lines) + 2  # delivered after retries
     printed = [json.loads(x) for x in proc.out if x.startswith("{")]
     assert printed == lines  # stdout carries the same lines
+    clips = {e["start_frame"]: e for e in lines if e["kind"] == "clip"}
+    assert sorted(clips) == [e["start_frame"] for e in closed(lines)]  # a clip line per event
     for event in closed(lines):
-        with av.open(event["clip"]) as clip:
+        clip_line = clips[event["start_frame"]]
+        assert "clip_error" not in clip_line and "clip_error" not in event
+        with av.open(clip_line["clip"]) as clip:
             n = sum(1 for _ in clip.decode(video=0))
+        assert n == clip_line["frames"]
         # the event's frames and up to 2 s of pre- and post-roll, clipped to the video
         start = max(0.0, event["start_time"] - 2.0)
         end = min(reference["times"][-1] + 1 / FPS, event["end_time"] + 2.0)

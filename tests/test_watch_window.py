@@ -128,10 +128,14 @@ def test_queue_without_drops_makes_the_reader_wait():
     stats, stop = SourceStats(), threading.Event()
     q = FrameQueue(2, drop_oldest=False, wake=threading.Event(), stats=stats)
     done = []
-    reader = threading.Thread(target=lambda: done.extend(q.put(frame(i), stop) for i in range(5)))
+    reader = threading.Thread(target=lambda: [done.append(q.put(frame(i), stop)) for i in range(5)])
     reader.start()
+    deadline = time.monotonic() + 60
+    while len(done) < 2 and time.monotonic() < deadline:  # however slowly the reader starts
+        time.sleep(0.01)
     reader.join(0.3)
-    assert reader.is_alive() and len(q) == 2  # blocked on the third frame: memory bounded
+    # two frames put, the third waits for room however long we wait: memory bounded
+    assert reader.is_alive() and len(done) == 2 and len(q) == 2
     got = []
     while len(got) < 5:
         got += [i.index for i in q.take(1)]
