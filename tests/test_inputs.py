@@ -16,7 +16,7 @@ from anomalyclip.datasets import discover
 from anomalyclip.datasets.files import FileIndex
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import VideoSource
-from anomalyclip.inputs import display_name, expand_inputs, is_live
+from anomalyclip.inputs import display_name, expand_inputs, is_live, redact
 from anomalyclip.live.clips import safe_source_name
 from anomalyclip.synthetic import render_scene
 
@@ -221,3 +221,34 @@ def test_symlink_loops_are_skipped_by_globs_and_folders(exports, tmp_path):
     assert expand_in_child(["cams/*/*.mts"], tmp_path) == [
         "cams/a/north.mts", "cams/gate/south.mts", "cams/nas/east.mts"
     ]  # fmt: skip
+
+
+MASKED = [
+    ("rtsp://admin:s3cret@10.0.0.5:554/cam1", "rtsp://admin:***@10.0.0.5:554/cam1"),
+    ("rtsp://admin:p@ss'w0rd@10.0.0.5/cam", "rtsp://admin:***@10.0.0.5/cam"),  # '@' and "'"
+    ("rtsp://admin:a/b@10.0.0.5/cam", "rtsp://admin:***@10.0.0.5/cam"),  # '/' unencoded
+    ("rtsp://t0kenXYZ@10.0.0.5/cam", "rtsp://***@10.0.0.5/cam"),  # a token as the user
+    ("http://10.0.0.5/live.ts?user=bob&password=hunter2&pwd=1&passwd=2&channel=1",
+     "http://10.0.0.5/live.ts?user=bob&password=***&pwd=***&passwd=***&channel=1"),
+    ("https://h/x?token=a&access_token=b&auth=c&key=d&apikey=e&api_key=f&secret=g&sig=h",
+     "https://h/x?token=***&access_token=***&auth=***&key=***&apikey=***&api_key=***"
+     "&secret=***&sig=***"),
+    ("https://b.s3.amazonaws.com/a.ts?X-Amz-Credential=AK%2F1&X-Amz-Date=2024&"
+     "X-Amz-Signature=ff&X-Amz-Security-Token=zz",
+     "https://b.s3.amazonaws.com/a.ts?X-Amz-Credential=***&X-Amz-Date=2024&"
+     "X-Amz-Signature=***&X-Amz-Security-Token=***"),
+    ("http://h/p#access_token=abc&state=1", "http://h/p#access_token=***&state=1"),
+    # in a message: every URL, even quoted with a quote in its password
+    ("cannot open: 'rtsp://u:it'sX@h/c' (refused); http://h/y?signature=s",
+     "cannot open: 'rtsp://u:***@h/c' (refused); http://h/y?signature=***"),
+    ("/data/exports/gate 3.dav", "/data/exports/gate 3.dav"),  # not a URL: as it is
+    ("udp://127.0.0.1:5000", "udp://127.0.0.1:5000"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url, shown", MASKED)
+def test_every_credential_of_a_url_is_masked(url, shown):
+    assert redact(url) == shown and display_name(url) == shown
+    name = safe_source_name(url)  # a clip's file name: no credentials, no query
+    for secret in ("s3cret", "w0rd", "t0ken", "hunter2", "AK", "a/b"):
+        assert secret not in name
