@@ -131,7 +131,7 @@ def expand_inputs(items: list[str | Path], live: bool = False) -> list[Source]:
         for source in _expand(str(item), Path("."), live, depth=0, where=None):
             key = source if isinstance(source, str) else os.path.realpath(source)
             if key in seen:
-                log.info("%s: named twice, taken once", source)
+                log.info("%s: named twice, taken once", redact(str(source)))
                 continue
             seen.add(key)
             out.append(source)
@@ -144,7 +144,8 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
     prefix = f"{where}: " if where else ""
     if is_live(item):
         if not live:
-            raise AnomalyError(f"{prefix}{item}: a live stream; only 'anomaly watch' reads these")
+            shown = redact(item)
+            raise AnomalyError(f"{prefix}{shown}: a live stream; only 'anomaly watch' reads these")
         return [item]
     path = Path(os.path.expanduser(item))
     if not path.is_absolute() and where is not None:  # a list's entries: from the list's folder

@@ -269,6 +269,7 @@ def test_credentials_are_masked_in_everything_a_watch_shows(run_dir, video, tmp_
         f"http://{base}/cam3?user=bob&password=***&token=***&channel=1",
     }  # fmt: skip
     assert Hook.refused == 0 and Hook.received == lines  # delivered with Basic auth
+    assert f"summary output webhook: sent {len(lines)}, failed 0, dropped 0, unsent 0" in proc.err
     clips = os.listdir(tmp_path / "clips")
     assert {c.split("-")[0] for c in clips} == {f"127.0.0.1_{port}_cam{i}" for i in (1, 2, 3)}
     assert any("status rtsp://admin:***@127.0.0.1:" in line for line in proc.err)

@@ -60,8 +60,15 @@ def check_run(checkpoint: str | Path, threshold: float | None, clip: str | None)
         config,
         run_threshold(config, checkpoint, threshold),
         _recorded_sampling(config, file),
-        clip or locations.recorded(path, config, "clip"),
+        _clip(clip) or locations.recorded(path, config, "clip"),
     )
+
+
+def _clip(given: str | None) -> str | None:
+    """``--clip`` as given, once a local folder it names is known to exist."""
+    if given:
+        locations.local_clip(given)
+    return given
 
 
 def run_threshold(config: dict, checkpoint: str | Path, given: float | None) -> float:
