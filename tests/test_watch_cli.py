@@ -67,6 +67,7 @@ def read_only_out(tmp_path):
 
 
 BAD_OPTIONS = [
+    (["--drop", "sideways"], "--drop sideways: expected one of oldest, none"),
     (["--hop", "nan"], "--hop nan: a positive, finite number of seconds"),
     (["--hop", "inf"], "--hop inf: a positive, finite number of seconds"),
     (["--hop", "0"], "--hop 0.0: a positive, finite number of seconds"),
@@ -148,6 +149,10 @@ def test_a_broken_run_is_one_line_before_torch(run_dir, video, tmp_path):
     assert not torch
     for run, message in cases:
         assert anomaly("watch", str(video), "-c", str(run)) == (2, [f"error: {message}"], False)
+    # a wrong option is named before a wrong run
+    expected = ["error: --drop sideways: expected one of oldest, none"]
+    assert anomaly("watch", str(video), "-c", str(tmp_path / "none"), "--drop", "sideways") == (
+        2, expected, False)  # fmt: skip
 
 
 class Listener:

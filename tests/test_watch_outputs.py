@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from synthetic import quick_run
 from test_faults import small_disk  # noqa: F401 - the 256 KiB tmpfs fixture
-from watch_helpers import Proc, event_video, read_events, read_only_folder
+from watch_helpers import Proc, closed, event_video, read_events, read_only_folder
 
 from anomalyclip.events import EventConfig
 from anomalyclip.live.clips import FrameRing
@@ -88,6 +88,27 @@ def test_clips_never_overwrite_each_other(loaded, video, tmp_path):
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in first} == first
     assert sorted(os.listdir(out / "clips")) == sorted(p.name for p in named)  # no leftovers
     assert summary["outputs"]["clips"] == {"written": 2, "failed": 0, "unfinished": 0}
+
+
+def test_sources_that_cannot_be_read_end_with_their_reason(loaded, tmp_path):
+    """A protocol this FFmpeg lacks is not retried forever; a file that fails ends."""
+    bogus, missing = "nosuchproto://127.0.0.1:9/cam", str(tmp_path / "missing.mp4")
+    summary, lines = watch_files(loaded, [bogus, missing], tmp_path)
+    failed = {name: s["failed"] for name, s in summary["sources"].items()}
+    assert failed[bogus] == f"{bogus}: this FFmpeg build cannot read nosuchproto://"
+    assert failed[missing].startswith(f"{missing}: cannot open")
+    assert lines == [] and summary["scored"] == 0
+
+
+def test_an_endless_event_is_reported_in_bounded_pieces(loaded, video, tmp_path):
+    """Threshold 0 keeps one event open for the whole stream; at most ``max_event`` seconds
+    of it are held before it is closed and the next piece opens."""
+    _, lines = watch_files(loaded, [video], tmp_path, max_event=2.0)
+    pieces = closed(lines)
+    assert len(pieces) == 3  # 6 s of video: [0, ~2), [~2, ~4), [~4, 6)
+    assert all(2.0 <= e["duration"] < 2.0 + 1.0 + 1e-9 for e in pieces[:-1])  # + one update
+    assert pieces[0]["start_frame"] == 0 and pieces[-1]["end_frame"] == 90
+    assert all(a["end_frame"] == b["start_frame"] for a, b in zip(pieces, pieces[1:], strict=False))
 
 
 @pytest.fixture
