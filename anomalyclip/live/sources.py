@@ -298,15 +298,7 @@ class Reader(threading.Thread):
             t = self.clock.time(relative, wall)
             if first[0]:
                 first[0] = False
-                if lost is not None and lost.get("start") is not None:
-                    gap = {
-                        "start": lost["start"],
-                        "end": t,
-                        "seconds": wall - lost["wall"] if lost.get("wall") else None,
-                        "reason": lost["reason"],
-                    }
-                    self.stats.gaps += 1
-                    self._put(Notice("gap", gap))
+                self._gap(lost, t, wall)
             return self._emit(frame, t, self._arrival(t, wall))
 
         for packet in container.demux(stream):
@@ -329,6 +321,15 @@ class Reader(threading.Thread):
             if not emit(pending.popleft()):
                 return "stopped"
         return None
+
+    def _gap(self, lost: dict | None, t: float, wall: float) -> None:
+        """Frames flow again after ``lost`` (a break): a ``gap`` notice, where and how long."""
+        if lost is None or lost.get("start") is None:
+            return
+        seconds = wall - lost["wall"] if lost.get("wall") else None
+        self.stats.gaps += 1
+        gap = {"start": lost["start"], "end": t, "seconds": seconds, "reason": lost["reason"]}
+        self._put(Notice("gap", gap))
 
     def _pace(self, relative: float, t0: list) -> None:
         now = time.monotonic()
