@@ -3,8 +3,9 @@
 The question it answers: does keeping features in a float16 Zarr / HDF5 store (checksummed,
 compressed, one file or one tree) cost training speed compared with the float32 per-video
 ``.npy`` files that papers publish? A training batch is what ``train/`` reads
-(docs/training.md): 64 videos, each sampled by the uniform rule (TSN-style) as 32 equal spans with 16 consecutive frames
-at a random start in each (modulo the length for short videos), i.e. 512 rows per video.
+(docs/training.md): 64 videos, each sampled by the uniform rule (TSN-style) as 32 equal
+spans with 16 consecutive frames at a random start in each (modulo the length for short
+videos), i.e. 512 rows per video.
 
 Reads are timed twice: "cold", after asking the kernel to drop every file of the format from
 the page cache (``posix_fadvise(DONTNEED)``, no root needed; as close to a first epoch as a
