@@ -47,16 +47,25 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@contextlib.contextmanager
-def start_chromium() -> Iterator[object]:
-    """A Playwright ``Browser`` running the system's headless Chromium."""
+def require_chromium() -> Path:
+    """The browser's path, after checking it and Playwright are there (see :func:`unavailable`);
+    a fixture that prepares a page's data can call it first, to skip before the work."""
     path = chromium_path()
     if not path.is_file():
         unavailable(f"no Chromium at {path} (apt-get install chromium)")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         unavailable("the playwright package is not installed (pip install -e .[dev])")
+    return path
+
+
+@contextlib.contextmanager
+def start_chromium() -> Iterator[object]:
+    """A Playwright ``Browser`` running the system's headless Chromium."""
+    path = require_chromium()
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(path), args=FLAGS)
         try:

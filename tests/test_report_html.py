@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from browser import new_tab, unavailable
+from browser import new_tab, require_chromium, unavailable
 from cli_helper import call_cli, run_cli
 from synthetic import quick_run
 from synthetic_eval import synthetic_eval
@@ -31,6 +31,7 @@ ROWS = "#video-table tbody tr"
 def evaluated(tmp_path_factory, tiny_clip):
     """A real ``anomaly eval`` output (12 test videos of a planted store), with the store's
     test records (their ground truth) to check the page against."""
+    require_chromium()  # every test of it opens the page
     tmp = tmp_path_factory.mktemp("report")
     store, run = quick_run(tmp, tiny_clip, epochs=1, n_each=4)
     done = call_cli("eval", "--checkpoint", run, "--out", tmp / "eval")
@@ -171,6 +172,12 @@ def test_choosing_a_video_draws_its_curve_truth_threshold_and_events(evaluated, 
             )
             assert geometry["gt"][1] == pytest.approx((end - start) / rows * width, abs=1.0)
             assert fps > 0
+    # the arrow keys move the choice along the table's visible rows
+    first, second = [r["id"] for r in table(tab)][:2]
+    choose(tab, first)
+    tab.page.focus(f"{ROWS}[data-id='{first}']")
+    tab.page.keyboard.press("ArrowDown")
+    assert tab.page.inner_text("#detail-title") == second
     assert tab.errors == []
 
 
@@ -196,6 +203,15 @@ def test_report_rebuilds_the_same_page_and_plays_a_rendered_mp4(evaluated, with_
         "() => { const p = document.getElementById('player'); p.muted = true; p.play(); }"
     )
     tab.page.wait_for_function("() => document.getElementById('player').currentTime > 0.2")
+    tab.page.evaluate("() => document.getElementById('player').pause()")
+    # a click on the curve seeks the video to that time
+    span = next(v["span"] for v in data["videos"] if v["id"] == chosen)
+    grid = tab.page.locator("#curve line.grid").first
+    left, right = float(grid.get_attribute("x1")), float(grid.get_attribute("x2"))
+    x = left + (1.0 - span[0]) / (span[1] - span[0]) * (right - left)
+    tab.page.locator("#curve").click(position={"x": x, "y": 60})
+    seek = "() => document.getElementById('player').currentTime"
+    assert tab.page.evaluate(seek) == pytest.approx(1.0, abs=0.05)
     other = next(r["id"] for r in table(tab) if r["id"] != chosen)
     choose(tab, other)
     assert player.is_hidden() and tab.page.locator("#no-video").is_visible()
