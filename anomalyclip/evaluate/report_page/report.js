@@ -28,16 +28,17 @@ function sv(parent, tag, attrs = {}, text = null) {
 const pct = (v, digits = 2) => (v == null ? "–" : (100 * v).toFixed(digits));
 const num = (v, digits = 4) => (v == null ? "–" : Number(v).toFixed(digits));
 const count = (v) => (v == null ? "–" : Number(v).toLocaleString("en"));
+const plural = (n, word) => `${count(n)} ${word}${n === 1 ? "" : "s"}`;
 
 function bytes(base64) {
   return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
 }
 
 function ticks(lo, hi, wanted) {
-  // round numbers (1, 2 or 5 times a power of ten) between lo and hi
+  // round numbers (1, 2, 2.5 or 5 times a power of ten) between lo and hi
   const raw = (hi - lo) / Math.max(1, wanted);
   const power = 10 ** Math.floor(Math.log10(raw || 1));
-  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw) || raw;
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * power).find((s) => s >= raw) || raw;
   const out = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + 1e-9; t += step) out.push(+t.toFixed(9));
   return out;
@@ -176,6 +177,9 @@ const state = { sort: null, ascending: true, chosen: null };
 // numbers align right; the wide-only columns are left out on a phone
 const cellClass = (c) => [c.text ? "" : "num", c.wide ? "wide-only" : ""].join(" ").trim();
 
+// a long id may wrap before each "/" and after each "_" on a narrow screen
+const breakable = (id) => id.split(/(?=\/)|(?<=_)/).flatMap((part, i) => (i ? [el("wbr"), part] : [part]));
+
 function buildVideoTable() {
   const table = document.getElementById("video-table");
   table.tHead.replaceChildren(el("tr", {}, ...COLUMNS.map((c) => {
@@ -187,7 +191,8 @@ function buildVideoTable() {
   })));
   for (const v of DATA.videos) {
     v.row = el("tr", { tabindex: "0", "data-id": v.id },
-      ...COLUMNS.map((c) => el("td", { class: cellClass(c) }, c.show ? c.show(v[c.key]) : v[c.key])));
+      ...COLUMNS.map((c) => el("td", { class: cellClass(c) },
+        ...(c.key === "id" ? breakable(v.id) : [c.show ? c.show(v[c.key]) : v[c.key]]))));
     v.row.addEventListener("click", () => choose(v));
   }
   table.tBodies[0].addEventListener("keydown", moveWithKeys);
@@ -244,8 +249,8 @@ function choose(v) {
   state.chosen = v;
   v.row.classList.add("chosen");
   document.getElementById("detail-title").textContent = v.id;
-  const events = v.found == null ? "no threshold" :
-    `${v.events.length} events: ${v.found} of ${v.gt.length} intervals found, ${v.false} false`;
+  const events = v.found == null ? "no threshold" : `${plural(v.events.length, "event")}: ` +
+    `${v.found} of ${plural(v.found + v.missed, "true interval")} found, ${v.false} false`;
   document.getElementById("detail-meta").textContent =
     `${v.class || "no label"} · ${count(v.frames)} frames · max p(A) ${num(v.max, 3)} · ${events}`;
   const player = document.getElementById("player");
@@ -272,7 +277,7 @@ function drawCurve(v) {
     sv(svg, "line", { class: "grid", x1: L, x2: W - R, y1: sy(t), y2: sy(t) });
     sv(svg, "text", { x: L - 5, y: sy(t) + 4, class: "tick end" }, t);
   }
-  for (const t of ticks(x0, x1, Math.max(2, Math.floor((W - L) / 90)))) {
+  for (const t of ticks(x0, x1, Math.max(3, Math.floor((W - L) / 80)))) {
     sv(svg, "text", { x: sx(t), y: H - 20, class: "tick mid" }, t);
   }
   sv(svg, "text", { x: (L + W - R) / 2, y: H - 4, class: "axis mid" },
