@@ -2,6 +2,7 @@
 // The evaluation report: draws the JSON embedded in this page. It reads no other file and
 // asks nothing of the network; a video's rendered MP4 (a relative link) is the only media.
 
+performance.mark("report-start"); // with "report-drawn": how long the drawing took
 const DATA = JSON.parse(document.getElementById("report-data").textContent);
 const M = DATA.metrics;
 const DECISION = M.decision || null;
@@ -338,4 +339,5 @@ window.addEventListener("resize", () => {
   clearTimeout(resizing);
   resizing = setTimeout(() => state.chosen && drawCurve(state.chosen), 100);
 });
+performance.mark("report-drawn");
 document.body.dataset.ready = "1";
