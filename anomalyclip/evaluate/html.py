@@ -5,11 +5,12 @@ the per-video CSVs under ``videos/``, ``events.json``), so ``anomaly report EVAL
 exactly the page that ``eval`` wrote. Everything it shows is embedded in it as JSON and drawn
 by the page's own script in SVG (the template, script and style sheet are the package data
 under ``report_page/``): no server, no network, no other file read, except a video's
-rendered MP4 when one lies beside its CSV (``videos/<name>.mp4``, as ``anomaly predict
---render`` names it), linked relatively and played by the page.
+rendered MP4 when one lies beside its CSV with the CSV's name (``videos/<name>.mp4``; e.g.
+what ``anomaly predict --render`` wrote for that video), linked relatively and played there.
 
-What is kept of the frames, so the page stays light (about 1.3 kB per video whatever its
-length; a UCF-Crime test set of 290 videos and 1.1 M frames gives well under 1 MB):
+What is kept of the frames, so the page stays light (about 1.9 kB per video whatever its
+length, 60 kB besides; a synthetic UCF-Crime-sized test set of 290 videos and 1.1 M frames
+gives 0.6 MB):
 
 - a video's p(A) curve becomes at most :data:`BUCKETS` equal time buckets, each keeping the
   lowest and the highest p(A) of its rows (quantised to 1/254), so a one-frame peak is drawn
@@ -17,8 +18,8 @@ length; a UCF-Crime test set of 290 videos and 1.1 M frames gives well under 1 M
 - its ground truth becomes intervals (runs of rows whose ``gt_label`` is not Normal) and its
   events those of ``events.json``; the table's numbers (rows, share of abnormal rows, highest
   p(A), intervals found and missed, false events) are computed on every row;
-- the test set's ROC and PR curves keep a point wherever either coordinate moved by
-  :data:`CURVE_STEP` since the last point kept (at most ~1000 points each).
+- the test set's ROC and PR curves keep a point wherever the curve enters a new
+  :data:`CURVE_STEP`-sized cell (about 1000 points each).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from anomalyclip.events import row_period
 log = logging.getLogger(__name__)
 
 BUCKETS = 600  # per video curve: about one per pixel of a wide window
-CURVE_STEP = 0.002  # ROC / PR: smallest move, in either coordinate, between kept points
+CURVE_STEP = 0.002  # ROC / PR: the cell size of the points kept
 MATCH_IOU = 0.1  # an event finds an interval at this temporal IoU (the loosest reported)
 EMPTY = 255  # a bucket without rows; values are round(254 * p)
 PAGE_FILES = ("page.html", "report.js", "report.css")
@@ -213,7 +214,7 @@ def render_page(data: dict[str, Any]) -> str:
     for part in parts[1:]:
         key, sep, rest = part.partition("}}")
         if not sep or key not in filled:
-            raise AnomalyError(f"report template: unknown marker {{{{{key[:20]}")
+            raise ValueError(f"report template: unknown marker {{{{{key[:20]}")
         out += [filled[key], rest]
     return "".join(out)
 

@@ -169,7 +169,7 @@ const COLUMNS = [
   { key: "frames", label: "frames", show: count, wide: true },
   { key: "abnormal", label: "abnormal %", show: (v) => pct(v, 1), wide: true },
   { key: "max", label: "max p(A)", show: (v) => num(v, 3) },
-  { key: "found", label: "found", show: count, title: "true intervals an event found" },
+  { key: "found", label: "found", show: count, title: `true intervals an event found (IoU ≥ ${DATA.match_iou})` },
   { key: "missed", label: "missed", show: count, title: "true intervals no event found" },
   { key: "false", label: "false", show: count, title: "events that found no true interval" },
 ];
