@@ -14,6 +14,7 @@ import torch
 from anomalyclip.datasets import frame_labels, get_adapter, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
+from anomalyclip.evaluate.html import write_report
 from anomalyclip.evaluate.metrics import evaluate_arrays
 from anomalyclip.evaluate.report import (  # safe_name: also imported from here
     safe_name,
@@ -208,10 +209,8 @@ def write_outputs(
     normal_id: int,
     max_video_plots: int = 50,
 ) -> Path:
-    """``metrics.json``, one CSV per video, the plots (ROC, PR, confusion, per video) and
-    ``report.html``, the page that shows them all (built from those files)."""
+    """``metrics.json``, one CSV per video, plots, and ``report.html`` built from those files."""
     from anomalyclip.evaluate import plots
-    from anomalyclip.evaluate.html import write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,7 +242,6 @@ def write_outputs(
             threshold=threshold,
             normal_id=normal_id,
         )
-
         if i < max_video_plots:
             timed = bool(np.isfinite(r.times).all())  # imported features may lack a frame rate
             plots.plot_video(
