@@ -11,10 +11,22 @@ LISTS ?=
 MODEL ?= openai/clip-vit-base-patch16
 STORE ?= store/$(DATASET).zarr
 EXTRA ?=
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install demo test lint format features train eval clean
+.PHONY: install browser demo test lint format features train eval clean
 
-install: $(BIN)/.installed
+install: $(BIN)/.installed browser
+
+# Debian's chromium for the browser tests (Playwright drives it; no browser download), only
+# where it is missing and only as root or with sudo
+browser:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; \
+	  elif sudo -n true 2>/dev/null; then sudo=sudo; \
+	  else echo "no $(CHROMIUM): the browser tests need apt-get install chromium"; exit 0; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null; \
+	fi
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -31,3 +31,25 @@ def shared_videos() -> Path:
     if not (folder / "vtest.avi").is_file():
         pytest.skip(f"real test videos not found in {folder}")
     return folder
+
+
+@pytest.fixture
+def chromium():
+    """Debian's headless Chromium under Playwright (``tests/browser.py``); skips without it
+    unless ``ANOMALYCLIP_REQUIRE_BROWSER=1``. Started per test: while it runs, Playwright's
+    event loop runs in this thread, so work that needs asyncio (Zarr stores, ``anomaly
+    eval`` in-process) belongs in fixtures set up before it, or in a subprocess."""
+    from browser import start_chromium
+
+    with start_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def tab(chromium):
+    """A desktop-sized (1440x900) page of :func:`chromium` that records its requests and
+    script errors (``browser.Tab``)."""
+    from browser import new_tab
+
+    with new_tab(chromium) as opened:
+        yield opened

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -16,8 +14,14 @@ import torch
 from anomalyclip.datasets import frame_labels, get_adapter, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
+from anomalyclip.evaluate.html import write_report
 from anomalyclip.evaluate.metrics import evaluate_arrays
-from anomalyclip.evaluate.report import write_events, write_metrics_json, write_video_csv
+from anomalyclip.evaluate.report import (  # safe_name: also imported from here
+    safe_name,
+    write_events,
+    write_metrics_json,
+    write_video_csv,
+)
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.model.inference import score_videos
 from anomalyclip.store import FeatureStore
@@ -183,38 +187,6 @@ def decide(
     metrics["decision"]["event_settings"] = dataclasses.asdict(events)
 
 
-# Characters kept as they are in output file names: portable on every file system and
-# shell-quoting-free except '#', ',' and '=', which XD-Violence ids are full of. Everything
-# else (spaces, '%', '~', other scripts...) is percent-encoded, so distinct ids give distinct
-# names and ``urllib.parse.unquote`` gives the id back.
-_NAME_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-=,()#")
-_NAME_MAX = 200  # bytes per path component, well under the usual 255
-
-
-def _safe_component(part: str) -> str:
-    out = "".join(c if c in _NAME_SAFE else quote(c, safe="") for c in part)
-    if out.startswith("."):  # no hidden files, no '.' or '..'
-        out = "%2E" + out[1:]
-    if len(out) > _NAME_MAX:  # unique, but not reversible from the name alone
-        cut = out[: _NAME_MAX - 20]
-        cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # never split a %XX
-        digest = hashlib.sha256(part.encode()).hexdigest()[:16]
-        out = f"{cut}~{digest}"
-    return out or "%00"
-
-
-def safe_name(video_id: str) -> str:
-    """A relative file name (without suffix) for a video id: unique and reversible.
-
-    Each ``/``-separated part of the id becomes a folder level; characters outside a portable
-    set are percent-encoded (``a b`` -> ``a%20b``, ``日本`` -> ``%E6%97%A5%E6%9C%AC``), so
-    ``unquote(name) == video_id`` and ordinary ids stay readable. A part longer than 200
-    bytes once encoded is cut and ends in ``~`` and a hash of the part (``~`` never appears
-    otherwise): still unique, no longer reversible from the name alone.
-    """
-    return "/".join(_safe_component(part) for part in video_id.split("/"))
-
-
 def intervals_in_seconds(
     intervals, frames: np.ndarray, times: np.ndarray
 ) -> list[tuple[float, float]]:
@@ -237,7 +209,7 @@ def write_outputs(
     normal_id: int,
     max_video_plots: int = 50,
 ) -> Path:
-    """``metrics.json``, one CSV per video, and the plots (ROC, PR, confusion, per video)."""
+    """``metrics.json``, one CSV per video, plots, and ``report.html`` built from those files."""
     from anomalyclip.evaluate import plots
 
     out = Path(out_dir)
@@ -270,7 +242,6 @@ def write_outputs(
             threshold=threshold,
             normal_id=normal_id,
         )
-
         if i < max_video_plots:
             timed = bool(np.isfinite(r.times).all())  # imported features may lack a frame rate
             plots.plot_video(
@@ -287,6 +258,7 @@ def write_outputs(
                 threshold=threshold,
                 xlabel="time (s)" if timed else "frame",
             )
+    write_report(out, class_names[normal_id])
     log.info("evaluation outputs in %s", out)
     return out
 

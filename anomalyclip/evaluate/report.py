@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -16,6 +18,38 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.metrics import json_ready
 from anomalyclip.events import Event
 from anomalyclip.permissions import make_shareable
+
+# Characters kept as they are in output file names: portable on every file system and
+# shell-quoting-free except '#', ',' and '=', which XD-Violence ids are full of. Everything
+# else (spaces, '%', '~', other scripts...) is percent-encoded, so distinct ids give distinct
+# names and ``urllib.parse.unquote`` gives the id back.
+_NAME_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-=,()#")
+_NAME_MAX = 200  # bytes per path component, well under the usual 255
+
+
+def _safe_component(part: str) -> str:
+    out = "".join(c if c in _NAME_SAFE else quote(c, safe="") for c in part)
+    if out.startswith("."):  # no hidden files, no '.' or '..'
+        out = "%2E" + out[1:]
+    if len(out) > _NAME_MAX:  # unique, but not reversible from the name alone
+        cut = out[: _NAME_MAX - 20]
+        cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # never split a %XX
+        digest = hashlib.sha256(part.encode()).hexdigest()[:16]
+        out = f"{cut}~{digest}"
+    return out or "%00"
+
+
+def safe_name(video_id: str) -> str:
+    """A relative file name (without suffix) for a video id: unique and reversible.
+
+    Each ``/``-separated part of the id becomes a folder level; characters outside a portable
+    set are percent-encoded (``a b`` -> ``a%20b``, ``日本`` -> ``%E6%97%A5%E6%9C%AC``), so
+    ``unquote(name) == video_id`` and ordinary ids stay readable. A part longer than 200
+    bytes once encoded is cut and ends in ``~`` and a hash of the part (``~`` never appears
+    otherwise): still unique, no longer reversible from the name alone.
+    """
+    return "/".join(_safe_component(part) for part in video_id.split("/"))
+
 
 _PREFIX = "p_"  # class columns are "p_<class name>", so no class can shadow a fixed column
 _TAIL = ["abnormal", "predicted_class", "gt_label"]
@@ -124,6 +158,32 @@ def read_video_csv(path: str | Path) -> dict[str, Any]:
     }
 
 
+def read_scores(path: str | Path) -> dict[str, Any]:
+    """The columns of a :func:`write_video_csv` file that describe the video rather than
+    each class, several times faster than :func:`read_video_csv`: ``frame`` (T,) int,
+    ``time`` (T,), ``p_abnormal`` (T,), ``class_names`` and ``labels`` as there."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), None)
+    if not header or header[:3] != ["frame", "time", "p_abnormal"] or header[-3:] != _TAIL:
+        raise AnomalyError(f"{path}: not a per-frame score file (header {header})")
+    names = [h[len(_PREFIX) :] for h in header[3 : -len(_TAIL)]]
+    ids = {n: i for i, n in enumerate(names)}
+    read = {"delimiter": ",", "skiprows": 1, "quotechar": '"', "ndmin": 1}
+    try:
+        values = np.loadtxt(path, usecols=(0, 1, 2), **{**read, "ndmin": 2})
+        truth = np.loadtxt(path, usecols=(len(header) - 1,), dtype=str, **read)
+        labels = np.array([ids[n] if n else -1 for n in truth.tolist()], dtype=np.int64)
+    except (ValueError, KeyError) as e:
+        raise AnomalyError(f"{path}: unreadable row ({e})") from e
+    return {
+        "frame": values[:, 0].astype(np.int64),
+        "time": values[:, 1],
+        "p_abnormal": values[:, 2],
+        "class_names": names,
+        "labels": labels if (labels >= 0).any() else None,
+    }
+
+
 EVENT_COLUMNS = [
     "source", "start_frame", "end_frame", "start_time", "end_time", "duration", "peak",
     "peak_time", "mean", "class", "class_probability", "top3",
@@ -151,13 +211,17 @@ def write_events(stem: str | Path, events: Sequence[Event]) -> tuple[Path, Path]
 
 def write_metrics_json(path: str | Path, metrics: dict[str, Any]) -> Path:
     """Write strict JSON (undefined values as null), atomically: a reader never sees half."""
+    return write_text(path, json.dumps(json_ready(metrics), indent=2, allow_nan=False) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a UTF-8 text file atomically (a reader sees the old file or the whole new one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_ready(metrics), indent=2, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         make_shareable(tmp)  # mkstemp's file is private (0600)
         os.replace(tmp, path)
     except BaseException:
