@@ -11,21 +11,26 @@ LISTS ?=
 MODEL ?= openai/clip-vit-base-patch16
 STORE ?= store/$(DATASET).zarr
 EXTRA ?=
-CHROMIUM ?= /usr/bin/chromium
+# Debian packages the tests start for real: a browser for the pages, a broker for MQTT
+SYSTEM_PACKAGES ?= chromium mosquitto
 
-.PHONY: install browser demo test lint format features train eval clean
+.PHONY: install system demo test lint format features train eval clean
 
-install: $(BIN)/.installed browser
+install: $(BIN)/.installed system
 
-# Debian's chromium for the browser tests (Playwright drives it; no browser download), only
-# where it is missing and only as root or with sudo
-browser:
-	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then sudo=; \
-	  elif sudo -n true 2>/dev/null; then sudo=sudo; \
-	  else echo "no $(CHROMIUM): the browser tests need apt-get install chromium"; exit 0; fi; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
-	    --no-install-recommends chromium >/dev/null; \
+# The Debian packages the tests need, installed only where missing and only as root or with
+# sudo; without them (or without apt) the install goes on and says so: the demo needs none
+system:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; \
+	  else sudo=none; fi; \
+	  if [ "$$sudo" = none ] || ! command -v apt-get >/dev/null; then \
+	    echo "not installed: $$missing (the browser and MQTT tests need them: apt-get install" $$missing")"; \
+	  else \
+	    { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	      --no-install-recommends $$missing >/dev/null; } || echo "apt-get could not install:" $$missing; \
+	  fi; \
 	fi
 
 $(BIN)/.installed: pyproject.toml
@@ -35,7 +40,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
-demo: install
+demo: $(BIN)/.installed
 	$(BIN)/anomaly demo --out demo
 
 test: install
