@@ -38,6 +38,15 @@ def watch_cmd(
     rtsp_transport: str = typer.Option("tcp", "--rtsp-transport", help="tcp or udp."),
     stall: float = typer.Option(5.0, "--stall", help="Seconds without data before reconnecting."),
     batch_size: int = typer.Option(32, "--batch-size", help="Frames per CLIP forward at most."),
+    ui: str = typer.Option(
+        None, "--ui", help="Serve a live page at HOST:PORT (PORT alone: 127.0.0.1, 0: any free)."
+    ),
+    ui_token: str = typer.Option(
+        None,
+        "--ui-token",
+        envvar="ANOMALY_UI_TOKEN",
+        help="Token every page request must carry; needed for a --ui other than the loopback.",
+    ),
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
     OUT/events.jsonl). SIGINT or SIGTERM closes open events and exits 0 (a second one hurries
@@ -48,6 +57,7 @@ def watch_cmd(
     from anomalyclip.inputs import expand_inputs
     from anomalyclip.live.config import ReadConfig, WatchConfig, check_out
     from anomalyclip.live.run import check_run
+    from anomalyclip.live.ui import open_page, serving
 
     # options, the run and the output folder are checked before torch is imported
     checks.precision(precision)
@@ -56,7 +66,8 @@ def watch_cmd(
     read = ReadConfig(realtime=realtime, drop=drop, rtsp_transport=rtsp_transport, stall=stall)
     cfg = WatchConfig(EventConfig(0.5), out=out, hop=hop, batch_size=batch_size,
                       status_every=status_every, read=read, save_clips=save_clips,
-                      webhook=webhook)  # fmt: skip
+                      webhook=webhook, ui=bool(ui))  # fmt: skip
+    page = open_page(ui, ui_token)  # the page's socket, bound at once (None without --ui)
     run = check_run(checkpoint, threshold, clip)
     cfg = dataclasses.replace(cfg, events=EventConfig(run.threshold))
     check_out(out)
@@ -71,7 +82,8 @@ def watch_cmd(
         f"watching {len(expanded)} source(s), threshold {run.threshold:.4f}, events in {out}",
         err=True,
     )
-    summary = watcher.run()
+    with serving(watcher.ui, page, ui_token):
+        summary = watcher.run()
     stops.ignore()  # all is written: a late signal must not turn the exit status into 143
     if all(s["failed"] for s in summary["sources"].values()):
         raise typer.Exit(1)

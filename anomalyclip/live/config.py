@@ -60,6 +60,7 @@ class WatchConfig:
     pre_roll: float = 2.0  # seconds of clip before an event
     post_roll: float = 2.0  # and after it
     webhook: str | None = None
+    ui: bool = False  # collect what the live page shows (live/ui_state.py)
     update_every: float = 1.0  # seconds of growth between "updated" lines of an open event
     max_event: float = 600.0  # an event this long is closed and the next piece opens
 

@@ -9,10 +9,12 @@ the watch's summary (:meth:`Sink.report`). The sinks here:
 - :class:`TextStream`: one line per record on stdout, flushed at once;
 - :class:`JsonLinesFile`: ``events.jsonl``, appended one whole line at a time (a line is
   written entirely or not at all, even on a full disk);
-- :class:`~anomalyclip.live.webhook.Webhook`: each line POSTed from a thread of its own.
+- :class:`~anomalyclip.live.webhook.Webhook`: each line POSTed from a thread of its own;
+- :class:`~anomalyclip.live.ui_state.UiState`: what the live page (``--ui``) shows.
 
 Another output (a message broker, a metrics endpoint) is another sink: subclass
-:class:`Sink`, and add it to the watcher's ``sinks``.
+:class:`Sink`, and add it to the watcher's ``sinks``. A sink that needs the scores
+themselves, not only the lines, also gets every scored hop (:meth:`Sink.scores`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class Sink:
     def write(self, record: dict, line: str) -> None:
         """Deliver one line; never raises, never blocks for long."""
         raise NotImplementedError
+
+    def scores(self, source: str, times: np.ndarray, p: np.ndarray, lag: np.ndarray) -> None:
+        """The rows of ``source`` just scored: their times, p(A) and seconds from arrival to
+        score, (T,) each. Most sinks ignore them (the live page draws them)."""
 
     def close(self, hurry: threading.Event | None = None) -> None:
         """No more lines. Once ``hurry`` is set (a second stop request), give up at once what

@@ -4,7 +4,9 @@ A :class:`Reader` opens its source with PyAV, decodes every packet, keeps the fr
 run's :class:`~anomalyclip.extract.decode.Sampling` keeps, turns each into the 224x224 uint8
 CLIP crop the extractor makes (:func:`~anomalyclip.extract.preprocess.resize_crop`, so live
 features are the stored features of the same frames) and puts it on its source's
-:class:`FrameQueue`, where the scoring loop takes it.
+:class:`FrameQueue`, where the scoring loop takes it. Every decoded frame also goes to the
+clips' frame ring (downscaled) and to the live page's preview (which makes a JPEG of about one
+a second), where the watch has them.
 
 - **Kinds of source.** Anything :func:`anomalyclip.inputs.is_live` calls live (URLs,
   ``/dev/videoN``) is opened with low-latency options (RTSP over TCP or UDP, UDP with a
@@ -34,6 +36,7 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import av
 import torch
@@ -51,6 +54,9 @@ from anomalyclip.inputs import Source, display_name, is_live, redact
 from anomalyclip.live.clips import FrameRing
 from anomalyclip.live.config import ReadConfig
 from anomalyclip.live.stats import SourceStats
+
+if TYPE_CHECKING:
+    from anomalyclip.live.ui_state import Preview
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +181,12 @@ class Reader(threading.Thread):
         queue: FrameQueue,
         stop: threading.Event,
         ring: FrameRing | None = None,
+        preview: Preview | None = None,
     ) -> None:
         super().__init__(name=f"read-{display_name(source)}", daemon=True)
         self.source, self.sampling, self.cfg = source, sampling, cfg
         self.label = display_name(source)  # for messages: no password
-        self.queue, self.stop, self.ring = queue, stop, ring
+        self.queue, self.stop, self.ring, self.preview = queue, stop, ring, preview
         self.stats = queue.stats
         self.live = is_live(source)
         self.clock = StreamClock()
@@ -365,6 +372,8 @@ class Reader(threading.Thread):
         if self.ring is not None:
             w, h = self.ring.target_size(*size)
             self.ring.add(t, self._to_ring.rgb(frame, w, h))
+        if self.preview is not None:
+            self.preview.offer(frame)
         if not self._sampler.keep(index, t):
             return True
         self.stats.sampled += 1

@@ -10,7 +10,7 @@ Shape of a watch::
                                              │     every hop, the windows of all sources through
                                              │       one temporal-model forward
                                              └─►   EventTracker per source ─► every line to each
-                                                   Sink (stdout, events.jsonl, webhook);
+                                                   Sink (stdout, events.jsonl, webhook, page);
                                                    ClipRecorder (a ``clip`` line per clip)
 
 Every source is sampled as the run's features were (a run trained on ``--fps 5`` features
@@ -53,6 +53,7 @@ from anomalyclip.live.schedule import RoundRobin
 from anomalyclip.live.sinks import JsonLinesFile, Sink, TextStream, encode, now_iso
 from anomalyclip.live.sources import FrameItem, FrameQueue, Notice, Reader
 from anomalyclip.live.stats import LagHistogram, SourceStats
+from anomalyclip.live.ui_state import UiState
 from anomalyclip.live.webhook import Webhook, WebhookConfig
 from anomalyclip.live.window import CausalWindow, Window, frozen_text_score_fn, score_windows
 
@@ -120,6 +121,8 @@ class Watcher:
         self.sinks: list[Sink] = [TextStream(stdout), JsonLinesFile(self.out / "events.jsonl")]
         if cfg.webhook:
             self.sinks.append(Webhook(WebhookConfig(cfg.webhook)))
+        self.ui = UiState(cfg.events.threshold, self.out, cfg.save_clips) if cfg.ui else None
+        self.sinks += [self.ui] if self.ui is not None else []
         self.clips = (
             ClipRecorder(self.out / "clips", cfg.pre_roll, cfg.post_roll)
             if cfg.save_clips
@@ -135,7 +138,8 @@ class Watcher:
             stats = SourceStats()
             queue = FrameQueue(cfg.read.queue, cfg.read.drops_oldest(source), self._wake, stats)
             ring = FrameRing(ring_seconds) if cfg.save_clips else None
-            reader = Reader(source, sampling, cfg.read, queue, self._stop, ring)
+            preview = self.ui.camera(display_name(source), stats) if self.ui else None
+            reader = Reader(source, sampling, cfg.read, queue, self._stop, ring, preview)
             self.streams.append(_Stream(source, stats, queue, reader, ring))
         self._by_name = {s.name: s for s in self.streams}
         self.started = self.finished = 0.0
@@ -251,6 +255,7 @@ class Watcher:
             s.stats.scored += len(p)
             if self.on_rows is not None:
                 self.on_rows(s.name, w.frames, w.times, p, probs)
+            self._each_sink("scores", s.name, w.times, p, lag)
             updates = s.tracker.push(w.frames, w.times, p, probs)
             if any(e.duration >= self.cfg.max_event for k, e in updates if k != "closed"):
                 updates += s.tracker.close()  # a camera abnormal for hours: bounded pieces
@@ -323,11 +328,13 @@ class Watcher:
         """Hand one line to every sink; a sink that fails never stops the others."""
         record = {"kind": record["kind"], "source": record["source"], **record}
         record["reported_at"] = now_iso()
-        line = encode(record)
         self.lines += 1
+        self._each_sink("write", record, encode(record))
+
+    def _each_sink(self, method: str, *args) -> None:
         for sink in self.sinks:
             try:
-                sink.write(record, line)
+                getattr(sink, method)(*args)
             except Exception:  # noqa: BLE001 - a bug in one output must not end the others
                 if sink.name not in self._failing_sinks:
                     self._failing_sinks.add(sink.name)
@@ -356,16 +363,9 @@ class Watcher:
             if not s.ended:
                 self._break_off(s)
             if s.lost is not None:  # still waiting for the source to come back
-                self.log_line(
-                    {
-                        "kind": "gap",
-                        "source": s.name,
-                        "start": s.lost.get("time"),
-                        "end": None,
-                        "seconds": None,
-                        "reason": s.lost.get("reason"),
-                    }
-                )
+                self.log_line({"kind": "gap", "source": s.name, "start": s.lost.get("time"),
+                               "end": None, "seconds": None,
+                               "reason": s.lost.get("reason")})  # fmt: skip
         deadline = time.monotonic() + 2.0  # readers stuck in FFmpeg end with the process
         for s in self.streams:
             if not self.hurry.is_set():
