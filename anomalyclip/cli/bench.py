@@ -167,10 +167,14 @@ def bench_watch_cmd(
     agreement: str = typer.Option(
         None, "--agreement", help="An 'anomaly demo' folder: live vs offline scores instead."
     ),
+    ui: bool = typer.Option(
+        False, "--ui", help="The live page's update rate and its cost to scoring instead."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Highest frame rate sustained in real time without drops; with --soak, memory, fps,
-    lag and drops over a long stream; with --agreement, live against offline scores."""
+    lag and drops over a long stream; with --agreement, live against offline scores; with
+    --ui, the live page's updates and what it costs scoring (3 cameras, tiny CLIP)."""
     import json
 
     from anomalyclip.bench.watch import measure, table
@@ -179,6 +183,12 @@ def bench_watch_cmd(
         from anomalyclip.bench.watch import agreement as measure_agreement
 
         typer.echo(json.dumps(measure_agreement(agreement), indent=2))
+        return
+    if ui:
+        from anomalyclip.bench.ui import measure_ui, ui_table
+
+        result = measure_ui(seconds=seconds, threads=threads)
+        typer.echo(json.dumps(result, indent=2) if as_json else ui_table(result))
         return
     result = measure(clip=clip, precision=precision, soak=soak, trial=seconds, threads=threads)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))

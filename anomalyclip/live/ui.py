@@ -11,7 +11,8 @@ daemon thread of the watch with its own event loop. It only reads what the watch
 :class:`~anomalyclip.live.ui_state.UiState` collected, so it never holds up scoring, and it
 serves only:
 
-- ``/``, ``/app.js``, ``/app.css``: the page's files, read from the package at start;
+- ``/``, ``/app.js``, ``/app.css``, ``/icon.svg``: the page's files, read from the package
+  at start;
 - ``/stream``: server-sent events, the page's updates (``hello``, then a ``tile`` message
   per camera when something of it changed, and ``events`` with the events that changed),
   checked four times a second;
@@ -52,7 +53,7 @@ EXTRA = "service"
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,256}")
 TICK = 0.25  # seconds between two looks at the state for each open page
 MAX_STREAMS = 32  # pages open at once
-_FILES = {"app.js": "text/javascript", "app.css": "text/css"}
+_FILES = {"app.js": "text/javascript", "app.css": "text/css", "icon.svg": "image/svg+xml"}
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; media-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
