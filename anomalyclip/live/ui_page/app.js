@@ -47,7 +47,7 @@ function buildTiles(hello) {
     el.querySelector(".name").textContent = shortName(cam.name);
     el.querySelector(".name").title = cam.name;
     el.querySelector("img").alt = `newest frame of ${cam.name}`;
-    el.querySelector(".span-label").textContent = `last ${Math.round(hello.history / 60)} min`;
+    el.querySelector(".threshold-label").textContent = `threshold ${fixed(hello.threshold, 2)}`;
     const tile = { id: cam.id, name: cam.name, el, points: [], frame: null, open: null };
     const img = el.querySelector("img");
     img.addEventListener("load", () => {
@@ -82,11 +82,14 @@ function updateTile(msg) {
   badge.textContent = label;
   badge.title = msg.state;
   badge.className = `pill state ${tone}`;
+  el.dataset.state = label;
   el.querySelector(".p").textContent = fixed(msg.p, 2);
   el.querySelector(".p").classList.toggle("hot", msg.p !== null && msg.p >= page.threshold);
-  el.querySelector(".lag").textContent = msg.lag === null ? "–" : `${fixed(msg.lag, 1)} s`;
-  el.querySelector(".lag").classList.toggle("warn", msg.lag !== null && msg.lag > 2);
-  el.querySelector(".fps").textContent = `${fixed(msg.fps, 1)}/s`;
+  const running = tone !== "off" && tone !== "bad"; // lag and rate of a camera still on
+  const lag = running ? msg.lag : null;
+  el.querySelector(".lag").textContent = lag === null ? "–" : `${fixed(lag, 1)} s`;
+  el.querySelector(".lag").classList.toggle("warn", lag !== null && lag > 2);
+  el.querySelector(".fps").textContent = running ? `${fixed(msg.fps, 1)}/s` : "–";
   el.querySelector(".dropped").textContent = msg.dropped;
   el.querySelector(".dropped").classList.toggle("warn", msg.dropped > 0);
   if (msg.frame !== null && msg.frame !== tile.frame) {
@@ -103,23 +106,27 @@ function drawTile(tile) {
   const el = tile.el;
   const points = tile.points;
   const last = points.length ? points[points.length - 1][0] + 1 : 0;
-  const first = last - page.history;
-  while (points.length && points[0][0] < first) points.shift();
-  const x = (t) => ((t - first) / page.history) * W;
+  while (points.length && points[0][0] < last - page.history) points.shift();
+  // the last minute at least, growing to the whole history as the camera runs
+  const span = Math.min(page.history, Math.max(60, points.length ? last - points[0][0] : 0));
+  const first = last - span;
+  const x = (t) => ((t - first) / span) * W;
+  el.querySelector(".span-label").textContent =
+    span < 120 ? `last ${Math.round(span)} s` : `last ${Math.round(span / 60)} min`;
   el.querySelector(".curve").setAttribute(
     "points", points.map(([t, p]) => `${x(t + 0.5).toFixed(1)},${(100 * (1 - p)).toFixed(1)}`).join(" "));
   const event = tile.open && page.events.get(tile.open);
-  const span = el.querySelector(".open-span");
+  const shade = el.querySelector(".open-span");
   el.classList.toggle("alarm", Boolean(event));
   const banner = el.querySelector(".banner");
   banner.hidden = !event;
   if (event) {
     const start = Math.max(x(event.data.start_time), 0);
-    span.setAttribute("x", start);
-    span.setAttribute("width", Math.max(W - start, 2));
+    shade.setAttribute("x", start);
+    shade.setAttribute("width", Math.max(W - start, 2));
     banner.textContent = `${event.data.class} · peak ${fixed(event.data.peak, 2)}`;
   } else {
-    span.setAttribute("width", 0);
+    shade.setAttribute("width", 0);
   }
 }
 
@@ -162,8 +169,10 @@ function drawEvent(entry) {
   el.querySelector(".event-camera").title = data.source;
   const when = data.reported_at ? new Date(data.reported_at).toLocaleTimeString() : "";
   el.querySelector(".event-meta").textContent =
-    `${fixed(data.start_time, 1)}–${fixed(data.end_time, 1)} s · ${fixed(data.duration, 1)} s · ` +
-    `peak ${fixed(data.peak, 2)} · ${when}`;
+    `${fixed(data.start_time, 1)}–${fixed(data.end_time, 1)} s (${fixed(data.duration, 1)} s)` +
+    ` · peak ${fixed(data.peak, 2)} · ${when}`;
+  el.querySelector(".event-meta").title = "stream time of the event (its length), highest p(A), " +
+    "when it was last reported";
   drawClip(entry);
   el.dataset.decision = data.decision || "";
   el.querySelector(".decision").textContent =
@@ -177,28 +186,38 @@ function drawClip(entry) {
   const key = data.clip || data.clip_error || (data.open ? "open" : "none");
   if (entry.clip === key) return; // keep a playing video as it is
   entry.clip = key;
-  const box = el.querySelector(".event-clip");
-  box.replaceChildren();
+  const slot = el.querySelector(".clip");
+  slot.replaceChildren();
+  slot.title = data.clip_error || "";
   if (data.clip) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "play";
-    button.textContent = "▶ play clip";
-    button.addEventListener("click", () => {
-      const video = document.createElement("video");
-      video.controls = true;
-      video.muted = true;
-      video.autoplay = true;
-      video.playsInline = true;
-      video.src = withToken(`clips/${encodeURIComponent(data.clip)}`);
-      box.replaceChildren(video);
-    });
-    box.append(button);
+    button.textContent = "▶ clip";
+    button.addEventListener("click", () => toggleClip(el, data.clip, button));
+    slot.append(button);
   } else if (data.clip_error) {
-    box.textContent = `no clip: ${data.clip_error}`;
+    slot.textContent = "no clip";
   } else if (page.clips) {
-    box.textContent = data.open ? "clip: recording" : "clip: being written";
+    slot.textContent = data.open ? "recording…" : "writing clip…";
   }
+}
+
+function toggleClip(el, name, button) {
+  const box = el.querySelector(".event-video");
+  if (box.firstChild) {
+    box.replaceChildren();
+    button.textContent = "▶ clip";
+    return;
+  }
+  const video = document.createElement("video");
+  video.controls = true;
+  video.muted = true;
+  video.autoplay = true;
+  video.playsInline = true;
+  video.src = withToken(`clips/${encodeURIComponent(name)}`);
+  box.replaceChildren(video);
+  button.textContent = "✕ clip";
 }
 
 async function decide(id, decision) {
@@ -222,9 +241,13 @@ async function decide(id, decision) {
 // -- the page's header --------------------------------------------------------------------
 function summary() {
   const open = [...page.events.values()].filter((e) => e.data.open).length;
-  document.getElementById("summary").textContent =
-    `${page.cameras.size} camera${page.cameras.size === 1 ? "" : "s"} · ` +
-    `${open} open event${open === 1 ? "" : "s"} · threshold ${fixed(page.threshold, 2)}`;
+  const link = document.createElement("a");
+  link.href = "#events";
+  link.className = open ? "hot" : "";
+  link.textContent = `${open} open event${open === 1 ? "" : "s"}`;
+  document.getElementById("summary").replaceChildren(
+    `${page.cameras.size} camera${page.cameras.size === 1 ? "" : "s"} · `, link,
+    ` · threshold ${fixed(page.threshold, 2)}`);
 }
 
 function connection(text, tone) {
