@@ -10,7 +10,10 @@ does: it reads ``/stream`` and fetches ``/frame/N`` each time a tile announces a
 - **Cost to scoring**: the cameras read as fast as the model takes them (``--drop none``),
   without the page, then with the page's state, its server and one client; the two kinds of
   run alternate ``runs`` times (a busy machine's drift hits both) and each reports rows
-  scored per second. The JPEGs are made on the readers' threads, timed apart (ms each).
+  scored per second and the process's CPU time per row (all its threads, the client's too:
+  what a shared machine's other jobs do not disturb as much as they disturb wall time). The
+  page's own work is also timed directly: the CPU time of the server's thread, and the time
+  the readers spent making JPEGs, per second of the watch.
 - **Update rate**: the cameras played in real time (``--realtime``) for ``seconds`` with the
   client: ``tile`` messages and frames fetched per second per camera.
 """
@@ -107,19 +110,35 @@ def _watch(models, videos: list[Path], out: Path, read: ReadConfig, page: bool) 
             client = PageClient(server.url)
             client.start()
             client.ready.wait(10)
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         summary = watcher.run()
-        wall = time.monotonic() - t0
+        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
         if server is not None:
+            server_cpu = _thread_cpu(server.native_id)
             server.stop()
             client.join(5)
-    result = {"wall_s": wall, "scored": summary["scored"], "rows_per_s": summary["scored"] / wall}
+    rows = summary["scored"]
+    result = {"wall_s": wall, "scored": rows, "rows_per_s": rows / wall,
+              "cpu_ms_per_row": 1000 * cpu / max(1, rows)}  # fmt: skip
+    if server is not None:  # the page's own CPU time, per second of the watch
+        jpegs = sum(cam.preview.busy for cam in watcher.ui.cameras)
+        result.update(server_ms_per_s=1000 * server_cpu / wall, jpeg_ms_per_s=1000 * jpegs / wall)
     if client is not None:
         n, frames = len(videos), sum(client.frames.values())
         result.update(tiles_per_s=sum(client.tiles.values()) / n / wall,
                       frames_per_s=frames / n / wall,
                       jpeg_kb=client.frame_bytes / max(1, frames) / 1024)  # fmt: skip
     return result
+
+
+def _thread_cpu(native_id: int | None) -> float:
+    """CPU seconds (user + system) a thread of this process has used (Linux ``/proc``)."""
+    try:
+        stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    except (OSError, TypeError):
+        return float("nan")
+    fields = stat.rsplit(")", 1)[1].split()  # after the thread's name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _jpeg_ms(video: Path) -> float:
@@ -135,7 +154,7 @@ def _jpeg_ms(video: Path) -> float:
     return 1000 * statistics.median(times)
 
 
-def measure_ui(cameras: int = 3, runs: int = 3, seconds: float = 20.0, threads: int = 2) -> dict:
+def measure_ui(cameras: int = 3, runs: int = 5, seconds: float = 20.0, threads: int = 2) -> dict:
     """The page's cost to scoring and its update rate (module docstring)."""
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-ui-") as tmp:
@@ -155,16 +174,19 @@ def measure_ui(cameras: int = 3, runs: int = 3, seconds: float = 20.0, threads: 
             with_page.append(_watch(models, videos, folder / f"b{k}", fast, True))
         live = _watch(models, videos, folder / "live", ReadConfig(realtime=True), True)
         jpeg_ms = _jpeg_ms(videos[0])
-    a = statistics.median(r["rows_per_s"] for r in without)
-    b = statistics.median(r["rows_per_s"] for r in with_page)
+    med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
+    a, b = med(without, "rows_per_s"), med(with_page, "rows_per_s")
+    ca, cb = med(without, "cpu_ms_per_row"), med(with_page, "cpu_ms_per_row")
     return {"threads": torch.get_num_threads(), "cameras": cameras, "video_s": seconds,
             "without_ui": without, "with_ui": with_page, "rows_per_s_without": a,
-            "rows_per_s_with": b, "ratio": b / a, "live": live, "jpeg_ms": jpeg_ms,
+            "rows_per_s_with": b, "ratio": b / a, "cpu_ms_per_row_without": ca,
+            "cpu_ms_per_row_with": cb, "cpu_ratio": cb / ca, "live": live, "jpeg_ms": jpeg_ms,
             "load_avg": os.getloadavg()[0]}  # fmt: skip
 
 
 def ui_table(r: dict) -> str:
     runs = lambda rows: ", ".join(f"{x['rows_per_s']:.1f}" for x in rows)  # noqa: E731
+    med = lambda rows, key: statistics.median(x[key] for x in rows)  # noqa: E731
     live = r["live"]
     return "\n".join([
         f"{r['cameras']} cameras, 320x240 H.264 {FPS} fps, {r['video_s']:.0f} s each, tiny CLIP, "
@@ -172,6 +194,13 @@ def ui_table(r: dict) -> str:
         f"read as fast as possible, rows scored/s: without --ui {r['rows_per_s_without']:.1f} "
         f"({runs(r['without_ui'])}), with --ui and a page open {r['rows_per_s_with']:.1f} "
         f"({runs(r['with_ui'])}): ratio {r['ratio']:.3f}",
+        "the page's own CPU time per second of watch (medians): server thread "
+        f"{med(r['with_ui'], 'server_ms_per_s'):.1f} ms, JPEGs "
+        f"{med(r['with_ui'], 'jpeg_ms_per_s'):.1f} ms; played in real time: "
+        f"{live['server_ms_per_s']:.1f} ms and {live['jpeg_ms_per_s']:.1f} ms",
+        f"process CPU time per row scored (medians): without --ui "
+        f"{r['cpu_ms_per_row_without']:.2f} ms, with {r['cpu_ms_per_row_with']:.2f} ms: ratio "
+        f"{r['cpu_ratio']:.3f}",
         f"played in real time with a page open: {live['tiles_per_s']:.2f} tile messages/s and "
         f"{live['frames_per_s']:.2f} frames/s per camera ({live['jpeg_kb']:.1f} KiB each), "
         f"{live['rows_per_s']:.1f} rows scored/s",

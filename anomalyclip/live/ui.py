@@ -318,8 +318,10 @@ class LivePage:
                                 timeout_graceful_shutdown=2)  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="ui", daemon=True)
+        self.native_id: int | None = None  # the server thread's, once it runs (benchmarks)
 
     def _run(self) -> None:
+        self.native_id = threading.get_native_id()
         try:
             self.server.run(sockets=[self.sock])
         except Exception:  # noqa: BLE001 - the page failing must not end the watch

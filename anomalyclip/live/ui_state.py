@@ -53,6 +53,7 @@ class Preview:
         self.every, self.side, self.quality = every, side, quality
         self.jpeg: bytes | None = None
         self.seq = 0  # frames encoded so far
+        self.busy = 0.0  # seconds spent making them
         self._next = 0.0
         self._convert = Converter()
 
@@ -62,12 +63,14 @@ class Preview:
             return
         # keep a once-per-`every` cadence; after a pause, start it again half a period on
         self._next = max(self._next + self.every, wall + self.every / 2)
+        t0 = time.perf_counter()
         scale = min(1.0, self.side / max(frame.width, frame.height))
         w, h = max(2, round(frame.width * scale)), max(2, round(frame.height * scale))
         buf = io.BytesIO()
         Image.fromarray(self._convert.rgb(frame, w, h)).save(buf, "JPEG", quality=self.quality)
         self.jpeg, self.seq = buf.getvalue(), self.seq + 1  # one reference swap: readers see
         # the old or the new picture, never half of one
+        self.busy += time.perf_counter() - t0
 
 
 @dataclass
