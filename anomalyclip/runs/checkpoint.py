@@ -41,6 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensor_bytes
 from safetensors.torch import save as tensor_bytes
 
+from anomalyclip.checks import CLAIM
 from anomalyclip.errors import AnomalyError
 from anomalyclip.store import FeatureStore
 from anomalyclip.store.meta import backbone_difference, describe_backbone
@@ -264,6 +265,7 @@ def save_run(
         os.replace(staging / f".{MANIFEST}.tmp", staging / MANIFEST)  # the commit point
         _fsync_dir(staging)
         _publish_staged(run)
+        (run / CLAIM).unlink(missing_ok=True)  # the folder holds a run now: taken for good
     except OSError as exc:
         if _read_manifest(staging) is None:
             shutil.rmtree(staging, ignore_errors=True)  # give back the space it took
