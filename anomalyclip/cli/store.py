@@ -113,10 +113,14 @@ def store_merge(
     typer.echo(
         f"added {len(report.added)}, already present {len(report.identical)}, "
         f"conflicts {len(report.conflicts)}"
+        + (f", damaged {len(report.damaged)}" if report.damaged else "")
+        + (f", failures carried {len(report.failures)}" if report.failures else "")
     )
     for vid, why in report.conflicts.items():
         typer.echo(f"conflict: {vid}: {why}", err=True)
-    if report.conflicts:
+    for vid, why in report.damaged.items():
+        typer.echo(f"damaged: {vid}: {why}", err=True)
+    if report.conflicts or report.damaged:
         raise typer.Exit(1)
 
 

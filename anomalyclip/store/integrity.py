@@ -45,19 +45,27 @@ def structure_problem(store: FeatureStore, key: str) -> str | None:
 
 def check_video(store: FeatureStore, key: str) -> str | None:
     """Why a stored video cannot be trusted, or None when its rows match its checksum."""
+    return read_video(store, key)[1]
+
+
+def read_video(store: FeatureStore, key: str) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """A video's three arrays as stored (``videos``, ``frames``, ``times``; None when they
+    cannot be read) and why they cannot be trusted (None: they match their record's SHA-256,
+    their values are possible and the record fits the store). What ``verify`` checks, and
+    what a copy checks on the very rows it writes."""
     problem = structure_problem(store, key)
     if problem:
-        return problem
+        return None, problem
     rec = store.load_record(key)
     parts = {}
     for group in ("videos", "frames", "times"):
         try:
             parts[group] = store.backend.array(f"{group}/{key}")[...]
         except Exception as exc:  # codec / checksum / I/O errors all mean damage here
-            return f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
+            return None, f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
     if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
-        return "checksum mismatch (content changed since it was written)"
-    return values_problem(parts) or record_problem(store, rec, parts["videos"])
+        return parts, "checksum mismatch (content changed since it was written)"
+    return parts, values_problem(parts) or record_problem(store, rec, parts["videos"])
 
 
 def record_problem(store: FeatureStore, rec: VideoRecord, features: np.ndarray) -> str | None:

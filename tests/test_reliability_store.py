@@ -1,0 +1,124 @@
+"""Shared stores that must not be trusted blindly: what copying, reading and listing a store
+do with content that `anomaly store verify` rejects, crafted HDF5 files, wrongly typed
+fields, ids too long for a file name and escape sequences in ids.
+
+Stores are real Zarr and HDF5 files written by the package, then changed the way a careless
+teammate or an attacker would (through zarr / h5py directly); commands run through the
+console script's entry point, so exit codes and one-line errors are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helper import anomaly, error_lines
+
+from anomalyclip.store import SCHEMA, VideoRecord, open_store, video_key
+
+DIM = 8
+ATTRS = {
+    "schema": SCHEMA,
+    "schema_version": 1,
+    "dataset": "demo",
+    "backbone": {"model": "tiny", "dim": DIM},
+    "preprocessing": {"size": 224},
+    "sampling": {"mode": "all", "value": None},
+    "dtype": "float16",
+    "producer": {"package": "anomalyclip test"},
+}
+# id -> (rows, label, split, intervals)
+VIDEOS = {
+    "train/n1": (30, "Normal", "train", []),
+    "train/x1": (40, "Explosion", "train", []),
+    "test/x2": (50, "Explosion", "test", [[10, 20]]),
+    "test/n2": (20, "Normal", "test", []),
+}
+
+
+def make_store(path: Path, videos: dict = VIDEOS, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    with open_store(path, "w") as st:
+        st.init(ATTRS)
+        for vid, (rows, label, split, intervals) in videos.items():
+            rec = VideoRecord(vid, f"{vid}.mp4", label, split, 10.0, intervals=intervals)
+            st.write_video(rec, rng.standard_normal((rows, DIM)))
+    return path
+
+
+def silently_edit(path: Path, video_id: str) -> None:
+    """New rows with valid chunk checksums (CRC32C / Fletcher-32) but the old SHA-256: what
+    a tool that rewrites arrays without this package leaves."""
+    with open_store(path, "a") as st:
+        rec = st.record(video_id)
+        rows = st.features(video_id).copy()
+        rows[0] += 1
+        st.backend.write_array(f"videos/{video_key(video_id)}", rows, {**rec.__dict__})
+
+
+# -- copying never launders a damaged video ---------------------------------------------------
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_export_refuses_a_video_that_fails_its_checksum(monkeypatch, capsys, tmp_path, suffix):
+    src = make_store(tmp_path / f"src{suffix}")
+    silently_edit(src, "test/x2")
+    code, out, _ = anomaly(monkeypatch, capsys, "store", "verify", src)
+    assert code == 1 and out.startswith("test/x2: checksum mismatch")
+    dst = tmp_path / "copy.zarr"
+    code, _, err = anomaly(monkeypatch, capsys, "store", "export", src, dst)
+    assert code == 2
+    assert error_lines(err) == [
+        f"error: {src}: video 'test/x2': checksum mismatch (content changed since it was "
+        "written); nothing exported (`anomaly store verify` lists every damaged video)"
+    ]
+    assert not dst.exists() and [p.name for p in tmp_path.iterdir()] == [src.name]
+
+
+def test_an_export_that_fails_midway_leaves_the_old_destination(monkeypatch, capsys, tmp_path):
+    """The second of four videos is damaged: the export stops there, the destination that
+    existed is kept as it was, and no partial copy is left beside it."""
+    src = make_store(tmp_path / "src.zarr")
+    dst = make_store(tmp_path / "dst.h5", {"train/n1": VIDEOS["train/n1"]}, seed=1)
+    before = dst.read_bytes()
+    silently_edit(src, "train/x1")
+    code, _, err = anomaly(monkeypatch, capsys, "store", "export", src, dst, "--overwrite")
+    assert code == 2 and "video 'train/x1': checksum mismatch" in err
+    assert dst.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst.h5", "src.zarr"]
+
+
+def test_merge_reports_damaged_videos_and_copies_the_rest(monkeypatch, capsys, tmp_path):
+    src = make_store(tmp_path / "src.zarr")
+    silently_edit(src, "test/x2")
+    dst = tmp_path / "merged.zarr"
+    code, out, err = anomaly(monkeypatch, capsys, "store", "merge", dst, src)
+    assert code == 1
+    assert out.strip() == "added 3, already present 0, conflicts 0, damaged 1"
+    assert err.strip().splitlines()[-1] == (
+        f"damaged: test/x2: in {src}: checksum mismatch (content changed since it was written)"
+    )
+    with open_store(dst) as st:
+        assert st.video_ids() == ["test/n2", "train/n1", "train/x1"]
+        assert st.verify() == {}
+
+
+def test_merge_carries_failures_but_never_over_a_complete_video(monkeypatch, capsys, tmp_path):
+    a = make_store(tmp_path / "a.zarr", {k: VIDEOS[k] for k in ("train/n1", "train/x1")})
+    b = make_store(tmp_path / "b.zarr", {"test/n2": VIDEOS["test/n2"]})
+    with open_store(b, "a") as st:
+        st.record_failure("test/broken", "test/broken.mp4", "moov atom not found")
+        st.record_failure("train/x1", "train/x1.mp4", "unreadable share")
+    code, out, _ = anomaly(monkeypatch, capsys, "store", "merge", a, b)
+    assert code == 0
+    assert out.strip() == "added 1, already present 0, conflicts 0, failures carried 1"
+    with open_store(a) as st:
+        assert st.failures() == {
+            "test/broken": {
+                "video_id": "test/broken",
+                "source": "test/broken.mp4",
+                "error": "moov atom not found",
+            }  # fmt: skip
+        }
+        assert st.video_ids() == ["test/n2", "train/n1", "train/x1"]  # x1 kept whole
+        assert st.verify() == {}
