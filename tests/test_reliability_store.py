@@ -10,12 +10,14 @@ console script's entry point, so exit codes and one-line errors are the real one
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helper import anomaly, error_lines
+from cli_helper import anomaly, error_lines, run_cli
 
+from anomalyclip.errors import AnomalyError
 from anomalyclip.store import SCHEMA, VideoRecord, open_store, video_key
 
 DIM = 8
@@ -122,3 +124,100 @@ def test_merge_carries_failures_but_never_over_a_complete_video(monkeypatch, cap
         }
         assert st.video_ids() == ["test/n2", "train/n1", "train/x1"]  # x1 kept whole
         assert st.verify() == {}
+
+
+# -- HDF5: a video's rows must live inside the store's file, checksummed ------------------------
+SECRET = b"aws_secret_access_key=AKIAabcdefghijklmnop0123456789 password=hunter2 "
+
+
+def craft_hdf5(path: Path, kind: str, tmp: Path) -> str:
+    """Replace the rows of 'test/x2' in the HDF5 store ``path`` by a dataset of the same
+    shape whose bytes live elsewhere (``kind``), with a record whose SHA-256 matches what
+    reading it gives, so that only the storage itself gives it away. Returns the id."""
+    import h5py
+
+    from anomalyclip.store.records import content_sha256
+
+    vid, key = "test/x2", video_key("test/x2")
+    rows = VIDEOS[vid][0]
+    nbytes = rows * DIM * 2
+    target = tmp / "elsewhere.bin"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.write_bytes((SECRET * (nbytes // len(SECRET) + 1))[:nbytes])
+    with h5py.File(path, "a") as f:
+        attrs = dict(f[f"videos/{key}"].attrs)
+        frames, times = f[f"frames/{key}"][...], f[f"times/{key}"][...]
+        del f[f"videos/{key}"]
+        where = f"videos/{key}"
+        if kind in ("external", "fifo"):
+            f.create_dataset(where, (rows, DIM), "float16", external=[(str(target), 0, nbytes)])
+        elif kind == "contiguous":
+            f.create_dataset(where, data=np.ones((rows, DIM), np.float16))
+        else:
+            with h5py.File(tmp / "other.h5", "w") as other:
+                other.create_dataset("rows", data=np.frombuffer(target.read_bytes(), "<f2")
+                                     .reshape(rows, DIM))  # fmt: skip
+            if kind == "virtual":
+                layout = h5py.VirtualLayout((rows, DIM), "float16")
+                layout[:] = h5py.VirtualSource(str(tmp / "other.h5"), "rows", (rows, DIM))
+                f.create_virtual_dataset(where, layout)
+            elif kind == "external-link":
+                f[where] = h5py.ExternalLink(str(tmp / "other.h5"), "rows")
+            else:  # a soft link to a dataset elsewhere in the same file
+                f.create_dataset("elsewhere", data=np.ones((rows, DIM), np.float16),
+                                 chunks=(rows, DIM), fletcher32=True)  # fmt: skip
+                f[where] = h5py.SoftLink("/elsewhere")
+        if kind != "fifo":
+            rows_read = f[where][...]
+            attrs["sha256"] = json.dumps(content_sha256(rows_read, frames, times))
+        if kind not in ("external-link", "soft-link"):
+            f[where].attrs.update(attrs)
+    return vid
+
+
+KINDS = ["external", "fifo", "virtual", "external-link", "soft-link", "contiguous"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hdf5_rows_stored_outside_the_file_are_refused_without_reading_them(tmp_path, kind):
+    """External raw storage, virtual datasets and links could make a shared .h5 read (and a
+    copy carry) any local file, or hang on a FIFO; datasets must be chunked in the file with
+    the Fletcher-32 filter, as the store writes them."""
+    store = make_store(tmp_path / "shared.h5")
+    vid = craft_hdf5(store, kind, tmp_path)
+    verify = run_cli("store", "verify", store, timeout=120)  # a hang fails here, not forever
+    assert verify.code == 1, verify.err
+    [line] = verify.out.splitlines()
+    assert line.startswith(f"{vid}: unusable array videos/ ("), line
+    reason = {"external": "external raw storage", "fifo": "external raw storage",
+              "virtual": "a virtual dataset", "external-link": "an external link",
+              "soft-link": "a soft link", "contiguous": "not chunked with Fletcher-32"}  # fmt: skip
+    assert reason[kind] in line
+    export = run_cli("store", "export", store, tmp_path / "copy.zarr", timeout=120)
+    assert export.code == 2
+    assert export.error_line.startswith(f"error: {store}: video {vid!r}: ")
+    assert reason[kind] in export.error_line
+    assert not (tmp_path / "copy.zarr").exists()
+    with open_store(store) as st:
+        with pytest.raises(AnomalyError, match=f"video {vid!r}: .*{reason[kind]}"):
+            st.video_ids()  # a linked record is refused when listed, the rest when read
+            st.features(vid)
+        assert st.features("test/n2").shape == (20, DIM)  # the other videos read as before
+    assert SECRET not in (tmp_path / "shared.h5").read_bytes()
+
+
+def test_hdf5_groups_that_are_links_are_refused(tmp_path):
+    """The whole ``videos`` group as an external link into another file."""
+    import h5py
+
+    store = make_store(tmp_path / "shared.h5")
+    make_store(tmp_path / "other.h5", seed=3)
+    with h5py.File(store, "a") as f:
+        del f["videos"]
+        f["videos"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "videos")
+    done = run_cli("store", "verify", store, timeout=120)
+    assert done.code == 2
+    why = "group videos/ is an external link to data elsewhere (refused)"
+    assert done.error_line == f"error: {store}: {why}"

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 def structure_problem(store: FeatureStore, key: str) -> str | None:
     """Why a video's record or arrays cannot be read as a whole (None: all there)."""
+    for group in ("videos", "frames", "times"):  # before anything is read or followed
+        problem = store.backend.storage_problem(f"{group}/{key}")
+        if problem:
+            return f"unusable array {group}/ ({problem}; refused)"
     try:
         rec = store.load_record(key)
     except ValueError as exc:
