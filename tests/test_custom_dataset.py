@@ -81,6 +81,8 @@ def test_rows_classes_and_class_order(tmp_path):
         ([["a.mp4", "Normal", "train"], ["a.avi", "Fire", "train"]], 2, "duplicate video 'a'"),
         ([["../a.mp4", "Normal", "train"]], 1, "is not a path relative to the dataset"),
         ([["a.mp4", "Fire", "test", 9, 3]], 1, "interval start 9 > end 3"),
+        ([["a.mp4", "Fire", "test", 4, 4]], 1, "interval 4 4 is empty (end excluded)"),
+        ([["a.mp4", "Fire", "test", 1, 10**23]], 1, f"frame number {10**23} is beyond any video"),
         ([["a.mp4", "Fire", "test", "1s", 3]], 1, "start frame '1s' is not an integer"),
         ([["a.mp4", "Fi,re", "train"]], 1, "class 'Fi,re' must be non-empty, without ','"),
     ],
@@ -226,6 +228,39 @@ def test_features_train_eval_on_my_videos(tmp_path, my_videos, tiny_clip):
     shifted = json.loads((tmp_path / "moved" / "metrics.json").read_text())
     assert shifted["abnormal_frames"] == metrics["abnormal_frames"]
     assert shifted["auc"] != metrics["auc"]
+    # ground truth past a video's end would count it as normal: refused, naming it
+    late = [[rel, label, split, *([0, n + 1] if label != "Normal" else [])]
+            for rel, label, split, n, _ in tests]  # fmt: skip
+    late_csv = write_csv(tmp_path / "late.csv", late)
+    done = call_cli(
+        "eval", "--checkpoint", run, "--out", tmp_path / "late", "--annotations", late_csv
+    )
+    assert done.code == 2 and done.error_line == (
+        f"error: {late_csv}: video 'test/cam2_0103': interval [0, 45) is not inside the "
+        "video's frames [0, 44)"
+    )
+
+
+def test_ground_truth_past_the_end_fails_that_video_alone(tmp_path, my_videos, tiny_clip):
+    """A span beyond the video's last frame would make an anomalous video count as all
+    normal: that video is recorded as failed, with why, and the others are extracted."""
+    videos, _, truth = my_videos
+    rows = [
+        ["test/cam2_0103.mp4", "Fire", "test", 40, 50],  # the video has 44 frames
+        ["test/cam1_0101.mp4", "Normal", "test"],
+        ["shop/cam1 0001.mp4", "Normal", "train"],
+    ]
+    table = write_csv(tmp_path / "late.csv", rows)
+    done = call_cli(
+        "features", "--dataset", f"csv:{table}", "--videos", videos, "--model", tiny_clip,
+        "--out", tmp_path / "s.zarr", "--batch-size", 32, "--workers", 1, "--device", "cpu",
+    )  # fmt: skip
+    assert done.code == 1, done.err
+    with open_store(tmp_path / "s.zarr") as st:
+        assert st.video_ids() == ["shop/cam1 0001", "test/cam1_0101"]
+        assert st.failures()["test/cam2_0103"]["error"] == (
+            "test/cam2_0103: interval [40, 50) is not inside the video's frames [0, 44)"
+        )
 
 
 def test_import_npy_of_my_videos(tmp_path, my_videos):
@@ -233,8 +268,9 @@ def test_import_npy_of_my_videos(tmp_path, my_videos):
     _, table, truth = my_videos
     rng = np.random.default_rng(3)
     feats = {}
-    for k, vid in enumerate(truth):
-        feats[vid] = rng.standard_normal((6 + k, 512)).astype(np.float32)
+    frames = {video_id(rel): n for rel, _, _, n, _ in VIDEOS}
+    for k, vid in enumerate(truth):  # one row per frame, as `features` extracts them
+        feats[vid] = rng.standard_normal((frames[vid], 512)).astype(np.float32)
         rel = vid.rsplit("/", 1)[-1] if k % 2 else vid
         (tmp_path / "npy" / rel).parent.mkdir(parents=True, exist_ok=True)
         np.save(tmp_path / "npy" / f"{rel}.npy", feats[vid])

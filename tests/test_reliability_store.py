@@ -221,3 +221,79 @@ def test_hdf5_groups_that_are_links_are_refused(tmp_path):
     assert done.code == 2
     why = "group videos/ is an external link to data elsewhere (refused)"
     assert done.error_line == f"error: {store}: {why}"
+
+
+# -- every read checks what verify checks that is cheap ----------------------------------------
+def tamper(path: Path, video_id: str, rows=None, frames=None, **record) -> None:
+    """Rewrite a video's arrays and record as a careless tool would, with a matching SHA-256
+    (so the checksum is not what gives it away)."""
+    from anomalyclip.store.records import content_sha256
+
+    key = video_key(video_id)
+    with open_store(path, "a") as st:
+        rec = {**st.record(video_id).__dict__, **record}
+        parts = {g: st.backend.array(f"{g}/{key}")[...] for g in ("videos", "frames", "times")}
+        parts["videos"] = parts["videos"] if rows is None else rows
+        parts["frames"] = parts["frames"] if frames is None else frames
+        rec["sha256"] = content_sha256(parts["videos"], parts["frames"], parts["times"])
+        for group, data in parts.items():
+            st.backend.write_array(f"{group}/{key}", data, rec if group == "videos" else {})
+
+
+RANDOM = np.random.default_rng(5)
+TAMPERED = {  # what is changed -> what verify and every read say
+    "split": ({"split": "validation"}, "split 'validation' is not train or test"),
+    "reversed frames": ({"frames": np.arange(50)[::-1].copy()}, "frame numbers are not increasing"),
+    "int8 rows": ({"rows": RANDOM.integers(-9, 9, (50, DIM), dtype=np.int8)},
+                  "rows are int8, the store holds float16"),
+    "narrow rows": ({"rows": RANDOM.standard_normal((50, 4)).astype(np.float16)},
+                    "rows have width 4, the store's backbone 8"),
+    "interval after the end": ({"intervals": [[60, 70]]},
+                               "interval [60, 70) is not inside the video's frames [0, 50)"),
+    "interval ending late": ({"intervals": [[10, 51]]},
+                             "interval [10, 51) is not inside the video's frames [0, 50)"),
+    "empty interval": ({"intervals": [[20, 20]]},
+                       "interval [20, 20) is not inside the video's frames [0, 50)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_reads_refuse_what_verify_rejects(monkeypatch, capsys, tmp_path, case, suffix):
+    """A shared store edited by hand: training and evaluation read it through the same
+    checks as `verify`, so a video is never scored, dropped or counted as normal silently."""
+    store = make_store(tmp_path / f"s{suffix}")
+    change, reason = TAMPERED[case]
+    tamper(store, "test/x2", **change)
+    code, out, _ = anomaly(monkeypatch, capsys, "store", "verify", store)
+    assert code == 1 and out.splitlines() == [f"test/x2: {reason}"]
+    expected = f"{store}: video 'test/x2': {reason} (`anomaly store verify` lists every damaged"
+    with open_store(store) as st:
+        with pytest.raises(AnomalyError) as found:
+            for rec in st.records(split="test"):  # what evaluation reads, in its order
+                st.frames(rec.video_id), st.features(rec.video_id)
+        assert str(found.value).startswith(expected)
+        assert st.features("test/n2").shape == (20, DIM)
+
+
+def test_intervals_are_inside_frames_as_sampled(tmp_path):
+    """With every 4th frame stored, the video runs to the frame after its last row's."""
+    store = make_store(tmp_path / "s.zarr")
+    tamper(store, "test/x2", frames=np.arange(0, 200, 4), intervals=[[180, 200]])
+    with open_store(store) as st:
+        assert st.verify() == {}
+        assert st.frames("test/x2")[-1] == 196
+    tamper(store, "test/x2", intervals=[[180, 201]])
+    with open_store(store) as st:
+        assert st.verify() == {
+            "test/x2": "interval [180, 201) is not inside the video's frames [0, 200)"
+        }
+
+
+def test_writing_refuses_intervals_outside_the_video(tmp_path):
+    with open_store(tmp_path / "s.zarr", "w") as st:
+        st.init(ATTRS)
+        rec = VideoRecord("test/x", "x.mp4", "Explosion", "test", 10.0, intervals=[[5, 12]])
+        with pytest.raises(AnomalyError, match=r"^test/x: interval \[5, 12\) is not inside"):
+            st.write_video(rec, np.ones((10, DIM)))
+        assert st.keys() == []

@@ -25,6 +25,7 @@ from anomalyclip.evaluate.report import (  # safe_name: also imported from here
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.model.inference import score_videos
 from anomalyclip.store import FeatureStore
+from anomalyclip.store.records import intervals_problem
 from anomalyclip.thresholds import Threshold
 
 log = logging.getLogger(__name__)
@@ -113,17 +114,24 @@ def evaluate_store(
     device: torch.device | str | None = None,
     progress: bool = False,
     annotations: dict[str, list[list[int]]] | None = None,
+    annotations_file: str = "the annotations",
 ) -> tuple[dict[str, Any], list[VideoResult]] | None:
     """Metrics over all frames of the store's test videos (None when it has none).
 
-    ``annotations`` (from :func:`read_annotations`) replaces the ground truth in the store.
+    ``annotations`` (from :func:`read_annotations` of ``annotations_file``) replaces the
+    ground truth in the store; its intervals must lie inside the videos' frames.
     """
     spec = get_dataset(store.dataset)
     records = store.records(split="test")
     if not records:
         return None
+    frames = {r.video_id: store.frames(r.video_id) for r in records}  # checked on first read
     if annotations is not None:
-        apply_annotations(records, annotations, "annotations")
+        apply_annotations(records, annotations, annotations_file)
+        for rec in records:
+            problem = intervals_problem(rec.intervals, frames[rec.video_id])
+            if problem:
+                raise AnomalyError(f"{annotations_file}: video {rec.video_id!r}: {problem}")
     mcfg = model.cfg
     feats = [torch.from_numpy(store.features(r.video_id).astype(np.float32)) for r in records]
     was_training = model.training
@@ -142,12 +150,12 @@ def evaluate_store(
         model.train(was_training)
     results = []
     for rec, p, probs in zip(records, p_list, probs_list, strict=True):
-        frames = store.frames(rec.video_id)
-        labels = true_classes(rec.intervals, frames, spec.class_id(rec.label), spec.normal_id)
+        found = frames[rec.video_id]
+        labels = true_classes(rec.intervals, found, spec.class_id(rec.label), spec.normal_id)
         results.append(
             VideoResult(
                 rec.video_id,
-                frames,
+                found,
                 store.times(rec.video_id),
                 p.float().numpy(),
                 probs.float().numpy(),
@@ -299,8 +307,9 @@ def evaluate_run(
         check_backbone(config, st, options.run_dir, options.allow_backbone_mismatch)
         truth = read_annotations(st.dataset, options.annotations) if options.annotations else None
         found = evaluate_store(
-            model, st, options.batch_size, options.device, options.progress, truth
-        )
+            model, st, options.batch_size, options.device, options.progress, truth,
+            str(options.annotations),
+        )  # fmt: skip
         metrics, results = require_results(found, str(features))
 
     def labelled() -> tuple[np.ndarray, np.ndarray, str]:

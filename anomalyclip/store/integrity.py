@@ -1,9 +1,10 @@
 """Checking a store: what ``anomaly store verify`` reports, and what every read relies on.
 
 A video is trusted when its record reads, it is flagged complete, its three arrays are all
-there with the record's length (:func:`structure_problem`, checked before a video's first read),
-its rows match their SHA-256, its values are possible and its record fits the store
-(:func:`check_video`, what ``verify`` runs on every video).
+there with the record's length (:func:`structure_problem`), its rows match their SHA-256, its
+values are possible and its record fits the store (:func:`check_video`, what ``verify`` runs
+on every video). Every read runs the part of these checks that is cheap before a video's
+first rows are used (:func:`read_problem`): all but the checksum and the features' values.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import numpy as np
 
 from anomalyclip.errors import AnomalyError, one_line, shorten
 from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta
-from anomalyclip.store.records import VideoRecord, content_sha256, values_problem, video_id_of
+from anomalyclip.store.records import (
+    VideoRecord,
+    content_sha256,
+    intervals_problem,
+    order_problem,
+    values_problem,
+    video_id_of,
+)
 
 if TYPE_CHECKING:
     from anomalyclip.store.store import FeatureStore
@@ -69,26 +77,75 @@ def read_video(store: FeatureStore, key: str) -> tuple[dict[str, np.ndarray] | N
             return None, f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
     if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
         return parts, "checksum mismatch (content changed since it was written)"
-    return parts, values_problem(parts) or record_problem(store, rec, parts["videos"])
+    rows = parts["videos"]
+    return parts, values_problem(parts) or record_problem(store, rec, rows, parts["frames"])
 
 
-def record_problem(store: FeatureStore, rec: VideoRecord, features: np.ndarray) -> str | None:
-    """What in a readable record contradicts the store: label, split, intervals, width."""
+def read_problem(store: FeatureStore, key: str) -> str | None:
+    """What a read checks before a video's first rows are used: :func:`structure_problem`,
+    the rows' dtype and width (from the array's metadata), increasing frame numbers and
+    times, intervals inside the video. Reads the frame numbers and times, not the features
+    (1/64 of a float16 video's bytes). Split and label are checked on every listing of the
+    complete videos (:func:`fields_problem`), which is how training and evaluation find them."""
+    problem = structure_problem(store, key)
+    if problem:
+        return problem
+    parts = {}
+    for group in ("frames", "times"):
+        try:
+            parts[group] = store.backend.array(f"{group}/{key}")[...]
+        except Exception as exc:  # codec / checksum / I/O errors all mean damage here
+            return f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
+    rows = store.backend.array(f"videos/{key}")
+    rec = store.load_record(key)
+    problem = order_problem(parts["frames"], parts["times"])
+    return (
+        problem or layout_problem(store, rows) or intervals_problem(rec.intervals, parts["frames"])
+    )
+
+
+def record_problem(store: FeatureStore, rec: VideoRecord, rows, frames: np.ndarray) -> str | None:
+    """What in a readable record contradicts the store: the rows' width and dtype, split,
+    label, intervals inside the video's ``frames``."""
+    return (
+        layout_problem(store, rows)
+        or fields_problem(rec, dataset_spec(store))
+        or intervals_problem(rec.intervals, frames)
+    )
+
+
+def layout_problem(store: FeatureStore, rows) -> str | None:
+    """Rows (the array, or only its metadata) of another shape or dtype than the store's."""
+    meta = store.meta  # compared only where valid: root_problem reports the rest
+    if len(rows.shape) != 2:
+        return f"rows have shape {tuple(rows.shape)}, not (frames, width)"
+    if meta.dim is not None and rows.shape[1] != meta.dim:
+        return f"rows have width {rows.shape[1]}, the store's backbone {meta.dim}"
+    if meta.dtype in DTYPES and str(rows.dtype) != meta.dtype:
+        return f"rows are {rows.dtype}, the store holds {meta.dtype}"
+    return None
+
+
+def dataset_spec(store: FeatureStore):
+    """The store's dataset (None when it is unknown: root_problem says so)."""
     from anomalyclip.datasets import get_dataset
 
-    meta = store.meta  # compared only where valid: root_problem reports the rest
-    if meta.dim is not None and features.shape[1] != meta.dim:
-        return f"rows have width {features.shape[1]}, the store's backbone {meta.dim}"
-    if meta.dtype in DTYPES and str(features.dtype) != meta.dtype:
-        return f"rows are {features.dtype}, the store holds {meta.dtype}"
+    try:
+        return get_dataset(store.dataset)
+    except AnomalyError:
+        return None
+
+
+def fields_problem(rec: VideoRecord, spec) -> str | None:
+    """A record's split and label (a class of ``spec``, unless None): checked on every
+    listing of the complete videos, so no video is dropped or relabelled silently."""
     if rec.split not in ("train", "test"):
         return f"split {shorten(rec.split, 40)!r} is not train or test"
-    try:
-        get_dataset(store.dataset).class_id(rec.label)
-    except AnomalyError:
-        return f"label {shorten(rec.label, 40)!r} is not a class of dataset {store.dataset!r}"
-    if any(not 0 <= s < e for s, e in rec.intervals):
-        return f"intervals {shorten(rec.intervals, 60)} are not [start, end) frames"
+    if spec is not None:
+        try:
+            spec.class_id(rec.label)
+        except AnomalyError:
+            return f"label {shorten(rec.label, 40)!r} is not a class of dataset {spec.name!r}"
     return None
 
 

@@ -119,11 +119,35 @@ def values_problem(parts: dict[str, np.ndarray]) -> str | None:
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         return f"{int(bad.sum())} row(s) of features with NaN or inf (first: row {first})"
-    frames, times = parts["frames"], parts["times"]
+    return order_problem(parts["frames"], parts["times"])
+
+
+def order_problem(frames: np.ndarray, times: np.ndarray) -> str | None:
+    """Frame numbers and times that do not increase from row to row (times may all be NaN:
+    a source without timestamps)."""
     if frames.size and (frames.min() < 0 or (np.diff(frames) <= 0).any()):
         return "frame numbers are not increasing"
     if not np.isnan(times).all() and (not np.isfinite(times).all() or (np.diff(times) <= 0).any()):
         return "presentation times are not increasing"
+    return None
+
+
+def frame_extent(frames: np.ndarray) -> int:
+    """The frame after a video's last stored row: its last frame number plus the usual
+    step between rows (0 without rows). Anomalous intervals lie in ``[0, extent)``."""
+    if not frames.size:
+        return 0
+    step = int(np.median(np.diff(frames))) if frames.size > 1 else 1
+    return int(frames[-1]) + max(step, 1)
+
+
+def intervals_problem(intervals: list[list[int]], frames: np.ndarray) -> str | None:
+    """The first anomalous interval that is empty or not inside the video's frames: one
+    outside would make an anomalous video count as normal (none of its rows inside)."""
+    end = frame_extent(np.asarray(frames))
+    for s, e in intervals:
+        if not 0 <= s < e <= end:
+            return f"interval [{s}, {e}) is not inside the video's frames [0, {end})"
     return None
 
 

@@ -131,9 +131,18 @@ class FeatureStore(StoreWriter):
         return out
 
     def records(self, split: str | None = None) -> list[VideoRecord]:
-        """Records of the complete videos; AnomalyError naming the first damaged one."""
-        recs = [self.record_by_key(k) for k in self.keys()]
-        return [r for r in recs if r.complete and (split is None or r.split == split)]
+        """Records of the complete videos; AnomalyError naming the first damaged one, or the
+        first whose split or label is not one of the store's (it would be dropped silently)."""
+        spec = integrity.dataset_spec(self)
+        recs = [r for r in map(self.record_by_key, self.keys()) if r.complete]
+        for rec in recs:
+            problem = integrity.fields_problem(rec, spec)
+            if problem:
+                raise AnomalyError(
+                    f"{self.location}: video {rec.video_id!r}: {problem} (`anomaly store "
+                    "verify` lists every damaged video)"
+                )
+        return [r for r in recs if split is None or r.split == split]
 
     def load_record(self, key: str) -> VideoRecord:
         """A video's record; ValueError with a short reason when it cannot be read."""
@@ -200,14 +209,17 @@ class FeatureStore(StoreWriter):
         A deleted Zarr chunk reads as zeros (the fill value), which no checksum on the read
         path would see; so before a video's first read through this handle, every chunk of
         its three arrays must exist and their lengths must match the record (one listing per
-        array, then cached: a full SHA-256 per read would re-read and hash whole videos on
-        every training batch). Damaged bytes are caught on read by the chunks' CRC32C /
-        Fletcher-32, and a changed-but-valid rewrite only by ``verify``'s checksum.
+        array), and what else ``verify`` checks that is cheap must hold
+        (:func:`.integrity.read_problem`: dtype, width, frame order, intervals; split and
+        label are checked by :meth:`records`). Then cached: a full SHA-256 per read would
+        re-read and hash whole videos on every training batch. Damaged bytes are caught on
+        read by the chunks' CRC32C / Fletcher-32, and a changed-but-valid rewrite only by
+        ``verify``'s checksum.
         """
         key = video_key(video_id)
         if key in self._trusted:
             return key
-        problem = integrity.structure_problem(self, key)
+        problem = integrity.read_problem(self, key)
         if problem and not self._b.exists(f"videos/{key}"):
             raise AnomalyError(f"{self.location}: no video {video_id!r}")
         if problem:
