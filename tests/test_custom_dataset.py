@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,28 @@ def test_ground_truth_past_the_end_fails_that_video_alone(tmp_path, my_videos, t
         assert st.failures()["test/cam2_0103"]["error"] == (
             "test/cam2_0103: interval [40, 50) is not inside the video's frames [0, 44)"
         )
+
+
+def test_a_long_cjk_name_deep_in_folders_is_extracted(tmp_path, my_videos, tiny_clip):
+    """35 CJK characters six folders deep: over 1,000 bytes once the id is percent-encoded,
+    four times what a file name may hold; the store's key is bounded, the id kept whole."""
+    videos, _, _ = my_videos
+    name = "北京市朝阳区监控摄像头录像二〇二四年十二月三十一日晚上十一点五十九分五十九秒"[:35]
+    rel = "现场/" * 6 + f"{name}.mp4"
+    (tmp_path / "v" / rel).parent.mkdir(parents=True)
+    shutil.copy(videos / "shop/cam2_0003.mp4", tmp_path / "v" / rel)
+    shutil.copy(videos / "shop/cam1 0001.mp4", tmp_path / "v" / "n.mp4")
+    table = write_csv(tmp_path / "long.csv", [[rel, "Fire", "train"], ["n.mp4", "Normal", "train"]])
+    args = ["features", "--dataset", f"csv:{table}", "--videos", tmp_path / "v", "--model",
+            tiny_clip, "--out", tmp_path / "s.zarr", "--workers", 1, "--device", "cpu"]  # fmt: skip
+    done = call_cli(*args)
+    assert done.code == 0, done.err
+    assert done.out.startswith("2 videos: 2 extracted, 0 already done, 0 failed; 76 frames")
+    with open_store(tmp_path / "s.zarr") as st:
+        assert sorted(st.video_ids()) == sorted([video_id(rel), "n"]) and st.verify() == {}
+        assert st.frames(video_id(rel)).tolist() == list(range(40))
+    done = call_cli(*args)  # found again by its id: nothing to redo
+    assert done.code == 0 and done.out.startswith("2 videos: 0 extracted, 2 already done"), done.err
 
 
 def test_import_npy_of_my_videos(tmp_path, my_videos):

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from cli_helper import anomaly, error_lines, run_cli
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.store import SCHEMA, VideoRecord, open_store, video_key
+from anomalyclip.store import SCHEMA, VideoRecord, export_store, open_store, video_key
 
 DIM = 8
 ATTRS = {
@@ -297,3 +298,69 @@ def test_writing_refuses_intervals_outside_the_video(tmp_path):
         with pytest.raises(AnomalyError, match=r"^test/x: interval \[5, 12\) is not inside"):
             st.write_video(rec, np.ones((10, DIM)))
         assert st.keys() == []
+
+
+# -- ids longer than a file name -------------------------------------------------------------
+NAME = "北京市朝阳区监控摄像头录像二〇二四年十二月三十一日晚上十一点五十九分五十九秒"[:35]
+LONG_ID = "现场/" * 6 + NAME
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_ids_longer_than_a_file_name_are_stored_under_bounded_keys(tmp_path, suffix):
+    """A 35-character CJK name six folders deep is 1,000+ bytes once percent-encoded: its key
+    is cut and ends in a hash; the record keeps the id, through which it is read back."""
+    assert len(NAME) == 35 and len(quote(LONG_ID)) > 255 and len(video_key(LONG_ID)) <= 200
+    assert video_key("test/x2") == "test%2Fx2"  # short keys unchanged
+    other = LONG_ID[:-1] + "象"  # the same first 180 bytes of key, another video
+    assert video_key(other) != video_key(LONG_ID)
+    rows = np.random.default_rng(0).standard_normal((12, DIM))
+    videos = {LONG_ID: (12, "Explosion", "test", [[2, 5]]), "train/n1": VIDEOS["train/n1"]}
+    store = make_store(tmp_path / f"s{suffix}", videos)
+    with open_store(store, "a") as st:
+        st.write_video(VideoRecord(LONG_ID, label="Explosion", split="test", intervals=[[2, 5]]),
+                       rows)  # fmt: skip
+        st.record_failure(other, "x.mp4", "moov atom not found")
+    with open_store(store) as st:
+        assert sorted(st.video_ids()) == sorted([LONG_ID, "train/n1"])
+        assert st.is_complete(LONG_ID) and st.record(LONG_ID).intervals == [[2, 5]]
+        np.testing.assert_array_equal(st.features(LONG_ID), rows.astype(np.float16))
+        assert list(st.failures()) == [other]
+        assert st.verify() == {}
+    copy = tmp_path / "copy.zarr"
+    assert export_store(store, copy) == 2
+    with open_store(copy) as st:
+        np.testing.assert_array_equal(st.features(LONG_ID), rows.astype(np.float16))
+
+
+def test_long_keys_of_older_stores_are_still_found(tmp_path):
+    """An HDF5 store written before keys were bounded holds a long id under its full key."""
+    from anomalyclip.store.records import content_sha256
+
+    store = make_store(tmp_path / "old.h5", {"train/n1": VIDEOS["train/n1"]})
+    full = quote(LONG_ID, safe="-_.,+=@()[]~ ")
+    rows, frames = np.ones((3, DIM), np.float16), np.arange(3)
+    times = frames / 10.0
+    rec = VideoRecord(LONG_ID, label="Normal", split="train", fps=10.0, num_frames=3,
+                      sha256=content_sha256(rows, frames, times), complete=True)  # fmt: skip
+    with open_store(store, "a") as st:
+        st.backend.write_array(f"frames/{full}", frames, {})
+        st.backend.write_array(f"times/{full}", times, {})
+        st.backend.write_array(f"videos/{full}", rows, rec.__dict__)
+    with open_store(store) as st:
+        assert sorted(st.video_ids()) == sorted([LONG_ID, "train/n1"])
+        assert st.is_complete(LONG_ID) and st.features(LONG_ID).shape == (3, DIM)
+        assert st.verify() == {}
+
+
+def test_a_record_stored_under_another_videos_key_is_refused(tmp_path):
+    store = make_store(tmp_path / "s.zarr")
+    with open_store(store, "a") as st:
+        st.backend.set_attrs(f"videos/{video_key('test/n2')}", {"video_id": "test/x2"})
+    with open_store(store) as st:
+        assert st.verify() == {
+            "test/n2": "its record names another video ('test/x2')",
+        }
+        with pytest.raises(AnomalyError, match="its record names another video"):
+            st.records()
+        with pytest.raises(AnomalyError, match="video 'test/n2': its record names another"):
+            st.features("test/n2")

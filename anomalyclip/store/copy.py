@@ -25,7 +25,6 @@ from anomalyclip.store.backend import (
     url_options,
 )
 from anomalyclip.store.meta import COMPATIBILITY_FIELDS, first_difference
-from anomalyclip.store.records import video_key
 from anomalyclip.store.store import FeatureStore, open_store
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def _copy_videos(
     :class:`DamagedVideo`. Returns the ids copied."""
     copied = []
     for vid in tqdm(video_ids, desc=desc, unit="video", leave=False):
-        key = video_key(vid)
+        key = src.key_for(vid)
         parts, problem = integrity.read_video(src, key)
         if problem and damaged is None:
             raise DamagedVideo(vid, problem)

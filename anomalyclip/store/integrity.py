@@ -21,7 +21,6 @@ from anomalyclip.store.records import (
     intervals_problem,
     order_problem,
     values_problem,
-    video_id_of,
 )
 
 if TYPE_CHECKING:
@@ -40,6 +39,8 @@ def structure_problem(store: FeatureStore, key: str) -> str | None:
         return str(exc)
     if not rec.complete:
         return "incomplete (no completeness flag)"
+    if store.key_for(rec.video_id) != key:
+        return f"its record names another video ({shorten(rec.video_id, 80)!r})"
     for group in ("videos", "frames", "times"):
         try:
             state = store.backend.array_state(f"{group}/{key}")
@@ -186,5 +187,5 @@ def verify(store: FeatureStore, progress: bool = False) -> dict[str, str]:
     for key in tqdm(store.keys(), desc="verify", unit="video", disable=not progress):
         reason = check_video(store, key)
         if reason:
-            problems[video_id_of(key)] = reason
+            problems[store.id_of(key)] = reason
     return problems

@@ -24,7 +24,6 @@ from anomalyclip.store.records import (
     check_values,
     content_sha256,
     intervals_problem,
-    video_key,
 )
 
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class StoreWriter:
 
         ``frames`` defaults to 0..T-1 and ``times`` to ``frames / fps`` (or NaN without fps).
         """
-        key = video_key(record.video_id)
+        key = self.key_for(record.video_id)
         self._trusted.discard(key)
         features = np.asarray(features)
         if features.ndim != 2:
@@ -158,7 +157,7 @@ class StoreWriter:
         """Record why a video could not be stored. It replaces what was stored of it: a
         video is either complete, or failed with a reason, never both (its old rows are
         made incomplete first, then removed, then the failure is written)."""
-        key = video_key(video_id)
+        key = self.key_for(video_id)
         self._trusted.discard(key)
         with self._writing(f"the failure of {video_id!r}"):
             self._unflag(key)
@@ -172,7 +171,7 @@ class StoreWriter:
             self._b.flush("videos/", "frames/", "times/", f"failures/{key}")
 
     def delete_video(self, video_id: str) -> None:
-        key = video_key(video_id)
+        key = self.key_for(video_id)
         self._trusted.discard(key)
         with self._writing(f"video {video_id!r}"):
             self._unflag(key)
