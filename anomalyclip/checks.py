@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from anomalyclip.errors import AnomalyError
+from anomalyclip.errors import AnomalyError, one_line
 
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # of the image tower (extract.encoder)
@@ -88,9 +88,14 @@ def run_config(path: str | Path) -> dict[str, Any]:
     """The ``config.json`` of the run directory ``path``."""
     file = run_dir(path) / "config.json"
     try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AnomalyError(f"{file}: invalid JSON ({exc})") from exc
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise AnomalyError(f"{file}: invalid JSON ({one_line(exc, 160)})") from exc
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(name, {}), dict) for name in ("inputs", "store")
+    ):
+        raise AnomalyError(f"{file}: not an anomalyclip run")
+    return config
 
 
 CLAIM = ".claimed"  # the file that makes a run folder this process's (removed once used)

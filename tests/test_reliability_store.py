@@ -364,3 +364,31 @@ def test_a_record_stored_under_another_videos_key_is_refused(tmp_path):
             st.records()
         with pytest.raises(AnomalyError, match="video 'test/n2': its record names another"):
             st.features("test/n2")
+
+
+# -- wrongly typed root attributes: one line naming the store and the field --------------------
+ROOT_EDITS = {  # root attribute -> (value, what verify says, what a reading command says)
+    "schema_version": ("2", None, 'root attribute schema_version = "2": expected an integer'),
+    "dataset": (7, "dataset 7 is unknown", "root attribute dataset = 7: expected a dataset name"),
+    "backbone": ({"model": "tiny", "dim": "8"}, "backbone has no dim",
+                 "root attributes: backbone has no dim"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ROOT_EDITS)
+def test_wrongly_typed_root_attributes_are_one_line(monkeypatch, capsys, tmp_path, name):
+    value, verified, read = ROOT_EDITS[name]
+    store = make_store(tmp_path / "s.zarr")
+    with open_store(store, "a") as st:
+        st.backend.set_attrs("", {name: value})
+    code, out, err = anomaly(monkeypatch, capsys, "store", "verify", store)
+    if verified is None:  # not even opened: a newer schema could mean anything
+        assert code == 2 and error_lines(err) == [f"error: {store}: {read}"]
+        return
+    assert code == 1 and out.splitlines() == [f"/: root attributes: {verified}"]
+    for command, shown in (("info", "videos     4 complete"), ("ls", "train/x1\ttrain")):
+        code, out, _ = anomaly(monkeypatch, capsys, "store", command, store)
+        assert code == 0 and shown in out  # the listings still show what is there
+    args = ["train", "--features", store, "--out", tmp_path / "r", "--epochs", "1"]
+    code, _, err = anomaly(monkeypatch, capsys, *args)
+    assert code == 2 and error_lines(err)[0].startswith(f"error: {store}: {read}"), err[-2000:]

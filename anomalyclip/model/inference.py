@@ -138,5 +138,20 @@ def score_videos(
             dest = (pos + rows["offset"].view(-1, 1, 1)).view(-1)[real]
             p_all[dest] = p[real]
             probs_all[dest] = probs[real]
+    _refuse_non_finite(p_all, probs_all, lengths)
     split = lengths.tolist()
     return list(p_all.split(split)), list(probs_all.split(split))
+
+
+def _refuse_non_finite(p: torch.Tensor, probs: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Scores with NaN or inf (weights or features that overflow) must never reach metrics,
+    events or alarms: the one check, for every caller (eval, predict, watch, calibration)."""
+    bad = ~(torch.isfinite(p) & torch.isfinite(probs).all(dim=1))  # (sum T,)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        video = int(torch.searchsorted(lengths.cumsum(0), first, right=True))
+        frame = first - int(lengths[:video].sum())
+        raise AnomalyError(
+            f"the model gave NaN or infinite scores for {int(bad.sum())} of {len(p)} frames "
+            f"(first: video {video}, frame {frame})"
+        )

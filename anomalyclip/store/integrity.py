@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from anomalyclip.errors import AnomalyError, one_line, shorten
-from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta
+from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta, shown
 from anomalyclip.store.records import (
     VideoRecord,
     content_sha256,
@@ -133,7 +133,7 @@ def dataset_spec(store: FeatureStore):
 
     try:
         return get_dataset(store.dataset)
-    except AnomalyError:
+    except AnomalyError:  # not text, or unknown
         return None
 
 
@@ -158,9 +158,10 @@ def root_problem(attrs: dict) -> str | None:
     if attrs.get("schema") != SCHEMA:
         found.append(f"schema is {shorten(attrs.get('schema'), 40)!r}")
     try:
-        get_dataset(attrs.get("dataset") or "")
+        dataset = attrs.get("dataset")
+        get_dataset(dataset if isinstance(dataset, str) else "")
     except AnomalyError:
-        found.append(f"dataset {shorten(attrs.get('dataset'), 40)!r} is unknown")
+        found.append(f"dataset {shown(attrs.get('dataset'))} is unknown")
     if StoreMeta.from_attrs(attrs).dim is None:
         found.append("backbone has no dim")
     for name in ("preprocessing", "sampling"):

@@ -32,6 +32,7 @@ from anomalyclip.store.meta import (
     SCHEMA,
     SCHEMA_VERSION,
     StoreMeta,
+    shown,
 )
 from anomalyclip.store.records import (
     VideoRecord,
@@ -59,7 +60,14 @@ class FeatureStore(StoreWriter):
             if attrs.get("schema") != SCHEMA:
                 self._b.close()
                 raise AnomalyError(f"{self.location}: not an anomalyclip feature store")
-            if attrs.get("schema_version", 0) > SCHEMA_VERSION:
+            version = attrs.get("schema_version", 0)
+            if not isinstance(version, int) or isinstance(version, bool):
+                self._b.close()
+                raise AnomalyError(
+                    f"{self.location}: root attribute schema_version = {shown(version)}"
+                    ": expected an integer"
+                )
+            if version > SCHEMA_VERSION:
                 self._b.close()
                 raise AnomalyError(
                     f"{self.location}: store schema version {attrs['schema_version']} is newer "
@@ -105,7 +113,13 @@ class FeatureStore(StoreWriter):
 
     @property
     def dataset(self) -> str:
-        return self.meta.dataset
+        """The dataset's name; one line naming the store when it is not text."""
+        value = self.attrs.get("dataset")
+        if not isinstance(value, str) or not value:
+            raise AnomalyError(
+                f"{self.location}: root attribute dataset = {shown(value)}: expected a dataset name"
+            )
+        return value
 
     # -- reading -------------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -135,6 +149,9 @@ class FeatureStore(StoreWriter):
     def records(self, split: str | None = None) -> list[VideoRecord]:
         """Records of the complete videos; AnomalyError naming the first damaged one, or the
         first whose split or label is not one of the store's (it would be dropped silently)."""
+        root = integrity.root_problem(self.attrs)
+        if root:
+            raise AnomalyError(f"{self.location}: {root} (`anomaly store verify` lists them)")
         spec = integrity.dataset_spec(self)
         recs = []
         for key in self.keys():
