@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from cli_helper import anomaly, error_lines
+from cli_helper import anomaly, cli_env, error_lines
 from safetensors.torch import load_file, save_file
 from synthetic import quick_run
 
@@ -163,3 +165,28 @@ def test_non_finite_scores_are_refused_where_they_are_made():
     )
     p, _ = score_videos([torch.zeros(5, 3)], nan_on_second_video, 2, 2)
     assert p[0].tolist() == [0.25] * 5
+
+
+# the entry point, then whether the process imported torch
+PROBE = (
+    "import sys\nfrom anomalyclip.cli import main\ntry:\n    main()\nfinally:\n"
+    "    print('torch' in sys.modules, file=sys.stderr)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [("--min-duration", "nan", "seconds >= 0"), ("--merge-gap", "nan", "seconds >= 0"),
+     ("--merge-gap", "inf", "seconds >= 0"), ("--exit-ratio", "nan", "a ratio in (0, 1]")],
+)  # fmt: skip
+def test_nan_event_settings_are_one_line_before_torch(tmp_path, trained, option, value, expected):
+    """`--min-duration nan` was accepted and dropped every event."""
+    store, run = trained
+    for command in (["eval", "-c", run, "-o", tmp_path / "e"], ["predict", store, "-c", run]):
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, *map(str, command), option, value],
+            env=cli_env(), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        *_, line, torch_imported = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and line == f"error: {option} {value}: expected {expected}"
+        assert torch_imported == "False"
