@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -190,3 +192,29 @@ def test_nan_event_settings_are_one_line_before_torch(tmp_path, trained, option,
         *_, line, torch_imported = done.stderr.strip().splitlines()
         assert done.returncode == 2 and line == f"error: {option} {value}: expected {expected}"
         assert torch_imported == "False"
+
+
+def test_predict_takes_a_file_name_that_is_not_utf8(tmp_path, trained):
+    """A camera export named in Latin-1 (``caf\\xe9.mp4``): its bytes are kept in the output
+    names (``caf%E9``, as `unquote` gives them back) and shown as ``\\xe9`` in text, also
+    where the terminal's encoding refuses what is not UTF-8."""
+    _, run = trained
+    pixels, _ = render_scene("Normal", np.random.default_rng(0), 12, (64, 48))
+    encode_video(tmp_path / "v.mp4", pixels, fps=10)
+    name = os.fsencode(tmp_path) + b"/caf\xe9.mp4"
+    os.rename(tmp_path / "v.mp4", name)
+    done = subprocess.run(
+        [sys.executable, "-m", "anomalyclip.cli", "predict", name, "-c", run, "-o",
+         tmp_path / "p"], env=cli_env({"PYTHONIOENCODING": "utf-8"}), capture_output=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
+    out = tmp_path / "p"
+    line = done.stdout.decode()
+    assert line.startswith(f"{tmp_path}/caf\\xe9.mp4: 12 frames, mean p(A) 0.")
+    assert f"-> {out}/caf%E9.csv" in line
+    assert sorted(p.name for p in out.iterdir()) == [
+        "caf%E9.csv", "caf%E9.events.csv", "caf%E9.events.json", "caf%E9.png"
+    ]  # fmt: skip
+    assert unquote("caf%E9", errors="surrogateescape") == os.fsdecode(b"caf\xe9")
+    assert len((out / "caf%E9.csv").read_text().splitlines()) == 1 + 12

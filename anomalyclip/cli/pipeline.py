@@ -333,7 +333,7 @@ def predict_cmd(
     from anomalyclip.events import EventConfig
 
     events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)  # before torch
-    from anomalyclip.evaluate.predict import PredictConfig, predict
+    from anomalyclip.evaluate.predict import PredictConfig, predict, printable
     from anomalyclip.extract.decode import Sampling
 
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
@@ -344,7 +344,7 @@ def predict_cmd(
     for r in results:
         extra = f", {r.video}" if r.video else ""
         typer.echo(
-            f"{r.source}: {r.frames} frames, mean p(A) {r.mean_p_abnormal:.3f}, "
+            f"{printable(r.source)}: {r.frames} frames, mean p(A) {r.mean_p_abnormal:.3f}, "
             f"{len(r.events)} events -> {r.csv}, {r.events_file}, {r.plot}{extra}"
         )
         for e in r.events:
@@ -354,6 +354,6 @@ def predict_cmd(
                 f"{e.end_frame - 1}  peak p(A) {e.peak:.2f}  mean {e.mean:.2f}  {top}"
             )
     for src, reason in failed.items():
-        typer.echo(f"failed: {src}: {reason}", err=True)
+        typer.echo(f"failed: {printable(src)}: {reason}", err=True)
     if failed:
         raise typer.Exit(1)
