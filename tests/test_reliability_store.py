@@ -392,3 +392,35 @@ def test_wrongly_typed_root_attributes_are_one_line(monkeypatch, capsys, tmp_pat
     args = ["train", "--features", store, "--out", tmp_path / "r", "--epochs", "1"]
     code, _, err = anomaly(monkeypatch, capsys, *args)
     assert code == 2 and error_lines(err)[0].startswith(f"error: {store}: {read}"), err[-2000:]
+
+
+# -- what a store holds never drives the terminal -------------------------------------------
+HOSTILE = "cam\x1b]0;owned\x07\x1b[2J\x1b[31m\u202egpj.exe\tx\ny"
+SHOWN = "cam\\x1b]0;owned\\x07\\x1b[2J\\x1b[31m\\u202egpj.exe\\tx\\ny"
+
+
+def test_ls_info_and_verify_escape_control_characters(monkeypatch, capsys, tmp_path):
+    """Ids, labels and failure reasons come from whoever wrote the store: escape sequences
+    (clear the screen, retitle the window, recolour), bidi overrides, tabs and newlines in
+    them are shown escaped, so each video stays one line of tab-separated fields."""
+    store = make_store(tmp_path / "s.zarr", {f"test/{HOSTILE}": (20, "Normal", "test", [])})
+    with open_store(store, "a") as st:
+        st.record_failure(f"train/{HOSTILE}", "x.mp4", f"moov atom not found {HOSTILE}\\z")
+        key = st.key_for(f"test/{HOSTILE}")
+        st.backend.set_attrs(f"videos/{key}", {"label": "Nor\x1b[8mmal"})
+    outputs = {}
+    for command in ("ls", "info", "verify"):
+        code, out, err = anomaly(monkeypatch, capsys, "store", command, store)
+        assert code == (1 if command == "verify" else 0)
+        text = out + err  # (stderr's \r: the progress bar's own)
+        assert not [c for c in text if (ord(c) < 32 and c not in "\n\t\r") or c in "\x7f\u202e"]
+        assert "\r" not in out
+        outputs[command] = out.splitlines()
+    assert outputs["ls"] == [
+        f"test/{SHOWN}\ttest\tNor\\x1b[8mmal\t20\tok",
+        f"train/{SHOWN}\t-\t-\t0\tfailed: moov atom not found {SHOWN}\\\\z",
+    ]
+    assert "  test        1  Nor\\x1b[8mmal 1" in outputs["info"]
+    assert outputs["verify"] == [
+        f"test/{SHOWN}: label 'Nor\\x1b[8mmal' is not a class of dataset 'demo'"
+    ]
