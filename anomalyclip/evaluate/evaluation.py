@@ -80,12 +80,16 @@ def read_annotations(dataset: str, path: str | Path) -> dict[str, list[list[int]
 
 
 def apply_annotations(
-    records: list, annotations: dict[str, list[list[int]]], source: str | Path
+    records: list,
+    annotations: dict[str, list[list[int]]],
+    source: str | Path,
+    frames: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Replace the test records' intervals by those of an annotation file.
 
     A video is matched by its id or by its base name; test videos the file does not name
-    are normal (the official files list only anomalous videos).
+    are normal (the official files list only anomalous videos). Given each video's
+    ``frames``, its intervals must lie inside them.
     """
     by_name = {PurePosixPath(k).name: v for k, v in annotations.items()}
     matched = 0
@@ -96,6 +100,10 @@ def apply_annotations(
         rec.intervals = intervals or []
     if annotations and not matched:
         raise AnomalyError(f"{source}: names none of the store's test videos")
+    for rec in records if frames is not None else []:
+        problem = intervals_problem(rec.intervals, frames[rec.video_id])
+        if problem:
+            raise AnomalyError(f"{source}: video {rec.video_id!r}: {problem}")
 
 
 def metrics_on_test_split(
@@ -105,6 +113,20 @@ def metrics_on_test_split(
     training measures each epoch (the callback :data:`anomalyclip.train.Evaluator`)."""
     found = evaluate_store(model, store, device=device)
     return found[0] if found else None
+
+
+def _score(model: torch.nn.Module, feats: list[torch.Tensor], batch_size: int, device, progress):
+    """(p_abnormal, probs) of each video's (T, D) features, in eval mode (restored after)."""
+    mcfg = model.cfg
+    was_training = model.training
+    model.eval()
+    try:
+        return score_videos(
+            feats, score_fn(model), mcfg.num_segments, mcfg.seg_length, batch_size, device,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
 
 
 def evaluate_store(
@@ -127,27 +149,9 @@ def evaluate_store(
         return None
     frames = {r.video_id: store.frames(r.video_id) for r in records}  # checked on first read
     if annotations is not None:
-        apply_annotations(records, annotations, annotations_file)
-        for rec in records:
-            problem = intervals_problem(rec.intervals, frames[rec.video_id])
-            if problem:
-                raise AnomalyError(f"{annotations_file}: video {rec.video_id!r}: {problem}")
-    mcfg = model.cfg
+        apply_annotations(records, annotations, annotations_file, frames)
     feats = [torch.from_numpy(store.features(r.video_id).astype(np.float32)) for r in records]
-    was_training = model.training
-    model.eval()
-    try:
-        p_list, probs_list = score_videos(
-            feats,
-            score_fn(model),
-            mcfg.num_segments,
-            mcfg.seg_length,
-            batch_size,
-            device,
-            progress=progress,
-        )
-    finally:
-        model.train(was_training)
+    p_list, probs_list = _score(model, feats, batch_size, device, progress)
     results = []
     for rec, p, probs in zip(records, p_list, probs_list, strict=True):
         found = frames[rec.video_id]
