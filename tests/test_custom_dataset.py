@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helper import call_cli
+from metrics_reference import eval_auc
 
 from anomalyclip.datasets import discover, get_adapter, get_dataset, read_video_csv
 from anomalyclip.errors import AnomalyError
@@ -208,7 +209,8 @@ def test_features_train_eval_on_my_videos(tmp_path, my_videos, tiny_clip):
     assert metrics["frames"] == sum(v[3] for v in tests)
     assert metrics["abnormal_frames"] == sum(e - s for s, e in spans) > 0
     assert np.asarray(metrics["confusion"]).shape == (3, 3)
-    assert 0.0 <= metrics["auc"] <= 1.0
+    # the AUC is the Mann-Whitney statistic of the per-frame CSVs (6 decimals written)
+    assert metrics["auc"] == pytest.approx(eval_auc(tmp_path / "eval", "Normal"), abs=1e-4)
 
     # the CSV is also the ground truth eval can be given: the same, then moved
     done = call_cli(
@@ -228,7 +230,11 @@ def test_features_train_eval_on_my_videos(tmp_path, my_videos, tiny_clip):
     assert done.code == 0, done.err
     shifted = json.loads((tmp_path / "moved" / "metrics.json").read_text())
     assert shifted["abnormal_frames"] == metrics["abnormal_frames"]
-    assert shifted["auc"] != metrics["auc"]
+    # the same scores against the moved truth: the first n frames of each anomalous video
+    lengths = {video_id(rel): sum(e - s for s, e in truth[video_id(rel)]) for rel, *_ in tests}
+    expected = eval_auc(tmp_path / "eval", "Normal", truth=lengths)
+    assert shifted["auc"] == pytest.approx(expected, abs=1e-4)
+    assert abs(expected - metrics["auc"]) > 0.01  # the truth moved far enough to tell apart
     # ground truth past a video's end would count it as normal: refused, naming it
     late = [[rel, label, split, *([0, n + 1] if label != "Normal" else [])]
             for rel, label, split, n, _ in tests]  # fmt: skip

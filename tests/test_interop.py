@@ -55,7 +55,6 @@ SKIPPED = ("net.image_encoder.", "net.selector_model.logit_scale", "net.prompt_l
 TEXT = "prompt_learner.text_encoder."
 
 
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     return openai_text_clip(tmp_path_factory.mktemp("clip_openai_text"))
