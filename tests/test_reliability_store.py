@@ -253,6 +253,8 @@ TAMPERED = {  # what is changed -> what verify and every read say
                                "interval [60, 70) is not inside the video's frames [0, 50)"),
     "interval ending late": ({"intervals": [[10, 51]]},
                              "interval [10, 51) is not inside the video's frames [0, 50)"),
+    "interval end 1e23": ({"intervals": [[10, 10**23]]},
+                          f"interval [10, {10**23}) is not inside the video's frames [0, 50)"),
     "empty interval": ({"intervals": [[20, 20]]},
                        "interval [20, 20) is not inside the video's frames [0, 50)"),
 }  # fmt: skip
