@@ -57,6 +57,7 @@ class HDF5Backend:
             raise AnomalyError(f"{location}: HDF5 stores must be local files; use Zarr for URLs")
         self.location = location
         self.write_once = False
+        self._arrays: dict[str, Any] = {}  # path -> dataset found stored as the store writes
         if mode == "r" and not Path(location).is_file():
             raise AnomalyError(f"{location}: no feature store here")
         if mode == "w" or (mode == "a" and not Path(location).exists()):
@@ -167,12 +168,18 @@ class HDF5Backend:
         return self._has(path)
 
     def array(self, path: str) -> Node:
-        problem = self.storage_problem(path)
-        if problem:
-            raise ValueError(f"{path} is {problem} (refused)")
-        return self._node(path)
+        """The dataset at ``path``, once :meth:`storage_problem` found nothing (kept: a
+        training batch reads the same arrays again and again)."""
+        node = self._arrays.get(path)
+        if node is None:
+            problem = self.storage_problem(path)
+            if problem:
+                raise ValueError(f"{path} is {problem} (refused)")
+            node = self._arrays[path] = self._node(path)
+        return node
 
     def write_array(self, path: str, data: np.ndarray, attrs: dict) -> None:
+        self._arrays.pop(path, None)
         if self._has(path):
             del self._file[path]
         chunked = data.size > 0
@@ -192,6 +199,7 @@ class HDF5Backend:
             self.set_attrs(path, attrs)
 
     def delete(self, path: str) -> None:
+        self._arrays.pop(path, None)
         if self._has(path):
             del self._file[path]  # a link is removed, never followed
 
