@@ -271,8 +271,8 @@ def test_ground_truth_past_the_end_fails_that_video_alone(tmp_path, my_videos, t
 
 
 def test_a_long_cjk_name_deep_in_folders_is_extracted(tmp_path, my_videos, tiny_clip):
-    """35 CJK characters six folders deep: over 1,000 bytes once the id is percent-encoded,
-    four times what a file name may hold; the store's key is bounded, the id kept whole."""
+    """35 CJK characters six folders deep: 441 bytes once the id is percent-encoded, beyond
+    the 255 a file name may hold; the store's key is bounded, the id kept whole."""
     videos, _, _ = my_videos
     name = "北京市朝阳区监控摄像头录像二〇二四年十二月三十一日晚上十一点五十九分五十九秒"[:35]
     rel = "现场/" * 6 + f"{name}.mp4"

@@ -309,7 +309,7 @@ LONG_ID = "现场/" * 6 + NAME
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
 def test_ids_longer_than_a_file_name_are_stored_under_bounded_keys(tmp_path, suffix):
-    """A 35-character CJK name six folders deep is 1,000+ bytes once percent-encoded: its key
+    """A 35-character CJK name six folders deep is 441 bytes once percent-encoded: its key
     is cut and ends in a hash; the record keeps the id, through which it is read back."""
     assert len(NAME) == 35 and len(quote(LONG_ID)) > 255 and len(video_key(LONG_ID)) <= 200
     assert video_key("test/x2") == "test%2Fx2"  # short keys unchanged
