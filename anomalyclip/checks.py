@@ -8,13 +8,15 @@ Nothing here imports more than the standard library.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from anomalyclip.errors import AnomalyError
+from anomalyclip.errors import AnomalyError, one_line
 
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # of the image tower (extract.encoder)
@@ -86,17 +88,29 @@ def run_config(path: str | Path) -> dict[str, Any]:
     """The ``config.json`` of the run directory ``path``."""
     file = run_dir(path) / "config.json"
     try:
-        return json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AnomalyError(f"{file}: invalid JSON ({exc})") from exc
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise AnomalyError(f"{file}: invalid JSON ({one_line(exc, 160)})") from exc
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(name, {}), dict) for name in ("inputs", "store")
+    ):
+        raise AnomalyError(f"{file}: not an anomalyclip run")
+    return config
+
+
+CLAIM = ".claimed"  # the file that makes a run folder this process's (removed once used)
 
 
 def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
-    """Create the folder a new run writes to, and return it.
+    """Create the folder a new run writes to, claim it, and return it.
 
     A run is never overwritten: ``out`` is used when it is absent or an empty folder, else
-    the first free of ``out-2``, ``out-3``, ... With ``exist_ok``, ``out`` itself. The folder
-    is checked to take files, so a read-only place fails now, not after an epoch.
+    the first free of ``out-2``, ``out-3``, ... With ``exist_ok``, ``out`` itself, unclaimed.
+    The claim is one exclusive create of :data:`CLAIM` inside the folder, so of two commands
+    started together exactly one gets each folder (an empty folder is not enough: both would
+    see it empty). The claim also shows the folder takes files, so a read-only place fails
+    now, not after an epoch. The first checkpoint removes it; a process that exits without
+    writing one gives the folder back (see :func:`_release_at_exit`).
     """
     base = Path(out)
     if not base.name:
@@ -106,18 +120,50 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
     n = 1
     while True:
         folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        n += 1
         try:
-            folder.mkdir(parents=True, exist_ok=exist_ok)
+            folder.mkdir(parents=True)
+            created = True
         except FileExistsError:
-            if folder.is_file() or any(folder.iterdir()):
-                n += 1
+            if folder.is_file() or (not exist_ok and _holds_more_than_a_claim(folder)):
                 continue
+            created = False
         except OSError as exc:
             raise AnomalyError(f"{folder}: cannot create the run folder ({exc.strerror})") from exc
+        if exist_ok:
+            _check_writable(folder)
+            return folder
         try:
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+            os.close(os.open(folder / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            continue  # another command claimed it first
         except OSError as exc:
             why = exc.strerror
             raise AnomalyError(f"{folder}: cannot write in the run folder ({why})") from exc
+        atexit.register(_release_at_exit, folder, created)
         return folder
+
+
+def _holds_more_than_a_claim(folder: Path) -> bool:
+    return any(p.name != CLAIM for p in folder.iterdir())
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise AnomalyError(f"{folder}: cannot write in the run folder ({exc.strerror})") from exc
+
+
+def _release_at_exit(folder: Path, created: bool) -> None:
+    """At exit, give back a claimed folder no run was written into (the claim removed, and
+    the folder too if this process made it); a folder holding a run keeps it."""
+    try:
+        if _holds_more_than_a_claim(folder):
+            return
+        (folder / CLAIM).unlink(missing_ok=True)
+        if created:
+            folder.rmdir()
+    except OSError:
+        pass  # moved or removed meanwhile: nothing to give back

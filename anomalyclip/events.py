@@ -23,6 +23,7 @@ it opens, while it grows and when it closes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -46,12 +47,18 @@ class EventConfig:
     min_duration: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise AnomalyError(f"event threshold {self.threshold} is not a probability in [0, 1]")
-        if not 0.0 < self.exit_ratio <= 1.0:
-            raise AnomalyError(f"exit ratio {self.exit_ratio} must lie in (0, 1]")
-        if self.merge_gap < 0 or self.min_duration < 0:
-            raise AnomalyError("merge gap and minimum duration are seconds >= 0")
+        """The one check of the settings, named by the options that set them (NaN compares
+        false, so it fails every check: a NaN gap or duration silently dropped every event)."""
+        rules = (
+            ("--threshold", self.threshold, lambda x: 0.0 <= x <= 1.0, "a probability in [0, 1]"),
+            ("--exit-ratio", self.exit_ratio, lambda x: 0.0 < x <= 1.0, "a ratio in (0, 1]"),
+            ("--merge-gap", self.merge_gap, lambda x: 0.0 <= x < math.inf, "seconds >= 0"),
+            ("--min-duration", self.min_duration, lambda x: 0.0 <= x < math.inf, "seconds >= 0"),
+        )
+        for flag, value, ok, expected in rules:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and ok(value)):
+                raise AnomalyError(f"{flag} {value}: expected {expected}")
 
     @property
     def exit_threshold(self) -> float:

@@ -153,8 +153,8 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
     if path.is_dir():
         return _scan_folder(path)
     if path.is_file():
-        if _is_list_file(path):
-            return _read_list(path, live, depth)
+        if _is_list_file(path, sniff=where is None):  # a list names lists by their suffix
+            return _read_list(path, live, depth, quoted=where is None)
         return [path]  # named explicitly: a video whatever its suffix
     if _GLOB.search(item):
         matches = sorted(_glob(str(path)), key=_natural)
@@ -296,11 +296,11 @@ def probe_video(path: Path) -> bool:
         return False
 
 
-def _is_list_file(path: Path) -> bool:
+def _is_list_file(path: Path, sniff: bool = True) -> bool:
     suffix = path.suffix.lower()
     if suffix in LIST_SUFFIXES:
         return True
-    if suffix in VIDEO_EXTENSIONS:
+    if suffix in VIDEO_EXTENSIONS or not sniff:
         return False
     try:
         with path.open("rb") as fh:
@@ -318,7 +318,11 @@ def _is_list_file(path: Path) -> bool:
     return True
 
 
-def _read_list(path: Path, live: bool, depth: int) -> list[Source]:
+def _read_list(path: Path, live: bool, depth: int, quoted: bool = True) -> list[Source]:
+    """The sources of a list file. An error quotes a line only of a list named on the command
+    line with a list suffix: any other file read as a list (one a shared list names, or a
+    small text file) may hold what must not be shown, so only its line number is."""
+    quoted = quoted and path.suffix.lower() in LIST_SUFFIXES
     if depth >= _MAX_LIST_DEPTH:
         raise AnomalyError(f"{path}: list files nested more than {_MAX_LIST_DEPTH} deep")
     try:
@@ -330,7 +334,15 @@ def _read_list(path: Path, live: bool, depth: int) -> list[Source]:
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        found += _expand(entry, path.parent, live, depth + 1, f"{path}:{lineno}")
+        try:
+            found += _expand(entry, path.parent, live, depth + 1, f"{path}:{lineno}")
+        except AnomalyError as exc:
+            if quoted:
+                raise
+            raise AnomalyError(
+                f"{path}:{lineno}: names no video file, frame folder, glob or URL (read as a "
+                "list of videos; its lines are not shown)"
+            ) from exc
     if not found:
         raise AnomalyError(f"{path}: the list names no video")
     return found

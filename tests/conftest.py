@@ -1,4 +1,11 @@
-"""Shared fixtures: a tiny random CLIP, and the real test videos when they are present."""
+"""Shared fixtures: a tiny random CLIP, and the real test videos when they are given.
+
+The real videos (OpenCV's ``samples/data``: vtest.avi, tree.avi, Megamind.avi,
+Megamind_bugy.avi) are found through one variable, ``ANOMALYCLIP_TEST_VIDEOS``, the folder
+holding them. Without it the tests that decode them skip, and the run ends with one line
+saying how many did; with ``ANOMALYCLIP_REQUIRE_TEST_VIDEOS=1`` (CI) they fail instead, so
+a run cannot be green without having decoded a real video.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +16,49 @@ import pytest
 
 from anomalyclip.backbone import build_clip
 
+VIDEOS_VARIABLE = "ANOMALYCLIP_TEST_VIDEOS"
+REQUIRE_VARIABLE = "ANOMALYCLIP_REQUIRE_TEST_VIDEOS"
+REAL_VIDEOS = ("vtest.avi", "tree.avi", "Megamind.avi", "Megamind_bugy.avi")
+NO_VIDEOS = "real test videos not given"  # how their skips start (counted at the end)
 
-def shared_videos_dir() -> Path:
-    """``shared/data/videos`` beside the repository (CI), or ``$ANOMALYCLIP_TEST_VIDEOS``."""
-    env = os.environ.get("ANOMALYCLIP_TEST_VIDEOS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared/data/videos"
+
+def shared_videos_dir() -> Path | None:
+    """``$ANOMALYCLIP_TEST_VIDEOS`` when it holds the real test videos, else None (or a
+    failure of the calling test under ``ANOMALYCLIP_REQUIRE_TEST_VIDEOS=1``)."""
+    given = os.environ.get(VIDEOS_VARIABLE)
+    missing = [n for n in REAL_VIDEOS if not given or not (Path(given) / n).is_file()]
+    if not missing:
+        return Path(given)
+    why = f"{VIDEOS_VARIABLE}={given}: no {', '.join(missing)}" if given else "unset"
+    if os.environ.get(REQUIRE_VARIABLE) == "1":
+        pytest.fail(f"real test videos required ({REQUIRE_VARIABLE}=1) but {why}")
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    """The folder of real test videos; tests that need it skip without it (fail in CI)."""
+    folder = shared_videos_dir()
+    if folder is None:
+        pytest.skip(f"{NO_VIDEOS} (set {VIDEOS_VARIABLE})")
+    return folder
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """One line when tests skipped for want of the real videos."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    n = sum(NO_VIDEOS in str(getattr(r, "longrepr", "")) for r in skipped)
+    if n:
+        terminalreporter.write_line(
+            f"{n} tests that decode real videos skipped: set {VIDEOS_VARIABLE} to a folder "
+            f"holding {', '.join(REAL_VIDEOS)} (OpenCV's samples/data)"
+        )
 
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Path:
     """A random CLIP with real input and output sizes (224x224, 512-d), saved in HF format."""
     return build_clip(tmp_path_factory.mktemp("clip"), "tiny")
-
-
-@pytest.fixture(scope="session")
-def shared_videos() -> Path:
-    """The folder of real test videos; tests that need it skip on a fresh clone."""
-    folder = shared_videos_dir()
-    if not (folder / "vtest.avi").is_file():
-        pytest.skip(f"real test videos not found in {folder}")
-    return folder
 
 
 @pytest.fixture

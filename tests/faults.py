@@ -97,7 +97,7 @@ def _hook_zarr(kill: _KillAt) -> None:
 def _hook_hdf5(kill: _KillAt) -> None:
     import h5py
 
-    from anomalyclip.store import backend
+    from anomalyclip.store import hdf5
 
     real_file = h5py.File
 
@@ -109,13 +109,13 @@ def _hook_hdf5(kill: _KillAt) -> None:
     backend_h5py = file
     h5py.File = backend_h5py
     for name in ("set_attrs", "write_array", "ensure_group", "delete", "flush"):
-        real = getattr(backend.HDF5Backend, name)
+        real = getattr(hdf5.HDF5Backend, name)
 
         def wrapped(self, *args, _real=real, **kwargs):
             kill()
             return _real(self, *args, **kwargs)
 
-        setattr(backend.HDF5Backend, name, wrapped)
+        setattr(hdf5.HDF5Backend, name, wrapped)
 
 
 def _preload() -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_helper import call_cli
+from metrics_reference import eval_auc
 
 from anomalyclip.datasets import discover, get_adapter, get_dataset, read_video_csv
 from anomalyclip.errors import AnomalyError
@@ -81,6 +83,8 @@ def test_rows_classes_and_class_order(tmp_path):
         ([["a.mp4", "Normal", "train"], ["a.avi", "Fire", "train"]], 2, "duplicate video 'a'"),
         ([["../a.mp4", "Normal", "train"]], 1, "is not a path relative to the dataset"),
         ([["a.mp4", "Fire", "test", 9, 3]], 1, "interval start 9 > end 3"),
+        ([["a.mp4", "Fire", "test", 4, 4]], 1, "interval 4 4 is empty (end excluded)"),
+        ([["a.mp4", "Fire", "test", 1, 10**23]], 1, f"frame number {10**23} is beyond any video"),
         ([["a.mp4", "Fire", "test", "1s", 3]], 1, "start frame '1s' is not an integer"),
         ([["a.mp4", "Fi,re", "train"]], 1, "class 'Fi,re' must be non-empty, without ','"),
     ],
@@ -205,7 +209,8 @@ def test_features_train_eval_on_my_videos(tmp_path, my_videos, tiny_clip):
     assert metrics["frames"] == sum(v[3] for v in tests)
     assert metrics["abnormal_frames"] == sum(e - s for s, e in spans) > 0
     assert np.asarray(metrics["confusion"]).shape == (3, 3)
-    assert 0.0 <= metrics["auc"] <= 1.0
+    # the AUC is the Mann-Whitney statistic of the per-frame CSVs (6 decimals written)
+    assert metrics["auc"] == pytest.approx(eval_auc(tmp_path / "eval", "Normal"), abs=1e-4)
 
     # the CSV is also the ground truth eval can be given: the same, then moved
     done = call_cli(
@@ -225,7 +230,66 @@ def test_features_train_eval_on_my_videos(tmp_path, my_videos, tiny_clip):
     assert done.code == 0, done.err
     shifted = json.loads((tmp_path / "moved" / "metrics.json").read_text())
     assert shifted["abnormal_frames"] == metrics["abnormal_frames"]
-    assert shifted["auc"] != metrics["auc"]
+    # the same scores against the moved truth: the first n frames of each anomalous video
+    lengths = {video_id(rel): sum(e - s for s, e in truth[video_id(rel)]) for rel, *_ in tests}
+    expected = eval_auc(tmp_path / "eval", "Normal", truth=lengths)
+    assert shifted["auc"] == pytest.approx(expected, abs=1e-4)
+    assert abs(expected - metrics["auc"]) > 0.01  # the truth moved far enough to tell apart
+    # ground truth past a video's end would count it as normal: refused, naming it
+    late = [[rel, label, split, *([0, n + 1] if label != "Normal" else [])]
+            for rel, label, split, n, _ in tests]  # fmt: skip
+    late_csv = write_csv(tmp_path / "late.csv", late)
+    done = call_cli(
+        "eval", "--checkpoint", run, "--out", tmp_path / "late", "--annotations", late_csv
+    )
+    assert done.code == 2 and done.error_line == (
+        f"error: {late_csv}: video 'test/cam2_0103': interval [0, 45) is not inside the "
+        "video's frames [0, 44)"
+    )
+
+
+def test_ground_truth_past_the_end_fails_that_video_alone(tmp_path, my_videos, tiny_clip):
+    """A span beyond the video's last frame would make an anomalous video count as all
+    normal: that video is recorded as failed, with why, and the others are extracted."""
+    videos, _, truth = my_videos
+    rows = [
+        ["test/cam2_0103.mp4", "Fire", "test", 40, 50],  # the video has 44 frames
+        ["test/cam1_0101.mp4", "Normal", "test"],
+        ["shop/cam1 0001.mp4", "Normal", "train"],
+    ]
+    table = write_csv(tmp_path / "late.csv", rows)
+    done = call_cli(
+        "features", "--dataset", f"csv:{table}", "--videos", videos, "--model", tiny_clip,
+        "--out", tmp_path / "s.zarr", "--batch-size", 32, "--workers", 1, "--device", "cpu",
+    )  # fmt: skip
+    assert done.code == 1, done.err
+    with open_store(tmp_path / "s.zarr") as st:
+        assert st.video_ids() == ["shop/cam1 0001", "test/cam1_0101"]
+        assert st.failures()["test/cam2_0103"]["error"] == (
+            "test/cam2_0103: interval [40, 50) is not inside the video's frames [0, 44)"
+        )
+
+
+def test_a_long_cjk_name_deep_in_folders_is_extracted(tmp_path, my_videos, tiny_clip):
+    """35 CJK characters six folders deep: 441 bytes once the id is percent-encoded, beyond
+    the 255 a file name may hold; the store's key is bounded, the id kept whole."""
+    videos, _, _ = my_videos
+    name = "北京市朝阳区监控摄像头录像二〇二四年十二月三十一日晚上十一点五十九分五十九秒"[:35]
+    rel = "现场/" * 6 + f"{name}.mp4"
+    (tmp_path / "v" / rel).parent.mkdir(parents=True)
+    shutil.copy(videos / "shop/cam2_0003.mp4", tmp_path / "v" / rel)
+    shutil.copy(videos / "shop/cam1 0001.mp4", tmp_path / "v" / "n.mp4")
+    table = write_csv(tmp_path / "long.csv", [[rel, "Fire", "train"], ["n.mp4", "Normal", "train"]])
+    args = ["features", "--dataset", f"csv:{table}", "--videos", tmp_path / "v", "--model",
+            tiny_clip, "--out", tmp_path / "s.zarr", "--workers", 1, "--device", "cpu"]  # fmt: skip
+    done = call_cli(*args)
+    assert done.code == 0, done.err
+    assert done.out.startswith("2 videos: 2 extracted, 0 already done, 0 failed; 76 frames")
+    with open_store(tmp_path / "s.zarr") as st:
+        assert sorted(st.video_ids()) == sorted([video_id(rel), "n"]) and st.verify() == {}
+        assert st.frames(video_id(rel)).tolist() == list(range(40))
+    done = call_cli(*args)  # found again by its id: nothing to redo
+    assert done.code == 0 and done.out.startswith("2 videos: 0 extracted, 2 already done"), done.err
 
 
 def test_import_npy_of_my_videos(tmp_path, my_videos):
@@ -233,8 +297,9 @@ def test_import_npy_of_my_videos(tmp_path, my_videos):
     _, table, truth = my_videos
     rng = np.random.default_rng(3)
     feats = {}
-    for k, vid in enumerate(truth):
-        feats[vid] = rng.standard_normal((6 + k, 512)).astype(np.float32)
+    frames = {video_id(rel): n for rel, _, _, n, _ in VIDEOS}
+    for k, vid in enumerate(truth):  # one row per frame, as `features` extracts them
+        feats[vid] = rng.standard_normal((frames[vid], 512)).astype(np.float32)
         rel = vid.rsplit("/", 1)[-1] if k % 2 else vid
         (tmp_path / "npy" / rel).parent.mkdir(parents=True, exist_ok=True)
         np.save(tmp_path / "npy" / f"{rel}.npy", feats[vid])

@@ -186,44 +186,41 @@ def _camera_clip(path, frames: int = 40):
     return path
 
 
-def _conversion_sources(tmp_path, shared_videos_dir):
-    paths = [_camera_clip(tmp_path / "camera.mp4")]
-    real = shared_videos_dir() / "Megamind.avi"  # MPEG-4 Part 2 with B-frames, 720 x 528
-    return paths + ([real] if real.is_file() else [])
-
-
-def test_kept_conversion_context_gives_pyav_s_own_pixels(tmp_path):
+@pytest.mark.parametrize("source", ["camera", "Megamind"])
+def test_kept_conversion_context_gives_pyav_s_own_pixels(tmp_path, request, source):
     """``Converter`` keeps one swscale context per stream instead of PyAV's new one per call
     (a speed change only): its RGB at the stored size, its RGB scaled to 360 rows with the
     area filter, and its yuv420p for the encoders are bit-identical to PyAV's per-call
-    conversions, and every array it handed out is still intact after later conversions."""
-    from conftest import shared_videos_dir
-
+    conversions, and every array it handed out is still intact after later conversions.
+    Megamind.avi is MPEG-4 Part 2 with B-frames, 720 x 528."""
     from anomalyclip.extract.decode import Converter
 
-    for path in _conversion_sources(tmp_path, shared_videos_dir):
-        full, scaled, to_yuv = Converter(), Converter(), Converter()
-        ours, theirs = [], []
-        with av.open(str(path)) as container:
-            for _, frame in zip(range(40), container.decode(video=0), strict=False):
-                width = max(2, round(frame.width * 360 / frame.height / 2) * 2)
-                rgb = full.rgb(frame)
-                small = scaled.rgb(frame, width, 360, "AREA")
-                yuv = to_yuv.for_encoder(rgb).to_ndarray()
-                ours.append((rgb, small, yuv))
-                theirs.append((
-                    frame.to_ndarray(format="rgb24"),
-                    frame.to_ndarray(format="rgb24", width=width, height=360, interpolation="AREA"),
-                    av.VideoFrame.from_ndarray(rgb.copy(), format="rgb24")
-                    .reformat(format="yuv420p").to_ndarray(),
-                ))  # fmt: skip
-        assert len(ours) == 40, path
-        assert ours[0][1].shape == (360, width, 3)
-        for k, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            for mine, pyav in zip(a, b, strict=True):
-                assert mine.shape == pyav.shape and np.array_equal(mine, pyav), (path, k)
-        # a changing scene: the frames really differ, so a reused buffer would have shown
-        assert np.abs(ours[0][0].astype(int) - ours[-1][0]).mean() > 1.0
+    if source == "camera":
+        path = _camera_clip(tmp_path / "camera.mp4")
+    else:
+        path = request.getfixturevalue("shared_videos") / "Megamind.avi"
+    full, scaled, to_yuv = Converter(), Converter(), Converter()
+    ours, theirs = [], []
+    with av.open(str(path)) as container:
+        for _, frame in zip(range(40), container.decode(video=0), strict=False):
+            width = max(2, round(frame.width * 360 / frame.height / 2) * 2)
+            rgb = full.rgb(frame)
+            small = scaled.rgb(frame, width, 360, "AREA")
+            yuv = to_yuv.for_encoder(rgb).to_ndarray()
+            ours.append((rgb, small, yuv))
+            theirs.append((
+                frame.to_ndarray(format="rgb24"),
+                frame.to_ndarray(format="rgb24", width=width, height=360, interpolation="AREA"),
+                av.VideoFrame.from_ndarray(rgb.copy(), format="rgb24")
+                .reformat(format="yuv420p").to_ndarray(),
+            ))  # fmt: skip
+    assert len(ours) == 40, path
+    assert ours[0][1].shape == (360, width, 3)
+    for k, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        for mine, pyav in zip(a, b, strict=True):
+            assert mine.shape == pyav.shape and np.array_equal(mine, pyav), (path, k)
+    # a changing scene: the frames really differ, so a reused buffer would have shown
+    assert np.abs(ours[0][0].astype(int) - ours[-1][0]).mean() > 1.0
 
 
 def test_a_converter_follows_a_change_of_size(tmp_path):

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from cli_helper import call_cli
+from metrics_reference import eval_auc, eval_frames
 from synthetic import quick_run
 
 from anomalyclip.evaluate.report import read_video_csv
@@ -39,10 +40,16 @@ def test_annotation_file_replaces_the_stores_ground_truth(tmp_path, trained):
 
     base = evaluate(run, tmp_path / "a")
     assert base["videos"] == 12 and (tmp_path / "a" / "roc.png").is_file()
+    # the AUC is the Mann-Whitney statistic of the per-frame CSVs (6 decimals written)
+    assert base["auc"] == pytest.approx(eval_auc(tmp_path / "a", "Normal"), abs=1e-4)
     assert evaluate(run, tmp_path / "b", "--annotations", str(same))["auc"] == base["auc"]
     shifted = evaluate(run, tmp_path / "c", "--annotations", str(moved))
     assert shifted["abnormal_frames"] == base["abnormal_frames"]
-    assert shifted["auc"] != base["auc"]
+    # the same scores against the moved truth: the first n frames of each listed video
+    lengths = {r.video_id: r.intervals[0][1] - r.intervals[0][0] for r in records}
+    expected = eval_auc(tmp_path / "a", "Normal", truth=lengths)
+    assert shifted["auc"] == pytest.approx(expected, abs=1e-4)
+    assert abs(expected - base["auc"]) > 0.01  # the truth moved far enough to tell apart
 
 
 def test_annotation_file_naming_no_test_video_is_refused(tmp_path, trained):
@@ -67,8 +74,19 @@ def test_eval_decides_at_the_runs_threshold_and_writes_events(tmp_path, trained)
     events = json.loads((tmp_path / "a" / "events.json").read_text())
     assert len(events) == decision["events"]["count"]
     assert (tmp_path / "a" / "events.csv").read_text().splitlines()[0].startswith("source,")
-    for key in ("precision", "recall", "f1", "alarm_rate_normal_frames"):
-        assert key in decision["frames"]
+    # the frame decisions, counted from the per-frame CSVs alone
+    videos = eval_frames(tmp_path / "a").values()
+    called = np.concatenate([v["called"] for v in videos])
+    truth = np.concatenate([v["label"] != "Normal" for v in videos])
+    normal_videos = np.concatenate([v["called"] for v in videos if (v["label"] == "Normal").all()])
+    tp = (called & truth).sum()
+    assert tp > 0 and truth.sum() > 0  # not the trivial 0/0 cases
+    assert decision["frames"] == pytest.approx({
+        "precision": tp / called.sum(), "recall": tp / truth.sum(),
+        "f1": 2 * tp / (called.sum() + truth.sum()),
+        "alarm_rate_normal_frames": called[~truth].mean(),
+        "alarm_rate_normal_videos": normal_videos.mean(),
+    })  # fmt: skip
     assert set(decision["events"]["detection"]) == {"0.1", "0.3", "0.5"}
     assert set(decision["events"]["map"]["map"]) == {"0.1", "0.2", "0.3", "0.4", "0.5"}
 

@@ -3,6 +3,8 @@ streaming tracker against the whole-curve computation."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -103,11 +105,25 @@ def test_subsampled_rows_keep_decoded_frame_numbers():
     assert (event.start_frame, event.end_frame) == (6, 18)
 
 
-def test_bad_configuration_is_refused():
-    with pytest.raises(AnomalyError, match="not a probability"):
-        EventConfig(threshold=2.0)
-    with pytest.raises(AnomalyError, match="exit ratio"):
-        EventConfig(threshold=0.5, exit_ratio=0.0)
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"threshold": 2.0}, "--threshold 2.0: expected a probability in [0, 1]"),
+        ({"threshold": math.nan}, "--threshold nan: expected a probability in [0, 1]"),
+        ({"exit_ratio": 0.0}, "--exit-ratio 0.0: expected a ratio in (0, 1]"),
+        ({"exit_ratio": math.nan}, "--exit-ratio nan: expected a ratio in (0, 1]"),
+        ({"merge_gap": math.nan}, "--merge-gap nan: expected seconds >= 0"),
+        ({"merge_gap": -1.0}, "--merge-gap -1.0: expected seconds >= 0"),
+        ({"min_duration": math.nan}, "--min-duration nan: expected seconds >= 0"),
+        ({"min_duration": math.inf}, "--min-duration inf: expected seconds >= 0"),
+        ({"min_duration": "1"}, "--min-duration 1: expected seconds >= 0"),
+    ],
+)
+def test_bad_configuration_is_refused_naming_the_option(setting, message):
+    """A NaN gap or minimum duration compared false everywhere and dropped every event."""
+    with pytest.raises(AnomalyError) as found:
+        EventConfig(**{"threshold": 0.5, **setting})
+    assert str(found.value) == message
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -195,10 +195,10 @@ def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(tiny_clip, tmp_pa
     print(json.dumps({"extracted": s.extracted, "failed": s.failed}))
     """
     )
-    start = time.monotonic()
-    done = run_child(code, tiny_clip, tmp_path / "s.zarr", *paths, timeout=120)
+    # the stalled decoder sleeps an hour: ending at all (within the timeout, generous for a
+    # busy machine) is the watchdog's doing
+    done = run_child(code, tiny_clip, tmp_path / "s.zarr", *paths, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert time.monotonic() - start < 60
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["extracted"] == 3 and list(summary["failed"]) == ["stall"]
     assert summary["failed"]["stall"] == (
@@ -249,11 +249,10 @@ def test_ctrl_c_ends_extraction_promptly(tiny_clip, tmp_path):
         assert seen == {"train/Normal/a", "train/Normal/b", "train/Normal/empty"}, seen
         time.sleep(0.5)  # the consumer now waits for the stuck decoder
         child.send_signal(signal.SIGINT)
-        start = time.monotonic()
-        _, err = child.communicate(timeout=30)
+        # the stuck decoder sleeps an hour: exiting at all means Ctrl-C did not wait for it
+        _, err = child.communicate(timeout=120)
     finally:
         child.kill()
-    assert time.monotonic() - start < 10
     assert child.returncode == 130, err[-2000:]
     assert "Traceback" not in err
     with open_store(store) as st:

@@ -54,8 +54,6 @@ from anomalyclip.train.loop import make_optimizer
 SKIPPED = ("net.image_encoder.", "net.selector_model.logit_scale", "net.prompt_learner.token_")
 TEXT = "prompt_learner.text_encoder."
 
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference tables not found")
-
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:

@@ -122,3 +122,18 @@ def test_kernel_source_ships_as_package_data_of_its_subpackage():
     package = "anomalyclip." + source.parent.name
     assert source.parent == Path(SOURCE_ROOT) / "anomalyclip" / "kernels"
     assert any(source.match(pattern) for pattern in data[package])
+
+
+def test_tomli_is_a_dependency_where_tomllib_is_missing():
+    """Training configs are read with tomllib from Python 3.11 on and with tomli before:
+    requires-python allows 3.10, so tomli must be installed there (and only there)."""
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(SOURCE_ROOT) / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.10"
+    [tomli] = [Requirement(d) for d in project["dependencies"] if d.startswith("tomli")]
+    assert tomli.name == "tomli" and tomli.marker is not None
+    assert [tomli.marker.evaluate({"python_version": v}) for v in ("3.10", "3.11", "3.13")] == [
+        True, False, False
+    ]  # fmt: skip

@@ -15,12 +15,13 @@ import platform
 import shutil
 import stat
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 import torch
-from cli_helper import call_cli, run_cli
+from cli_helper import call_cli, cli_env, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from synthetic import planted_store
@@ -30,6 +31,7 @@ from anomalyclip import backbone, environment
 from anomalyclip.backbone import build_clip
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.report import write_metrics_json
+from anomalyclip.runs.checkpoint import FILES, read_run_config
 from anomalyclip.train import resolve_config, train
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -171,6 +173,52 @@ def test_new_runs_are_numbered_never_overwritten(project):
     assert done.code == 0 and "run written to runs/demo-3" in done.out, done.err
     assert (project / "runs" / "demo-3" / "config.json").stat().st_mtime_ns > before
     assert sorted(p.name for p in (project / "runs").iterdir()) == ["demo", "demo-2", "demo-3"]
+
+
+def test_two_trainings_started_together_never_share_a_folder(project, tmp_path):
+    """Two `train --out X` started at the same moment: each claims a folder of its own
+    before it trains (the claim is one exclusive create, not "exists and is empty")."""
+    out = tmp_path / "runs" / "same"
+    args = [sys.executable, "-m", "anomalyclip.cli", "train", "--features", "s.zarr", "--clip",
+            "clip", *TRAIN, "--eval-every", "0", "--out", out]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            list(map(str, args)),
+            cwd=project,
+            env=cli_env(),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    done = [(p.wait(timeout=600), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in done] == [0, 0], [err[-2000:] for _, _, err in done]
+    written = sorted(line for _, stdout, _ in done for line in stdout.splitlines()
+                     if line.startswith("run written to"))  # fmt: skip
+    assert written == [f"run written to {out}", f"run written to {out}-2"]
+    for folder in (out, tmp_path / "runs" / "same-2"):  # each holds one whole run, no claim
+        assert sorted(p.name for p in folder.iterdir()) == sorted(FILES + ("checkpoint.json",))
+        read_run_config(folder)
+
+
+def test_a_claimed_empty_folder_is_taken_and_a_failed_claim_released(tmp_path):
+    """An empty folder is free until one process claims it; a process that exits without
+    writing a run gives the folder back."""
+    from anomalyclip.checks import CLAIM, claim_run_dir
+
+    first = claim_run_dir(tmp_path / "x")
+    assert first == tmp_path / "x" and (first / CLAIM).is_file()
+    assert claim_run_dir(tmp_path / "x") == tmp_path / "x-2"  # claimed: taken though empty
+    (tmp_path / "empty").mkdir()
+    assert claim_run_dir(tmp_path / "empty") == tmp_path / "empty"
+    code = "from anomalyclip.checks import claim_run_dir; import sys; claim_run_dir(sys.argv[1])"
+    gone = subprocess.run([sys.executable, "-c", code, tmp_path / "y"], env=cli_env())
+    assert gone.returncode == 0 and not (tmp_path / "y").exists()  # created, unused: removed
+    (tmp_path / "z").mkdir()
+    gone = subprocess.run([sys.executable, "-c", code, tmp_path / "z"], env=cli_env())
+    assert gone.returncode == 0 and list((tmp_path / "z").iterdir()) == []  # given back
+    assert claim_run_dir(tmp_path / "z") == tmp_path / "z"
 
 
 def test_out_that_is_a_file_fails_at_once(project, tmp_path):

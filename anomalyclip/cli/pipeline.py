@@ -270,13 +270,14 @@ def eval_cmd(
         calibrate_on = checks.store_location(calibrate_on)
     if device:
         checks.device_name(device)
+    from anomalyclip.events import EventConfig
+
+    events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)  # checked before torch
     from anomalyclip.environment import provenance
     from anomalyclip.evaluate.evaluation import EvalOptions, evaluate_run, write_outputs
     from anomalyclip.evaluate.report import format_table
-    from anomalyclip.events import EventConfig
     from anomalyclip.runs import default_device, load_model
 
-    events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
     dev = default_device(device)
     _keep_memory_on_cpu(device)
     model, config = load_model(checkpoint, clip)
@@ -329,20 +330,21 @@ def predict_cmd(
         checks.device_name(device)
     if fps and stride:
         raise AnomalyError("give --fps or --stride, not both")
-    from anomalyclip.evaluate.predict import PredictConfig, predict
     from anomalyclip.events import EventConfig
+
+    events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)  # before torch
+    from anomalyclip.evaluate.predict import PredictConfig, predict, printable
     from anomalyclip.extract.decode import Sampling
 
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
     _keep_memory_on_cpu(device)
-    events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)
     config = PredictConfig(clip, device, precision, sampling, threshold=threshold, events=events,
                            render=render)  # fmt: skip
     results, failed = predict(videos, checkpoint, out, config)
     for r in results:
         extra = f", {r.video}" if r.video else ""
         typer.echo(
-            f"{r.source}: {r.frames} frames, mean p(A) {r.mean_p_abnormal:.3f}, "
+            f"{printable(r.source)}: {r.frames} frames, mean p(A) {r.mean_p_abnormal:.3f}, "
             f"{len(r.events)} events -> {r.csv}, {r.events_file}, {r.plot}{extra}"
         )
         for e in r.events:
@@ -352,6 +354,6 @@ def predict_cmd(
                 f"{e.end_frame - 1}  peak p(A) {e.peak:.2f}  mean {e.mean:.2f}  {top}"
             )
     for src, reason in failed.items():
-        typer.echo(f"failed: {src}: {reason}", err=True)
+        typer.echo(f"failed: {printable(src)}: {reason}", err=True)
     if failed:
         raise typer.Exit(1)

@@ -9,6 +9,34 @@ from anomalyclip.cli.app import store_app
 from anomalyclip.cli.options import _human_bytes
 from anomalyclip.errors import AnomalyError
 
+_ESCAPED = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")  # control, format, unassigned...
+
+
+def shown(text: object, backslash: bool = True) -> str:
+    """Text from a store as it may reach a terminal: control and format characters (escape
+    sequences, bidi overrides), tabs, newlines and backslashes escaped as Python writes them
+    (``\\x1b``, ``\\u202e``, ``\\t``), a byte that is not UTF-8 as ``\\xNN``; other
+    characters, any script, as they are. ``backslash=False`` for a message that quotes
+    stored text already escaped (``label 'Nor\\x1b[8mmal'``)."""
+    import unicodedata
+
+    out = []
+    for c in str(text):
+        if 0xDC80 <= ord(c) <= 0xDCFF:  # a file name's byte that was not UTF-8
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif (backslash and c == "\\") or unicodedata.category(c) in _ESCAPED:
+            out.append(ascii(c)[1:-1])
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _line(*fields: object, state: str | None = None) -> str:
+    """One video of ``store ls``: its stored fields, then the state the package describes
+    (which quotes stored text already escaped)."""
+    told = [] if state is None else [shown(state, backslash=False)]
+    return "\t".join([*map(shown, fields), *told])
+
 
 @store_app.command("info")
 def store_info(
@@ -26,10 +54,11 @@ def store_info(
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
-    typer.echo(f"store      {info['location']}")
-    typer.echo(f"dataset    {info['dataset']}")
-    typer.echo(f"backbone   {info['backbone']} (dim {info['dim']}, stored {info['dtype']})")
-    typer.echo(f"sampling   {info['sampling']}")
+    typer.echo(f"store      {shown(info['location'])}")
+    typer.echo(f"dataset    {shown(info['dataset'])}")
+    backbone = shown(info["backbone"])
+    typer.echo(f"backbone   {backbone} (dim {shown(info['dim'])}, stored {shown(info['dtype'])})")
+    typer.echo(f"sampling   {shown(info['sampling'])}")
     typer.echo(
         f"videos     {info['videos']} complete, {info['incomplete']} incomplete, "
         f"{info['failed']} failed" + (f", {info['damaged']} damaged" if info["damaged"] else "")
@@ -40,7 +69,8 @@ def store_info(
         classes = {
             k.split("/", 1)[1]: v for k, v in info["per_class"].items() if k.startswith(split)
         }
-        typer.echo(f"  {split:<6} {n:>6}  " + ", ".join(f"{c} {v}" for c, v in classes.items()))
+        listed = ", ".join(f"{shown(c)} {v}" for c, v in classes.items())
+        typer.echo(f"  {shown(split):<6} {n:>6}  {listed}")
 
 
 @store_app.command("ls")
@@ -52,11 +82,11 @@ def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
     with open_store(path) as st:
         for vid, r, state in st.listing():
             if r is None:  # a damaged record: its id comes from its key
-                typer.echo(f"{vid}\t-\t-\t0\t{state}")
+                typer.echo(_line(vid, "-", "-", 0, state=state))
             else:
-                typer.echo(f"{r.video_id}\t{r.split}\t{r.label}\t{r.num_frames}\t{state}")
-        for vid, failure in st.failures().items():
-            typer.echo(f"{vid}\t-\t-\t0\tfailed: {failure.get('error', '')}")
+                typer.echo(_line(r.video_id, r.split, r.label, r.num_frames, state=state))
+        for vid, failure in st.failures().items():  # the reason is stored text: all escaped
+            typer.echo(_line(vid, "-", "-", 0, f"failed: {failure.get('error', '')}"))
 
 
 @store_app.command("verify")
@@ -70,12 +100,12 @@ def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> Non
         problems = st.verify(progress=True)
         truncated = {} if problems else st.truncated()
     for vid, reason in problems.items():
-        typer.echo(f"{vid}: {reason}")
+        typer.echo(f"{shown(vid)}: {shown(reason, backslash=False)}")
     if problems:
         typer.echo(f"{path}: {len(problems)} of {n} videos failed verification", err=True)
         raise typer.Exit(1)
     for vid, why in truncated.items():
-        typer.echo(f"{vid}: truncated source, stored as decoded: {why}")
+        typer.echo(f"{shown(vid)}: truncated source, stored as decoded: {shown(why)}")
     typer.echo(
         f"{path}: all {n} videos intact" + (f" ({len(truncated)} truncated)" if truncated else "")
     )
@@ -113,10 +143,14 @@ def store_merge(
     typer.echo(
         f"added {len(report.added)}, already present {len(report.identical)}, "
         f"conflicts {len(report.conflicts)}"
+        + (f", damaged {len(report.damaged)}" if report.damaged else "")
+        + (f", failures carried {len(report.failures)}" if report.failures else "")
     )
     for vid, why in report.conflicts.items():
-        typer.echo(f"conflict: {vid}: {why}", err=True)
-    if report.conflicts:
+        typer.echo(f"conflict: {shown(vid)}: {shown(why, backslash=False)}", err=True)
+    for vid, why in report.damaged.items():
+        typer.echo(f"damaged: {shown(vid)}: {shown(why, backslash=False)}", err=True)
+    if report.conflicts or report.damaged:
         raise typer.Exit(1)
 
 

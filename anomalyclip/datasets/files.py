@@ -25,6 +25,7 @@ VIDEO_EXTENSIONS = frozenset(
     | {".3g2", ".asf", ".vob", ".dav", ".mjpeg", ".mjpg", ".ogv", ".dv", ".mxf", ".f4v"}
     | {".nut", ".y4m", ".ivf", ".rm", ".rmvb", ".divx", ".xvid", ".m1v", ".m2v", ".m4s"}
 )
+MAX_FRAME = 2**31  # frame numbers from it up are refused (a year at 30 fps is under 2**30)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
@@ -81,6 +82,10 @@ def parse_pairs(
             )
         if start > end:
             raise AnomalyError(f"{path}:{lineno}: interval start {start} > end {end}")
+        if start == end and not end_inclusive:
+            raise AnomalyError(f"{path}:{lineno}: interval {start} {end} is empty (end excluded)")
+        if end >= MAX_FRAME:
+            raise AnomalyError(f"{path}:{lineno}: frame number {end} is beyond any video")
         intervals.append((start, end + 1 if end_inclusive else end))
     return intervals
 

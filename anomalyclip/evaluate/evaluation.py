@@ -25,6 +25,7 @@ from anomalyclip.evaluate.report import (  # safe_name: also imported from here
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.model.inference import score_videos
 from anomalyclip.store import FeatureStore
+from anomalyclip.store.records import intervals_problem
 from anomalyclip.thresholds import Threshold
 
 log = logging.getLogger(__name__)
@@ -79,12 +80,16 @@ def read_annotations(dataset: str, path: str | Path) -> dict[str, list[list[int]
 
 
 def apply_annotations(
-    records: list, annotations: dict[str, list[list[int]]], source: str | Path
+    records: list,
+    annotations: dict[str, list[list[int]]],
+    source: str | Path,
+    frames: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Replace the test records' intervals by those of an annotation file.
 
     A video is matched by its id or by its base name; test videos the file does not name
-    are normal (the official files list only anomalous videos).
+    are normal (the official files list only anomalous videos). Given each video's
+    ``frames``, its intervals must lie inside them.
     """
     by_name = {PurePosixPath(k).name: v for k, v in annotations.items()}
     matched = 0
@@ -95,6 +100,10 @@ def apply_annotations(
         rec.intervals = intervals or []
     if annotations and not matched:
         raise AnomalyError(f"{source}: names none of the store's test videos")
+    for rec in records if frames is not None else []:
+        problem = intervals_problem(rec.intervals, frames[rec.video_id])
+        if problem:
+            raise AnomalyError(f"{source}: video {rec.video_id!r}: {problem}")
 
 
 def metrics_on_test_split(
@@ -106,6 +115,20 @@ def metrics_on_test_split(
     return found[0] if found else None
 
 
+def _score(model: torch.nn.Module, feats: list[torch.Tensor], batch_size: int, device, progress):
+    """(p_abnormal, probs) of each video's (T, D) features, in eval mode (restored after)."""
+    mcfg = model.cfg
+    was_training = model.training
+    model.eval()
+    try:
+        return score_videos(
+            feats, score_fn(model), mcfg.num_segments, mcfg.seg_length, batch_size, device,
+            progress=progress,
+        )  # fmt: skip
+    finally:
+        model.train(was_training)
+
+
 def evaluate_store(
     model: torch.nn.Module,
     store: FeatureStore,
@@ -113,41 +136,30 @@ def evaluate_store(
     device: torch.device | str | None = None,
     progress: bool = False,
     annotations: dict[str, list[list[int]]] | None = None,
+    annotations_file: str = "the annotations",
 ) -> tuple[dict[str, Any], list[VideoResult]] | None:
     """Metrics over all frames of the store's test videos (None when it has none).
 
-    ``annotations`` (from :func:`read_annotations`) replaces the ground truth in the store.
+    ``annotations`` (from :func:`read_annotations` of ``annotations_file``) replaces the
+    ground truth in the store; its intervals must lie inside the videos' frames.
     """
     spec = get_dataset(store.dataset)
     records = store.records(split="test")
     if not records:
         return None
+    frames = {r.video_id: store.frames(r.video_id) for r in records}  # checked on first read
     if annotations is not None:
-        apply_annotations(records, annotations, "annotations")
-    mcfg = model.cfg
+        apply_annotations(records, annotations, annotations_file, frames)
     feats = [torch.from_numpy(store.features(r.video_id).astype(np.float32)) for r in records]
-    was_training = model.training
-    model.eval()
-    try:
-        p_list, probs_list = score_videos(
-            feats,
-            score_fn(model),
-            mcfg.num_segments,
-            mcfg.seg_length,
-            batch_size,
-            device,
-            progress=progress,
-        )
-    finally:
-        model.train(was_training)
+    p_list, probs_list = _score(model, feats, batch_size, device, progress)
     results = []
     for rec, p, probs in zip(records, p_list, probs_list, strict=True):
-        frames = store.frames(rec.video_id)
-        labels = true_classes(rec.intervals, frames, spec.class_id(rec.label), spec.normal_id)
+        found = frames[rec.video_id]
+        labels = true_classes(rec.intervals, found, spec.class_id(rec.label), spec.normal_id)
         results.append(
             VideoResult(
                 rec.video_id,
-                frames,
+                found,
                 store.times(rec.video_id),
                 p.float().numpy(),
                 probs.float().numpy(),
@@ -299,8 +311,9 @@ def evaluate_run(
         check_backbone(config, st, options.run_dir, options.allow_backbone_mismatch)
         truth = read_annotations(st.dataset, options.annotations) if options.annotations else None
         found = evaluate_store(
-            model, st, options.batch_size, options.device, options.progress, truth
-        )
+            model, st, options.batch_size, options.device, options.progress, truth,
+            str(options.annotations),
+        )  # fmt: skip
         metrics, results = require_results(found, str(features))
 
     def labelled() -> tuple[np.ndarray, np.ndarray, str]:

@@ -82,6 +82,11 @@ def output_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def printable(path: str | Path) -> str:
+    """A file name as text that any output takes: bytes that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     """How :func:`predict` turns videos into scores, and what it writes besides the CSVs.
@@ -169,7 +174,8 @@ def predict(
                 threshold=threshold, normal_id=normal_id,
             )  # fmt: skip
             curve = {"frames": frames, "times": times, "p": p, "probs": probs}
-            found = video_events(str(path), curve, (names, normal_id), events, st.record(vid).fps)
+            shown = printable(path)  # a name that is not UTF-8 keeps its bytes as \xNN
+            found = video_events(shown, curve, (names, normal_id), events, st.record(vid).fps)
             events_file = write_events(out / f"{stem}.events", found)[0]
             plot = plots.plot_video(
                 times,
@@ -178,7 +184,7 @@ def predict(
                 names,
                 normal_id,
                 [],
-                path.name,
+                printable(path.name),
                 out / f"{stem}.png",
                 threshold=threshold,
             )

@@ -28,13 +28,14 @@ _NAME_MAX = 200  # bytes per path component, well under the usual 255
 
 
 def _safe_component(part: str) -> str:
-    out = "".join(c if c in _NAME_SAFE else quote(c, safe="") for c in part)
+    # a file name that is not UTF-8 (``\udce9`` for its byte 0xE9) keeps its bytes: ``%E9``
+    out = "".join(c if c in _NAME_SAFE else quote(c, "", errors="surrogateescape") for c in part)
     if out.startswith("."):  # no hidden files, no '.' or '..'
         out = "%2E" + out[1:]
     if len(out) > _NAME_MAX:  # unique, but not reversible from the name alone
         cut = out[: _NAME_MAX - 20]
         cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # never split a %XX
-        digest = hashlib.sha256(part.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(part.encode("utf-8", "surrogateescape")).hexdigest()[:16]
         out = f"{cut}~{digest}"
     return out or "%00"
 

@@ -154,9 +154,10 @@ class Writer:
         job, cfg = self.jobs[video], self.config
         entry, done = job.entry, parts.done
         feats = np.concatenate(parts.rows) if parts.rows else np.zeros((0, self.dim), np.float32)
+        frames = np.concatenate(parts.frames) if parts.frames else np.zeros(0, np.int64)
         try:
-            self.store.check_rows(entry.video_id, feats)
-        except AnomalyError as exc:  # e.g. embeddings beyond float16's range
+            self.store.check_rows(entry.video_id, feats, frames, entry.intervals)
+        except AnomalyError as exc:  # beyond float16's range, ground truth past the end
             self.fail(video, str(exc))
             return
         if done.truncated and cfg.strict:
@@ -177,7 +178,7 @@ class Writer:
         self.store.write_video(
             record,
             feats.astype(cfg.dtype),
-            np.concatenate(parts.frames) if parts.frames else np.zeros(0, np.int64),
+            frames,
             np.concatenate(parts.times) if parts.times else np.zeros(0, np.float64),
         )
         self.published += 1

@@ -91,19 +91,7 @@ def score_videos(
     never materialised as padded sequences. Returns, per video, p_abnormal (T,) and probs (T, C),
     on CPU, in the dtype ``score_fn`` returns (views into one buffer for all videos).
     """
-    if batch_size < 1:
-        raise AnomalyError(f"batch_size must be positive, got {batch_size}")
-    if num_segments < 1 or seg_length < 1:
-        raise AnomalyError(
-            f"num_segments ({num_segments}) and seg_length ({seg_length}) must be positive"
-        )
-    for i, x in enumerate(videos):
-        if x.ndim != 2:
-            raise AnomalyError(f"video {i}: features must be (frames, dim), got {tuple(x.shape)}")
-        if x.shape[0] < 1:
-            raise AnomalyError(
-                f"cannot score a video of {x.shape[0]} frames: it needs at least one frame"
-            )
+    _check_inputs(videos, batch_size, num_segments, seg_length)
     if not videos:
         return [], []
     N, L = num_segments, seg_length
@@ -138,5 +126,34 @@ def score_videos(
             dest = (pos + rows["offset"].view(-1, 1, 1)).view(-1)[real]
             p_all[dest] = p[real]
             probs_all[dest] = probs[real]
+    _refuse_non_finite(p_all, probs_all, lengths)
     split = lengths.tolist()
     return list(p_all.split(split)), list(probs_all.split(split))
+
+
+def _check_inputs(videos: Sequence[torch.Tensor], batch_size: int, N: int, L: int) -> None:
+    if batch_size < 1:
+        raise AnomalyError(f"batch_size must be positive, got {batch_size}")
+    if N < 1 or L < 1:
+        raise AnomalyError(f"num_segments ({N}) and seg_length ({L}) must be positive")
+    for i, x in enumerate(videos):
+        if x.ndim != 2:
+            raise AnomalyError(f"video {i}: features must be (frames, dim), got {tuple(x.shape)}")
+        if x.shape[0] < 1:
+            raise AnomalyError(
+                f"cannot score a video of {x.shape[0]} frames: it needs at least one frame"
+            )
+
+
+def _refuse_non_finite(p: torch.Tensor, probs: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Scores with NaN or inf (weights or features that overflow) must never reach metrics,
+    events or alarms: the one check, for every caller (eval, predict, watch, calibration)."""
+    bad = ~(torch.isfinite(p) & torch.isfinite(probs).all(dim=1))  # (sum T,)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        video = int(torch.searchsorted(lengths.cumsum(0), first, right=True))
+        frame = first - int(lengths[:video].sum())
+        raise AnomalyError(
+            f"the model gave NaN or infinite scores for {int(bad.sum())} of {len(p)} frames "
+            f"(first: video {video}, frame {frame})"
+        )

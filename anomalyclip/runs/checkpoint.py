@@ -41,7 +41,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensor_bytes
 from safetensors.torch import save as tensor_bytes
 
+from anomalyclip.checks import CLAIM
 from anomalyclip.errors import AnomalyError
+from anomalyclip.runs.config import check_run_config
 from anomalyclip.store import FeatureStore
 from anomalyclip.store.meta import backbone_difference, describe_backbone
 
@@ -200,8 +202,19 @@ def model_state(model: torch.nn.Module, with_text_tower: bool = False) -> dict[s
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Load a run's weights; only frozen text-tower weights may be absent."""
+    """Load a run's weights; only frozen text-tower weights may be absent. Each tensor must
+    have the model's shape and hold finite values (NaN weights score every frame NaN)."""
     prefix = text_tower_prefix(model)
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        if name in expected and tensor.shape != expected[name].shape:
+            raise AnomalyError(
+                f"{source}: {name} has shape {tuple(tensor.shape)}, the model's is "
+                f"{tuple(expected[name].shape)}"
+            )
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise AnomalyError(f"{source}: {name} holds {bad} NaN or infinite values")
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not (prefix and k.startswith(prefix))]
     if missing or result.unexpected_keys:
@@ -264,6 +277,7 @@ def save_run(
         os.replace(staging / f".{MANIFEST}.tmp", staging / MANIFEST)  # the commit point
         _fsync_dir(staging)
         _publish_staged(run)
+        (run / CLAIM).unlink(missing_ok=True)  # the folder holds a run now: taken for good
     except OSError as exc:
         if _read_manifest(staging) is None:
             shutil.rmtree(staging, ignore_errors=True)  # give back the space it took
@@ -290,7 +304,7 @@ def _read_config(ckpt: _Checkpoint) -> dict[str, Any]:
         raise AnomalyError(f"{ckpt.paths['config.json']}: invalid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise AnomalyError(f"{ckpt.paths['config.json']}: not an anomalyclip run")
-    return config
+    return check_run_config(config, ckpt.paths["config.json"])
 
 
 def load_run(run_dir: str | Path, with_optimizer: bool = False) -> RunState:

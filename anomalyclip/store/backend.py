@@ -5,17 +5,16 @@ JSON-like attributes, listing and deletion, which both formats have. This module
 differences that remain: how a location is opened (directory, zip, fsspec URL, ``.h5`` file),
 how attributes are encoded (HDF5 attributes cannot hold nested JSON, so values are stored as
 JSON text), and how chunks are protected (Zarr gets a CRC32C codec, HDF5 the Fletcher-32
-filter, so a flipped byte is caught on read, not silently returned).
+filter, so a flipped byte is caught on read, not silently returned). The HDF5 side is in
+:mod:`anomalyclip.store.hdf5`.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -149,9 +148,9 @@ class Backend(Protocol):
     def write_array(self, path: str, data: np.ndarray, attrs: dict) -> None: ...
     def ensure_group(self, path: str, attrs: dict | None = None) -> None: ...
     def delete(self, path: str) -> None: ...
-    def missing_chunks(self, path: str) -> int: ...
     def reserve(self, nbytes: int) -> None: ...
     def array_state(self, path: str) -> tuple[int, int] | None: ...
+    def storage_problem(self, path: str) -> str | None: ...
     def size_bytes(self) -> int: ...
     def flush(self, *paths: str) -> None: ...
     def reload(self) -> None: ...
@@ -170,9 +169,6 @@ def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class ZarrBackend:
-    def reserve(self, nbytes: int) -> None:
-        """Nothing to check: every Zarr file is written whole under a temporary name."""
-
     """Zarr v3 through ``zarr-python``: a local directory, a ``.zip`` file or an fsspec URL."""
 
     def __init__(self, location: str, mode: str, storage_options: dict | None = None):
@@ -240,6 +236,13 @@ class ZarrBackend:
                     raise
                 time.sleep(0.1)
         raise AssertionError("unreachable")
+
+    def reserve(self, nbytes: int) -> None:
+        """Nothing to check: every Zarr file is written whole under a temporary name."""
+
+    def storage_problem(self, path: str) -> str | None:
+        """Nothing to refuse: a Zarr array's chunks are files (or objects) under its name."""
+        return None
 
     def reload(self) -> None:
         """Read the root's metadata again (another process may have changed it)."""
@@ -317,10 +320,6 @@ class ZarrBackend:
         if path in self._root:
             del self._root[path]
 
-    def missing_chunks(self, path: str) -> int:
-        arr = self._root[path]
-        return int(arr.nchunks - arr.nchunks_initialized) if arr.size else 0
-
     def array_state(self, path: str) -> tuple[int, int] | None:
         """(rows, missing chunks) of an array, from one metadata read and one listing;
         None when there is no array at ``path``."""
@@ -365,142 +364,6 @@ class ZarrBackend:
         self._store.close()
 
 
-class _JsonAttrs:
-    """HDF5 attributes holding JSON text, so nested values survive like in Zarr."""
-
-    @staticmethod
-    def decode(raw: Any) -> Any:
-        if isinstance(raw, bytes):
-            raw = raw.decode()
-        return json.loads(raw) if isinstance(raw, str) else raw
-
-    @staticmethod
-    def encode(value: Any) -> str:
-        return json.dumps(value)
-
-
-class HDF5Backend:
-    """One HDF5 file through ``h5py``; flushed after every video so a crash loses at most one."""
-
-    def __init__(self, location: str, mode: str):
-        import h5py
-
-        if is_url(location):
-            raise AnomalyError(f"{location}: HDF5 stores must be local files; use Zarr for URLs")
-        self.location = location
-        self.write_once = False
-        if mode == "r" and not Path(location).is_file():
-            raise AnomalyError(f"{location}: no feature store here")
-        if mode == "w" or (mode == "a" and not Path(location).exists()):
-            try:
-                _create_hdf5(Path(location))
-            except OSError as exc:
-                raise AnomalyError(f"{location}: cannot create ({disk_error(exc)})") from exc
-            mode = "a"
-        try:
-            self._file = h5py.File(location, mode)
-        except OSError as exc:
-            raise AnomalyError(
-                f"{location}: not a readable HDF5 file ({one_line(exc, 200)})"
-            ) from exc
-        try:  # HDF5 has no journal: a write cut short can leave groups that cannot be listed
-            for group in ("videos", "frames", "times", "failures"):
-                if group in self._file:
-                    list(self._file[group].keys())
-        except (RuntimeError, OSError, KeyError) as exc:
-            self._file.close()
-            raise AnomalyError(f"{location}: damaged HDF5 file ({one_line(exc, 160)})") from exc
-
-    def reserve(self, nbytes: int) -> None:
-        """Refuse to start a write the disk has no room for: HDF5 cannot survive a flush cut
-        short (the file's metadata is left half-written), so the room is checked first."""
-        needed = int(nbytes * 1.1) + HDF5_HEADROOM
-        free = shutil.disk_usage(Path(self.location).parent).free
-        if free < needed:
-            raise OSError(
-                errno.ENOSPC, f"No space left on device ({needed:,} bytes needed, {free:,} free)"
-            )
-
-    def get_attrs(self, path: str) -> dict:
-        node = self._file if path == "" else self._file[path]
-        return {k: _JsonAttrs.decode(v) for k, v in node.attrs.items()}
-
-    def set_attrs(self, path: str, attrs: dict) -> None:
-        node = self._file if path == "" else self._file[path]
-        for key, value in attrs.items():
-            node.attrs[key] = _JsonAttrs.encode(value)
-
-    def names(self, group: str) -> list[str]:
-        return sorted(self._file[group].keys()) if group in self._file else []
-
-    def exists(self, path: str) -> bool:
-        return path in self._file
-
-    def array(self, path: str) -> Node:
-        return self._file[path]
-
-    def write_array(self, path: str, data: np.ndarray, attrs: dict) -> None:
-        if path in self._file:
-            del self._file[path]
-        chunked = data.size > 0
-        dset = self._file.create_dataset(
-            path,
-            data=data,
-            chunks=_chunks(data.shape) if chunked else None,
-            fletcher32=chunked,
-        )
-        self.set_attrs(path, attrs)
-        del dset
-
-    def ensure_group(self, path: str, attrs: dict | None = None) -> None:
-        self._file.require_group(path)
-        if attrs:
-            self.set_attrs(path, attrs)
-
-    def delete(self, path: str) -> None:
-        if path in self._file:
-            del self._file[path]
-
-    def missing_chunks(self, path: str) -> int:
-        return 0  # HDF5 allocates chunks at write; damage shows up as a Fletcher-32 error
-
-    def array_state(self, path: str) -> tuple[int, int] | None:
-        node = self._file.get(path)
-        return None if node is None else (int(node.shape[0]), 0)
-
-    def size_bytes(self) -> int:
-        self._file.flush()
-        return os.path.getsize(self.location)
-
-    def flush(self, *paths: str) -> None:
-        """Write HDF5's buffers to the file and fsync it (the whole file: ``paths`` unused)."""
-        self._file.flush()
-        os.fsync(self._file.id.get_vfd_handle())
-
-    def reload(self) -> None:
-        pass  # one process writes an HDF5 store; its view is always current
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _create_hdf5(path: Path) -> None:
-    """Put a new, empty and complete HDF5 file at ``path`` in one rename.
-
-    h5py writes a new file's superblock at once but the rest only at the first flush, so a
-    writer killed in between would leave a file no library can open; built under another
-    name and renamed, the file at ``path`` is always a readable one.
-    """
-    import h5py
-
-    tmp = path.with_name(f".{path.name}.creating")
-    with h5py.File(tmp, "w"):
-        pass
-    _fsync(tmp)
-    os.replace(tmp, path)
-    _fsync(path.parent)
-
-
 def _fsync(path: Path) -> None:
     """Flush a file's or a folder's data to the disk (a rename is only durable once its
     folder is synced)."""
@@ -517,13 +380,7 @@ def _fsync(path: Path) -> None:
 def _disk_usage(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
-    return sum(f.stat().st_size for f in _walk_files(path))
-
-
-def _walk_files(path: Path) -> Iterator[Path]:
-    for root, _, files in os.walk(path):
-        for name in files:
-            yield Path(root) / name
+    return sum((Path(d) / n).stat().st_size for d, _, files in os.walk(path) for n in files)
 
 
 def open_backend(location: str | Path, mode: str, storage_options: dict | None = None) -> Backend:
@@ -534,5 +391,7 @@ def open_backend(location: str | Path, mode: str, storage_options: dict | None =
         # as a Zarr directory does: h5py and zipfile fail in a folder that does not exist yet
         Path(location).parent.mkdir(parents=True, exist_ok=True)
     if store_format(location) == "hdf5":
+        from anomalyclip.store.hdf5 import HDF5Backend
+
         return HDF5Backend(location, mode)
     return ZarrBackend(location, mode, storage_options)

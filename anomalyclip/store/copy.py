@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.store import integrity
 from anomalyclip.store.backend import (
     bounded_retries,
     is_url,
@@ -29,10 +30,30 @@ from anomalyclip.store.store import FeatureStore, open_store
 log = logging.getLogger(__name__)
 
 
-def _copy_videos(src: FeatureStore, dst: FeatureStore, video_ids: list[str], desc: str) -> int:
+class DamagedVideo(Exception):
+    """A source video that ``verify`` would reject: args are (video id, reason)."""
+
+
+def _copy_videos(
+    src: FeatureStore, dst: FeatureStore, video_ids: list[str], desc: str,
+    damaged: dict[str, str] | None = None,
+) -> list[str]:  # fmt: skip
+    """Copy videos row for row, each checked as ``verify`` checks it on the very rows read
+    (a copy of a damaged video would otherwise get a new, valid checksum). A damaged video
+    is recorded in ``damaged`` (id -> why) and skipped, or without it raises
+    :class:`DamagedVideo`. Returns the ids copied."""
+    copied = []
     for vid in tqdm(video_ids, desc=desc, unit="video", leave=False):
-        dst.write_video(src.record(vid), src.features(vid), src.frames(vid), src.times(vid))
-    return len(video_ids)
+        key = src.key_for(vid)
+        parts, problem = integrity.read_video(src, key)
+        if problem and damaged is None:
+            raise DamagedVideo(vid, problem)
+        if problem:
+            damaged[vid] = f"in {src.location}: {problem}"
+            continue
+        dst.write_video(src.load_record(key), parts["videos"], parts["frames"], parts["times"])
+        copied.append(vid)
+    return copied
 
 
 def export_store(
@@ -61,13 +82,12 @@ def export_store(
             _remove(dst, storage_options)
     else:
         tmp = _temporary_sibling(dst)
-    with open_store(src_path) as src:
-        ids = src.video_ids()
-        with open_store(tmp, "w", storage_options) as out:
-            out.init(src.attrs)
-            count = _copy_videos(src, out, ids, f"export -> {store_format(dst)}")
-            for vid, failure in src.failures().items():
-                out.record_failure(vid, failure.get("source", ""), failure.get("error", ""))
+    try:
+        count = _export(str(src_path), tmp, storage_options, store_format(dst))
+    except BaseException:
+        if tmp != dst:  # a failed export leaves nothing beside the destination
+            _remove(tmp, None)
+        raise
     if tmp != dst:
         old = None
         if Path(dst).exists():  # overwrite: move the old store aside, then drop it
@@ -78,6 +98,24 @@ def export_store(
             _remove(old, None)
     log.info("exported %d videos to %s", count, dst)
     return count
+
+
+def _export(src_path: str, tmp: str, storage_options: dict | None, fmt: str) -> int:
+    with open_store(src_path) as src:
+        ids = src.video_ids()
+        with open_store(tmp, "w", storage_options) as out:
+            out.init(src.attrs)
+            try:
+                _copy_videos(src, out, ids, f"export -> {fmt}")
+            except DamagedVideo as exc:
+                vid, why = exc.args
+                raise AnomalyError(
+                    f"{src_path}: video {vid!r}: {why}; nothing exported (`anomaly store "
+                    "verify` lists every damaged video)"
+                ) from None
+            for vid, failure in src.failures().items():
+                out.record_failure(vid, failure.get("source", ""), failure.get("error", ""))
+    return len(ids)
 
 
 def _exists(location: str, storage_options: dict | None) -> bool:
@@ -125,6 +163,8 @@ class MergeReport:
     added: list[str] = field(default_factory=list)
     identical: list[str] = field(default_factory=list)
     conflicts: dict[str, str] = field(default_factory=dict)  # video id -> why
+    damaged: dict[str, str] = field(default_factory=dict)  # video id -> why, not copied
+    failures: list[str] = field(default_factory=list)  # failure records carried over
 
 
 def merge_stores(dst_path: str | Path, sources: list[str | Path]) -> MergeReport:
@@ -132,7 +172,9 @@ def merge_stores(dst_path: str | Path, sources: list[str | Path]) -> MergeReport
 
     Stores mix only when dataset, backbone, preprocessing and sampling agree (the error names
     the first field that differs). A video already present with the same content checksum is
-    kept once; a different copy is a conflict, reported and never overwritten.
+    kept once; a different copy is a conflict, reported and never overwritten. A source
+    video that ``verify`` would reject is reported as damaged and not copied. A source's
+    failure records come along for the videos ``dst`` has no complete copy of.
     """
     report = MergeReport()
     with open_store(dst_path, "a") as dst:
@@ -144,20 +186,29 @@ def merge_stores(dst_path: str | Path, sources: list[str | Path]) -> MergeReport
                         raise AnomalyError(f"{src_path}: cannot merge into {dst_path}: {diff}")
                 else:
                     dst.init(src.attrs)
-                todo = []
-                for vid in src.video_ids():
-                    if not dst.is_complete(vid):
-                        todo.append(vid)
-                        continue
-                    theirs, ours = src.record(vid), dst.record(vid)
-                    same_rows = theirs.sha256 == ours.sha256 or (
-                        theirs.num_frames == ours.num_frames
-                        and (src.features(vid).astype(dst.dtype) == dst.features(vid)).all()
-                    )
-                    if same_rows:
-                        report.identical.append(vid)
-                    else:
-                        report.conflicts[vid] = f"differs between {dst_path} and {src_path}"
-                _copy_videos(src, dst, todo, f"merge {Path(str(src_path)).name}")
-                report.added.extend(todo)
+                _merge_one(dst, src, report)
     return report
+
+
+def _merge_one(dst: FeatureStore, src: FeatureStore, report: MergeReport) -> None:
+    todo = []
+    for vid in src.video_ids():
+        if not dst.is_complete(vid):
+            todo.append(vid)
+            continue
+        theirs, ours = src.record(vid), dst.record(vid)
+        same_rows = theirs.sha256 == ours.sha256 or (
+            theirs.num_frames == ours.num_frames
+            and (src.features(vid).astype(dst.dtype) == dst.features(vid)).all()
+        )
+        if same_rows:
+            report.identical.append(vid)
+        else:
+            report.conflicts[vid] = f"differs between {dst.location} and {src.location}"
+    desc = f"merge {Path(src.location).name}"
+    report.added += _copy_videos(src, dst, todo, desc, report.damaged)
+    carried = set(dst.failures())
+    for vid, failure in src.failures().items():
+        if vid not in carried and not dst.is_complete(vid):
+            dst.record_failure(vid, failure.get("source", ""), failure.get("error", ""))
+            report.failures.append(vid)

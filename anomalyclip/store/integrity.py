@@ -1,9 +1,10 @@
 """Checking a store: what ``anomaly store verify`` reports, and what every read relies on.
 
 A video is trusted when its record reads, it is flagged complete, its three arrays are all
-there with the record's length (:func:`structure_problem`, checked before a video's first read),
-its rows match their SHA-256, its values are possible and its record fits the store
-(:func:`check_video`, what ``verify`` runs on every video).
+there with the record's length (:func:`structure_problem`), its rows match their SHA-256, its
+values are possible and its record fits the store (:func:`check_video`, what ``verify`` runs
+on every video). Every read runs the part of these checks that is cheap before a video's
+first rows are used (:func:`read_problem`): all but the checksum and the features' values.
 """
 
 from __future__ import annotations
@@ -13,8 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from anomalyclip.errors import AnomalyError, one_line, shorten
-from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta
-from anomalyclip.store.records import VideoRecord, content_sha256, values_problem, video_id_of
+from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta, shown
+from anomalyclip.store.records import (
+    VideoRecord,
+    content_sha256,
+    intervals_problem,
+    order_problem,
+    values_problem,
+)
 
 if TYPE_CHECKING:
     from anomalyclip.store.store import FeatureStore
@@ -22,12 +29,18 @@ if TYPE_CHECKING:
 
 def structure_problem(store: FeatureStore, key: str) -> str | None:
     """Why a video's record or arrays cannot be read as a whole (None: all there)."""
+    for group in ("videos", "frames", "times"):  # before anything is read or followed
+        problem = store.backend.storage_problem(f"{group}/{key}")
+        if problem:
+            return f"unusable array {group}/ ({problem}; refused)"
     try:
         rec = store.load_record(key)
     except ValueError as exc:
         return str(exc)
     if not rec.complete:
         return "incomplete (no completeness flag)"
+    if store.key_for(rec.video_id) != key:
+        return f"its record names another video ({shorten(rec.video_id, 80)!r})"
     for group in ("videos", "frames", "times"):
         try:
             state = store.backend.array_state(f"{group}/{key}")
@@ -45,38 +58,95 @@ def structure_problem(store: FeatureStore, key: str) -> str | None:
 
 def check_video(store: FeatureStore, key: str) -> str | None:
     """Why a stored video cannot be trusted, or None when its rows match its checksum."""
+    return read_video(store, key)[1]
+
+
+def read_video(store: FeatureStore, key: str) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """A video's three arrays as stored (``videos``, ``frames``, ``times``; None when they
+    cannot be read) and why they cannot be trusted (None: they match their record's SHA-256,
+    their values are possible and the record fits the store). What ``verify`` checks, and
+    what a copy checks on the very rows it writes."""
     problem = structure_problem(store, key)
     if problem:
-        return problem
+        return None, problem
     rec = store.load_record(key)
     parts = {}
     for group in ("videos", "frames", "times"):
         try:
             parts[group] = store.backend.array(f"{group}/{key}")[...]
         except Exception as exc:  # codec / checksum / I/O errors all mean damage here
-            return f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
+            return None, f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
     if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
-        return "checksum mismatch (content changed since it was written)"
-    return values_problem(parts) or record_problem(store, rec, parts["videos"])
+        return parts, "checksum mismatch (content changed since it was written)"
+    rows = parts["videos"]
+    return parts, values_problem(parts) or record_problem(store, rec, rows, parts["frames"])
 
 
-def record_problem(store: FeatureStore, rec: VideoRecord, features: np.ndarray) -> str | None:
-    """What in a readable record contradicts the store: label, split, intervals, width."""
+def read_problem(store: FeatureStore, key: str) -> str | None:
+    """What a read checks before a video's first rows are used: :func:`structure_problem`,
+    the rows' dtype and width (from the array's metadata), increasing frame numbers and
+    times, intervals inside the video. Reads the frame numbers and times, not the features
+    (1/64 of a float16 video's bytes). Split and label are checked on every listing of the
+    complete videos (:func:`fields_problem`), which is how training and evaluation find them."""
+    problem = structure_problem(store, key)
+    if problem:
+        return problem
+    parts = {}
+    for group in ("frames", "times"):
+        try:
+            parts[group] = store.backend.array(f"{group}/{key}")[...]
+        except Exception as exc:  # codec / checksum / I/O errors all mean damage here
+            return f"damaged data in {group}/ ({type(exc).__name__}: {one_line(exc)})"
+    rows = store.backend.array(f"videos/{key}")
+    rec = store.load_record(key)
+    problem = order_problem(parts["frames"], parts["times"])
+    return (
+        problem or layout_problem(store, rows) or intervals_problem(rec.intervals, parts["frames"])
+    )
+
+
+def record_problem(store: FeatureStore, rec: VideoRecord, rows, frames: np.ndarray) -> str | None:
+    """What in a readable record contradicts the store: the rows' width and dtype, split,
+    label, intervals inside the video's ``frames``."""
+    return (
+        layout_problem(store, rows)
+        or fields_problem(rec, dataset_spec(store))
+        or intervals_problem(rec.intervals, frames)
+    )
+
+
+def layout_problem(store: FeatureStore, rows) -> str | None:
+    """Rows (the array, or only its metadata) of another shape or dtype than the store's."""
+    meta = store.meta  # compared only where valid: root_problem reports the rest
+    if len(rows.shape) != 2:
+        return f"rows have shape {tuple(rows.shape)}, not (frames, width)"
+    if meta.dim is not None and rows.shape[1] != meta.dim:
+        return f"rows have width {rows.shape[1]}, the store's backbone {meta.dim}"
+    if meta.dtype in DTYPES and str(rows.dtype) != meta.dtype:
+        return f"rows are {rows.dtype}, the store holds {meta.dtype}"
+    return None
+
+
+def dataset_spec(store: FeatureStore):
+    """The store's dataset (None when it is unknown: root_problem says so)."""
     from anomalyclip.datasets import get_dataset
 
-    meta = store.meta  # compared only where valid: root_problem reports the rest
-    if meta.dim is not None and features.shape[1] != meta.dim:
-        return f"rows have width {features.shape[1]}, the store's backbone {meta.dim}"
-    if meta.dtype in DTYPES and str(features.dtype) != meta.dtype:
-        return f"rows are {features.dtype}, the store holds {meta.dtype}"
+    try:
+        return get_dataset(store.dataset)
+    except AnomalyError:  # not text, or unknown
+        return None
+
+
+def fields_problem(rec: VideoRecord, spec) -> str | None:
+    """A record's split and label (a class of ``spec``, unless None): checked on every
+    listing of the complete videos, so no video is dropped or relabelled silently."""
     if rec.split not in ("train", "test"):
         return f"split {shorten(rec.split, 40)!r} is not train or test"
-    try:
-        get_dataset(store.dataset).class_id(rec.label)
-    except AnomalyError:
-        return f"label {shorten(rec.label, 40)!r} is not a class of dataset {store.dataset!r}"
-    if any(not 0 <= s < e for s, e in rec.intervals):
-        return f"intervals {shorten(rec.intervals, 60)} are not [start, end) frames"
+    if spec is not None:
+        try:
+            spec.class_id(rec.label)
+        except AnomalyError:
+            return f"label {shorten(rec.label, 40)!r} is not a class of dataset {spec.name!r}"
     return None
 
 
@@ -88,9 +158,10 @@ def root_problem(attrs: dict) -> str | None:
     if attrs.get("schema") != SCHEMA:
         found.append(f"schema is {shorten(attrs.get('schema'), 40)!r}")
     try:
-        get_dataset(attrs.get("dataset") or "")
+        dataset = attrs.get("dataset")
+        get_dataset(dataset if isinstance(dataset, str) else "")
     except AnomalyError:
-        found.append(f"dataset {shorten(attrs.get('dataset'), 40)!r} is unknown")
+        found.append(f"dataset {shown(attrs.get('dataset'))} is unknown")
     if StoreMeta.from_attrs(attrs).dim is None:
         found.append("backbone has no dim")
     for name in ("preprocessing", "sampling"):
@@ -117,5 +188,5 @@ def verify(store: FeatureStore, progress: bool = False) -> dict[str, str]:
     for key in tqdm(store.keys(), desc="verify", unit="video", disable=not progress):
         reason = check_video(store, key)
         if reason:
-            problems[video_id_of(key)] = reason
+            problems[store.id_of(key)] = reason
     return problems

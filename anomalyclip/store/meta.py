@@ -8,6 +8,7 @@ On disk they stay one JSON-able mapping on the store's root (docs/store.md):
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,15 @@ DTYPES = ("float16", "float32")
 DEFAULT_DIM = 512  # D where a store or file does not say: CLIP ViT-B/16's embedding size
 # The fields two stores must share to be merged or read together.
 COMPATIBILITY_FIELDS = ("dataset", "backbone", "preprocessing", "sampling")
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A stored value as JSON writes it (``"2"``, ``7``), cut short: what errors quote."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return shorten(text, limit)
 
 
 def _table(value: Any) -> dict | None:

@@ -73,8 +73,18 @@ class VideoRecord:
         return cls(**values)
 
 
+KEY_MAX = 200  # characters (ASCII: bytes) of a key, well under the usual 255 of a file name
+HASHED = "!"  # never in a percent-encoded id: marks a key cut to KEY_MAX and ended by a hash
+
+
 def video_key(video_id: str) -> str:
-    """The store name of a video id; refuses ids that could escape the store."""
+    """The store name of a video id; refuses ids that could escape the store.
+
+    The id is percent-encoded (as UTF-8; a file name that is not UTF-8 keeps its bytes), so
+    ``Abuse/Abuse028_x264`` is ``Abuse%2FAbuse028_x264``. A key longer than :data:`KEY_MAX`
+    (a long or non-Latin name: each CJK character takes 9) is cut and ends in ``!`` and a
+    hash of the id: unique, and read back through the ``video_id`` of its record.
+    """
     path = PurePosixPath(video_id)
     if (
         not video_id
@@ -84,14 +94,28 @@ def video_key(video_id: str) -> str:
         or path.is_absolute()
     ):
         raise AnomalyError(f"{video_id!r}: invalid video id (empty, absolute or with '..')")
-    key = quote(video_id, safe="-_.,+=@()[]~ ")
-    if key.startswith("__"):
-        key = "%5F" + key[1:]
+    key = full_key(video_id)
+    if len(key) > KEY_MAX:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+        cut = key[: KEY_MAX - len(digest) - 1]
+        cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # never split a %XX
+        key = f"{cut}{HASHED}{digest}"
     return key
 
 
+def full_key(video_id: str) -> str:
+    """The whole percent-encoded id: the key of every id before keys were bounded."""
+    key = quote(video_id.encode("utf-8", "surrogateescape"), safe="-_.,+=@()[]~ ")
+    return "%5F" + key[1:] if key.startswith("__") else key
+
+
 def video_id_of(key: str) -> str:
-    return unquote(key)
+    """The id of an unbounded key (a bounded one's id is in its record)."""
+    return unquote(key, errors="surrogateescape")
+
+
+def is_bounded(key: str) -> bool:
+    return HASHED in key
 
 
 def check_values(video_id: str, features: np.ndarray, dtype: np.dtype) -> None:
@@ -119,11 +143,35 @@ def values_problem(parts: dict[str, np.ndarray]) -> str | None:
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         return f"{int(bad.sum())} row(s) of features with NaN or inf (first: row {first})"
-    frames, times = parts["frames"], parts["times"]
+    return order_problem(parts["frames"], parts["times"])
+
+
+def order_problem(frames: np.ndarray, times: np.ndarray) -> str | None:
+    """Frame numbers and times that do not increase from row to row (times may all be NaN:
+    a source without timestamps)."""
     if frames.size and (frames.min() < 0 or (np.diff(frames) <= 0).any()):
         return "frame numbers are not increasing"
     if not np.isnan(times).all() and (not np.isfinite(times).all() or (np.diff(times) <= 0).any()):
         return "presentation times are not increasing"
+    return None
+
+
+def frame_extent(frames: np.ndarray) -> int:
+    """The frame after a video's last stored row: its last frame number plus the usual
+    step between rows (0 without rows). Anomalous intervals lie in ``[0, extent)``."""
+    if not frames.size:
+        return 0
+    step = int(np.median(np.diff(frames))) if frames.size > 1 else 1
+    return int(frames[-1]) + max(step, 1)
+
+
+def intervals_problem(intervals: list[list[int]], frames: np.ndarray) -> str | None:
+    """The first anomalous interval that is empty or not inside the video's frames: one
+    outside would make an anomalous video count as normal (none of its rows inside)."""
+    end = frame_extent(np.asarray(frames))
+    for s, e in intervals:
+        if not 0 <= s < e <= end:
+            return f"interval [{s}, {e}) is not inside the video's frames [0, {end})"
     return None
 
 

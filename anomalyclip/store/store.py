@@ -32,9 +32,12 @@ from anomalyclip.store.meta import (
     SCHEMA,
     SCHEMA_VERSION,
     StoreMeta,
+    shown,
 )
 from anomalyclip.store.records import (
     VideoRecord,
+    full_key,
+    is_bounded,
     video_id_of,
     video_key,
 )
@@ -57,7 +60,14 @@ class FeatureStore(StoreWriter):
             if attrs.get("schema") != SCHEMA:
                 self._b.close()
                 raise AnomalyError(f"{self.location}: not an anomalyclip feature store")
-            if attrs.get("schema_version", 0) > SCHEMA_VERSION:
+            version = attrs.get("schema_version", 0)
+            if not isinstance(version, int) or isinstance(version, bool):
+                self._b.close()
+                raise AnomalyError(
+                    f"{self.location}: root attribute schema_version = {shown(version)}"
+                    ": expected an integer"
+                )
+            if version > SCHEMA_VERSION:
                 self._b.close()
                 raise AnomalyError(
                     f"{self.location}: store schema version {attrs['schema_version']} is newer "
@@ -103,7 +113,13 @@ class FeatureStore(StoreWriter):
 
     @property
     def dataset(self) -> str:
-        return self.meta.dataset
+        """The dataset's name; one line naming the store when it is not text."""
+        value = self.attrs.get("dataset")
+        if not isinstance(value, str) or not value:
+            raise AnomalyError(
+                f"{self.location}: root attribute dataset = {shown(value)}: expected a dataset name"
+            )
+        return value
 
     # -- reading -------------------------------------------------------------------------------
     def keys(self) -> list[str]:
@@ -124,16 +140,34 @@ class FeatureStore(StoreWriter):
                 rec = self.load_record(key)
             except ValueError:
                 if split is None:
-                    out.append(video_id_of(key))
+                    out.append(self.id_of(key))
                 continue
             if split is None or rec.split == split:
                 out.append(rec.video_id)
         return out
 
     def records(self, split: str | None = None) -> list[VideoRecord]:
-        """Records of the complete videos; AnomalyError naming the first damaged one."""
-        recs = [self.record_by_key(k) for k in self.keys()]
-        return [r for r in recs if r.complete and (split is None or r.split == split)]
+        """Records of the complete videos; AnomalyError naming the first damaged one, or the
+        first whose split or label is not one of the store's (it would be dropped silently)."""
+        root = integrity.root_problem(self.attrs)
+        if root:
+            raise AnomalyError(f"{self.location}: {root} (`anomaly store verify` lists them)")
+        spec = integrity.dataset_spec(self)
+        recs = []
+        for key in self.keys():
+            rec = self.record_by_key(key)
+            if not rec.complete:
+                continue
+            recs.append(rec)
+            problem = integrity.fields_problem(rec, spec)
+            if self.key_for(rec.video_id) != key:
+                problem = f"its record names another video ({rec.video_id!r})"
+            if problem:
+                raise AnomalyError(
+                    f"{self.location}: video {self.id_of(key)!r}: {problem} (`anomaly store "
+                    "verify` lists every damaged video)"
+                )
+        return [r for r in recs if split is None or r.split == split]
 
     def load_record(self, key: str) -> VideoRecord:
         """A video's record; ValueError with a short reason when it cannot be read."""
@@ -143,7 +177,7 @@ class FeatureStore(StoreWriter):
             reason = f"unreadable attributes ({type(exc).__name__}: {one_line(exc)})"
             raise ValueError(reason) from None
         if isinstance(attrs, dict):
-            attrs.setdefault("video_id", video_id_of(key))
+            attrs.setdefault("video_id", self.id_of(key))
         return VideoRecord.from_attrs(attrs)
 
     def record_by_key(self, key: str) -> VideoRecord:
@@ -151,7 +185,7 @@ class FeatureStore(StoreWriter):
             return self.load_record(key)
         except ValueError as exc:
             raise AnomalyError(
-                f"{self.location}: video {video_id_of(key)!r}: {exc} (`anomaly store verify` "
+                f"{self.location}: video {self.id_of(key)!r}: {exc} (`anomaly store verify` "
                 "lists every damaged video)"
             ) from None
 
@@ -163,7 +197,7 @@ class FeatureStore(StoreWriter):
             try:
                 rec = self.load_record(key)
             except ValueError as exc:
-                out.append((video_id_of(key), None, f"damaged: {exc}"))
+                out.append((self.id_of(key), None, f"damaged: {exc}"))
                 continue
             state = "ok" if rec.complete else "incomplete"
             if rec.complete and rec.truncated:
@@ -175,13 +209,44 @@ class FeatureStore(StoreWriter):
         """Complete videos whose source looked cut short, with why (stored as decoded)."""
         return {r.video_id: r.truncated for r in self.records() if r.truncated}
 
+    def key_for(self, video_id: str) -> str:
+        """The key of a video id (:func:`.records.video_key`); a long id that an older
+        writer stored under its whole key keeps that key."""
+        key = video_key(video_id)
+        if is_bounded(key):
+            full = full_key(video_id)
+            if not self._exists(f"videos/{key}") and (
+                self._exists(f"videos/{full}") or self._exists(f"failures/{full}")
+            ):
+                return full
+        return key
+
+    def id_of(self, key: str) -> str:
+        """The video id of a key: unquoted, or for a bounded key its record's ``video_id``."""
+        if not is_bounded(key):
+            return video_id_of(key)
+        for group in ("videos", "failures"):
+            try:
+                found = self._b.get_attrs(f"{group}/{key}").get("video_id")
+            except Exception:  # noqa: BLE001 - unreadable: the key is all there is
+                continue
+            if isinstance(found, str):
+                return found
+        return key
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return self._b.exists(path)
+        except OSError:  # a name longer than the file system takes: not there
+            return False
+
     def has_video(self, video_id: str) -> bool:
-        return self._b.exists(f"videos/{video_key(video_id)}")
+        return self._b.exists(f"videos/{self.key_for(video_id)}")
 
     def record(self, video_id: str) -> VideoRecord:
         if not self.has_video(video_id):
             raise AnomalyError(f"{self.location}: no video {video_id!r}")
-        return self.record_by_key(video_key(video_id))
+        return self.record_by_key(self.key_for(video_id))
 
     def is_complete(self, video_id: str, fingerprint: str | None = None) -> bool:
         """True when the video is fully written (and, if given, from the same source bytes);
@@ -189,7 +254,7 @@ class FeatureStore(StoreWriter):
         if not self.has_video(video_id):
             return False
         try:
-            rec = self.load_record(video_key(video_id))
+            rec = self.load_record(self.key_for(video_id))
         except ValueError:
             return False
         return rec.complete and (fingerprint is None or rec.fingerprint == fingerprint)
@@ -200,14 +265,17 @@ class FeatureStore(StoreWriter):
         A deleted Zarr chunk reads as zeros (the fill value), which no checksum on the read
         path would see; so before a video's first read through this handle, every chunk of
         its three arrays must exist and their lengths must match the record (one listing per
-        array, then cached: a full SHA-256 per read would re-read and hash whole videos on
-        every training batch). Damaged bytes are caught on read by the chunks' CRC32C /
-        Fletcher-32, and a changed-but-valid rewrite only by ``verify``'s checksum.
+        array), and what else ``verify`` checks that is cheap must hold
+        (:func:`.integrity.read_problem`: dtype, width, frame order, intervals; split and
+        label are checked by :meth:`records`). Then cached: a full SHA-256 per read would
+        re-read and hash whole videos on every training batch. Damaged bytes are caught on
+        read by the chunks' CRC32C / Fletcher-32, and a changed-but-valid rewrite only by
+        ``verify``'s checksum.
         """
-        key = video_key(video_id)
+        key = self.key_for(video_id)
         if key in self._trusted:
             return key
-        problem = integrity.structure_problem(self, key)
+        problem = integrity.read_problem(self, key)
         if problem and not self._b.exists(f"videos/{key}"):
             raise AnomalyError(f"{self.location}: no video {video_id!r}")
         if problem:
@@ -254,10 +322,8 @@ class FeatureStore(StoreWriter):
         return self._read(video_id, "times")
 
     def failures(self) -> dict[str, dict]:
-        return {
-            video_id_of(key): self._b.get_attrs(f"failures/{key}")
-            for key in self._b.names("failures")
-        }
+        names = self._b.names("failures")
+        return {self.id_of(key): self._b.get_attrs(f"failures/{key}") for key in names}
 
     def size_bytes(self) -> int:
         return self._b.size_bytes()

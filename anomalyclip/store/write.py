@@ -19,7 +19,12 @@ import numpy as np
 from anomalyclip.errors import AnomalyError
 from anomalyclip.store.backend import disk_error, remote_error
 from anomalyclip.store.meta import COMPATIBILITY_FIELDS, SCHEMA, first_difference
-from anomalyclip.store.records import VideoRecord, check_values, content_sha256, video_key
+from anomalyclip.store.records import (
+    VideoRecord,
+    check_values,
+    content_sha256,
+    intervals_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,7 @@ class StoreWriter:
 
         ``frames`` defaults to 0..T-1 and ``times`` to ``frames / fps`` (or NaN without fps).
         """
-        key = video_key(record.video_id)
+        key = self.key_for(record.video_id)
         self._trusted.discard(key)
         features = np.asarray(features)
         if features.ndim != 2:
@@ -97,6 +102,9 @@ class StoreWriter:
         if frames.shape != (n,) or times.shape != (n,):
             raise AnomalyError(f"{record.video_id}: frames and times must have one entry per row")
         check_values(record.video_id, features, self.dtype)
+        problem = intervals_problem(record.intervals, frames)
+        if problem:
+            raise AnomalyError(f"{record.video_id}: {problem}")
         stored = np.ascontiguousarray(features.astype(self.dtype, copy=False))
 
         rec = VideoRecord(**{**asdict(record), "num_frames": n, "complete": False})
@@ -119,11 +127,19 @@ class StoreWriter:
             self._b.flush(f"videos/{key}/zarr.json")
         return rec
 
-    def check_rows(self, video_id: str, features: np.ndarray) -> None:
+    def check_rows(
+        self, video_id: str, features: np.ndarray, frames: np.ndarray | None = None,
+        intervals: list | tuple = (),
+    ) -> None:  # fmt: skip
         """AnomalyError when ``write_video`` would refuse these rows' values (NaN or inf, or
-        beyond float16's range in a float16 store): a writer records such a video as failed
-        and goes on."""
+        beyond float16's range in a float16 store) or, given the rows' ``frames``, these
+        anomalous ``intervals`` (not inside the video): a writer records such a video as
+        failed and goes on."""
         check_values(video_id, np.asarray(features), self.dtype)
+        if frames is not None:
+            problem = intervals_problem([list(i) for i in intervals], np.asarray(frames))
+            if problem:
+                raise AnomalyError(f"{video_id}: {problem}")
 
     def _unflag(self, key: str) -> None:
         """Make a stored copy of a video incomplete before touching it (one metadata write);
@@ -141,7 +157,7 @@ class StoreWriter:
         """Record why a video could not be stored. It replaces what was stored of it: a
         video is either complete, or failed with a reason, never both (its old rows are
         made incomplete first, then removed, then the failure is written)."""
-        key = video_key(video_id)
+        key = self.key_for(video_id)
         self._trusted.discard(key)
         with self._writing(f"the failure of {video_id!r}"):
             self._unflag(key)
@@ -155,7 +171,7 @@ class StoreWriter:
             self._b.flush("videos/", "frames/", "times/", f"failures/{key}")
 
     def delete_video(self, video_id: str) -> None:
-        key = video_key(video_id)
+        key = self.key_for(video_id)
         self._trusted.discard(key)
         with self._writing(f"video {video_id!r}"):
             self._unflag(key)
