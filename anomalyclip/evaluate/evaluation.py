@@ -266,21 +266,21 @@ def _confusion_plots(out: Path, metrics: dict[str, Any], class_names: list[str])
     titled with its threshold."""
     from anomalyclip.evaluate import plots
 
-    rows = "rows: true class, % of its frames"
+    rows = "rows: true class, % of its frames"  # titles of three short lines: 4 classes fit
     decision = metrics.get("decision")
     if decision and decision.get("classes"):
         thr = decision["threshold"]
         plots.plot_confusion(
             np.asarray(decision["classes"]["confusion"]), class_names, out / "confusion.png",
-            f"Confusion at the {threshold_label(thr)} {thr['value']:.3f}, chosen without test "
-            f"labels\n({rows})",
+            f"Confusion at the {threshold_label(thr)} {thr['value']:.3f}\nchosen without test "
+            f"labels\n{rows}",
         )  # fmt: skip
     if metrics.get("confusion") is not None:
         plots.plot_confusion(
             np.asarray(metrics["confusion"]), class_names, out / "confusion-oracle.png",
             f"Oracle: confusion at the {metrics.get('threshold_rule', 'youden')} threshold "
-            f"{metrics['threshold']:.3f} chosen on the test labels\n(the paper's evaluation; "
-            f"{rows})",
+            f"{metrics['threshold']:.3f}\nchosen on the test labels (the paper's evaluation)"
+            f"\n{rows}",
         )  # fmt: skip
 
 
