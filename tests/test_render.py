@@ -127,15 +127,15 @@ def test_time_stamps_from_cached_glyphs_are_what_freetype_draws():
     drawn once: it must be the very image FreeType draws for the whole string, at every
     width the corner can give it (cut short on narrow videos), for times and frame numbers
     from the first frame to ~4 days of 29.97 fps video."""
-    from anomalyclip.evaluate.render import _stamp, _text_strip
+    from anomalyclip.evaluate.text import banner_strip, clock_stamp
 
     for index in [*range(0, 120), *range(120, 10_000_000, 9_973)]:
         text = f"{index / 29.97:8.2f} s  frame {index}"
         for width in (7 * len(text) + 8, 64, 9):
-            expected = _text_strip(text, width, (0, 0, 0))
-            assert np.array_equal(_stamp(text, width), expected), (text, width)
+            expected = banner_strip(text, width, (0, 0, 0))
+            assert np.array_equal(clock_stamp(text, width), expected), (text, width)
     # the strip is not blank: the test compares drawn text, not two black rectangles
-    assert (_stamp("   12.34 s  frame 308", 155) > 128).sum() > 100
+    assert (clock_stamp("   12.34 s  frame 308", 155) > 128).sum() > 100
 
 
 @pytest.mark.parametrize("size", [(101, 75), (8, 360)])
@@ -205,7 +205,7 @@ def text_rows(image: np.ndarray) -> int:
 def test_the_alarm_banner_and_the_clock_are_readable(tmp_path):
     """At the render's 360 rows, the capitals of the ALARM banner and the clock's digits are at
     least 14 pixels tall, measured on the decoded MP4 (they were 8: PIL's default size)."""
-    from anomalyclip.evaluate.render import STRIP, stamp_width
+    from anomalyclip.evaluate.text import STRIP, stamp_width
 
     T = 30
     src = write_ntsc_video(tmp_path / "in.mp4", T)

@@ -185,8 +185,7 @@ def table(r: dict) -> str:
         f"{de['events_found_iou_0.3']}/{de['planted_events']} planted events at IoU ≥ 0.3; "
         f"far@1 alarms on {100 * de['alarm_rate_test_normal_videos']:.1f} % of normal test "
         f"videos' frames ({100 * de['alarm_rate_test_normal_frames']:.1f} % of all normal frames)",
-        "",
-        "≤ 150 s, ≤ 2 GB, AUC ≥ 0.9",
+        "", "≤ 150 s, ≤ 2 GB, AUC ≥ 0.9",
     ))  # fmt: skip
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.thresholds import binary_counts
 from anomalyclip.thresholds import youden as youden_threshold
 
+ORACLE = "oracle: chosen on these test labels (the paper's top-k and confusion)"
+
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
     """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf. Needs both labels."""
@@ -217,13 +219,8 @@ def evaluate_arrays(
     ``p_abnormal`` (F,), ``probs`` (F, C) the C-way probabilities, ``frame_class`` (F,) the
     true class of every frame (Normal outside the annotated intervals). ``primary`` names the
     dataset's headline metric ("auc" for UCF-Crime and ShanghaiTech, "ap" for XD-Violence).
-    The top-k and confusion figures here are the paper's: at the Youden threshold chosen on
-    these very labels, an oracle no deployment has (``threshold_source`` says so; the
-    decisions at a run's own threshold are those of
-    :func:`anomalyclip.evaluate.decisions.decision_metrics`). When the Youden threshold is
-    undefined (the frames are all normal or all abnormal) they use 0.5, and
-    ``threshold_rule`` says so.
-    """
+    Top-k and confusion are the paper's, at the Youden threshold of these labels (an oracle:
+    ``threshold_source``), or at 0.5 where it is undefined (``threshold_rule`` says so)."""
     if primary not in ("auc", "ap"):
         raise AnomalyError(f"primary metric must be 'auc' or 'ap', got {primary!r}")
     probs, frame_class = _check_probs(probs, frame_class)
@@ -238,10 +235,8 @@ def evaluate_arrays(
     abnormal = frame_class != normal_id
     detection = frame_metrics(p_abnormal, abnormal)
     threshold, rule = youden_threshold(p_abnormal, abnormal), "youden"
-    source = "oracle: chosen on these test labels (the paper's top-k and confusion)"
     if math.isnan(threshold):
         threshold, rule = 0.5, "default 0.5 (Youden undefined: frames of one kind only)"
-        source = "fixed"
     recognition = class_metrics(probs, frame_class, normal_id, names)
     topk = topk_accuracy(p_abnormal, probs, frame_class, normal_id, threshold, (1, 5), names)
     pred = predict_classes(p_abnormal, probs, normal_id, threshold)
@@ -260,7 +255,7 @@ def evaluate_arrays(
             "ap": detection["ap"],
             "threshold": threshold,
             "threshold_rule": rule,
-            "threshold_source": source,
+            "threshold_source": ORACLE if rule == "youden" else "fixed",
             "mauc": recognition["mauc"],
             "map": recognition["map"],
             "top1": topk["top1"],

@@ -23,7 +23,6 @@ stream's nominal rate is the input's as an exact fraction (23.976 fps stays 2400
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
@@ -34,9 +33,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from anomalyclip.evaluate.palette import SCORE, class_colour, class_rgb
+from anomalyclip.evaluate.text import STRIP, banner_strip, clock_stamp, panel_text, stamp_width
 from anomalyclip.events import Event
 from anomalyclip.extract.decode import Converter, VideoSource
 
@@ -47,10 +46,6 @@ PANEL_WIDTH = 480
 TOP_CLASSES = 5
 BORDER = 8  # pixels of the alarm border
 ALARM = (214, 39, 40)
-BANNER_FONT = 20  # px: the alarm banner's and the clock's capitals are 14 pixels tall
-PANEL_FONT = 14  # px: the class names and probabilities beside the frame
-STRIP = 28  # rows of a banner or clock strip
-TEXT_Y = 2  # the text's offset in a strip
 
 
 @dataclass
@@ -110,24 +105,6 @@ def _curve_panel(scores: Scores, threshold: float | None, events: Sequence[Event
     return image, column, rows
 
 
-@functools.cache
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    """PIL's own font (no font file needed) at ``size`` pixels."""
-    return ImageFont.load_default(size=size)
-
-
-@functools.lru_cache(maxsize=4096)
-def _text(text: str, fill: tuple[int, int, int], back: tuple[int, int, int]) -> np.ndarray:
-    """``text`` at :data:`PANEL_FONT` on a strip of ``back``, (20, width, 3): the same
-    strings come back frame after frame (class names, two-decimal values), so each is drawn
-    once."""
-    font = _font(PANEL_FONT)
-    width = int(np.ceil(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font)))
-    image = Image.new("RGB", (max(1, width + 1), 20), back)
-    ImageDraw.Draw(image).text((0, 0), text, fill=fill, font=font)
-    return np.asarray(image)
-
-
 def _paste(panel: np.ndarray, y: int, x: int, patch: np.ndarray) -> None:
     h = min(patch.shape[0], panel.shape[0] - y)
     w = min(patch.shape[1], panel.shape[1] - x)
@@ -141,9 +118,9 @@ def _bars(scores: Scores, row: int) -> np.ndarray:
     white, black = (255, 255, 255), (0, 0, 0)
     probs = scores.probs[row]
     panel = np.full((HEIGHT // 2, PANEL_WIDTH, 3), 255, np.uint8)
-    _paste(panel, 4, 10, _text(f"p(abnormal) {scores.p[row]:.2f}", black, white))
+    _paste(panel, 4, 10, panel_text(f"p(abnormal) {scores.p[row]:.2f}", black, white))
     normal = scores.classes[scores.normal_id]
-    _paste(panel, 4, 220, _text(f"{normal} {probs[scores.normal_id]:.2f}", (110,) * 3, white))
+    _paste(panel, 4, 220, panel_text(f"{normal} {probs[scores.normal_id]:.2f}", (110,) * 3, white))
     anomaly = [c for c in range(len(scores.classes)) if c != scores.normal_id]
     order = [anomaly[i] for i in np.argsort(-probs[anomaly], kind="stable")[:TOP_CLASSES]]
     bar_h = (HEIGHT // 2 - 30) // TOP_CLASSES
@@ -151,52 +128,9 @@ def _bars(scores: Scores, row: int) -> np.ndarray:
         y = 26 + i * bar_h
         width = int((PANEL_WIDTH - 170) * float(probs[c]))
         panel[y : y + bar_h - 6, 150 : 150 + width] = class_rgb(c, scores.normal_id)
-        _paste(panel, y + 3, 10, _text(str(scores.classes[c])[:17], black, white))
-        _paste(panel, y + 3, 155 + width, _text(f"{probs[c]:.2f}", black, white))
+        _paste(panel, y + 3, 10, panel_text(str(scores.classes[c])[:17], black, white))
+        _paste(panel, y + 3, 155 + width, panel_text(f"{probs[c]:.2f}", black, white))
     return panel
-
-
-def _text_strip(text: str, width: int, colour: tuple[int, int, int]) -> np.ndarray:
-    """White text at :data:`BANNER_FONT` on a strip of ``colour``, :data:`STRIP` rows high."""
-    strip = Image.new("RGB", (width, STRIP), colour)
-    ImageDraw.Draw(strip).text((STAMP_PAD, TEXT_Y), text, fill="white", font=_font(BANNER_FONT))
-    return np.asarray(strip)
-
-
-STAMP_PAD = 4  # pixels left of the text in a strip: room for a glyph's overhang
-
-
-@functools.cache
-def _glyph(char: str) -> tuple[np.ndarray, int]:
-    """One character's coverage on a strip, drawn ``STAMP_PAD`` pixels in, and its advance in
-    whole pixels (PIL's default font advances by whole pixels)."""
-    font = _font(BANNER_FONT)
-    advance = ImageDraw.Draw(Image.new("L", (1, 1))).textlength(char, font=font)
-    mask = Image.new("L", (int(np.ceil(advance)) + 2 * STAMP_PAD + 16, STRIP), 0)
-    ImageDraw.Draw(mask).text((STAMP_PAD, TEXT_Y), char, fill=255, font=font)
-    return np.asarray(mask), int(round(advance))
-
-
-def stamp_width(text: str) -> int:
-    """Pixels the clock ``text`` needs (an even number)."""
-    return _even_up(sum(_glyph(char)[1] for char in text) + 2 * STAMP_PAD)
-
-
-def _stamp(text: str, width: int) -> np.ndarray:
-    """What ``_text_strip(text, width, (0, 0, 0))`` draws, from glyphs drawn once each: a time
-    stamp is a new string on every frame, and FreeType took ~0.5 ms to draw one. The glyphs'
-    coverages are merged by maximum, as FreeType's rasteriser merges them; on the characters
-    of a time stamp the result is the same image (tests/test_render.py)."""
-    glyphs = [_glyph(char) for char in text]
-    mask = np.zeros((STRIP, width + sum(a for _, a in glyphs) + 2 * STAMP_PAD + 24), np.uint8)
-    x = 0
-    for glyph, advance in glyphs:
-        span = mask[:, x : x + glyph.shape[1]]
-        np.maximum(span, glyph, out=span)
-        x += advance
-    strip = Image.new("RGB", (width, STRIP), (0, 0, 0))
-    strip.paste((255, 255, 255), (0, 0, width, STRIP), Image.fromarray(mask[:, :width]))
-    return np.asarray(strip)
 
 
 def _planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -384,7 +318,7 @@ def render_video(
                     band = np.empty((STRIP + 4, inner, 3), np.uint8)
                     band[:] = ALARM
                     text = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
-                    band[2 : 2 + STRIP, 2:] = _text_strip(text, inner - 2, ALARM)
+                    band[2 : 2 + STRIP, 2:] = banner_strip(text, inner - 2, ALARM)
                     bands[k] = paint.yuv("band", band)
                 for rows, cols in (
                     (slice(0, BORDER), slice(0, width)),
@@ -397,7 +331,7 @@ def render_video(
                     paint.paste(canvas, BORDER, BORDER, bands[k])
             if inner >= 2:
                 text = f"{frame.time:8.2f} s  frame {frame.index}"
-                stamp = _stamp(text, min(stamp_width(text), inner))
+                stamp = clock_stamp(text, min(stamp_width(text), inner))
                 paint.paste(canvas, HEIGHT - BORDER - STRIP, BORDER, paint.yuv("stamp", stamp))
             paint.paste(canvas, 0, width, curve)
             x = int(np.clip(column(float(scores.times[row])), 0, PANEL_WIDTH - 1))
