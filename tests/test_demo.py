@@ -165,3 +165,84 @@ def test_full_demo_finds_the_planted_events(tmp_path):
     hours = sum(t[-1] - t[0] + np.median(np.diff(t)) for t in times) / 3600
     unmatched = len(events) - found["0.1"]["true_positives"]
     assert decision["events"]["false_events_per_hour"] == pytest.approx(unmatched / hours, rel=1e-3)
+
+
+def test_pretrain_image_features_in_chunks_equal_one_batch(tmp_path):
+    """The pretrain step runs the image tower on chunks of whole clips (all ~2,000 frames at
+    once took ~6 GB): every frame's pooled state must be the one-batch result bit for bit,
+    so the demo's CLIP, weights and metrics stay what they were. Frames from the demo world."""
+    import torch
+    from transformers import CLIPModel
+
+    from anomalyclip.backbone import build_clip
+    from anomalyclip.demo_pretrain import _image_features, _pooled_states
+    from anomalyclip.extract.preprocess import normalize, resize_crop
+
+    model = CLIPModel.from_pretrained(str(build_clip(tmp_path / "clip", "demo"))).eval()
+    pixels, _ = render_scene("Intruder", np.random.default_rng(2), 150, (160, 120))
+    clips = [resize_crop(pixels[i : i + 30]) for i in range(0, 150, 30)]  # (30, 3, 224, 224)
+    pixels = normalize(torch.cat(clips))
+    whole = _pooled_states(model, model.visual_projection,
+                           lambda: model.get_image_features(pixels))  # fmt: skip
+    for chunk in (64, 512):  # chunks of 3 clips and 2; one chunk of all 5
+        chunked = _pooled_states(model, model.visual_projection,
+                                 lambda c=chunk: _image_features(model, clips, c))  # fmt: skip
+        assert whole.shape == (150, 256) and torch.equal(chunked, whole)
+
+
+@pytest.mark.slow
+def test_pretrain_step_stays_under_two_gigabytes(tmp_path):
+    """The demo's heaviest step, at its full size, in a fresh process as `anomaly demo` runs
+    it (freed memory kept): its peak resident size, the process's own included, is at most
+    2 GB (measured 1.25 GB; 6.2 GB when every frame went through the tower at once)."""
+    import subprocess
+    import sys
+
+    from cli_helper import cli_env
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from anomalyclip.backbone import build_clip\n"
+        "from anomalyclip.demo_pretrain import pretrain_projections\n"
+        "from anomalyclip.kernels.allocator import keep_freed_memory\n"
+        "keep_freed_memory()\n"
+        "pretrain_projections(build_clip(Path(sys.argv[1]), 'demo', seed=0), 0)\n"
+        "status = Path('/proc/self/status').read_text().splitlines()\n"
+        "print([line.split()[1] for line in status if line.startswith('VmHWM:')][0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "clip")], env=cli_env(),
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_gb = int(done.stdout.split()[-1]) / 1024**2
+    assert 0.3 < peak_gb <= 2.0, peak_gb
+
+
+def test_bench_demo_reports_the_peak_memory_of_what_it_ran():
+    """``anomaly bench demo`` reads the peak resident size from its start (the kernel's count
+    is reset first): memory touched after the reset shows, memory of earlier work does not."""
+    import mmap
+
+    from anomalyclip.bench.demo import table
+    from anomalyclip.bench.peak import peak_rss_mb, reset_peak_rss
+
+    def touch(mb: int) -> mmap.mmap:  # fresh pages, whatever the allocator keeps
+        pages, block = mmap.mmap(-1, mb * 2**20), b"\1" * 2**20
+        for _ in range(mb):
+            pages.write(block)
+        return pages
+
+    touch(200).close()  # earlier work: 200 MB touched, then given back
+    reset = reset_peak_rss()
+    base = peak_rss_mb(reset)
+    held = touch(300)  # 300 MB touched after the reset
+    peak = peak_rss_mb(reset)
+    held.close()
+    assert reset and 250 <= peak - base < 450, (base, peak)
+    result = {
+        "seconds": {"generate": 10.0, "total": 80.0}, "peak_rss_mb": 1536.0, "frame_auc": 0.96,
+        "threshold": 0.45, "alarm_rate_test_normal_videos": 0.0,
+        "alarm_rate_test_normal_frames": 0.05, "events_found_iou_0.3": 9, "planted_events": 9,
+        "false_events_per_hour": 1.0,
+    }  # fmt: skip
+    assert "peak resident memory 1.50 GB" in table(result)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from reference import sequence_index
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate import metrics as M
-from anomalyclip.evaluate.plots import plot_confusion, plot_pr, plot_roc, plot_video
+from anomalyclip.evaluate.plots import VideoPlot, plot_confusion, plot_pr, plot_roc, plot_video
 from anomalyclip.evaluate.report import (
     format_table,
     read_video_csv,
@@ -330,22 +329,11 @@ def test_plots_write_real_pngs(tmp_path):
     ]
     T = 300
     times = np.arange(T) / 30
-    files.append(
-        plot_video(
-            times,
-            p[:T],
-            probs[:T],
-            names,
-            normal_id,
-            [(2.0, 4.5), (7.0, 8.0)],
-            "Arson001 (Arson)",
-            tmp_path / "video.png",
-            threshold=out["threshold"],
-        )
-    )
-    files.append(
-        plot_video([0.0], p[:1], probs[:1], names, normal_id, [], "one frame", tmp_path / "one.png")
-    )
+    video = VideoPlot(times, p[:T], probs[:T], names, normal_id, "Arson001 (Arson)",
+                      [(2.0, 4.5), (7.0, 8.0)], threshold=out["threshold"])  # fmt: skip
+    files.append(plot_video(video, tmp_path / "video.png"))
+    one = VideoPlot([0.0], p[:1], probs[:1], names, normal_id, "one frame")
+    files.append(plot_video(one, tmp_path / "one.png"))
     for f in files:
         size, (w, h), colours = _png_size(f)
         assert size > 10_000, f
@@ -464,18 +452,16 @@ def test_video_plot_keeps_every_label_inside_the_picture(tmp_path, monkeypatch, 
     tick at the right edge, six-digit frame numbers) all lie inside the figure."""
     from anomalyclip.evaluate import plots
 
-    drawn = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or Path(path))
     rng = np.random.default_rng(0)
     times = np.arange(0, frames, max(1, int(step))) * (step if step < 1 else 1)
     n = len(times)
     names = ["Normal", "Abuse", "Arrest", "Road accident", "Arson"]
-    plots.plot_video(times, rng.random(n), rng.dirichlet(np.ones(5), n), names, 0, [(3, 8)],
-                     "a_long_camera_name_2026-12-02.mp4", tmp_path / "v.png", threshold=0.5,
-                     xlabel=xlabel)  # fmt: skip
+    video = plots.VideoPlot(times, rng.random(n), rng.dirichlet(np.ones(5), n), names, 0,
+                            "a_long_camera_name_2026-12-02.mp4", [(3, 8)], threshold=0.5,
+                            threshold_label="far@1 threshold", xlabel=xlabel)  # fmt: skip
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = drawn[0]
+    fig = plots.video_figure(video)
     canvas = FigureCanvasAgg(fig)  # what savefig draws a PNG with
     canvas.draw()
     renderer = canvas.get_renderer()

@@ -127,15 +127,15 @@ def test_time_stamps_from_cached_glyphs_are_what_freetype_draws():
     drawn once: it must be the very image FreeType draws for the whole string, at every
     width the corner can give it (cut short on narrow videos), for times and frame numbers
     from the first frame to ~4 days of 29.97 fps video."""
-    from anomalyclip.evaluate.render import _stamp, _text_strip
+    from anomalyclip.evaluate.text import banner_strip, clock_stamp
 
     for index in [*range(0, 120), *range(120, 10_000_000, 9_973)]:
         text = f"{index / 29.97:8.2f} s  frame {index}"
         for width in (7 * len(text) + 8, 64, 9):
-            expected = _text_strip(text, width, (0, 0, 0))
-            assert np.array_equal(_stamp(text, width), expected), (text, width)
+            expected = banner_strip(text, width, (0, 0, 0))
+            assert np.array_equal(clock_stamp(text, width), expected), (text, width)
     # the strip is not blank: the test compares drawn text, not two black rectangles
-    assert (_stamp("   12.34 s  frame 308", 155) > 128).sum() > 100
+    assert (clock_stamp("   12.34 s  frame 308", 155) > 128).sum() > 100
 
 
 @pytest.mark.parametrize("size", [(101, 75), (8, 360)])
@@ -168,3 +168,59 @@ def test_a_folder_of_odd_sized_frames_renders_at_the_render_height(tmp_path, siz
         assert all(np.diff([c.mean() for c in centre]) > 10)  # the frames, in order
     else:  # nothing left inside the alarm's border: the border, and no failure
         assert all(c[0] > 150 and c[1] < 90 and c[2] < 90 for c in centre)
+
+
+def test_a_variable_rate_video_plays_as_long_as_its_source(tmp_path, shared_videos):
+    """tree.avi holds 68 frames at irregular times over 29.6 s (its header says 444 frames at
+    15 fps; a camera that records on motion writes such files). Each output frame keeps the
+    time of its input frame, so the render lasts as long as the source, and the clock drawn
+    on a frame (its decoded time) is the time the player shows it at."""
+    from anomalyclip.extract.decode import VideoSource
+
+    path = shared_videos / "tree.avi"
+    with av.open(str(path)) as container:
+        source_seconds = container.duration / av.time_base
+        interval = 1 / float(container.streams.video[0].average_rate)
+    times = np.array([f.time for f in VideoSource(path)])
+    T = len(times)
+    assert T == 68 and times[-1] > 29  # not 68 / 15 = 4.5 s
+    p = np.linspace(0.05, 0.95, T)
+    probs = np.stack([0.5 * p, 0.3 * p, 1 - p, 0.2 * p], axis=1)
+    scores = Scores(np.arange(T), times, p, probs, NAMES, 2)
+    out = render_video(path, tmp_path / "tree.mp4", scores, 0.5, [])
+    with av.open(str(out)) as container:
+        shown = np.array([float(f.time) for f in container.decode(video=0)])
+        seconds = container.duration / av.time_base
+    assert len(shown) == T
+    np.testing.assert_allclose(shown, times, atol=1e-4)
+    assert abs(seconds - source_seconds) <= interval, (seconds, source_seconds)
+
+
+def text_rows(image: np.ndarray) -> int:
+    """Rows from the top of the highest to the bottom of the lowest white pixel."""
+    white = np.flatnonzero((image.min(axis=-1) > 170).any(axis=1))
+    return int(white[-1] - white[0] + 1) if white.size else 0
+
+
+def test_the_alarm_banner_and_the_clock_are_readable(tmp_path):
+    """At the render's 360 rows, the capitals of the ALARM banner and the clock's digits are at
+    least 14 pixels tall, measured on the decoded MP4 (they were 8: PIL's default size)."""
+    from anomalyclip.evaluate.text import STRIP, stamp_width
+
+    T = 30
+    src = write_ntsc_video(tmp_path / "in.mp4", T)
+    p = np.full(T, 0.9)
+    probs = np.tile([[0.7, 0.1, 0.1, 0.1]], (T, 1)) * p[:, None]
+    probs[:, 2] = 1 - p
+    frames, times = np.arange(T), np.arange(T) / (24000 / 1001)
+    curve = {"frames": frames, "times": times, "p": p, "probs": probs}
+    events = find_events("in.mp4", curve, (NAMES, 2), EventConfig(0.5, min_duration=0.2))
+    out = render_video(src, tmp_path / "out.mp4", Scores(frames, times, p, probs, NAMES, 2),
+                       0.5, events)  # fmt: skip
+    with av.open(str(out)) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert image.shape[0] == 360
+    banner = image[BORDER : BORDER + STRIP + 4, BORDER + 4 : BORDER + 60]  # "ALARM"
+    assert text_rows(banner) >= 14
+    clock = image[360 - BORDER - STRIP : 360 - BORDER, BORDER : BORDER + stamp_width("   0.00")]
+    assert text_rows(clock) >= 14

@@ -1,4 +1,5 @@
-"""The CPU's measured matrix-multiply rate: the yardstick other benchmark numbers are read by.
+"""The yardsticks benchmark numbers are read by: the CPU's measured matrix-multiply rate, and
+the peak resident memory of what a benchmark runs.
 
 Absolute times on shared machines differ by ~2x between hosts of the same kind, so results are
 reported as a fraction of this peak, measured in the same run with the same thread count.
@@ -6,8 +7,10 @@ reported as a fraction of this peak, measured in the same run with the same thre
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,3 +36,24 @@ def peaks(n: int = 4096, repeats: int = 5) -> dict[str, float]:
         "fp32": matmul_gflops(torch.float32, n, repeats),
         "bf16": matmul_gflops(torch.bfloat16, n, repeats),
     }
+
+
+def reset_peak_rss() -> bool:
+    """Restart the kernel's count of this process's peak resident size (Linux), so the peak
+    read afterwards is that of what ran since (a training step's, the demo's), not of what
+    the process did before."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb(reset: bool) -> float:
+    """Peak resident size since :func:`reset_peak_rss` (``VmHWM``); the process's lifetime
+    peak (``ru_maxrss``) where that could not be reset."""
+    if reset:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -38,7 +37,7 @@ import torch
 
 from anomalyclip.backbone import build_clip
 from anomalyclip.bench.flops import flop_counter
-from anomalyclip.bench.peak import peaks
+from anomalyclip.bench.peak import peak_rss_mb, peaks, reset_peak_rss
 from anomalyclip.datasets import get_dataset
 from anomalyclip.kernels.allocator import keep_freed_memory, keeps_freed_memory
 from anomalyclip.model import AnomalyCLIP, ModelConfig
@@ -129,26 +128,6 @@ def _count(
     return forward, counter.get_total_flops(), temporal
 
 
-def _reset_peak_rss() -> bool:
-    """Restart the kernel's count of this process's peak resident size (Linux), so the peak
-    read after the steps is theirs: not the FLOP-counting passes' or the matmul peak's."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb(reset: bool) -> float:
-    """Peak resident size since :func:`_reset_peak_rss` (``VmHWM``); the process's lifetime
-    peak (``ru_maxrss``) where that could not be reset."""
-    if reset:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def measure_step(
     clip_dir: Path,
     shape: Shape,
@@ -181,7 +160,7 @@ def measure_step(
     executed = _count(model, x, labels, bf16)
     gen = torch.Generator().manual_seed(0)
     forward, backward = [], []
-    reset = _reset_peak_rss()
+    reset = reset_peak_rss()
     for _ in range(steps + 1):
         t0 = time.perf_counter()
         with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
@@ -200,7 +179,7 @@ def measure_step(
         forward_s=fwd,
         backward_s=bwd,
         step_s=fwd + bwd,
-        peak_rss_mb=_peak_rss_mb(reset),
+        peak_rss_mb=peak_rss_mb(reset),
         nominal_gflop_fwd=nominal[0] / 1e9,
         temporal_gflop_fwd=nominal[2] / 1e9,
         nominal_gflop_bwd=nominal[1] / 1e9,

@@ -333,14 +333,15 @@ def predict_cmd(
     from anomalyclip.events import EventConfig
 
     events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)  # before torch
-    from anomalyclip.evaluate.predict import PredictConfig, predict, printable
+    from anomalyclip.api import PredictConfig, Run
+    from anomalyclip.evaluate.prediction import printable
     from anomalyclip.extract.decode import Sampling
 
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
     _keep_memory_on_cpu(device)
-    config = PredictConfig(clip, device, precision, sampling, threshold=threshold, events=events,
-                           render=render)  # fmt: skip
-    results, failed = predict(videos, checkpoint, out, config)
+    config = PredictConfig(sampling=sampling, threshold=threshold, events=events, render=render)
+    run = Run.load(checkpoint, clip=clip, device=device, precision=precision)
+    results, failed = run.predict_files(videos, out, config)  # the Python API's own path
     for r in results:
         extra = f", {r.video}" if r.video else ""
         typer.echo(

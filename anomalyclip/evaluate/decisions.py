@@ -6,8 +6,9 @@ normal videos, see :mod:`anomalyclip.thresholds`), or from a rule given now: ``f
 (``--calibrate-on``). Nothing here reads the test labels to choose a threshold.
 
 At that threshold :func:`decision_metrics` reports what a deployment would see on the test
-split: frame precision / recall / F1, the share of normal frames over the threshold, false
-alarms (events) per hour of normal video, and the event-level metrics of
+split: frame precision / recall / F1, top-1 / top-5 class accuracy and the confusion matrix,
+the share of normal frames over the threshold, false alarms (events) per hour of normal
+video, and the event-level metrics of
 :mod:`anomalyclip.evaluate.event_metrics` against the true intervals.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.event_metrics import Scored, event_detection, event_map
+from anomalyclip.evaluate.metrics import confusion_matrix, predict_classes, topk_accuracy
 from anomalyclip.events import Event, EventConfig, find_events, row_period
 from anomalyclip.thresholds import Threshold, ThresholdRule, choose_threshold
 
@@ -75,6 +77,20 @@ def _seconds(times: np.ndarray) -> float:
     return float(times[-1] - times[0] + row_period(times))
 
 
+def class_decisions(
+    results: Sequence[Any], threshold: float, labels: tuple[Sequence[str], int]
+) -> dict[str, Any]:
+    """Recognition at ``threshold``: top-1 / top-5 accuracy (a frame under it is Normal, as
+    in :func:`~anomalyclip.evaluate.metrics.rank_classes`) and the confusion matrix."""
+    class_names, normal_id = labels
+    p = np.concatenate([r.p_abnormal for r in results])
+    probs = np.concatenate([r.probs for r in results])
+    truth = np.concatenate([r.labels for r in results])
+    topk = topk_accuracy(p, probs, truth, normal_id, threshold, (1, 5), class_names)
+    predicted = predict_classes(p, probs, normal_id, threshold)
+    return {**topk, "confusion": confusion_matrix(truth, predicted, len(class_names))}
+
+
 def decision_metrics(
     results: Sequence[Any],
     events: Sequence[Sequence[Event]],
@@ -110,6 +126,7 @@ def decision_metrics(
     anomaly_names = [n for c, n in enumerate(class_names) if c != normal_id]
     return {
         "threshold": threshold.to_dict(),
+        "classes": class_decisions(results, threshold.value, labels),
         "frames": {
             "precision": tp / called.sum() if called.any() else math.nan,
             "recall": tp / truth.sum() if truth.any() else math.nan,

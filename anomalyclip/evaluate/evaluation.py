@@ -233,10 +233,7 @@ def write_outputs(
     if abnormal.any() and not abnormal.all():
         plots.plot_roc(p_all, abnormal, out / "roc.png")
         plots.plot_pr(p_all, abnormal, out / "pr.png")
-    if metrics.get("confusion") is not None:
-        plots.plot_confusion(
-            np.asarray(metrics["confusion"]), list(class_names), out / "confusion.png"
-        )
+    _confusion_plots(out, metrics, list(class_names))
     decision = (metrics.get("decision") or {}).get("threshold")
     threshold = decision["value"] if decision else None
     if decision:
@@ -256,23 +253,47 @@ def write_outputs(
         )
         if i < max_video_plots:
             timed = bool(np.isfinite(r.times).all())  # imported features may lack a frame rate
-            plots.plot_video(
-                r.times if timed else r.frames.astype(np.float64),
-                r.p_abnormal,
-                r.probs,
-                class_names,
-                normal_id,
-                intervals_in_seconds(r.intervals, r.frames, r.times)
-                if timed
+            video = plots.VideoPlot(
+                r.times if timed else r.frames.astype(np.float64), r.p_abnormal, r.probs,
+                class_names, normal_id, r.video_id,
+                intervals_in_seconds(r.intervals, r.frames, r.times) if timed
                 else [(float(s), float(e)) for s, e in r.intervals],
-                r.video_id,
-                out / "videos" / f"{name}.png",
-                threshold=threshold,
-                xlabel="time (s)" if timed else "frame",
-            )
+                r.events if timed else [], threshold, threshold_label(decision),
+                "time (s)" if timed else "frame",
+            )  # fmt: skip
+            plots.plot_video(video, out / "videos" / f"{name}.png")
     write_report(out, class_names[normal_id])
     log.info("evaluation outputs in %s", out)
     return out
+
+
+def threshold_label(threshold: dict[str, Any] | None) -> str:
+    """How a plot names a decision threshold: by its rule (``far@1 threshold``)."""
+    return f"{threshold['rule']} threshold" if threshold else "threshold"
+
+
+def _confusion_plots(out: Path, metrics: dict[str, Any], class_names: list[str]) -> None:
+    """``confusion.png`` at the decision threshold (when there is one) and
+    ``confusion-oracle.png`` at the threshold chosen on the test labels (the paper's), each
+    titled with its threshold."""
+    from anomalyclip.evaluate import plots
+
+    rows = "rows: true class, % of its frames"  # titles of three short lines: 4 classes fit
+    decision = metrics.get("decision")
+    if decision and decision.get("classes"):
+        thr = decision["threshold"]
+        plots.plot_confusion(
+            np.asarray(decision["classes"]["confusion"]), class_names, out / "confusion.png",
+            f"Confusion at the {threshold_label(thr)} {thr['value']:.3f}\nchosen without test "
+            f"labels\n{rows}",
+        )  # fmt: skip
+    if metrics.get("confusion") is not None:
+        plots.plot_confusion(
+            np.asarray(metrics["confusion"]), class_names, out / "confusion-oracle.png",
+            f"Oracle: confusion at the {metrics.get('threshold_rule', 'youden')} threshold "
+            f"{metrics['threshold']:.3f}\nchosen on the test labels (the paper's evaluation)"
+            f"\n{rows}",
+        )  # fmt: skip
 
 
 @dataclass

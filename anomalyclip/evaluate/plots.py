@@ -2,11 +2,18 @@
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot), so nothing
 touches global state and no display is needed: saving a PNG goes through the Agg canvas.
+Each ``*_figure`` function builds a figure and its ``plot_*`` twin saves it.
+
+Rules every figure keeps, for pages of a paper: a class has one colour everywhere
+(:mod:`~anomalyclip.evaluate.palette`); a legend never covers data (ROC and PR put it in the
+corner their curves leave free, per-video plots beside the axes); a decision threshold is
+always named with where it came from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +21,20 @@ from matplotlib.figure import Figure
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.metrics import frame_metrics, pr_curve, roc_curve
+from anomalyclip.evaluate.palette import SCORE, TRUTH, class_colour
+from anomalyclip.events import Event
 
 _DPI = 120
-_TRUE_COLOR = "#d62728"
-_SCORE_COLOR = "#1f77b4"
+_CURVE = "#1f77b4"  # ROC and PR curves: one curve each, no class meaning
 # plot_video's fixed margins: where matplotlib's constrained layout puts its two axes (the
-# labels are the same for every video), with room on the right for half of a last tick label
-# of up to six digits; constrained layout costs ~0.07 s a video, a quarter of drawing it, and
-# eval draws one per test video
+# labels are the same for every video), with room on the right for the legends beside them;
+# constrained layout costs ~0.07 s a video, a quarter of drawing it, and eval draws one per
+# test video
 _VIDEO_GRID = {
     "height_ratios": (3, 2),
-    "left": 0.058, "right": 0.965, "bottom": 0.086, "top": 0.954, "hspace": 0.065,
+    "left": 0.058, "right": 0.765, "bottom": 0.086, "top": 0.954, "hspace": 0.065,
 }  # fmt: skip
+_CORNERS = ("lower right", "upper left", "lower left", "upper right", "center right")
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -35,22 +44,60 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def data_points(ax) -> np.ndarray:
+    """(K, 2) display coordinates of the data drawn in ``ax``: every line's vertices and 20
+    points on each of its segments, so a legend over a straight stretch counts too."""
+    points = []
+    for line in ax.get_lines():
+        xy = np.column_stack(line.get_data()).astype(np.float64)
+        xy = xy[np.isfinite(xy).all(axis=1)]
+        if len(xy) > 1:
+            t = np.linspace(0, 1, 20)[None, :, None]
+            xy = (xy[:-1, None] + t * (xy[1:, None] - xy[:-1, None])).reshape(-1, 2)
+        points.append(ax.transData.transform(xy) if len(xy) else np.zeros((0, 2)))
+    return np.concatenate(points) if points else np.zeros((0, 2))
+
+
+def covered(legend, ax) -> int:
+    """How many of ``ax``'s :func:`data_points` ``legend`` covers (the figure is drawn)."""
+    box = legend.get_window_extent()
+    xy = data_points(ax)
+    inside = (xy[:, 0] >= box.x0) & (xy[:, 0] <= box.x1) & (xy[:, 1] >= box.y0)
+    return int((inside & (xy[:, 1] <= box.y1)).sum())
+
+
+def _legend_in_free_corner(ax, **options) -> None:
+    """The legend in the first corner where it covers no data, chosen on the drawn figure;
+    below the axes when every corner holds data."""
+    for loc in _CORNERS:
+        legend = ax.legend(loc=loc, **options)
+        ax.figure.draw_without_rendering()  # the layout settled, as it will be saved
+        if covered(legend, ax) == 0:
+            return
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, **options)
+
+
 def plot_roc(
     scores: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "Frame-level ROC"
 ) -> Path:
+    """:func:`roc_figure` saved as a PNG."""
+    return _save(roc_figure(scores, labels, title), path)
+
+
+def roc_figure(scores: np.ndarray, labels: np.ndarray, title: str = "Frame-level ROC") -> Figure:
     """ROC curve of p(A) against the abnormal-frame labels, with its AUC and the chance line."""
     fpr, tpr, _ = roc_curve(scores, labels)
     auc = frame_metrics(scores, labels)["auc"]
     fig = Figure(figsize=(5, 5), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, color=_SCORE_COLOR, lw=2, label=f"AUC = {100 * auc:.2f}")
+    ax.plot(fpr, tpr, color=_CURVE, lw=2, label=f"AUC = {100 * auc:.2f}")
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="chance")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate")
     ax.set_title(title)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    return _save(fig, path)
+    _legend_in_free_corner(ax)
+    return fig
 
 
 def plot_pr(
@@ -59,6 +106,13 @@ def plot_pr(
     path: str | Path,
     title: str = "Frame-level precision-recall",
 ) -> Path:
+    """:func:`pr_figure` saved as a PNG."""
+    return _save(pr_figure(scores, labels, title), path)
+
+
+def pr_figure(
+    scores: np.ndarray, labels: np.ndarray, title: str = "Frame-level precision-recall"
+) -> Figure:
     """Precision-recall curve (as a step, the way AP integrates it) with the AP and the
     precision of a random ranking (the share of abnormal frames)."""
     precision, recall, _ = pr_curve(scores, labels)
@@ -70,7 +124,7 @@ def plot_pr(
         np.r_[0.0, recall],
         np.r_[precision[0], precision],
         where="pre",
-        color=_TRUE_COLOR,
+        color=_CURVE,
         lw=2,
         label=f"AP = {100 * ap:.2f}",
     )
@@ -79,8 +133,8 @@ def plot_pr(
     ax.set_title(title)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
-    return _save(fig, path)
+    _legend_in_free_corner(ax)
+    return fig
 
 
 def plot_confusion(
@@ -125,63 +179,92 @@ def plot_confusion(
     return _save(fig, path)
 
 
-def plot_video(
-    times: np.ndarray,
-    p_abnormal: np.ndarray,
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    normal_id: int,
-    true_intervals_seconds: Sequence[tuple[float, float]],
-    title: str,
-    path: str | Path,
-    threshold: float | None = None,
-    top: int = 3,
-    xlabel: str = "time (s)",
-) -> Path:
-    """One video at a glance: p(A) over time with the true anomalous intervals shaded (top),
-    and the probabilities of the ``top`` anomaly classes the model favours most (bottom).
+@dataclass
+class VideoPlot:
+    """What :func:`plot_video` draws of one video.
 
-    ``times`` may be frame numbers instead (features imported without a frame rate); say so
-    with ``xlabel``.
+    ``times`` (T,) seconds (or frame numbers, said with ``xlabel``), ``p_abnormal`` (T,),
+    ``probs`` (T, C) with ``class_names`` and ``normal_id``; ``truth``: the true anomalous
+    intervals in the units of ``times``; ``events``: the predicted events, drawn in their
+    class's colour; ``threshold`` and ``threshold_label`` (which threshold it is, e.g. "the
+    run's far@1"); ``top``: how many anomaly classes the lower panel shows.
+    """
+
+    times: np.ndarray
+    p_abnormal: np.ndarray
+    probs: np.ndarray
+    class_names: Sequence[str]
+    normal_id: int
+    title: str = ""
+    truth: Sequence[tuple[float, float]] = ()
+    events: Sequence[Event] = ()
+    threshold: float | None = None
+    threshold_label: str = "threshold"
+    xlabel: str = "time (s)"
+    top: int = 3
+
+
+def plot_video(video: VideoPlot, path: str | Path) -> Path:
+    """:func:`video_figure` saved as a PNG."""
+    return _save(video_figure(video), path)
+
+
+def _spans(ax_score, ax_class, video: VideoPlot) -> None:
+    """The true intervals (hatched grey) and the predicted events (in their class's colour,
+    one legend entry per class) on the score panel; the true intervals on the class panel."""
+    for k, (start, end) in enumerate(video.truth):
+        for ax in (ax_score, ax_class):
+            label = "true anomaly" if k == 0 and ax is ax_score else None
+            ax.axvspan(start, end, facecolor="none", edgecolor=TRUTH, hatch="//", lw=0,
+                       alpha=0.45, label=label)  # fmt: skip
+    named: set[str] = set()
+    ids = {name: c for c, name in enumerate(video.class_names)}
+    for e in video.events:
+        colour = class_colour(ids.get(e.label, video.normal_id), video.normal_id)
+        label = None if e.label in named else f"event: {e.label}"
+        named.add(e.label)
+        ax_score.axvspan(e.start_time, e.end_time, ymin=0, ymax=1, color=colour, alpha=0.3,
+                         lw=0, label=label, gid="predicted event")  # fmt: skip
+
+
+def video_figure(video: VideoPlot) -> Figure:
+    """One video at a glance: p(A) over time with the threshold, the true anomalous intervals
+    and the predicted events (top), and the probabilities of the ``top`` anomaly classes the
+    model favours most, each in its own colour (bottom); legends beside the panels.
 
     Classes are ranked by their summed probability over the video, which is dominated by the
     frames the model calls abnormal, so the legend names what it thinks happens, in order.
     """
-    times = np.asarray(times, dtype=np.float64).reshape(-1)
-    p_abnormal = np.asarray(p_abnormal, dtype=np.float64).reshape(-1)
-    probs = np.asarray(probs, dtype=np.float64)
-    anomaly_ids = [c for c in range(len(class_names)) if c != normal_id]
+    times = np.asarray(video.times, dtype=np.float64).reshape(-1)
+    p_abnormal = np.asarray(video.p_abnormal, dtype=np.float64).reshape(-1)
+    probs = np.asarray(video.probs, dtype=np.float64)
+    anomaly_ids = [c for c in range(len(video.class_names)) if c != video.normal_id]
     totals = probs[:, anomaly_ids].sum(axis=0)
-    chosen = [anomaly_ids[i] for i in np.argsort(-totals, kind="stable")[:top]]
+    chosen = [anomaly_ids[i] for i in np.argsort(-totals, kind="stable")[: video.top]]
 
     fig = Figure(figsize=(10, 5.5))
     ax_score, ax_class = fig.subplots(2, 1, sharex=True, gridspec_kw=_VIDEO_GRID)
-    for k, (start, end) in enumerate(true_intervals_seconds):
-        for ax in (ax_score, ax_class):
-            ax.axvspan(
-                start,
-                end,
-                color=_TRUE_COLOR,
-                alpha=0.15,
-                lw=0,
-                label="true anomaly" if k == 0 and ax is ax_score else None,
-            )
+    _spans(ax_score, ax_class, video)
     # A single frame draws no line, so mark every point when there are few.
     marker = "o" if len(times) < 50 else None
-    ax_score.plot(times, p_abnormal, color=_SCORE_COLOR, lw=1.5, marker=marker, label="p(A)")
-    if threshold is not None:
-        ax_score.axhline(threshold, color="black", ls=":", lw=1, label=f"threshold {threshold:.2f}")
+    ax_score.plot(times, p_abnormal, color=SCORE, lw=1.3, marker=marker, label="p(A)")
+    if video.threshold is not None:
+        ax_score.axhline(video.threshold, color=SCORE, ls="--", lw=1,
+                         label=f"{video.threshold_label} {video.threshold:.2f}")  # fmt: skip
     ax_score.set(ylim=(-0.02, 1.02), ylabel="anomaly score p(A)")
-    ax_score.set_title(title)
+    ax_score.set_title(video.title)
     ax_score.grid(alpha=0.3)
-    ax_score.legend(loc="upper right", fontsize=9)
+    beside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 9}
+    ax_score.legend(**beside)
 
     for c in chosen:
-        ax_class.plot(times, probs[:, c], lw=1.3, marker=marker, label=class_names[c])
-    ax_class.set(ylim=(-0.02, 1.02), xlabel=xlabel, ylabel="class probability")
+        colour = class_colour(c, video.normal_id)
+        ax_class.plot(times, probs[:, c], color=colour, lw=1.3, marker=marker,
+                      label=video.class_names[c])  # fmt: skip
+    ax_class.set(ylim=(-0.02, 1.02), xlabel=video.xlabel, ylabel="class probability")
     ax_class.grid(alpha=0.3)
     if chosen:
-        ax_class.legend(loc="upper right", fontsize=9, title=f"top {len(chosen)} classes")
+        ax_class.legend(title=f"top {len(chosen)} classes", **beside)
     if len(times) > 1:
         ax_class.set_xlim(times[0], times[-1])
-    return _save(fig, path)
+    return fig

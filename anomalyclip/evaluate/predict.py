@@ -1,7 +1,11 @@
 """``anomaly predict``: videos in, per-frame anomaly scores and classes out, no store needed.
 
 The videos go through the very same extraction pipeline as a dataset (into an in-memory
-store), so a prediction sees exactly the features training saw.
+store), so a prediction sees exactly the features training saw. A :class:`Predictor` is a run
+loaded for that (its network on its device, its image tower loaded once for every call);
+:func:`predict_files` writes what ``anomaly predict`` leaves behind, and
+:class:`anomalyclip.Run` (the Python API) holds a :class:`Predictor` too, so the command and
+the API run the same code.
 """
 
 from __future__ import annotations
@@ -17,12 +21,12 @@ import torch
 
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.decisions import run_threshold, video_events
+from anomalyclip.evaluate.decisions import run_threshold
 from anomalyclip.evaluate.evaluation import safe_name, score_fn
-from anomalyclip.evaluate.report import write_events, write_video_csv
+from anomalyclip.evaluate.prediction import Prediction, printable  # noqa: F401 (re-exported)
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
-from anomalyclip.extract.encoder import Precision
+from anomalyclip.extract.encoder import ImageEncoder, Precision
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
@@ -33,7 +37,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Prediction:
+class Written:
+    """What :func:`predict_files` wrote for one video, and its :class:`Prediction`."""
+
     source: Path
     csv: Path
     plot: Path
@@ -43,6 +49,7 @@ class Prediction:
     top_class: str  # the most probable class over the frames called abnormal (or Normal)
     events: list[Event] = field(default_factory=list)
     events_file: Path | None = None
+    prediction: Prediction | None = None
 
 
 def output_names(paths: list[Path]) -> list[str]:
@@ -82,21 +89,16 @@ def output_names(paths: list[Path]) -> list[str]:
     return names
 
 
-def printable(path: str | Path) -> str:
-    """A file name as text that any output takes: bytes that are not UTF-8 as ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 @dataclass(frozen=True)
 class PredictConfig:
     """How :func:`predict` turns videos into scores, and what it writes besides the CSVs.
 
-    Image side, as in :class:`~anomalyclip.extract.config.ExtractConfig`: ``clip`` (default:
-    the run's), ``device`` (default: CUDA when present), ``precision`` (the fp32 reference by
-    default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does),
-    ``sampling`` and ``batch_size``. Decisions: ``threshold`` (default: the run's own, chosen
-    without test labels when it was trained) and the other settings of ``events``. Output:
-    ``render`` also writes an MP4 of each video with its curves.
+    How the run is loaded (:class:`Predictor`): ``clip`` (default: the run's), ``device``
+    (default: CUDA when present), ``precision`` of the image tower (the fp32 reference by
+    default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does). How each
+    call scores: ``sampling`` and ``batch_size``; decisions at ``threshold`` (default: the
+    run's own, chosen without test labels when it was trained) with the other settings of
+    ``events``. Output: ``render`` also writes an MP4 of each video with its curves.
     """
 
     clip: str | None = None
@@ -109,99 +111,154 @@ class PredictConfig:
     render: bool = False
 
 
+class Predictor:
+    """A run loaded to score videos and features: its network on ``device``, its decision
+    threshold and its image tower (``clip``, default the run's; loaded at the first video
+    and kept, in ``precision``)."""
+
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        clip: str | Path | None = None,
+        device: str | None = None,
+        precision: Precision = "fp32",
+    ) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.device = default_device(device)
+        self.model, self.config = load_model(checkpoint, clip)
+        self.model.to(self.device)
+        self.clip = str(clip or run_clip(checkpoint, self.config))
+        self.precision = precision
+        self._encoder: ImageEncoder | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.model.cfg.classes)
+
+    @property
+    def normal_id(self) -> int:
+        return self.model.cfg.normal_id
+
+    @property
+    def threshold(self) -> float:
+        """The run's decision threshold (AnomalyError when it has none)."""
+        return run_threshold(self.config).value
+
+    def decisions(self, threshold: float | None, events: EventConfig | None) -> EventConfig:
+        """The event settings with the threshold to decide at (default: the run's)."""
+        threshold = self.threshold if threshold is None else threshold
+        return replace(events or EventConfig(threshold), threshold=threshold)
+
+    def score(
+        self,
+        features: np.ndarray | torch.Tensor,
+        frames: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+        source: str = "features",
+        fps: float = 0.0,
+        events: EventConfig | None = None,
+        batch_size: int = 64,
+    ) -> Prediction:
+        """Score one video's features (T, D); ``frames`` default to 0..T-1 and ``times`` to
+        ``frames / fps`` (frame numbers without a rate); ``events`` as from :meth:`decisions`."""
+        feats = torch.as_tensor(features)
+        if feats.ndim != 2 or feats.shape[1] != self.model.cfg.feature_dim:
+            raise AnomalyError(
+                f"{source}: features must be (frames, {self.model.cfg.feature_dim}), "
+                f"got {tuple(feats.shape)}"
+            )
+        cfg = self.model.cfg
+        p, probs = score_video(feats.float(), score_fn(self.model), cfg.num_segments,
+                               cfg.seg_length, batch_size, self.device)  # fmt: skip
+        frames = np.arange(len(feats)) if frames is None else np.asarray(frames)
+        if times is None:
+            times = frames / fps if fps and fps > 0 else frames.astype(np.float64)
+        curve = {"frames": frames, "times": times, "p": p.float().numpy(),
+                 "probs": probs.float().numpy()}  # fmt: skip
+        decide = events or self.decisions(None, None)
+        run = run_threshold(self.config) if self.config.get("threshold") else None
+        rule = run.rule if run and run.value == decide.threshold else "given"
+        labels = (self.classes, self.normal_id)
+        return Prediction.decide(source, curve, labels, decide, fps, rule)
+
+    def encoder(self) -> ImageEncoder:
+        if self._encoder is None:
+            self._encoder = ImageEncoder(self.clip, str(self.device), self.precision)
+        return self._encoder
+
+    def predict(
+        self,
+        paths: list[Path],
+        config: PredictConfig = PredictConfig(),
+        names: list[str] | None = None,
+        folder_fps: float | None = None,
+        progress: bool = True,
+    ) -> tuple[list[Prediction], dict[str, str]]:
+        """Extract and score each video (file or folder of frames) at ``config``'s sampling
+        and decisions; returns the predictions (their sources named by ``names``, default
+        the paths) and the videos that failed (path -> reason)."""
+        events = self.decisions(config.threshold, config.events)
+        names = names or [str(p) for p in paths]
+        ids = [f"{i:04d}_{safe_name(p.stem)}" for i, p in enumerate(paths)]
+        entries = [VideoEntry(vid, p, "", "predict", []) for vid, p in zip(ids, paths, strict=True)]
+        store_url = f"memory://anomalyclip-predict-{uuid.uuid4().hex}"
+        summary = extract(
+            entries, store_url, self.encoder(), sampling=config.sampling,
+            batch_size=config.batch_size, dtype="float32", dataset=self.config["dataset"],
+            folder_fps=folder_fps, progress=progress,
+        )  # fmt: skip
+        results = []
+        with open_store(store_url) as st:
+            for vid, name in zip(ids, names, strict=True):
+                if vid not in summary.failed:
+                    found = self.score(st.features(vid), st.frames(vid), st.times(vid), name,
+                                       st.record(vid).fps, events, config.batch_size)  # fmt: skip
+                    results.append(found)
+        failed = {str(paths[ids.index(vid)]): reason for vid, reason in summary.failed.items()}
+        return results, failed
+
+
+def write_prediction(pred: Prediction, stem: Path, render: bool) -> Written:
+    """``<stem>.csv``, ``<stem>.events.json`` / ``.csv``, ``<stem>.png`` and (``render``)
+    ``<stem>.mp4`` of one prediction."""
+    csv = pred.to_csv(stem.with_name(stem.name + ".csv"))
+    events_file = pred.write_events(stem.with_name(stem.name + ".events"))[0]
+    plot = pred.plot(stem.with_name(stem.name + ".png"))
+    movie = pred.render(stem.with_name(stem.name + ".mp4")) if render else None
+    mean = float(pred.p_abnormal.mean())
+    return Written(Path(pred.source), csv, plot, movie, len(pred), mean, pred.top_class,
+                   pred.events, events_file, pred)  # fmt: skip
+
+
+def predict_files(
+    predictor: Predictor,
+    videos: list[str | Path],
+    out_dir: str | Path,
+    config: PredictConfig = PredictConfig(),
+) -> tuple[list[Written], dict[str, str]]:
+    """What ``anomaly predict`` does: every video named by ``videos`` (files, folders,
+    globs, list files) scored, and per video a CSV, its events, a plot and (``render``) an
+    MP4 written under ``out_dir`` (named by :func:`output_names`); returns them and the
+    videos that failed (path -> reason)."""
+    paths = [Path(v) for v in expand_inputs(videos)]
+    for p in paths:
+        if not p.exists():
+            raise AnomalyError(f"{p}: no such video file or frame folder")
+    predictor.decisions(config.threshold, config.events)  # no threshold: fail before decoding
+    stems = dict(zip(map(str, paths), output_names(paths), strict=True))
+    predictions, failed = predictor.predict(paths, config)
+    out = Path(out_dir)
+    written = [write_prediction(p, out / stems[p.source], config.render) for p in predictions]
+    return written, failed
+
+
 def predict(
     videos: list[str | Path],
     checkpoint: str | Path,
     out_dir: str | Path,
     config: PredictConfig = PredictConfig(),
-) -> tuple[list[Prediction], dict[str, str]]:
-    """Score each video; returns the predictions and the videos that failed (id -> reason).
-
-    Frames are called abnormal at ``config.threshold`` and grouped into events by
-    ``config.events``' other settings."""
-    from anomalyclip.evaluate import plots
-    from anomalyclip.evaluate.render import Scores, render_video
-
-    dev = default_device(config.device)
-    model, run_config = load_model(checkpoint)
-    model.to(dev)
-    names, normal_id = model.cfg.classes, model.cfg.normal_id
-    threshold = config.threshold
-    if threshold is None:
-        threshold = run_threshold(run_config).value
-    events = replace(config.events or EventConfig(threshold), threshold=threshold)
-    image_model = config.clip or run_clip(checkpoint, run_config)
-    paths = [Path(v) for v in expand_inputs(videos)]  # folders, globs, list files
-    for p in paths:
-        if not p.exists():
-            raise AnomalyError(f"{p}: no such video file or frame folder")
-    ids = [f"{i:04d}_{safe_name(p.stem)}" for i, p in enumerate(paths)]
-    stems = dict(zip(ids, output_names(paths), strict=True))
-    entries = [VideoEntry(vid, p, "", "predict", []) for vid, p in zip(ids, paths, strict=True)]
-    store_url = f"memory://anomalyclip-predict-{uuid.uuid4().hex}"
-    summary = extract(
-        entries,
-        store_url,
-        image_model,
-        device=str(dev),
-        precision=config.precision,
-        sampling=config.sampling,
-        batch_size=config.batch_size,
-        dtype="float32",
-        dataset=run_config["dataset"],
-        progress=True,
-    )
-    out = Path(out_dir)
-    results = []
-    with open_store(store_url) as st:
-        for vid, path in zip(ids, paths, strict=True):
-            if vid in summary.failed:
-                continue
-            feats = torch.from_numpy(st.features(vid))
-            frames, times = st.frames(vid), st.times(vid)
-            p, probs = score_video(
-                feats,
-                score_fn(model),
-                model.cfg.num_segments,
-                model.cfg.seg_length,
-                config.batch_size,
-                dev,
-            )
-            p, probs = p.float().numpy(), probs.float().numpy()
-            stem = stems[vid]
-            csv = write_video_csv(
-                out / f"{stem}.csv", frames, times, p, probs, names,
-                threshold=threshold, normal_id=normal_id,
-            )  # fmt: skip
-            curve = {"frames": frames, "times": times, "p": p, "probs": probs}
-            shown = printable(path)  # a name that is not UTF-8 keeps its bytes as \xNN
-            found = video_events(shown, curve, (names, normal_id), events, st.record(vid).fps)
-            events_file = write_events(out / f"{stem}.events", found)[0]
-            plot = plots.plot_video(
-                times,
-                p,
-                probs,
-                names,
-                normal_id,
-                [],
-                printable(path.name),
-                out / f"{stem}.png",
-                threshold=threshold,
-            )
-            movie = None
-            if config.render:
-                scores = Scores(frames, times, p, probs, names, normal_id)
-                movie = render_video(path, out / f"{stem}.mp4", scores, threshold, found)
-            abnormal = p >= threshold
-            if abnormal.any():
-                ranked = np.delete(probs[abnormal].sum(0), normal_id)
-                top = [n for i, n in enumerate(names) if i != normal_id][int(ranked.argmax())]
-            else:
-                top = names[normal_id]
-            results.append(
-                Prediction(
-                    path, csv, plot, movie, len(frames), float(p.mean()), top, found, events_file
-                )  # fmt: skip
-            )
-    failed = {str(paths[ids.index(vid)]): reason for vid, reason in summary.failed.items()}
-    return results, failed
+) -> tuple[list[Written], dict[str, str]]:
+    """:func:`predict_files` with the run at ``checkpoint`` loaded by ``config``'s ``clip``,
+    ``device`` and ``precision``."""
+    predictor = Predictor(checkpoint, config.clip, config.device, config.precision)
+    return predict_files(predictor, videos, out_dir, config)

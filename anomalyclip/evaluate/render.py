@@ -3,23 +3,26 @@ moving p(A) curve.
 
 Layout of every output frame (height :data:`HEIGHT`)::
 
-    +------------------------------+--------------------------------+
-    | the input frame, scaled;     | p(A) over time: threshold line,|
-    | a red border and an ALARM    | events shaded, a cursor         |
-    | banner while an event is     +--------------------------------+
-    | open; the time and frame     | p(Normal), then bars of the     |
-    | number in a corner           | likeliest anomaly classes       |
-    +------------------------------+--------------------------------+
+    +------------------------------+---------------------------------+
+    | the input frame, scaled;     | p(A) over time: threshold line, |
+    | a red border and an ALARM    | events shaded in their class's  |
+    | banner while an event is     | colour, a cursor                |
+    | open; the time and frame     +---------------------------------+
+    | number in a corner           | p(Normal), then bars of the     |
+    |                              | likeliest anomaly classes, each |
+    |                              | in its class's colour           |
+    +------------------------------+---------------------------------+
 
 The curve panel is drawn once with matplotlib; per frame only the cursor, the bars and a few
 strings are painted with numpy/PIL, so rendering costs little more than encoding. Every
-decoded input frame becomes exactly one output frame, at the input's own frame rate (as an
-exact fraction: 23.976 fps stays 24000/1001).
+decoded input frame becomes exactly one output frame, shown at the input frame's own time
+(its presentation time is kept: a variable-rate source such as a motion-triggered camera's
+plays as long as the source, and the clock drawn on a frame is that frame's time); the
+stream's nominal rate is the input's as an exact fraction (23.976 fps stays 24000/1001).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import queue
 import threading
@@ -30,8 +33,9 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image, ImageDraw
 
+from anomalyclip.evaluate.palette import SCORE, class_colour, class_rgb
+from anomalyclip.evaluate.text import STRIP, banner_strip, clock_stamp, panel_text, stamp_width
 from anomalyclip.events import Event
 from anomalyclip.extract.decode import Converter, VideoSource
 
@@ -42,7 +46,6 @@ PANEL_WIDTH = 480
 TOP_CLASSES = 5
 BORDER = 8  # pixels of the alarm border
 ALARM = (214, 39, 40)
-EVENT_SHADE = "#ff9896"
 
 
 @dataclass
@@ -74,18 +77,20 @@ def _curve_panel(scores: Scores, threshold: float | None, events: Sequence[Event
     dpi = 100
     fig = Figure(figsize=(PANEL_WIDTH / dpi, HEIGHT / 2 / dpi), dpi=dpi)
     canvas = FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.12, 0.25, 0.84, 0.65))
-    for e in events:
-        ax.axvspan(e.start_time, e.end_time, color=EVENT_SHADE, alpha=0.5, lw=0)
-    ax.plot(times, p, color="tab:red", lw=1.2)
-    ax.fill_between(times, 0, p, color="tab:red", alpha=0.15)
+    ax = fig.add_axes((0.14, 0.26, 0.82, 0.66))
+    ids = {name: c for c, name in enumerate(scores.classes)}
+    for e in events:  # shaded in the event's class colour, as in the plots
+        colour = class_colour(ids.get(e.label, scores.normal_id), scores.normal_id)
+        ax.axvspan(e.start_time, e.end_time, color=colour, alpha=0.3, lw=0)
+    ax.plot(times, p, color=SCORE, lw=1.2)
+    ax.fill_between(times, 0, p, color=SCORE, alpha=0.08)
     if threshold is not None:
-        ax.axhline(threshold, color="gray", ls="--", lw=0.8)
+        ax.axhline(threshold, color=SCORE, ls="--", lw=0.8)
     ax.set_ylim(0, 1)
     ax.set_xlim(float(times[0]), float(times[-1]) if times[-1] > times[0] else float(times[0]) + 1)
-    ax.set_xlabel("time (s)", fontsize=8)
-    ax.set_ylabel("p(abnormal)", fontsize=8)
-    ax.tick_params(labelsize=7)
+    ax.set_xlabel("time (s)", fontsize=10, labelpad=1)
+    ax.set_ylabel("p(A)", fontsize=10)
+    ax.tick_params(labelsize=9)
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     height = image.shape[0]
@@ -98,17 +103,6 @@ def _curve_panel(scores: Scores, threshold: float | None, events: Sequence[Event
 
     rows = (int(round(height - y1)), int(round(height - y0)))  # image rows of p=1 and p=0
     return image, column, rows
-
-
-@functools.lru_cache(maxsize=4096)
-def _text(text: str, fill: tuple[int, int, int], back: tuple[int, int, int]) -> np.ndarray:
-    """``text`` in PIL's default font on a strip of ``back``, (14, width, 3): the same strings
-    come back frame after frame (class names, two-decimal values), so each is drawn once."""
-    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    width = int(np.ceil(draw.textlength(text))) + 1
-    image = Image.new("RGB", (max(1, width), 14), back)
-    ImageDraw.Draw(image).text((0, 0), text, fill=fill)
-    return np.asarray(image)
 
 
 def _paste(panel: np.ndarray, y: int, x: int, patch: np.ndarray) -> None:
@@ -124,56 +118,19 @@ def _bars(scores: Scores, row: int) -> np.ndarray:
     white, black = (255, 255, 255), (0, 0, 0)
     probs = scores.probs[row]
     panel = np.full((HEIGHT // 2, PANEL_WIDTH, 3), 255, np.uint8)
-    _paste(panel, 6, 10, _text(f"p(abnormal) {scores.p[row]:.2f}", black, white))
+    _paste(panel, 4, 10, panel_text(f"p(abnormal) {scores.p[row]:.2f}", black, white))
     normal = scores.classes[scores.normal_id]
-    _paste(panel, 6, 200, _text(f"{normal} {probs[scores.normal_id]:.2f}", (110,) * 3, white))
+    _paste(panel, 4, 220, panel_text(f"{normal} {probs[scores.normal_id]:.2f}", (110,) * 3, white))
     anomaly = [c for c in range(len(scores.classes)) if c != scores.normal_id]
     order = [anomaly[i] for i in np.argsort(-probs[anomaly], kind="stable")[:TOP_CLASSES]]
     bar_h = (HEIGHT // 2 - 30) // TOP_CLASSES
     for i, c in enumerate(order):
         y = 26 + i * bar_h
         width = int((PANEL_WIDTH - 170) * float(probs[c]))
-        panel[y : y + bar_h - 6, 150 : 150 + width] = ALARM if i == 0 else (120, 120, 200)
-        _paste(panel, y + 2, 10, _text(str(scores.classes[c])[:18], black, white))
-        _paste(panel, y + 2, 155 + width, _text(f"{probs[c]:.2f}", black, white))
+        panel[y : y + bar_h - 6, 150 : 150 + width] = class_rgb(c, scores.normal_id)
+        _paste(panel, y + 3, 10, panel_text(str(scores.classes[c])[:17], black, white))
+        _paste(panel, y + 3, 155 + width, panel_text(f"{probs[c]:.2f}", black, white))
     return panel
-
-
-def _text_strip(text: str, width: int, colour: tuple[int, int, int]) -> np.ndarray:
-    """White text on a strip of ``colour``, 18 pixels high."""
-    strip = Image.new("RGB", (width, 18), colour)
-    ImageDraw.Draw(strip).text((4, 2), text, fill="white")
-    return np.asarray(strip)
-
-
-STAMP_PAD = 4  # pixels left of the text in a strip: room for a glyph's overhang
-
-
-@functools.cache
-def _glyph(char: str) -> tuple[np.ndarray, int]:
-    """One character's coverage on an 18-pixel strip, drawn ``STAMP_PAD`` pixels in, and its
-    advance in whole pixels (PIL's default font advances by whole pixels)."""
-    advance = ImageDraw.Draw(Image.new("L", (1, 1))).textlength(char)
-    mask = Image.new("L", (int(np.ceil(advance)) + 2 * STAMP_PAD + 8, 18), 0)
-    ImageDraw.Draw(mask).text((STAMP_PAD, 2), char, fill=255)
-    return np.asarray(mask), int(round(advance))
-
-
-def _stamp(text: str, width: int) -> np.ndarray:
-    """What ``_text_strip(text, width, (0, 0, 0))`` draws, from glyphs drawn once each: a time
-    stamp is a new string on every frame, and FreeType took ~0.5 ms to draw one. The glyphs'
-    coverages are merged by maximum, as FreeType's rasteriser merges them; on the characters
-    of a time stamp the result is the same image (tests/test_render.py)."""
-    glyphs = [_glyph(char) for char in text]
-    mask = np.zeros((18, width + sum(a for _, a in glyphs) + 2 * STAMP_PAD + 16), np.uint8)
-    x = 0
-    for glyph, advance in glyphs:
-        span = mask[:, x : x + glyph.shape[1]]
-        np.maximum(span, glyph, out=span)
-        x += advance
-    strip = Image.new("RGB", (width, 18), (0, 0, 0))
-    strip.paste((255, 255, 255), (0, 0, width, 18), Image.fromarray(mask[:, :width]))
-    return np.asarray(strip)
 
 
 def _planes(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -226,9 +183,17 @@ def _even_up(n: int) -> int:
     return n + (n % 2)
 
 
+def time_base(rate: Fraction) -> Fraction:
+    """The output's clock: ticks of 1 / (p * M) s for a rate p / q, so every frame time of a
+    constant-rate source (k q / p s) is a whole number of ticks, and about 1/65,000 s apart
+    (the finest MPEG-4 Part 2 allows) for any other time."""
+    return Fraction(1, rate.numerator * max(1, 65535 // rate.numerator))
+
+
 class _Encoder:
     """(3H/2, W) yuv420p frames into an H.264 MP4 (MPEG-4 Part 2 where FFmpeg lacks x264),
-    on a thread of its own.
+    on a thread of its own, each at the presentation time it is given (default: one frame
+    after the other at ``rate``).
 
     ``ultrafast``: a render is looked at, not archived, and the encoder is a large share of
     a render's time (x264's faster presets cost size, not the look of these frames).
@@ -247,21 +212,26 @@ class _Encoder:
         self.stream = self.container.add_stream(codec, rate=rate, options=options)
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(self.QUEUE)
+        self.time_base = time_base(rate)
+        self.stream.codec_context.time_base = self.stream.time_base = self.time_base
+        self._tick = rate.denominator * (self.time_base.denominator // rate.numerator)  # a frame
+        self._pts: int | None = None  # the last frame's
+        self._queue: queue.Queue[tuple[np.ndarray, int] | None] = queue.Queue(self.QUEUE)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._encode_all, name="render-encoder")
         self._thread.start()
 
     def _encode_all(self) -> None:
         try:
-            while (image := self._queue.get()) is not None:
-                frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
+            while (item := self._queue.get()) is not None:
+                frame = av.VideoFrame.from_ndarray(item[0], format="yuv420p")
+                frame.pts, frame.time_base = item[1], self.time_base
                 for packet in self.stream.encode(frame):
                     self.container.mux(packet)
         except BaseException as e:  # handed to the caller's thread
             self._error = e
 
-    def _put(self, item: np.ndarray | None) -> None:
+    def _put(self, item: tuple[np.ndarray, int] | None) -> None:
         while self._thread.is_alive():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -271,8 +241,17 @@ class _Encoder:
         if self._error is not None:
             raise self._error
 
-    def write(self, image: np.ndarray) -> None:
-        self._put(image)
+    def write(self, image: np.ndarray, time: float | None = None) -> None:
+        """Queue a frame shown from ``time`` seconds (default: one frame after the last);
+        times are kept to the tick, and never run backwards."""
+        last = self._pts
+        if time is None or not np.isfinite(time):
+            pts = 0 if last is None else last + self._tick
+        else:
+            pts = round(Fraction(time) / self.time_base)
+            pts = pts if last is None else max(pts, last + 1)
+        self._pts = pts
+        self._put((image, pts))
 
     def close(self) -> None:
         try:
@@ -293,7 +272,7 @@ def render_video(
     threshold: float | None = None,
     events: Sequence[Event] = (),
 ) -> Path:
-    """Write an MP4 with one output frame per decoded input frame.
+    """Write an MP4 with one output frame per decoded input frame, at that frame's time.
 
     A sampled video has fewer scored rows than frames: every decoded frame shows the scores
     of the last row at or before it. An event is open on the frames from its start to its
@@ -336,10 +315,10 @@ def render_video(
                 k = int(open_[0])
                 if k not in bands and inner >= 4:
                     e = events[k]
-                    band = np.empty((22, inner, 3), np.uint8)
+                    band = np.empty((STRIP + 4, inner, 3), np.uint8)
                     band[:] = ALARM
                     text = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
-                    band[3:21, 2:] = _text_strip(text, inner - 2, ALARM)
+                    band[2 : 2 + STRIP, 2:] = banner_strip(text, inner - 2, ALARM)
                     bands[k] = paint.yuv("band", band)
                 for rows, cols in (
                     (slice(0, BORDER), slice(0, width)),
@@ -352,8 +331,8 @@ def render_video(
                     paint.paste(canvas, BORDER, BORDER, bands[k])
             if inner >= 2:
                 text = f"{frame.time:8.2f} s  frame {frame.index}"
-                stamp = _stamp(text, min(_even_up(7 * len(text) + 8), inner))
-                paint.paste(canvas, HEIGHT - BORDER - 18, BORDER, paint.yuv("stamp", stamp))
+                stamp = clock_stamp(text, min(stamp_width(text), inner))
+                paint.paste(canvas, HEIGHT - BORDER - STRIP, BORDER, paint.yuv("stamp", stamp))
             paint.paste(canvas, 0, width, curve)
             x = int(np.clip(column(float(scores.times[row])), 0, PANEL_WIDTH - 1))
             x0 = min(max(0, x - 1) // 2 * 2, PANEL_WIDTH - 2)
@@ -361,7 +340,7 @@ def render_video(
             if row != bars_row:
                 bars_row, bars = row, paint.yuv("bars", _bars(scores, row))
             paint.paste(canvas, HEIGHT // 2, width, bars)
-            encoder.write(canvas)
+            encoder.write(canvas, frame.time)
     finally:
         if encoder is not None:
             encoder.close()

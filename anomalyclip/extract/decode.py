@@ -237,7 +237,7 @@ class VideoSource:
                 continue
             try:
                 with Image.open(f) as im:
-                    image = np.asarray(im.convert("RGB"))
+                    image = np.array(im.convert("RGB"))  # writable, as decoded frames are
             except (OSError, ValueError) as exc:
                 raise AnomalyError(f"{f}: cannot read image frame ({exc})") from exc
             if self.height is not None:
