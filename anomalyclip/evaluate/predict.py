@@ -6,12 +6,14 @@ store), so a prediction sees exactly the features training saw.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
 
@@ -24,6 +26,7 @@ from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import Precision
 from anomalyclip.extract.pipeline import extract
+from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
 from anomalyclip.runs import default_device, load_model, run_clip
@@ -91,7 +94,8 @@ class PredictConfig:
     default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does),
     ``sampling`` and ``batch_size``. Decisions: ``threshold`` (default: the run's own, chosen
     without test labels when it was trained) and the other settings of ``events``. Output:
-    ``render`` also writes an MP4 of each video with its curves.
+    ``render`` also writes an MP4 of each video with its curves. ``zone``: only that
+    polygon of each frame is shown to CLIP (:mod:`anomalyclip.extract.zone`).
     """
 
     clip: str | None = None
@@ -102,6 +106,43 @@ class PredictConfig:
     threshold: float | None = None
     events: EventConfig | None = None
     render: bool = False
+    zone: Zone | None = None  # only this part of each frame is shown to CLIP
+
+
+def score_paths(
+    paths: list[Path], model: torch.nn.Module, image_model: str, dataset: str,
+    config: PredictConfig = PredictConfig(),
+) -> tuple[list[tuple[Path, dict[str, np.ndarray], float]], dict[str, str]]:  # fmt: skip
+    """Each video scored whole, as :func:`predict` scores it: the extraction pipeline into an
+    in-memory store (``config``'s image side and ``zone``), then the model (eval mode) over
+    all its rows. Returns ``(path, curve, fps)`` per video that decoded (curve: ``frames``,
+    ``times``, ``p``, ``probs``) and the videos that failed (path -> reason)."""
+    dev = next(model.parameters()).device
+    ids = [f"{i:04d}_{safe_name(p.stem)}" for i, p in enumerate(paths)]
+    entries = [VideoEntry(vid, p, "", "predict", []) for vid, p in zip(ids, paths, strict=True)]
+    store_url = f"memory://anomalyclip-predict-{uuid.uuid4().hex}"
+    summary = extract(
+        entries, store_url, image_model, device=str(dev), precision=config.precision,
+        sampling=config.sampling, batch_size=config.batch_size, dtype="float32",
+        dataset=dataset, progress=True, zone=config.zone,
+    )  # fmt: skip
+    scored = []
+    try:
+        with open_store(store_url) as st:
+            for vid, path in zip(ids, paths, strict=True):
+                if vid in summary.failed:
+                    continue
+                feats = torch.from_numpy(st.features(vid))  # (T, D)
+                p, probs = score_video(feats, score_fn(model), model.cfg.num_segments,
+                                       model.cfg.seg_length, config.batch_size, dev)  # fmt: skip
+                curve = {"frames": st.frames(vid), "times": st.times(vid),
+                         "p": p.float().numpy(), "probs": probs.float().numpy()}  # fmt: skip
+                scored.append((path, curve, st.record(vid).fps))
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # the rows are read: free the memory
+            fsspec.filesystem("memory").rm(store_url.split("://", 1)[1], recursive=True)
+    failed = {str(paths[ids.index(vid)]): reason for vid, reason in summary.failed.items()}
+    return scored, failed
 
 
 def predict(
@@ -130,72 +171,34 @@ def predict(
     for p in paths:
         if not p.exists():
             raise AnomalyError(f"{p}: no such video file or frame folder")
-    ids = [f"{i:04d}_{safe_name(p.stem)}" for i, p in enumerate(paths)]
-    stems = dict(zip(ids, output_names(paths), strict=True))
-    entries = [VideoEntry(vid, p, "", "predict", []) for vid, p in zip(ids, paths, strict=True)]
-    store_url = f"memory://anomalyclip-predict-{uuid.uuid4().hex}"
-    summary = extract(
-        entries,
-        store_url,
-        image_model,
-        device=str(dev),
-        precision=config.precision,
-        sampling=config.sampling,
-        batch_size=config.batch_size,
-        dtype="float32",
-        dataset=run_config["dataset"],
-        progress=True,
-    )
+    stems = dict(zip(paths, output_names(paths), strict=True))
+    scored, failed = score_paths(paths, model, image_model, run_config["dataset"], config)
     out = Path(out_dir)
     results = []
-    with open_store(store_url) as st:
-        for vid, path in zip(ids, paths, strict=True):
-            if vid in summary.failed:
-                continue
-            feats = torch.from_numpy(st.features(vid))
-            frames, times = st.frames(vid), st.times(vid)
-            p, probs = score_video(
-                feats,
-                score_fn(model),
-                model.cfg.num_segments,
-                model.cfg.seg_length,
-                config.batch_size,
-                dev,
-            )
-            p, probs = p.float().numpy(), probs.float().numpy()
-            stem = stems[vid]
-            csv = write_video_csv(
-                out / f"{stem}.csv", frames, times, p, probs, names,
-                threshold=threshold, normal_id=normal_id,
+    for path, curve, fps in scored:
+        frames, times, p, probs = curve["frames"], curve["times"], curve["p"], curve["probs"]
+        stem = stems[path]
+        csv = write_video_csv(
+            out / f"{stem}.csv", frames, times, p, probs, names,
+            threshold=threshold, normal_id=normal_id,
+        )  # fmt: skip
+        found = video_events(str(path), curve, (names, normal_id), events, fps)
+        events_file = write_events(out / f"{stem}.events", found)[0]
+        plot = plots.plot_video(times, p, probs, names, normal_id, [], path.name,
+                                out / f"{stem}.png", threshold=threshold)  # fmt: skip
+        movie = None
+        if config.render:
+            scores = Scores(frames, times, p, probs, names, normal_id)
+            movie = render_video(path, out / f"{stem}.mp4", scores, threshold, found)
+        abnormal = p >= threshold
+        if abnormal.any():
+            ranked = np.delete(probs[abnormal].sum(0), normal_id)
+            top = [n for i, n in enumerate(names) if i != normal_id][int(ranked.argmax())]
+        else:
+            top = names[normal_id]
+        results.append(
+            Prediction(
+                path, csv, plot, movie, len(frames), float(p.mean()), top, found, events_file
             )  # fmt: skip
-            curve = {"frames": frames, "times": times, "p": p, "probs": probs}
-            found = video_events(str(path), curve, (names, normal_id), events, st.record(vid).fps)
-            events_file = write_events(out / f"{stem}.events", found)[0]
-            plot = plots.plot_video(
-                times,
-                p,
-                probs,
-                names,
-                normal_id,
-                [],
-                path.name,
-                out / f"{stem}.png",
-                threshold=threshold,
-            )
-            movie = None
-            if config.render:
-                scores = Scores(frames, times, p, probs, names, normal_id)
-                movie = render_video(path, out / f"{stem}.mp4", scores, threshold, found)
-            abnormal = p >= threshold
-            if abnormal.any():
-                ranked = np.delete(probs[abnormal].sum(0), normal_id)
-                top = [n for i, n in enumerate(names) if i != normal_id][int(ranked.argmax())]
-            else:
-                top = names[normal_id]
-            results.append(
-                Prediction(
-                    path, csv, plot, movie, len(frames), float(p.mean()), top, found, events_file
-                )  # fmt: skip
-            )
-    failed = {str(paths[ids.index(vid)]): reason for vid, reason in summary.failed.items()}
+        )
     return results, failed
