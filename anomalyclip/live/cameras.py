@@ -178,7 +178,9 @@ def _rule(spec: CameraSpec, record: dict | None, run: Any) -> tuple[float, str]:
         chosen = choose_threshold(spec.threshold_rule, normal)
     except AnomalyError as exc:
         raise AnomalyError(f"camera {spec.name}: threshold_rule: {exc}") from None
-    return chosen.value, f"{spec.threshold_rule} on {where}"
+    if chosen.rule.startswith("fixed"):
+        return chosen.value, chosen.rule
+    return chosen.value, f"{chosen.rule} on {where}"
 
 
 def _calibrated(record: dict) -> str:

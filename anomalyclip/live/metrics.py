@@ -66,7 +66,7 @@ class Metrics(Sink):
 
         self.host, self.port = listen_address(listen)
         self.watcher = watcher
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=False)  # collected when scraped
         self.events = Counter("anomalyclip_events", "Closed events by camera and class",
                               ["camera", "class"], registry=self.registry)  # fmt: skip
         self.registry.register(_WatchCollector(watcher))
