@@ -123,11 +123,11 @@ def test_run_demo_small(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_demo_finds_the_planted_events(tmp_path):
+def test_full_demo_finds_the_planted_events(demo_run):
     """The main job on its default: the pipeline must localise events it was never shown."""
     import json
 
-    run = run_demo(tmp_path / "demo", seed=0, progress=False)
+    run = demo_run
     metrics = run.results["evaluate"]
     assert metrics["auc"] >= 0.9, metrics["auc"]
     assert metrics["videos"] == 17 and metrics["abnormal_frames"] > 0

@@ -4,9 +4,10 @@ A zone is a polygon in pixel coordinates of the decoded frame (x to the right, y
 frame's top-left corner at 0, 0). :meth:`Zone.apply` cuts the frame to the polygon's
 bounding box (clipped to the frame) and paints every pixel whose centre lies outside the
 polygon (even-odd rule) in CLIP's mean colour (:func:`fill`): after CLIP's normalisation
-those pixels are zero, the least signal a pixel can carry. The box is then centred on a
-square of that colour, so the usual resize and centre crop (:mod:`~anomalyclip.extract.
-preprocess`) keep all of the zone: a wide zone is seen whole, shrunk, never cut at its ends.
+those pixels are zero, the least signal a pixel can carry. The cut then takes the usual
+resize and centre crop (:mod:`~anomalyclip.extract.preprocess`), as a whole frame does: a
+zone is a smaller camera, and a zone much wider than tall loses its ends to the centre crop
+exactly as a wide frame does (a zone as large as the frame is no zone at all).
 
 A frame of another size (a resolution change) is cut at the same pixel coordinates; the
 masks are cached per frame size. A zone that misses the frame entirely leaves nothing to
@@ -106,16 +107,12 @@ class Zone:
         return self._masks[key]
 
     def apply(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 frame -> (S, S, 3) uint8: the zone's box, masked, on a square."""
+        """(H, W, 3) uint8 frame -> (h, w, 3) uint8: the zone's box, outside masked."""
         (x0, y0, x1, y1), mask = self._cut(*image.shape[:2])
         if not mask.any():
             return np.full((_EMPTY_SIDE, _EMPTY_SIDE, 3), fill(), np.uint8)
-        h, w = mask.shape
-        side = max(h, w)
-        out = np.full((side, side, 3), fill(), np.uint8)
-        top, left = (side - h) // 2, (side - w) // 2
-        view = out[top : top + h, left : left + w]
-        view[mask] = image[y0:y1, x0:x1][mask]
+        out = image[y0:y1, x0:x1].copy()  # (h, w, 3)
+        out[~mask] = fill()
         return out
 
     def describe(self) -> list[list[float]]:

@@ -3,10 +3,10 @@
 :class:`ClipRetention` looks at ``clips/`` every ``every`` seconds and after each new clip:
 clips older than ``max_days`` are deleted, then, while all clips together take more than
 ``max_gb``, the oldest (by modification time) go first. A clip still being written (its name
-claimed, its ``.part`` file growing) is never deleted, nor a file that is not a finished
-clip (``.part`` files, an empty claimed name, anything but ``*.mp4``). Each deletion is one
-info line in the log, and the summary counts them. ``events.jsonl`` is rotated by its own
-sink (:class:`~anomalyclip.live.sinks.JsonLinesFile`).
+claimed, its ``.part`` file growing) counts towards ``max_gb`` but is never deleted, nor is
+a file that is not a finished clip (an empty claimed name, anything but ``*.mp4``). Each
+deletion is one info line in the log, and the summary counts them. ``events.jsonl`` is
+rotated by its own sink (:class:`~anomalyclip.live.sinks.JsonLinesFile`).
 """
 
 from __future__ import annotations
@@ -44,9 +44,12 @@ class ClipRetention(Sink):
             self._wake.set()  # a new clip: look again now
 
     def close(self, hurry: threading.Event | None = None) -> None:
+        """Stop looking; one last look first (the clips finished at exit count too)."""
         self._stop.set()
         self._wake.set()
         self._thread.join(5.0)
+        if not (hurry is not None and hurry.is_set()) and not self._thread.is_alive():
+            self.prune()
 
     def report(self) -> dict[str, int]:
         return {"deleted": self.deleted, "freed MB": round(self.freed / 2**20)}
@@ -61,15 +64,18 @@ class ClipRetention(Sink):
         """Delete what the limits do not allow (module docstring); returns the deleted."""
         now = time.time() if now is None else now
         busy = self.recorder.active() if self.recorder is not None else set()
-        clips = []
-        for path in self._clips():
+        clips, writing = [], 0
+        for path in self._files():
             try:
                 st = path.stat()
             except OSError:
                 continue  # gone meanwhile
-            clips.append((st.st_mtime, st.st_size, path))
+            if path.name.endswith(".part") or path.with_name(path.name + ".part").exists():
+                writing += st.st_size  # being written: counted, never deleted
+            else:
+                clips.append((st.st_mtime, st.st_size, path))
         clips.sort()
-        total = sum(size for _, size, _ in clips)
+        total = writing + sum(size for _, size, _ in clips)
         deleted = []
         for mtime, size, path in clips:
             old = self.cfg.max_days and now - mtime > self.cfg.max_days * 86400
@@ -91,10 +97,10 @@ class ClipRetention(Sink):
                      days, why)  # fmt: skip
         return deleted
 
-    def _clips(self) -> list[Path]:
+    def _files(self) -> list[Path]:
+        """The clips and the parts of clips being written."""
         try:
             names = os.listdir(self.folder)
         except OSError:
             return []
-        found = [self.folder / n for n in names if n.endswith(".mp4")]
-        return [p for p in found if not p.with_name(p.name + ".part").exists()]
+        return [self.folder / n for n in names if n.endswith((".mp4", ".mp4.part"))]

@@ -384,7 +384,7 @@ class Reader(threading.Thread):
         self.stats.sampled += 1
         image = self._to_model.rgb(frame)  # (H, W, 3)
         if self.zone is not None:
-            image = self.zone.apply(image)  # (S, S, 3): the zone's box, masked, on a square
+            image = self.zone.apply(image)  # (h, w, 3): the zone's box, outside masked
         pixels = resize_crop(image[None])[0]  # (3, 224, 224) uint8
         return self._put(FrameItem(index, t, pixels, wall))
 

@@ -60,6 +60,7 @@ from anomalyclip.live.stats import (
     SourceStats,
     public_state,
 )
+from anomalyclip.live.ui_state import UiState
 from anomalyclip.live.window import (
     CausalWindow,
     Window,
