@@ -141,7 +141,6 @@ class Watcher:
         self._failing_sinks: set[str] = set()
         self.streams: list[_Stream] = []
         self.ui = UiState(cfg.events.threshold, self.out, cfg.save_clips) if cfg.ui else None
-        ring_seconds = cfg.pre_roll + cfg.events.min_duration + cfg.hop + 10.0
         names: set[str] = set()
         for item in sources:
             camera = item if isinstance(item, Camera) else Camera.of(item)
@@ -149,7 +148,8 @@ class Watcher:
             stats = SourceStats()
             queue = FrameQueue(cfg.read.queue, cfg.read.drops_oldest(camera.source), self._wake,
                                stats)  # fmt: skip
-            ring = FrameRing(ring_seconds) if cfg.save_clips else None
+            seconds = cfg.pre_roll + cfg.events.min_duration + (camera.hop or cfg.hop) + 10.0
+            ring = FrameRing(seconds) if cfg.save_clips else None
             preview = self.ui.camera(display_name(camera.source), stats) if self.ui else None
             reader = Reader(camera.source, sampling, cfg.read, queue, self._stop, ring, preview,
                             camera.zone)  # fmt: skip
