@@ -118,6 +118,20 @@ def _mask_param(m: re.Match) -> str:
     return f"{m.group(1)}{m.group(2)}={'***' if secret else m.group(3)}"
 
 
+def safe_source_name(source: str) -> str:
+    """A file-name-safe form of a source: a file's name without its suffix; a URL's host,
+    port and path, without credentials or query (``rtsp://admin:pw@10.0.0.5:554/cam1`` ->
+    ``10.0.0.5_554_cam1``)."""
+    text = str(source)
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text, flags=re.I):
+        rest = redact(text).split("://", 1)[1].rpartition("@")[2]
+        name = re.split(r"[?#]", rest, maxsplit=1)[0]
+    else:
+        name = Path(text).stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return name[-80:] or "source"
+
+
 def expand_inputs(items: list[str | Path], live: bool = False) -> list[Source]:
     """Every source named by ``items`` (module docstring), in order, without duplicates.
 

@@ -46,9 +46,13 @@ class _Scene:
     """Normal scene: one of the cameras' backgrounds, panning slowly, drifting soft blobs and
     noise, all frames at once."""
 
-    def __init__(self, rng: np.random.Generator, h: int, w: int, num_blobs: int = 3) -> None:
+    def __init__(
+        self, rng: np.random.Generator, h: int, w: int, num_blobs: int = 3,
+        camera: int | None = None,
+    ) -> None:  # fmt: skip
         self.rng, self.h, self.w = rng, h, w
-        camera = np.random.default_rng([7919, int(rng.integers(NUM_CAMERAS))])
+        drawn = int(rng.integers(NUM_CAMERAS))  # drawn always: the rest of the stream stays
+        camera = np.random.default_rng([7919, drawn if camera is None else camera])
         self.texture = _smooth_texture(camera, h, 2 * w).astype(np.float32)  # room to pan
         self.pan = rng.uniform(0.2, 0.6) * rng.choice([-1, 1])  # pixels per frame
         self.blob_pos = rng.uniform([0, 0], [w, h], (num_blobs, 2))  # (B, 2) x, y
@@ -143,22 +147,26 @@ def _event_params(label: str, rng: np.random.Generator, h: int, w: int) -> dict:
 
 
 def render_scene(
-    label: str, rng: np.random.Generator, num_frames: int, size: tuple[int, int]
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    label: str, rng: np.random.Generator, num_frames: int, size: tuple[int, int],
+    camera: int | None = None, event: dict | None = None,
+) -> tuple[np.ndarray, list[tuple[int, int]]]:  # fmt: skip
     """(T, H, W, 3) uint8 frames of one demo video and its anomalous intervals.
 
     The scene and the event draw from separate streams split off ``rng``, so a video of any
     class is, outside its event, pixel for pixel the Normal video of the same ``rng`` state.
+    ``camera`` picks the background (by default one of the demo's :data:`NUM_CAMERAS`, drawn;
+    any other number is a camera the demo never filmed); ``event`` overrides the event's
+    drawn parameters (an explosion's centre ``cx``, ``cy`` and radius ``rmax`` in pixels...).
     """
     w, h = size
     scene_rng, event_rng = rng.spawn(2)
-    scene = _Scene(scene_rng, h, w)
+    scene = _Scene(scene_rng, h, w, camera=camera)
     intervals: list[tuple[int, int]] = []
     if label != NORMAL:
         length = int(event_rng.uniform(0.15, 0.3) * num_frames)
         start = int(event_rng.uniform(0.2, 0.6) * num_frames)
         intervals = [(start, min(num_frames, start + length))]
-        params = _event_params(label, event_rng, h, w)
+        params = _event_params(label, event_rng, h, w) | (event or {})
     frames = scene.render(num_frames)  # (T, h, w, 3) float32
     for s, e in intervals:
         for t in range(s, e):

@@ -81,3 +81,13 @@ def tab(chromium):
 
     with new_tab(chromium) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The whole demo with its defaults (``anomaly demo``): 85 generated videos, the tiny CLIP
+    and its stand-in pre-training, features, a trained run and its evaluation; made once for
+    every test that needs a run that really detects the demo's events."""
+    from anomalyclip.demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo") / "demo", seed=0, progress=False)

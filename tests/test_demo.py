@@ -11,7 +11,6 @@ from anomalyclip.demo import (
     ANOMALIES,
     DemoRun,
     generate_demo_videos,
-    run_demo,
     step_clip,
     step_extract,
     step_generate,
@@ -131,11 +130,11 @@ def test_demo_generation_and_extraction_small(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_demo_finds_the_planted_events(tmp_path):
+def test_full_demo_finds_the_planted_events(demo_run):
     """The main job on its default: the pipeline must localise events it was never shown."""
     import json
 
-    run = run_demo(tmp_path / "demo", seed=0, progress=False)
+    run = demo_run
     assert list(run.timings) == ["generate", "clip", "pretrain", "extract", "train", "evaluate"]
     metrics = run.results["evaluate"]
     assert metrics["auc"] >= 0.9, metrics["auc"]

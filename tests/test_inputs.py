@@ -16,8 +16,7 @@ from anomalyclip.datasets import discover
 from anomalyclip.datasets.files import FileIndex
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import VideoSource
-from anomalyclip.inputs import display_name, expand_inputs, is_live, redact
-from anomalyclip.live.clips import safe_source_name
+from anomalyclip.inputs import display_name, expand_inputs, is_live, redact, safe_source_name
 from anomalyclip.synthetic import render_scene
 
 FRAMES = 12

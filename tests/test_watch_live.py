@@ -42,6 +42,7 @@ from watch_helpers import (
     offline,
     read_events,
     sender,
+    stable_threshold,
     udp_bound,
     watch,
 )
@@ -75,18 +76,6 @@ def videos(tmp_path_factory):
         "event": encode_ts(folder / "event.ts", [event]),
         "resize": encode_ts(folder / "resize.ts", [first, second]),  # 160x120, then 224x168
     }
-
-
-def stable_threshold(p: np.ndarray, exit_ratio: float = 0.8) -> tuple[float, float]:
-    """(threshold, margin): the threshold in [0.3, 0.9] whose entry and exit levels lie
-    farthest from every p(A) of the curve, among those that give at least one event."""
-    best = (0.5, -1.0)
-    for t in np.linspace(0.3, 0.9, 121):
-        if p.max() < t:
-            continue
-        margin = min(np.abs(p - t).min(), np.abs(p - t * exit_ratio).min())
-        best = max(best, (float(t), float(margin)), key=lambda b: b[1])
-    return best
 
 
 @pytest.fixture(scope="module")

@@ -69,8 +69,9 @@ def frames_in(path: Path) -> int:
 
 
 def test_clips_never_overwrite_each_other(loaded, video, tmp_path):
-    """``a/cam.ts`` and ``b/cam.ts`` both start an event at frame 0; then a second watch into
-    the same folder does it again. Four clips, four names, none replaced."""
+    """``a/cam.ts`` and ``b/cam.ts`` both start an event at frame 0: two cameras named
+    ``cam`` and ``cam-2``; then a second watch into the same folder does it again. Four clips,
+    four names, none replaced."""
     for cam in ("a", "b"):
         (tmp_path / cam).mkdir()
         (tmp_path / cam / "cam.ts").write_bytes(video.read_bytes())
@@ -82,7 +83,7 @@ def test_clips_never_overwrite_each_other(loaded, video, tmp_path):
     named = [Path(e["clip"]) for e in lines if e.get("clip")]
     assert len(named) == len(set(named)) == 4 and set(first) <= set(named)
     assert sorted(p.name for p in named) == [
-        "cam-000000000-1.mp4", "cam-000000000-2.mp4", "cam-000000000-3.mp4", "cam-000000000.mp4"
+        "cam-000000000-1.mp4", "cam-000000000.mp4", "cam-2-000000000-1.mp4", "cam-2-000000000.mp4"
     ]  # fmt: skip
     assert all(frames_in(p) == 90 for p in named)
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in first} == first

@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -185,3 +186,15 @@ def assert_events_match(live: list[dict], reference: list[dict], tol: float) -> 
         assert abs(a["start_time"] - b["start_time"]) <= tol, (a, b)
         assert abs(a["end_time"] - b["end_time"]) <= tol, (a, b)
         assert a["class"] == b["class"], (a, b)
+
+
+def stable_threshold(p: np.ndarray, exit_ratio: float = 0.8) -> tuple[float, float]:
+    """(threshold, margin): the threshold in [0.3, 0.9] whose entry and exit levels lie
+    farthest from every p(A) of the curve, among those that give at least one event."""
+    best = (0.5, -1.0)
+    for t in np.linspace(0.3, 0.9, 121):
+        if p.max() < t:
+            continue
+        margin = min(np.abs(p - t).min(), np.abs(p - t * exit_ratio).min())
+        best = max(best, (float(t), float(margin)), key=lambda b: b[1])
+    return best

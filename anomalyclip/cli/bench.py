@@ -120,6 +120,27 @@ def bench_demo_cmd(
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
+@bench_app.command("calibrate")
+def bench_calibrate_cmd(
+    demo: str = typer.Argument(..., help="An 'anomaly demo' folder (its run and videos)."),
+    cameras: int = typer.Option(3, "--cameras", help="New backgrounds to measure on."),
+    seed: int = typer.Option(0, "--seed"),
+    precision: str = typer.Option("fp32", "--precision", help="CLIP: fp32, bf16, auto."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """False alarms per hour and planted events found on cameras the run never saw, at the
+    run's threshold and at each camera's own (anomaly calibrate on its normal footage)."""
+    import json
+
+    from anomalyclip import checks
+    from anomalyclip.bench.calibrate import measure, table
+
+    checks.run_config(os.path.join(demo, "run"))
+    checks.precision(precision)
+    result = measure(demo, cameras=cameras, seed=seed, precision=precision)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
 @bench_app.command("predict")
 def bench_predict_cmd(
     checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run directory."),

@@ -2,42 +2,56 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 
 import typer
 
 from anomalyclip import checks
 from anomalyclip.cli.app import app
+from anomalyclip.errors import AnomalyError
 
 
 @app.command("watch")
 def watch_cmd(
     sources: list[str] = typer.Argument(
-        ...,
+        None,
         help="rtsp://, http(s)://, udp://, srt:// URLs, /dev/videoN, files, folders, globs "
-        "or lists of them.",
+        "or lists of them (besides the site file's cameras).",
     ),
-    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run directory."),
-    out: str = typer.Option("watch", "--out", "-o", help="Folder for events.jsonl and clips/."),
+    config: str = typer.Option(
+        None, "--config", help="A site file (TOML): the run, the cameras, MQTT, metrics."
+    ),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Run directory."),
+    out: str = typer.Option(None, "--out", "-o", help="Folder for events.jsonl (default watch)."),
     clip: str = typer.Option(None, "--clip", help="Image tower (default: the run's CLIP)."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
-    precision: str = typer.Option("auto", "--precision", help="CLIP: auto, fp32, bf16, fp16."),
-    hop: float = typer.Option(0.5, "--hop", help="Seconds between two scorings of a source."),
+    precision: str = typer.Option(None, "--precision", help="CLIP: auto, fp32, bf16, fp16."),
+    hop: float = typer.Option(None, "--hop", help="Seconds between two scorings (0.5)."),
     threshold: float = typer.Option(
-        None, "--threshold", help="p(A) that opens an event (default: the run's calibrated one)."
-    ),
-    realtime: bool = typer.Option(False, "--realtime", help="Play files at their frame rate."),
+        None,
+        "--threshold",
+        help="p(A) that opens an event, every camera (default: each "
+        "camera's own, else the run's calibrated one).",
+    ),  # fmt: skip
+    realtime: bool = typer.Option(None, "--realtime", help="Play files at their frame rate."),
     drop: str = typer.Option(
         None, "--drop", help="When behind: oldest (default for live sources) or none (files)."
     ),
     webhook: str = typer.Option(None, "--webhook", help="POST every event line here as JSON."),
-    save_clips: bool = typer.Option(False, "--save-clips", help="Write each event as an MP4."),
-    status_every: float = typer.Option(
-        10.0, "--status-every", help="Seconds between status lines on stderr (0: none)."
+    mqtt: str = typer.Option(
+        None, "--mqtt", help="mqtt://[user:password@]host[:port][/prefix]: the change-feed."
     ),
-    rtsp_transport: str = typer.Option("tcp", "--rtsp-transport", help="tcp or udp."),
-    stall: float = typer.Option(5.0, "--stall", help="Seconds without data before reconnecting."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Frames per CLIP forward at most."),
+    metrics: str = typer.Option(
+        None, "--metrics", help="[HOST:]PORT for Prometheus metrics (loopback by default)."
+    ),
+    save_clips: bool = typer.Option(None, "--save-clips", help="Write each event as an MP4."),
+    status_every: float = typer.Option(
+        None, "--status-every", help="Seconds between status lines on stderr (10; 0: none)."
+    ),
+    rtsp_transport: str = typer.Option(None, "--rtsp-transport", help="tcp or udp."),
+    stall: float = typer.Option(None, "--stall", help="Seconds without data before reconnecting."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Frames per CLIP forward (32)."),
     ui: str = typer.Option(
         None, "--ui", help="Serve a live page at HOST:PORT (PORT alone: 127.0.0.1, 0: any free)."
     ),
@@ -49,44 +63,73 @@ def watch_cmd(
     ),
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
-    OUT/events.jsonl). SIGINT or SIGTERM closes open events and exits 0 (a second one hurries
-    that shutdown)."""
-    import dataclasses
-
-    from anomalyclip.events import EventConfig
-    from anomalyclip.inputs import expand_inputs
-    from anomalyclip.live.config import ReadConfig, WatchConfig, check_out
-    from anomalyclip.live.run import check_run
+    OUT/events.jsonl), and where asked to an MQTT broker, a webhook, a metrics endpoint and a
+    live page. SIGINT or SIGTERM closes open events and exits 0 (a second one hurries that
+    shutdown)."""
     from anomalyclip.live.ui import open_page, serving
 
-    # options, the run and the output folder are checked before torch is imported
-    checks.precision(precision)
-    if device:
-        checks.device_name(device)
-    read = ReadConfig(realtime=realtime, drop=drop, rtsp_transport=rtsp_transport, stall=stall)
-    cfg = WatchConfig(EventConfig(0.5), out=out, hop=hop, batch_size=batch_size,
-                      status_every=status_every, read=read, save_clips=save_clips,
-                      webhook=webhook, ui=bool(ui))  # fmt: skip
-    page = open_page(ui, ui_token)  # the page's socket, bound at once (None without --ui)
-    run = check_run(checkpoint, threshold, clip)
-    cfg = dataclasses.replace(cfg, events=EventConfig(run.threshold))
-    check_out(out)
-    expanded = expand_inputs(sources, live=True)
+    given = {k: v for k, v in locals().items() if k not in ("sources", "config", "ui_token")}
+    run, cfg, cameras, o = _plan(config, sources or [], given)
+    page = open_page(o.get("ui"), ui_token)  # the page's socket, bound at once (or None)
     stops = _Stops()
     from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
 
-    model, encoder, config = load_for_watch(checkpoint, run.clip, device, precision)
-    watcher = Watcher(expanded, model, encoder, run_sampling(config, checkpoint), cfg)
+    model, encoder, run_config = load_for_watch(run.path, run.clip, o.get("device"), o["precision"])
+    watcher = Watcher(cameras, model, encoder, run_sampling(run_config, run.path), cfg)
     stops.attach(watcher)
-    typer.echo(
-        f"watching {len(expanded)} source(s), threshold {run.threshold:.4f}, events in {out}",
-        err=True,
-    )
+    _say_thresholds(cameras, run.threshold, cfg.out)
     with serving(watcher.ui, page, ui_token):
         summary = watcher.run()
     stops.ignore()  # all is written: a late signal must not turn the exit status into 143
     if all(s["failed"] for s in summary["sources"].values()):
         raise typer.Exit(1)
+
+
+DEFAULTS = {"out": "watch", "precision": "auto", "hop": 0.5, "realtime": False,
+            "save_clips": False, "status_every": 10.0, "rtsp_transport": "tcp", "stall": 5.0,
+            "batch_size": 32}  # fmt: skip
+
+
+def _plan(config: str | None, sources: list[str], given: dict):
+    """Everything a watch needs but the model, checked before torch is imported: the run,
+    the :class:`WatchConfig` and the cameras; options, the site file's and the defaults."""
+    from anomalyclip.events import EventConfig
+    from anomalyclip.live.cameras import resolve_cameras
+    from anomalyclip.live.config import ReadConfig, RetentionConfig, WatchConfig, check_out
+    from anomalyclip.live.run import check_run
+    from anomalyclip.live.site import Site, load_site
+
+    site = load_site(config) if config else Site()
+    o = site.merged(given, DEFAULTS)
+    checks.precision(o["precision"])
+    if o.get("device"):
+        checks.device_name(o["device"])
+    read = ReadConfig(realtime=o["realtime"], drop=o.get("drop"),
+                      rtsp_transport=o["rtsp_transport"], stall=o["stall"])  # fmt: skip
+    keep = site.table("retention")
+    cfg = WatchConfig(EventConfig(0.5), out=o["out"], hop=o["hop"], batch_size=o["batch_size"],
+                      status_every=o["status_every"], read=read, save_clips=o["save_clips"],
+                      webhook=o.get("webhook"), mqtt=o.get("mqtt"), metrics=o.get("metrics"),
+                      ui=bool(o.get("ui")),
+                      retention=RetentionConfig(**keep) if keep else None)  # fmt: skip
+    if not o.get("checkpoint"):
+        raise AnomalyError("no run: give --checkpoint RUN, or checkpoint = ... in the site file")
+    run = check_run(o["checkpoint"], o.get("threshold"), o.get("clip"))
+    cfg = dataclasses.replace(cfg, events=EventConfig(run.threshold))
+    check_out(o["out"])
+    cameras = resolve_cameras(site, sources, run, given.get("threshold"))
+    return run, cfg, cameras, o
+
+
+def _say_thresholds(cameras, default: float, out: str) -> None:
+    """One line for the watch; one per camera when they differ from the run's threshold."""
+    values = {c.threshold if c.threshold is not None else default for c in cameras}
+    shown = f"threshold {default:.4f}" if values == {default} else "thresholds per camera"
+    typer.echo(f"watching {len(cameras)} source(s), {shown}, events in {out}", err=True)
+    for c in cameras:
+        if values != {default} or c.threshold is not None:
+            value = c.threshold if c.threshold is not None else default
+            typer.echo(f"camera {c.name}: threshold {value:.4f} ({c.why})", err=True)
 
 
 class _Stops:

@@ -10,12 +10,14 @@ the API run the same code.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import torch
 
@@ -28,6 +30,7 @@ from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder, Precision
 from anomalyclip.extract.pipeline import extract
+from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
 from anomalyclip.runs import default_device, load_model, run_clip
@@ -99,6 +102,7 @@ class PredictConfig:
     call scores: ``sampling`` and ``batch_size``; decisions at ``threshold`` (default: the
     run's own, chosen without test labels when it was trained) with the other settings of
     ``events``. Output: ``render`` also writes an MP4 of each video with its curves.
+    ``zone``: only that polygon of each frame is shown to CLIP (:mod:`anomalyclip.extract.zone`).
     """
 
     clip: str | None = None
@@ -109,6 +113,7 @@ class PredictConfig:
     threshold: float | None = None
     events: EventConfig | None = None
     render: bool = False
+    zone: Zone | None = None  # only this part of each frame is shown to CLIP
 
 
 class Predictor:
@@ -205,15 +210,20 @@ class Predictor:
         summary = extract(
             entries, store_url, self.encoder(), sampling=config.sampling,
             batch_size=config.batch_size, dtype="float32", dataset=self.config["dataset"],
-            folder_fps=folder_fps, progress=progress,
+            folder_fps=folder_fps, progress=progress, zone=config.zone,
         )  # fmt: skip
         results = []
-        with open_store(store_url) as st:
-            for vid, name in zip(ids, names, strict=True):
-                if vid not in summary.failed:
-                    found = self.score(st.features(vid), st.frames(vid), st.times(vid), name,
-                                       st.record(vid).fps, events, config.batch_size)  # fmt: skip
-                    results.append(found)
+        try:
+            with open_store(store_url) as st:
+                for vid, name in zip(ids, names, strict=True):
+                    if vid in summary.failed:
+                        continue
+                    rows = (st.features(vid), st.frames(vid), st.times(vid))
+                    fps = st.record(vid).fps
+                    results.append(self.score(*rows, name, fps, events, config.batch_size))
+        finally:
+            with contextlib.suppress(OSError, ValueError):  # the rows are read: free the memory
+                fsspec.filesystem("memory").rm(store_url.split("://", 1)[1], recursive=True)
         failed = {str(paths[ids.index(vid)]): reason for vid, reason in summary.failed.items()}
         return results, failed
 

@@ -64,6 +64,12 @@ class Prediction:
             rule,
         )  # fmt: skip
 
+    @property
+    def curve(self) -> dict[str, np.ndarray]:
+        """``frames``, ``times``, ``p`` and ``probs``: the scores as the event finder takes them."""
+        return {"frames": self.frames, "times": self.times, "p": self.p_abnormal,
+                "probs": self.probs}  # fmt: skip
+
     def __len__(self) -> int:
         return len(self.frames)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ATTENTIONS, PRECISIONS, Attention, Precision
+from anomalyclip.extract.zone import Zone
 
 ROOT_WAIT_S = 600.0  # how long ranks > 0 wait for rank 0 to write a store's root attributes
 STALL_S = 120.0  # seconds without a decoded frame after which a video is given up as failed
@@ -25,8 +26,9 @@ class ExtractConfig:
     ``batch_size`` (frames per forward pass; a batch holds frames of one video).
     Input side: ``sampling``, ``workers`` (decoder threads), ``folder_fps`` (the rate of
     folders of frames), ``stall_timeout`` (seconds without a decoded frame before a video is
-    given up as failed). Store side: ``dataset``, ``dtype`` (stored float16 or float32),
-    ``root`` (stored source paths are relative to it), ``strict`` (a truncated source is a
+    given up as failed), ``zone`` (a :class:`~anomalyclip.extract.zone.Zone`: only that part
+    of every frame is shown to CLIP). Store side: ``dataset``, ``dtype`` (stored float16 or
+    float32), ``root`` (stored source paths are relative to it), ``strict`` (a truncated source is a
     failure, not a flagged video). Scale-out: ``shard=(rank, world)``, ``coordinated`` (the
     ranks were launched together: rank 0 writes the root attributes, the others wait up to
     ``root_timeout`` seconds for them).
@@ -48,6 +50,7 @@ class ExtractConfig:
     coordinated: bool = False
     root_timeout: float = ROOT_WAIT_S
     progress: bool = True
+    zone: Zone | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.workers < 1:

@@ -126,7 +126,8 @@ class _Worker:
         times: list[float] = []
         for frame in source:
             self.beat(video)
-            crops.append(resize_crop(frame.image[None]))  # (1, 3, 224, 224)
+            image = frame.image if cfg.zone is None else cfg.zone.apply(frame.image)
+            crops.append(resize_crop(image[None]))  # (1, 3, 224, 224)
             frames.append(frame.index)
             times.append(frame.time)
             if len(crops) == cfg.batch_size and not self.flush(video, crops, frames, times):

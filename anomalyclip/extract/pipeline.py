@@ -107,7 +107,8 @@ def extract(
     attrs = provenance(
         dataset=cfg.dataset,
         backbone=encoder.describe(),
-        preprocessing=preprocessing_attrs(),
+        preprocessing=preprocessing_attrs()
+        | ({"zone": cfg.zone.describe()} if cfg.zone is not None else {}),
         sampling=cfg.sampling.describe(),
         dtype=cfg.dtype,
         device=str(encoder.device),

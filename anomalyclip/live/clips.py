@@ -1,13 +1,12 @@
 """``--save-clips``: each event as an MP4, cut from its source's ring of recent frames.
 
 When an event opens, :meth:`ClipRecorder.open` claims the clip's file name, created
-exclusively (``O_EXCL``): ``clips/<source>-<first frame>.mp4``, or ``...-1.mp4``, ``-2``...
-when that name is taken (two sources with the same file name in different folders, a watch
-restarted into the same folder), so a clip never replaces another. The frames from
-``pre_roll`` seconds before the event are taken from the source's :class:`FrameRing` (its
-newest decoded frames, downscaled, within a byte budget) and encoded, with those that follow, into
-``<name>.part`` by the recorder's own thread, until ``post_roll`` seconds after the event
-closes; the finished file then takes the claimed name.
+exclusively (``O_EXCL``): ``clips/<camera>-<first frame>.mp4``, or ``...-1.mp4``, ``-2``...
+when that name is taken (a watch restarted into the same folder), so a clip never replaces
+another. The frames from ``pre_roll`` seconds before the event are taken from the source's
+:class:`FrameRing` (its newest decoded frames, downscaled, within a byte budget) and
+encoded, with those that follow, into ``<name>.part`` by the recorder's own thread, until
+``post_roll`` seconds after the event closes; the finished file then takes the claimed name.
 
 Every clip ends as a :class:`ClipDone` in :attr:`ClipRecorder.done`: its path once the file
 is complete, or the reason it could not be written (a read-only folder, a full disk); the
@@ -20,7 +19,6 @@ import contextlib
 import errno
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -31,26 +29,11 @@ import av
 import numpy as np
 
 from anomalyclip.extract.decode import Converter
-from anomalyclip.inputs import redact
 from anomalyclip.synthetic import video_codec
 
 log = logging.getLogger(__name__)
 
 _MAX_SAME_NAME = 10000
-
-
-def safe_source_name(source: str) -> str:
-    """A file-name-safe form of a source: a file's name without its suffix; a URL's host,
-    port and path, without credentials or query (``rtsp://admin:pw@10.0.0.5:554/cam1`` ->
-    ``10.0.0.5_554_cam1``)."""
-    text = str(source)
-    if re.match(r"^[a-z][a-z0-9+.-]*://", text, flags=re.I):
-        rest = redact(text).split("://", 1)[1].rpartition("@")[2]
-        name = re.split(r"[?#]", rest, maxsplit=1)[0]
-    else:
-        name = Path(text).stem
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
-    return name[-80:] or "source"
 
 
 class FrameRing:
@@ -132,10 +115,11 @@ class ClipRecorder(threading.Thread):
         self.done: deque[ClipDone] = deque()  # for the watch to report, in order
 
     def open(self, source: str, ring: FrameRing, start_frame: int, start_time: float) -> str | None:
-        """Start the clip of the event ``(source, start_frame)``; the reason it cannot be
-        written, or None."""
+        """Start the clip of the event ``(source, start_frame)``, ``source`` a camera's name
+        (file-name safe: :func:`anomalyclip.inputs.safe_source_name`); the reason it cannot
+        be written, or None."""
         try:
-            path = self._claim(f"{safe_source_name(source)}-{start_frame:09d}")
+            path = self._claim(f"{source}-{start_frame:09d}")
         except OSError as exc:
             why = exc.strerror or str(exc)
             self._failed(ClipDone(source, start_frame, None, 0, why), self.folder)
@@ -168,6 +152,11 @@ class ClipRecorder(threading.Thread):
             self.join(0.05)
         with self._lock:
             return len(self._clips)
+
+    def active(self) -> set[Path]:
+        """The files of the clips being written (their claimed names): not to be touched."""
+        with self._lock:
+            return {clip.path for clip in self._clips.values()}
 
     def _claim(self, stem: str) -> Path:
         """A new, unused file name for a clip, created empty and exclusively."""

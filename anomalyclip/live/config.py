@@ -47,6 +47,28 @@ class ReadConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What is kept under ``--out``: clips within ``max_gb`` and ``max_days`` (oldest deleted
+    first, never one still being written; 0: no limit), ``events.jsonl`` rotated past
+    ``max_log_mb`` with ``keep_logs`` rotated files kept (0: never rotated)."""
+
+    max_gb: float = 0.0
+    max_days: float = 0.0
+    max_log_mb: float = 0.0
+    keep_logs: int = 5
+    every: float = 60.0  # seconds between two looks at the clips (and after each new clip)
+
+    def __post_init__(self) -> None:
+        for name in ("max_gb", "max_days", "max_log_mb"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise AnomalyError(f"retention {name} {value}: a number >= 0 (0: no limit)")
+        if self.keep_logs < 0:
+            raise AnomalyError(f"retention keep_logs {self.keep_logs}: a count >= 0")
+        _positive("retention interval", self.every)
+
+
+@dataclass(frozen=True)
 class WatchConfig:
     """Everything about a watch besides its sources, model and output folder."""
 
@@ -63,6 +85,9 @@ class WatchConfig:
     ui: bool = False  # collect what the live page shows (live/ui_state.py)
     update_every: float = 1.0  # seconds of growth between "updated" lines of an open event
     max_event: float = 600.0  # an event this long is closed and the next piece opens
+    mqtt: str | None = None  # mqtt://[user:password@]host[:port][/prefix]: the change-feed
+    metrics: str | None = None  # [HOST:]PORT of the Prometheus endpoint
+    retention: RetentionConfig | None = None
 
     def __post_init__(self) -> None:
         _positive("--hop", self.hop)
@@ -78,6 +103,14 @@ class WatchConfig:
             from anomalyclip.live.webhook import parse_target
 
             parse_target(self.webhook)
+        if self.mqtt:
+            from anomalyclip.live.mqtt import MqttConfig
+
+            MqttConfig(self.mqtt)  # a bad URL or a missing package: one line, before torch
+        if self.metrics:
+            from anomalyclip.live.metrics import listen_address
+
+            listen_address(self.metrics)
 
 
 def _positive(name: str, value: float, unit: str = " of seconds") -> None:

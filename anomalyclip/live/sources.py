@@ -1,8 +1,9 @@
 """Reading sources as they arrive: one thread per source decodes, samples, crops and queues.
 
 A :class:`Reader` opens its source with PyAV, decodes every packet, keeps the frames the
-run's :class:`~anomalyclip.extract.decode.Sampling` keeps, turns each into the 224x224 uint8
-CLIP crop the extractor makes (:func:`~anomalyclip.extract.preprocess.resize_crop`, so live
+run's :class:`~anomalyclip.extract.decode.Sampling` keeps, turns each (cut to its camera's
+zone, :mod:`anomalyclip.extract.zone`, when it has one) into the 224x224 uint8 CLIP crop the
+extractor makes (:func:`~anomalyclip.extract.preprocess.resize_crop`, so live
 features are the stored features of the same frames) and puts it on its source's
 :class:`FrameQueue`, where the scoring loop takes it. Every decoded frame also goes to the
 clips' frame ring (downscaled) and to the live page's preview (which makes a JPEG of about one
@@ -50,6 +51,7 @@ from anomalyclip.extract.decode import (
     _TimeRepair,
 )
 from anomalyclip.extract.preprocess import resize_crop
+from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import Source, display_name, is_live, redact
 from anomalyclip.live.clips import FrameRing
 from anomalyclip.live.config import ReadConfig
@@ -182,11 +184,13 @@ class Reader(threading.Thread):
         stop: threading.Event,
         ring: FrameRing | None = None,
         preview: Preview | None = None,
+        zone: Zone | None = None,
     ) -> None:
         super().__init__(name=f"read-{display_name(source)}", daemon=True)
         self.source, self.sampling, self.cfg = source, sampling, cfg
         self.label = display_name(source)  # for messages: no password
-        self.queue, self.stop, self.ring, self.preview = queue, stop, ring, preview
+        self.queue, self.stop, self.ring = queue, stop, ring
+        self.preview, self.zone = preview, zone
         self.stats = queue.stats
         self.live = is_live(source)
         self.clock = StreamClock()
@@ -250,6 +254,7 @@ class Reader(threading.Thread):
 
     def _wait(self, attempt: int, reason: str) -> None:
         delay = min(self.cfg.max_backoff, self.cfg.backoff * 2 ** (attempt - 1))
+        self.stats.reconnects += 1
         self.stats.state = f"reconnecting in {delay:g} s ({reason})"
         self.stop.wait(delay)
 
@@ -378,6 +383,8 @@ class Reader(threading.Thread):
             return True
         self.stats.sampled += 1
         image = self._to_model.rgb(frame)  # (H, W, 3)
+        if self.zone is not None:
+            image = self.zone.apply(image)  # (h, w, 3): the zone's box, outside masked
         pixels = resize_crop(image[None])[0]  # (3, 224, 224) uint8
         return self._put(FrameItem(index, t, pixels, wall))
 

@@ -19,15 +19,19 @@ class LagHistogram:
         self.edges = np.geomspace(self.LOW, self.HIGH, self.BINS + 1)
         self.counts = np.zeros(self.BINS + 2, np.int64)  # [under, bins..., over]
         self.total = 0
+        self.sum = 0.0  # of every value added, in seconds
 
-    def add(self, seconds: np.ndarray) -> None:
-        idx = np.searchsorted(self.edges, np.asarray(seconds, np.float64), side="right")
+    def add(self, seconds: np.ndarray | float) -> None:
+        values = np.asarray(seconds, np.float64)
+        idx = np.searchsorted(self.edges, values, side="right")
         np.add.at(self.counts, idx, 1)
-        self.total += int(np.size(seconds))
+        self.total += int(np.size(values))
+        self.sum += float(values.sum())
 
     def merge(self, other: LagHistogram) -> None:
         self.counts += other.counts
         self.total += other.total
+        self.sum += other.sum
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0..100), the geometric middle of its bin; NaN when empty."""
@@ -54,6 +58,7 @@ class SourceStats:
     scored: int = 0  # rows with a score
     corrupt: int = 0  # packets the demuxer flagged, or the decoder refused
     gaps: int = 0
+    reconnects: int = 0  # attempts to open the source again after it failed or broke off
     resolution_changes: int = 0
     state: str = "starting"
     size: tuple[int, int] | None = None  # (width, height) of the last frame
@@ -70,11 +75,45 @@ class SourceStats:
             "scored": self.scored,
             "corrupt": self.corrupt,
             "gaps": self.gaps,
+            "reconnects": self.reconnects,
             "resolution_changes": self.resolution_changes,
             "state": self.state,
             "lag_p50_s": self.lag.percentile(50),
             "lag_p99_s": self.lag.percentile(99),
         }
+
+
+def public_state(state: str) -> str:
+    """A reader's state as the outside sees it: ``online`` (frames flow), ``reconnecting``
+    (opening, or waiting to open again) or ``offline`` (ended, failed, stopped)."""
+    if state in ("streaming", "reading"):
+        return "online"
+    if state.startswith(("connecting", "reconnecting", "starting")):
+        return "reconnecting"
+    return "offline"
+
+
+def status_line(label: str, st: SourceStats, last: tuple[float, int, int], now: float) -> str:
+    """The periodic status of one source (rates since ``last``: (time, sampled, scored))."""
+    t, sampled, scored = last
+    dt = max(now - t, 1e-9)
+    lag = st.recent_lag
+    return (
+        f"status {label}: {st.state}, in {(st.sampled - sampled) / dt:.1f} fps, "
+        f"scored {(st.scored - scored) / dt:.1f} fps, lag p50 {lag.percentile(50):.2f} "
+        f"s p99 {lag.percentile(99):.2f} s, dropped {st.dropped}, gaps {st.gaps}, "
+        f"corrupt {st.corrupt}"
+    )
+
+
+def summary_line(label: str, st: SourceStats) -> str:
+    """The closing summary of one source."""
+    return (
+        f"summary {label}: decoded {st.decoded}, sampled {st.sampled}, scored {st.scored}, "
+        f"dropped {st.dropped}, corrupt {st.corrupt}, gaps {st.gaps}, reconnects "
+        f"{st.reconnects}, resolution changes {st.resolution_changes}, lag p50 "
+        f"{st.lag.percentile(50):.2f} s p99 {st.lag.percentile(99):.2f} s"
+    )
 
 
 def resident_bytes() -> int:

@@ -10,10 +10,12 @@ Shape of a watch::
                                              │     every hop, the windows of all sources through
                                              │       one temporal-model forward
                                              └─►   EventTracker per source ─► every line to each
-                                                   Sink (stdout, events.jsonl, webhook, page);
-                                                   ClipRecorder (a ``clip`` line per clip)
+                                                   Sink (stdout, events.jsonl, webhook, MQTT,
+                                                   metrics, page); ClipRecorder (a ``clip``
+                                                   line per clip)
 
-Every source is sampled as the run's features were (a run trained on ``--fps 5`` features
+Every source is a :class:`~anomalyclip.live.cameras.Camera` (its name, threshold, zone and
+hop), sampled as the run's features were (a run trained on ``--fps 5`` features
 watches at 5 rows per second); its rows are scored causally (:mod:`anomalyclip.live.window`)
 and turned into the same :class:`~anomalyclip.events.Event` objects offline ``predict``
 finds, reported when they open, while they grow and when they close. An event still open
@@ -31,31 +33,41 @@ delivered.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 import torch
 
-from anomalyclip.events import Event, EventTracker
+from anomalyclip.events import Event, EventConfig, EventTracker
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.inputs import Source, display_name
+from anomalyclip.live import report
+from anomalyclip.live.cameras import Camera, unique_name
 from anomalyclip.live.clips import ClipRecorder, FrameRing
 from anomalyclip.live.config import WatchConfig
 from anomalyclip.live.run import load_for_watch, run_sampling, run_threshold
 from anomalyclip.live.schedule import RoundRobin
-from anomalyclip.live.sinks import JsonLinesFile, Sink, TextStream, encode, now_iso
+from anomalyclip.live.sinks import Sink, encode, now_iso, standard_sinks
 from anomalyclip.live.sources import FrameItem, FrameQueue, Notice, Reader
-from anomalyclip.live.stats import LagHistogram, SourceStats
+from anomalyclip.live.stats import (
+    LagHistogram,
+    SourceStats,
+    public_state,
+)
 from anomalyclip.live.ui_state import UiState
-from anomalyclip.live.webhook import Webhook, WebhookConfig
-from anomalyclip.live.window import CausalWindow, Window, frozen_text_score_fn, score_windows
+from anomalyclip.live.window import (
+    CausalWindow,
+    Window,
+    frozen_text_score_fn,
+    rows_per_second,
+    score_windows,
+)
 
 __all__ = ["Watcher", "load_for_watch", "run_sampling", "run_threshold", "rows_per_second"]
 
@@ -66,11 +78,13 @@ log = logging.getLogger(__name__)
 class _Stream:
     """The scoring loop's state of one source."""
 
-    source: Source
+    camera: Camera
+    events: EventConfig  # the camera's threshold
     stats: SourceStats
     queue: FrameQueue
     reader: Reader
     ring: FrameRing | None
+    state: str = ""  # as last announced to the sinks (online, reconnecting, offline)
     window: CausalWindow | None = None
     tracker: EventTracker | None = None
     lost: dict | None = None  # the break being waited out (reason, time)
@@ -81,26 +95,24 @@ class _Stream:
     last: tuple[float, int, int] = (0.0, 0, 0)  # (monotonic, sampled, scored) at last status
 
     @property
-    def name(self) -> str:
-        return display_name(self.source)
+    def source(self) -> str:
+        """The source, its credentials masked: the ``source`` of its lines."""
+        return display_name(self.camera.source)
 
-
-def rows_per_second(sampling: Sampling, fps: float) -> float:
-    """Rows a ``fps`` stream gives under ``sampling``."""
-    if sampling.mode == "fps":
-        return min(float(sampling.value), fps)
-    if sampling.mode == "stride":
-        return fps / float(sampling.value)
-    return fps
+    @property
+    def label(self) -> str:
+        """How status and summary lines name it (:class:`~anomalyclip.live.cameras.Camera`)."""
+        return self.camera.label
 
 
 class Watcher:
-    """Scores ``sources`` with ``model`` (eval mode) on ``encoder``'s CLIP features, taken at
-    ``sampling``; writes events under ``cfg.out`` (module docstring)."""
+    """Scores ``sources`` (cameras, or plain sources named after their address) with
+    ``model`` (eval mode) on ``encoder``'s CLIP features, taken at ``sampling``; writes events
+    under ``cfg.out`` (module docstring)."""
 
     def __init__(
         self,
-        sources: list[Source],
+        sources: list[Source | Camera],
         model: torch.nn.Module,
         encoder: ImageEncoder,
         sampling: Sampling,
@@ -117,33 +129,39 @@ class Watcher:
         self._wake = threading.Event()
         self.hurry = threading.Event()  # a second stop: give up what the shutdown waits for
         self.out.mkdir(parents=True, exist_ok=True)
-        # every line goes to each sink (stdout, events.jsonl, webhook; add more here)
-        self.sinks: list[Sink] = [TextStream(stdout), JsonLinesFile(self.out / "events.jsonl")]
-        if cfg.webhook:
-            self.sinks.append(Webhook(WebhookConfig(cfg.webhook)))
-        self.ui = UiState(cfg.events.threshold, self.out, cfg.save_clips) if cfg.ui else None
-        self.sinks += [self.ui] if self.ui is not None else []
         self.clips = (
             ClipRecorder(self.out / "clips", cfg.pre_roll, cfg.post_roll)
             if cfg.save_clips
             else None
         )
         self.clip_counts = {"written": 0, "failed": 0, "unfinished": 0}
+        self.timings = {"clip": LagHistogram(), "temporal": LagHistogram()}  # seconds a batch
         self.schedule = RoundRobin()
         self.lines = 0  # lines reported (each sink counts what it delivered)
         self._failing_sinks: set[str] = set()
         self.streams: list[_Stream] = []
-        ring_seconds = cfg.pre_roll + cfg.events.min_duration + cfg.hop + 10.0
-        for source in sources:
+        self.ui = UiState(cfg.events.threshold, self.out, cfg.save_clips) if cfg.ui else None
+        names: set[str] = set()
+        for item in sources:
+            camera = item if isinstance(item, Camera) else Camera.of(item)
+            camera = replace(camera, name=unique_name(camera.name, names))
             stats = SourceStats()
-            queue = FrameQueue(cfg.read.queue, cfg.read.drops_oldest(source), self._wake, stats)
-            ring = FrameRing(ring_seconds) if cfg.save_clips else None
-            preview = self.ui.camera(display_name(source), stats) if self.ui else None
-            reader = Reader(source, sampling, cfg.read, queue, self._stop, ring, preview)
-            self.streams.append(_Stream(source, stats, queue, reader, ring))
-        self._by_name = {s.name: s for s in self.streams}
+            queue = FrameQueue(cfg.read.queue, cfg.read.drops_oldest(camera.source), self._wake,
+                               stats)  # fmt: skip
+            seconds = cfg.pre_roll + cfg.events.min_duration + (camera.hop or cfg.hop) + 10.0
+            ring = FrameRing(seconds) if cfg.save_clips else None
+            preview = self.ui.camera(display_name(camera.source), stats) if self.ui else None
+            reader = Reader(camera.source, sampling, cfg.read, queue, self._stop, ring, preview,
+                            camera.zone)  # fmt: skip
+            events = cfg.events if camera.threshold is None else \
+                replace(cfg.events, threshold=camera.threshold)  # fmt: skip
+            self.streams.append(_Stream(camera, events, stats, queue, reader, ring))
+        self._by_camera = {s.camera.name: s for s in self.streams}
+        # every line goes to each sink (stdout, events.jsonl, webhook, MQTT, metrics, page)
+        self.sinks: list[Sink] = standard_sinks(cfg, stdout, self)
+        self.sinks += [self.ui] if self.ui is not None else []
         self.started = self.finished = 0.0
-        # called with (source, frames, times, p, probs) for every scored hop (tests, benchmarks)
+        # called with (label, frames, times, p, probs) for every scored hop (tests, benchmarks)
         self.on_rows: Callable[..., None] | None = None
 
     # -- control -----------------------------------------------------------------------------
@@ -159,11 +177,11 @@ class Watcher:
     def run(self) -> dict:
         """Watch until every source has ended (files) or :meth:`stop`; returns the summary."""
         self.started = time.monotonic()
+        for sink in self.sinks:
+            sink.start()
         for s in self.streams:
             s.last = (self.started, 0, 0)
             s.reader.start()
-        for sink in self.sinks:
-            sink.start()
         if self.clips is not None:
             self.clips.start()
         try:
@@ -173,23 +191,8 @@ class Watcher:
         return self.summary()
 
     def summary(self) -> dict:
-        wall = (self.finished or time.monotonic()) - self.started
-        total = LagHistogram()
-        for s in self.streams:
-            total.merge(s.stats.lag)
-        scored = sum(s.stats.scored for s in self.streams)
-        return {
-            "seconds": wall,
-            "scored": scored,
-            "scored_per_s": scored / wall if wall > 0 else 0.0,
-            "dropped": sum(s.stats.dropped for s in self.streams),
-            "lag_p50_s": total.percentile(50),
-            "lag_p99_s": total.percentile(99),
-            "events": self.lines,
-            "outputs": {sink.name: sink.report() for sink in self.sinks}
-            | ({"clips": dict(self.clip_counts)} if self.clips is not None else {}),
-            "sources": {s.name: {**s.stats.snapshot(), "failed": s.failed} for s in self.streams},
-        }
+        """What the watch did: counts, lag, outputs, per source (:func:`report.summary`)."""
+        return report.summary(self)
 
     # -- the scoring loop --------------------------------------------------------------------
     def _loop(self) -> None:
@@ -204,8 +207,9 @@ class Watcher:
             else:
                 self._wake.wait(0.05)
             self._report_clips()
+            self._announce_states()
             if time.monotonic() >= next_status:
-                self._status()
+                report.status_lines(self)
                 next_status = time.monotonic() + self.cfg.status_every
 
     def _gather(self) -> list[tuple[_Stream, list[FrameItem | Notice]]]:
@@ -218,7 +222,9 @@ class Watcher:
         frames = [(s, i) for s, items in taken for i in items if isinstance(i, FrameItem)]
         if frames:
             pixels = torch.stack([i.pixels for _, i in frames])  # (n, 3, 224, 224) uint8
+            t0 = time.perf_counter()
             emb = self.encoder(pixels).numpy()  # (n, D)
+            self.timings["clip"].add(time.perf_counter() - t0)
             windows: list[tuple[_Stream, Window]] = []
             for s in {id(s): s for s, _ in frames}.values():
                 rows = [k for k, (o, _) in enumerate(frames) if o is s]
@@ -240,6 +246,7 @@ class Watcher:
     def _score(self, windows: list[tuple[_Stream, Window]]) -> None:
         if not windows:
             return
+        t0 = time.perf_counter()
         results = score_windows(
             [w for _, w in windows],
             self.score_fn,
@@ -247,6 +254,7 @@ class Watcher:
             self.model.cfg.seg_length,
             device=self.device,
         )
+        self.timings["temporal"].add(time.perf_counter() - t0)
         now = time.monotonic()
         for (s, w), (p, probs) in zip(windows, results, strict=True):
             lag = now - w.arrivals
@@ -254,8 +262,8 @@ class Watcher:
             s.stats.recent_lag.add(lag)
             s.stats.scored += len(p)
             if self.on_rows is not None:
-                self.on_rows(s.name, w.frames, w.times, p, probs)
-            self._each_sink("scores", s.name, w.times, p, lag)
+                self.on_rows(s.label, w.frames, w.times, p, probs)
+            self._each_sink("scores", s.source, w.times, p, lag)
             updates = s.tracker.push(w.frames, w.times, p, probs)
             if any(e.duration >= self.cfg.max_event for k, e in updates if k != "closed"):
                 updates += s.tracker.close()  # a camera abnormal for hours: bounded pieces
@@ -266,18 +274,19 @@ class Watcher:
         d = notice.detail
         if notice.kind == "connected":
             rate = rows_per_second(self.sampling, d["fps"])
-            hop = int(min(self.capacity, max(1, round(self.cfg.hop * rate))))
+            hop = int(min(self.capacity, max(1, round((s.camera.hop or self.cfg.hop) * rate))))
             s.window = CausalWindow(self.encoder.dim, self.capacity, hop)
             s.tracker = EventTracker(
-                s.name, self.labels, self.cfg.events, 1.0 / rate, self.cfg.update_every
+                s.source, self.labels, s.events, 1.0 / rate, self.cfg.update_every
             )
-            log.info("%s: %.3g fps, %.3g rows/s, hop %d rows", s.name, d["fps"], rate, hop)
+            log.info("%s: %.3g fps, %.3g rows/s, hop %d rows, threshold %.4f", s.label,
+                     d["fps"], rate, hop, s.events.threshold)  # fmt: skip
         elif notice.kind == "lost":
             self._break_off(s)
             s.lost = d
         elif notice.kind == "gap":
             s.lost = None
-            self.log_line({"kind": "gap", "source": s.name, **d})
+            self.log_line({"kind": "gap", "source": s.source, "camera": s.camera.name, **d})
         elif notice.kind == "ended":
             self._break_off(s)
             s.ended = True
@@ -297,15 +306,15 @@ class Watcher:
         s.window.reset()
 
     def _report(self, s: _Stream, kind: str, event: Event) -> None:
-        record = {"kind": kind, **event.to_dict()}
+        record = {"kind": kind, "camera": s.camera.name, **event.to_dict()}
         if self.clips is not None and s.ring is not None:
             key = event.start_frame
             if key not in s.clips:
-                s.clips[key] = self.clips.open(s.name, s.ring, key, event.start_time)
+                s.clips[key] = self.clips.open(s.camera.name, s.ring, key, event.start_time)
             if s.clips[key] is not None:
                 record["clip_error"] = s.clips[key]
             if kind == "closed":
-                self.clips.close_clip(s.name, key, event.end_time)
+                self.clips.close_clip(s.camera.name, key, event.end_time)
                 del s.clips[key]
         self.log_line(record)
 
@@ -313,14 +322,15 @@ class Watcher:
         """A ``clip`` line for each clip that is over: its file once complete, or why not."""
         while self.clips is not None and self.clips.done:
             done = self.clips.done.popleft()
-            record = {"kind": "clip", "source": done.source, "start_frame": done.start_frame,
+            s = self._by_camera[done.source]
+            record = {"kind": "clip", "source": s.source, "camera": s.camera.name,
+                      "start_frame": done.start_frame,
                       "clip": None if done.path is None else str(done.path),
                       "frames": done.frames}  # fmt: skip
             self.clip_counts["written" if done.error is None else "failed"] += 1
             if done.error is not None:
                 record["clip_error"] = done.error
-                s = self._by_name.get(done.source)
-                if s is not None and done.start_frame in s.clips:  # the event is still open
+                if done.start_frame in s.clips:  # the event is still open
                     s.clips[done.start_frame] = done.error
             self.log_line(record)
 
@@ -328,8 +338,9 @@ class Watcher:
         """Hand one line to every sink; a sink that fails never stops the others."""
         record = {"kind": record["kind"], "source": record["source"], **record}
         record["reported_at"] = now_iso()
+        line = encode(record)
         self.lines += 1
-        self._each_sink("write", record, encode(record))
+        self._each_sink("write", record, line)
 
     def _each_sink(self, method: str, *args) -> None:
         for sink in self.sinks:
@@ -340,22 +351,14 @@ class Watcher:
                     self._failing_sinks.add(sink.name)
                     log.exception("output %s failed; the other outputs go on", sink.name)
 
-    def _status(self) -> None:
-        now = time.monotonic()
+    def _announce_states(self, final: bool = False) -> None:
+        """Tell the sinks of each camera whose state (online, reconnecting, offline) changed;
+        at the end (``final``) every camera is offline."""
         for s in self.streams:
-            t, sampled, scored = s.last
-            dt = max(now - t, 1e-9)
-            st = s.stats
-            lag = st.recent_lag
-            sys.stderr.write(
-                f"status {s.name}: {st.state}, in {(st.sampled - sampled) / dt:.1f} fps, "
-                f"scored {(st.scored - scored) / dt:.1f} fps, lag p50 {lag.percentile(50):.2f} "
-                f"s p99 {lag.percentile(99):.2f} s, dropped {st.dropped}, gaps {st.gaps}, "
-                f"corrupt {st.corrupt}\n"
-            )
-            st.recent_lag = LagHistogram()
-            s.last = (now, st.sampled, st.scored)
-        sys.stderr.flush()
+            state = "offline" if final else public_state(s.stats.state)
+            if state != s.state:
+                s.state = state
+                self._each_sink("state", s.camera.name, state)
 
     def _finish(self) -> None:
         self._stop.set()
@@ -363,9 +366,9 @@ class Watcher:
             if not s.ended:
                 self._break_off(s)
             if s.lost is not None:  # still waiting for the source to come back
-                self.log_line({"kind": "gap", "source": s.name, "start": s.lost.get("time"),
-                               "end": None, "seconds": None,
-                               "reason": s.lost.get("reason")})  # fmt: skip
+                lost = {"start": s.lost.get("time"), "end": None, "seconds": None}
+                self.log_line({"kind": "gap", "source": s.source, "camera": s.camera.name,
+                               **lost, "reason": s.lost.get("reason")})  # fmt: skip
         deadline = time.monotonic() + 2.0  # readers stuck in FFmpeg end with the process
         for s in self.streams:
             if not self.hurry.is_set():
@@ -373,24 +376,8 @@ class Watcher:
         if self.clips is not None:
             self.clip_counts["unfinished"] = self.clips.finish(self.hurry)
             self._report_clips()
+        self._announce_states(final=True)
         for sink in self.sinks:
             sink.close(self.hurry)
         self.finished = time.monotonic()
-        self._summary_lines()
-
-    def _summary_lines(self) -> None:
-        for s in self.streams:
-            st = s.stats
-            sys.stderr.write(
-                f"summary {s.name}: decoded {st.decoded}, sampled {st.sampled}, scored "
-                f"{st.scored}, dropped {st.dropped}, corrupt {st.corrupt}, gaps {st.gaps}, "
-                f"resolution changes {st.resolution_changes}, lag p50 {st.lag.percentile(50):.2f}"
-                f" s p99 {st.lag.percentile(99):.2f} s\n"
-            )
-        for sink in self.sinks:
-            counts = ", ".join(f"{k} {v}" for k, v in sink.report().items())
-            sys.stderr.write(f"summary output {sink.name}: {counts}\n")
-        if self.clips is not None:
-            counts = ", ".join(f"{k} {v}" for k, v in self.clip_counts.items())
-            sys.stderr.write(f"summary output clips: {counts}\n")
-        sys.stderr.flush()
+        report.summary_lines(self)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from anomalyclip.extract.decode import Sampling
 from anomalyclip.model.inference import ScoreFn, score_videos
 
 
@@ -143,3 +144,12 @@ def frozen_text_score_fn(model: torch.nn.Module) -> ScoreFn:
         return out.p_abnormal, out.probs
 
     return score
+
+
+def rows_per_second(sampling: Sampling, fps: float) -> float:
+    """Rows a ``fps`` stream gives under ``sampling``."""
+    if sampling.mode == "fps":
+        return min(float(sampling.value), fps)
+    if sampling.mode == "stride":
+        return fps / float(sampling.value)
+    return fps

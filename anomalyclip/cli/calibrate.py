@@ -1,0 +1,74 @@
+"""``anomaly calibrate``: a camera's threshold from its own normal footage."""
+
+from __future__ import annotations
+
+import typer
+
+from anomalyclip import checks
+from anomalyclip.cli.app import app
+from anomalyclip.errors import AnomalyError
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run: str = typer.Argument(..., help="Run directory (the threshold is kept in it)."),
+    videos: list[str] = typer.Argument(
+        ...,
+        help="The camera's normal footage: videos, folders, globs, lists of them, or "
+        "stream URLs (with --seconds).",
+    ),  # fmt: skip
+    camera: str = typer.Option(..., "--camera", help="The camera's name (as watch names it)."),
+    seconds: float = typer.Option(None, "--seconds", help="Seconds of each stream to record."),
+    rule: str = typer.Option(
+        None, "--rule", help="far@X or fixed@T (default: the run's rule, else far@1)."
+    ),
+    config: str = typer.Option(None, "--config", help="A site file: the camera's zone."),
+    clip: str = typer.Option(None, "--clip", help="Image tower (default: the run's CLIP)."),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
+    precision: str = typer.Option("auto", "--precision", help="CLIP: auto, fp32, bf16, fp16."),
+) -> None:
+    """Score footage the site says is normal as predict does (the camera's zone included) and
+    set the camera's threshold by the run's rule; kept in RUN/cameras.json, where watch finds
+    it for that camera."""
+    from anomalyclip.live.calibrate import CalibrateConfig, calibrate_camera
+    from anomalyclip.live.cameras import save_calibration
+
+    cfg = CalibrateConfig(rule, seconds, None, clip, device, precision)
+    sources, cfg = _checked(run, camera, videos, config, cfg)
+    record = calibrate_camera(run, camera, sources, cfg)
+    where = save_calibration(run, camera, record)
+    value, before = record["threshold"]["value"], record["run_threshold"]
+    shown = f"; the run's {before:.4f}" if before is not None else ""
+    typer.echo(f"camera {camera}: threshold {value:.4f} ({record['rule']} on "
+               f"{len(record['videos'])} video(s), {record['frames']} frames, "
+               f"{record['seconds']:.0f} s{shown}) in {where}")  # fmt: skip
+
+
+def _checked(run: str, camera: str, videos: list[str], config: str | None, cfg):
+    """The sources and the config (the camera's zone from the site file), every argument
+    checked before torch is imported."""
+    import dataclasses
+    import math
+
+    from anomalyclip.inputs import expand_inputs, is_live
+    from anomalyclip.live.calibrate import calibration_rule
+    from anomalyclip.live.site import NAME, load_site
+
+    run_config = checks.run_config(run)
+    checks.precision(cfg.precision)
+    if cfg.device:
+        checks.device_name(cfg.device)
+    if not NAME.fullmatch(camera):
+        raise AnomalyError(f"--camera {camera!r}: use 1 to 80 letters, digits, '_', '-' or '.'")
+    calibration_rule(run_config, cfg.rule)
+    sources = expand_inputs(videos, live=True)
+    seconds = cfg.seconds
+    if any(is_live(s) for s in sources) and not (seconds and math.isfinite(seconds)
+                                                 and seconds > 0):  # fmt: skip
+        raise AnomalyError("a stream is calibrated on a recording: give --seconds N (N > 0)")
+    if config:
+        spec = next((c for c in load_site(config).cameras if c.name == camera), None)
+        if spec is None:
+            raise AnomalyError(f"{config}: no [[camera]] named {camera!r}")
+        cfg = dataclasses.replace(cfg, zone=spec.zone)
+    return sources, cfg
