@@ -44,6 +44,9 @@ def features_cmd(
     precision: str = typer.Option(
         "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
     ),
+    preprocess: str = typer.Option(
+        "native", "--preprocess", help="Frame path: native, or authors (the published features')."
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -57,6 +60,7 @@ def features_cmd(
     if device:
         checks.device_name(device)
     checks.precision(precision)
+    checks.preprocess(preprocess)
 
     import os
     from pathlib import Path
@@ -95,6 +99,7 @@ def features_cmd(
         strict=strict,
         shard=(rank, world),
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
+        preprocess=preprocess,
     )
     summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", model, config)
     typer.echo(summary.format())
@@ -318,9 +323,14 @@ def predict_cmd(
     precision: str = typer.Option(
         "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
     ),
+    preprocess: str = typer.Option(
+        None, "--preprocess", help="Frame path: native or authors (default: the run's)."
+    ),
 ) -> None:
     """Per-frame anomaly scores, classes and events for videos that are not in any store."""
     checks.precision(precision)
+    if preprocess:
+        checks.preprocess(preprocess)
     clip = clip or locations.recorded(checkpoint, checks.run_config(checkpoint), "clip")
     locations.local_clip(clip)
     for video in videos:
@@ -337,7 +347,7 @@ def predict_cmd(
     _keep_memory_on_cpu(device)
     events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)
     config = PredictConfig(clip, device, precision, sampling, threshold=threshold, events=events,
-                           render=render)  # fmt: skip
+                           render=render, preprocess=preprocess)  # fmt: skip
     results, failed = predict(videos, checkpoint, out, config)
     for r in results:
         extra = f", {r.video}" if r.video else ""

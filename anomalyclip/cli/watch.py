@@ -38,6 +38,9 @@ def watch_cmd(
     rtsp_transport: str = typer.Option("tcp", "--rtsp-transport", help="tcp or udp."),
     stall: float = typer.Option(5.0, "--stall", help="Seconds without data before reconnecting."),
     batch_size: int = typer.Option(32, "--batch-size", help="Frames per CLIP forward at most."),
+    preprocess: str = typer.Option(
+        None, "--preprocess", help="Frame path: native or authors (default: the run's)."
+    ),
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
     OUT/events.jsonl). SIGINT or SIGTERM closes open events and exits 0 (a second one hurries
@@ -51,6 +54,8 @@ def watch_cmd(
 
     # options, the run and the output folder are checked before torch is imported
     checks.precision(precision)
+    if preprocess:
+        checks.preprocess(preprocess)
     if device:
         checks.device_name(device)
     read = ReadConfig(realtime=realtime, drop=drop, rtsp_transport=rtsp_transport, stall=stall)
@@ -65,6 +70,10 @@ def watch_cmd(
     from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
 
     model, encoder, config = load_for_watch(checkpoint, run.clip, device, precision)
+    from anomalyclip.runs.load import preprocessing_for
+
+    mode = preprocessing_for(checkpoint, config, preprocess)
+    cfg = dataclasses.replace(cfg, read=dataclasses.replace(cfg.read, preprocess=mode))
     watcher = Watcher(expanded, model, encoder, run_sampling(config, checkpoint), cfg)
     stops.attach(watcher)
     typer.echo(

@@ -27,6 +27,7 @@ from anomalyclip.extract.pipeline import extract
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
 from anomalyclip.runs import default_device, load_model, run_clip
+from anomalyclip.runs.load import preprocessing_for
 from anomalyclip.store import open_store
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ class PredictConfig:
     Image side, as in :class:`~anomalyclip.extract.config.ExtractConfig`: ``clip`` (default:
     the run's), ``device`` (default: CUDA when present), ``precision`` (the fp32 reference by
     default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does),
-    ``sampling`` and ``batch_size``. Decisions: ``threshold`` (default: the run's own, chosen
+    ``sampling``, ``batch_size`` and ``preprocess`` (the frame path; default: the one the
+    run's training features were made with, see :func:`~anomalyclip.runs.load.preprocessing_for`).
+    Decisions: ``threshold`` (default: the run's own, chosen
     without test labels when it was trained) and the other settings of ``events``. Output:
     ``render`` also writes an MP4 of each video with its curves.
     """
@@ -102,6 +105,7 @@ class PredictConfig:
     threshold: float | None = None
     events: EventConfig | None = None
     render: bool = False
+    preprocess: str | None = None
 
 
 def predict(
@@ -126,6 +130,7 @@ def predict(
         threshold = run_threshold(run_config).value
     events = replace(config.events or EventConfig(threshold), threshold=threshold)
     image_model = config.clip or run_clip(checkpoint, run_config)
+    preprocess = preprocessing_for(checkpoint, run_config, config.preprocess)
     paths = [Path(v) for v in expand_inputs(videos)]  # folders, globs, list files
     for p in paths:
         if not p.exists():
@@ -145,6 +150,7 @@ def predict(
         dtype="float32",
         dataset=run_config["dataset"],
         progress=True,
+        preprocess=preprocess,
     )
     out = Path(out_dir)
     results = []

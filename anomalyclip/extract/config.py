@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from anomalyclip import checks
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ATTENTIONS, PRECISIONS, Attention, Precision
@@ -25,9 +26,11 @@ class ExtractConfig:
     ``batch_size`` (frames per forward pass; a batch holds frames of one video).
     Input side: ``sampling``, ``workers`` (decoder threads), ``folder_fps`` (the rate of
     folders of frames), ``stall_timeout`` (seconds without a decoded frame before a video is
-    given up as failed). Store side: ``dataset``, ``dtype`` (stored float16 or float32),
-    ``root`` (stored source paths are relative to it), ``strict`` (a truncated source is a
-    failure, not a flagged video). Scale-out: ``shard=(rank, world)``, ``coordinated`` (the
+    given up as failed), ``preprocess`` (the frame path: ``native``, or ``authors``, the way
+    the published features were made; see :mod:`anomalyclip.extract.preprocess`).
+    Store side: ``dataset``, ``dtype`` (stored float16 or float32), ``root`` (stored source
+    paths are relative to it), ``strict`` (a truncated source is a failure, not a flagged
+    video). Scale-out: ``shard=(rank, world)``, ``coordinated`` (the
     ranks were launched together: rank 0 writes the root attributes, the others wait up to
     ``root_timeout`` seconds for them).
     """
@@ -41,6 +44,7 @@ class ExtractConfig:
     workers: int = 2
     folder_fps: float | None = None
     stall_timeout: float = STALL_S
+    preprocess: str = "native"
     dtype: str = "float16"
     root: str | Path | None = None
     strict: bool = False
@@ -58,3 +62,4 @@ class ExtractConfig:
             raise AnomalyError(f"precision {self.precision!r}: expected one of {PRECISIONS}")
         if self.attention not in ATTENTIONS:
             raise AnomalyError(f"attention {self.attention!r}: expected one of {ATTENTIONS}")
+        checks.preprocess(self.preprocess)

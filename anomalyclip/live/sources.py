@@ -2,7 +2,7 @@
 
 A :class:`Reader` opens its source with PyAV, decodes every packet, keeps the frames the
 run's :class:`~anomalyclip.extract.decode.Sampling` keeps, turns each into the 224x224 uint8
-CLIP crop the extractor makes (:func:`~anomalyclip.extract.preprocess.resize_crop`, so live
+CLIP crop the extractor makes (:func:`~anomalyclip.extract.preprocess.crop_frame`, so live
 features are the stored features of the same frames) and puts it on its source's
 :class:`FrameQueue`, where the scoring loop takes it.
 
@@ -46,7 +46,7 @@ from anomalyclip.extract.decode import (
     _short,
     _TimeRepair,
 )
-from anomalyclip.extract.preprocess import resize_crop
+from anomalyclip.extract.preprocess import crop_frame, frame_pixels
 from anomalyclip.inputs import Source, display_name, is_live, redact
 from anomalyclip.live.clips import FrameRing
 from anomalyclip.live.config import ReadConfig
@@ -368,8 +368,9 @@ class Reader(threading.Thread):
         if not self._sampler.keep(index, t):
             return True
         self.stats.sampled += 1
-        image = self._to_model.rgb(frame)  # (H, W, 3)
-        pixels = resize_crop(image[None])[0]  # (3, 224, 224) uint8
+        mode = self.cfg.preprocess
+        image = self._to_model.pixels(frame, frame_pixels(mode))  # (H, W, 3)
+        pixels = crop_frame(image, mode, frame_pixels(mode))[0]  # (3, 224, 224) uint8
         return self._put(FrameItem(index, t, pixels, wall))
 
 
