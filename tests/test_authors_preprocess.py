@@ -34,6 +34,7 @@ from anomalyclip.extract.decoders import Chunk, Decoders
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import open_store
+from anomalyclip.store.compare import compare
 
 cv2 = pytest.importorskip("cv2")
 
@@ -117,6 +118,13 @@ def test_authors_features_match_opencv_and_pil_on_real_videos(shared_videos, vit
         ref_np = ref_rows.numpy()
         measured[name] = {m: content_distance(ref_np, r) for m, r in rows.items()}
         measured[name]["max_level"] = int(level.max())
+        # store compare tells the two paths apart, and finds the reference's rows the same
+        stores = {m: tmp_path / f"{m}-{path.stem}.zarr" for m in rows}
+        assert compare(stores["authors"], stores["native"]).to_dict()["verdict"]["cause"] == "jpeg"
+        release = tmp_path / f"release-{path.stem}"
+        release.mkdir()
+        np.save(release / f"{path.stem}.npy", ref_np.astype(np.float32))
+        assert compare(stores["authors"], release).to_dict()["verdict"]["same"]
     for d in measured.values():
         assert d["authors"] <= 1.0, measured  # the published path, reproduced
         assert d["native"] >= 3.0, measured  # ours differs by several % (7 % on vtest.avi)
@@ -251,3 +259,18 @@ def test_watch_reads_frames_by_the_runs_path(shared_videos):
         crops[mode] = torch.stack([f.pixels for f in frames]).permute(0, 2, 3, 1).numpy()
         assert np.array_equal(crops[mode], offline)  # live rows are the stored rows
     assert not np.array_equal(crops["native"], crops["authors"])
+
+
+def test_a_run_of_the_authors_without_opencv_says_how_to_go_on(monkeypatch):
+    from anomalyclip.errors import AnomalyError
+    from anomalyclip.runs.load import preprocessing_for
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    expected = (
+        "runs/paper: trained on features made the authors' way, which needs OpenCV: "
+        "pip install 'anomalyclip[authors]' (or --preprocess native)"
+    )
+    with pytest.raises(AnomalyError) as caught:
+        preprocessing_for("runs/paper", {"imported": {"epoch": 3}}, None)
+    assert str(caught.value) == expected
+    assert preprocessing_for("runs/paper", {"imported": {"epoch": 3}}, "native") == "native"

@@ -65,7 +65,7 @@ def test_a_store_against_itself_is_the_same_pipeline(stores, which):
     assert s["cos_min"] == pytest.approx(1.0, abs=1e-9) and s["only_a"] == s["only_b"] == 0
     verdict = result.to_dict()["verdict"]
     assert verdict["same"] and verdict["cause"] is None
-    assert verdict["line"] == "same pipeline: content distance 0.00 % (<= 0.2 %)"
+    assert verdict["line"] == "same pipeline: content distance 0.00 % (<= 0.02 %)"
 
 
 def test_a_store_against_its_own_npy_export(stores, tmp_path):

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from anomalyclip import locations
+from anomalyclip import checks, locations
 from anomalyclip.backbone import describe, load_text
 from anomalyclip.checks import device_name, is_url
 from anomalyclip.datasets import get_dataset
@@ -83,6 +83,14 @@ def preprocessing_for(run_dir: str | Path, config: dict[str, Any], asked: str | 
     if asked:
         log.info("preprocessing %s (asked; %s's features: %s)", asked, run_dir, mode)
         return asked
+    if mode == "authors":
+        try:
+            checks.preprocess(mode)
+        except AnomalyError:
+            raise AnomalyError(
+                f"{run_dir}: trained on features made the authors' way, which needs OpenCV: "
+                "pip install 'anomalyclip[authors]' (or --preprocess native)"
+            ) from None
     if mode in ("native", "authors"):
         log.info("preprocessing %s: %s was trained on features made so (--preprocess to "
                  "change)", mode, run_dir)  # fmt: skip
