@@ -274,3 +274,16 @@ def test_a_run_of_the_authors_without_opencv_says_how_to_go_on(monkeypatch):
         preprocessing_for("runs/paper", {"imported": {"epoch": 3}}, None)
     assert str(caught.value) == expected
     assert preprocessing_for("runs/paper", {"imported": {"epoch": 3}}, "native") == "native"
+
+
+def test_bench_preprocess_orders_the_paths_differences(shared_videos, tiny_clip):
+    """The numbers the README quotes come from this command: the JPEG step moves features
+    far more than the resize kernel, and the authors' crops differ from native ones."""
+    from anomalyclip.bench.preprocess import PreprocessBench, measure, table
+
+    result = measure(PreprocessBench((shared_videos / "tree.avi",), tiny_clip, stride=17))
+    (row,) = result["rows"]
+    assert row["frames"] == 4 and row["crop_levels"] > 2  # 68 decoded frames, every 17th
+    assert row["authors"] > 10 * row["resize only"] > 0 and row["float16"] > 0
+    assert result["overall"]["authors"] == pytest.approx(row["authors"])
+    assert table(result).splitlines()[2].startswith("tree.avi")

@@ -147,6 +147,30 @@ def profile(paths: list[Path], encoder: ImageEncoder, batch_size: int) -> dict:
     return out
 
 
+def _rows(bench: ExtractBench, encoders: list, seconds: tuple, n: int, flops: int,
+          peak: dict) -> list[dict]:  # fmt: skip
+    """One result row per setup from its best (model, pipeline) seconds."""
+    rows = []
+    for k, (enc, (precision, attention, mode)) in enumerate(zip(encoders, bench.setups,
+                                                                  strict=True)):  # fmt: skip
+        model_fps, pipe_fps = n / min(seconds[0][k]), n / min(seconds[1][k])
+        gflops = model_fps * flops / 1e9
+        rows.append({
+            "setup": f"{precision} {attention}" + ("" if mode == "native" else f" {mode}"),
+            "preprocess": mode,
+            "precision": enc.precision,
+            "model_fps": model_fps,
+            "pipeline_fps": pipe_fps,
+            "ratio": pipe_fps / model_fps,
+            "gflops": gflops,
+            "of_peak": gflops / peak["bf16" if enc.precision == "bf16" else "fp32"],
+        })  # fmt: skip
+    for row in rows:
+        row["speedup"] = row["model_fps"] / rows[0]["model_fps"]
+        row["pipeline_speedup"] = row["pipeline_fps"] / rows[0]["pipeline_fps"]
+    return rows
+
+
 def measure(bench: ExtractBench = ExtractBench()) -> dict:
     """Measure every setup (see the module docstring); returns a dict with ``rows``."""
     with tempfile.TemporaryDirectory(prefix="anomalyclip-bench-") as tmp:
@@ -176,24 +200,7 @@ def measure(bench: ExtractBench = ExtractBench()) -> dict:
                     raise RuntimeError(f"benchmark extraction went wrong: {summary.format()}")
         after = peaks(bench.peak_n)
         peak = {p: (before[p] + after[p]) / 2 for p in before}
-        rows = []
-        for k, (enc, (precision, attention, mode)) in enumerate(zip(encoders, bench.setups,
-                                                                      strict=True)):  # fmt: skip
-            model_fps, pipe_fps = n / min(model_s[k]), n / min(pipe_s[k])
-            gflops = model_fps * flops / 1e9
-            rows.append({
-                "setup": f"{precision} {attention}" + ("" if mode == "native" else f" {mode}"),
-                "preprocess": mode,
-                "precision": enc.precision,
-                "model_fps": model_fps,
-                "pipeline_fps": pipe_fps,
-                "ratio": pipe_fps / model_fps,
-                "gflops": gflops,
-                "of_peak": gflops / peak["bf16" if enc.precision == "bf16" else "fp32"],
-            })  # fmt: skip
-        for row in rows:
-            row["speedup"] = row["model_fps"] / rows[0]["model_fps"]
-            row["pipeline_speedup"] = row["pipeline_fps"] / rows[0]["pipeline_fps"]
+        rows = _rows(bench, encoders, (model_s, pipe_s), n, flops, peak)
         result = {
             "device": bench.device,
             "threads": torch.get_num_threads(),

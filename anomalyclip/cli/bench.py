@@ -50,6 +50,28 @@ def bench_extract_cmd(
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 
+@bench_app.command("preprocess")
+def bench_preprocess_cmd(
+    videos: list[str] = typer.Argument(..., help="Video files."),
+    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 size)."),
+    stride: int = typer.Option(10, "--stride", help="Every K-th frame."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """How far the frame paths' features lie apart (native, resize only, the authors' JPEG
+    path; float16 storage), as store compare measures it, and each path's cost."""
+    import json
+
+    for video in videos:
+        checks.existing_file(video, "video file")
+    checks.preprocess("authors")
+    if stride < 1:
+        raise AnomalyError(f"--stride must be at least 1, not {stride}")
+    from anomalyclip.bench.preprocess import PreprocessBench, measure, table
+
+    result = measure(PreprocessBench(tuple(videos), model, stride))
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
 @bench_app.command("store")
 def bench_store_cmd(
     videos: int = typer.Option(64, "--videos", help="Synthetic videos to write."),
