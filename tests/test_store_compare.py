@@ -200,3 +200,28 @@ def _attrs(clip) -> dict:
 
     return provenance(dataset="demo", backbone=describe(clip), preprocessing={"size": 224},
                       sampling={"mode": "stride", "value": 4})  # fmt: skip
+
+
+def test_float16_storage_is_the_same_pipeline_and_its_floor_is_estimated(stores, tmp_path):
+    """A float32 store against its float16 copy: every difference is storage rounding, and the
+    floor the verdict allows for (estimated from the rows alone) is that distance."""
+    store32 = tmp_path / "f32.zarr"
+    with open_store(stores["native"][0]) as st:
+        rows = st.features("vtest").astype(np.float32)
+    rng = np.random.default_rng(0)
+    rows32 = rows + rng.normal(0, 1e-3, rows.shape).astype(np.float32)  # off the float16 grid
+    with open_store(stores["native"][0]) as st:
+        attrs = {**st.attrs, "dtype": "float32"}
+    for path, r, dtype in (
+        (store32, rows32, "float32"),
+        (tmp_path / "f16.zarr", rows32, "float16"),
+    ):
+        with open_store(path, "w") as st:
+            st.init({**attrs, "dtype": dtype})
+            st.write_video(VideoRecord("vtest", fps=10.0), r)
+    result = compare(store32, tmp_path / "f16.zarr")
+    s = result.summary()
+    assert s["distance"] > SAME  # float16 rounding is visible with random weights
+    assert s["rounding_floor"] == pytest.approx(s["distance"], rel=0.05)
+    verdict = result.to_dict()["verdict"]
+    assert verdict["same"] and "within float16 storage rounding" in verdict["line"]

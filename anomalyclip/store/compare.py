@@ -103,10 +103,21 @@ class Comparison:
         }
 
     def to_dict(self) -> dict:
+        """Everything, JSON-ready (a distance that cannot be computed is None, not NaN)."""
         out = asdict(self)
         out["summary"] = self.summary()
         out["verdict"] = verdict(self)
-        return out
+        return _finite(out)
+
+
+def _finite(value):
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _rows_differ(v: VideoComparison, max_offset: int) -> bool:
@@ -272,6 +283,8 @@ def verdict(result: Comparison) -> dict:
         return _said(False, "sampling", f"row counts differ in {s['videos_rows_differ']} of "
                      f"{n} videos (another sampling or frame rate)")  # fmt: skip
     d, floor = s["distance"], 1.5 * s["rounding_floor"]
+    if not np.isfinite(d):
+        return _said(False, None, "no video has two distinct rows in A to measure against")
     dist = f"content distance {d:.2f} %"
     if d <= max(SAME, floor):
         cause = ("same", f"{dist} (<= {SAME} %)" if d <= SAME else
