@@ -169,8 +169,10 @@ def store_import_npy(
 
 @store_app.command("compare")
 def store_compare(
-    a: str = typer.Argument(..., help="Store A (the reference)."),
-    b: str = typer.Argument(..., help="Store B, or a folder of per-video .npy (a release)."),
+    a: str = typer.Argument(..., metavar="A", help="Store A (the reference)."),
+    b: str = typer.Argument(
+        ..., metavar="B", help="Store B, or a folder of per-video .npy (a release)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output, every video."),
     max_distance: float = typer.Option(
         None, "--max-distance", help="Exit 1 when the content distance (%) is above this."
