@@ -20,6 +20,7 @@ from anomalyclip.errors import AnomalyError, one_line
 
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # of the image tower (extract.encoder)
+PREPROCESS_MODES = ("native", "authors")  # frame paths (extract.preprocess)
 
 
 def device_name(requested: str) -> str:
@@ -33,6 +34,21 @@ def precision(requested: str) -> str:
     """``requested`` if it names an image-tower precision, else a one-line error."""
     if requested not in PRECISIONS:
         raise AnomalyError(f"--precision {requested}: expected auto, fp32, bf16 or fp16")
+    return requested
+
+
+def preprocess(requested: str) -> str:
+    """``requested`` if it names a frame path whose libraries are installed (``authors``
+    needs OpenCV, looked up without importing it), else a one-line error."""
+    if requested not in PREPROCESS_MODES:
+        raise AnomalyError(f"--preprocess {requested}: expected native or authors")
+    if requested == "authors":
+        import importlib.util
+
+        if importlib.util.find_spec("cv2") is None:
+            raise AnomalyError(
+                "--preprocess authors needs OpenCV: pip install 'anomalyclip[authors]'"
+            )
     return requested
 
 

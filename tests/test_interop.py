@@ -281,6 +281,15 @@ def test_export_import_round_trip_is_bit_exact(checkpoints, imported, clip_dir, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_imported_runs_are_marked_as_trained_on_the_authors_features(imported):
+    from anomalyclip.runs.load import run_preprocessing
+
+    for run in imported.values():  # so predict and watch make features the authors' way
+        config = json.loads((run / "config.json").read_text())
+        assert config["inputs"]["preprocessing"]["mode"] == "authors"
+        assert run_preprocessing(config) == "authors"
+
+
 def test_centroid_from_store_features(checkpoints, clip_dir, tmp_path):
     from anomalyclip.store import VideoRecord, open_store, provenance
 

@@ -1,8 +1,9 @@
 """Extraction benchmark: how fast the image tower runs per precision and attention kernel,
 and whether the pipeline keeps it busy.
 
-For each setup (precision x attention; by default fp32 eager, fp32 SDPA, bf16 SDPA), from one
-run on the same machine, model, inputs and batch size:
+For each setup (precision x attention x frame path; by default fp32 eager, fp32 SDPA, bf16
+SDPA on the native path, and fp32 SDPA on the authors' path where OpenCV is installed), from
+one run on the same machine, model, inputs and batch size:
 
 - ``model_fps``: the image tower alone on pre-decoded, pre-cropped uint8 tensors (the ceiling);
 - ``pipeline_fps``: :func:`~anomalyclip.extract.pipeline.extract` end to end, from encoded
@@ -15,7 +16,8 @@ run on the same machine, model, inputs and batch size:
 
 And once per run, ``profile``: the seconds per frame of each stage done one after the other
 in one thread (decode, resize + crop, model at the first setup's precision, store write) and
-each stage's share of their sum: where the pipeline's work goes.
+each stage's share of their sum: where the pipeline's work goes; and the authors' path's
+resize + crop (JPEG round trip, PIL decode and resize) per frame, for comparison.
 
 Inputs are H.264 videos rendered like the demo's. Setups are measured interleaved and each
 measurement repeated (the best kept), so a busy neighbour on a shared machine distorts the
@@ -24,11 +26,12 @@ ratios less. ``model=None`` builds a random CLIP of the real ViT-B/16 size (no d
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,19 +45,25 @@ from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract, preprocessing_attrs
-from anomalyclip.extract.preprocess import resize_crop
+from anomalyclip.extract.preprocess import crop_frame, resize_crop
 from anomalyclip.store import VideoRecord, open_store, provenance
 from anomalyclip.synthetic import encode_video, render_scene
 
 log = logging.getLogger(__name__)
 
-SETUPS = (("fp32", "eager"), ("fp32", "sdpa"), ("bf16", "sdpa"))
+SETUPS = (("fp32", "eager", "native"), ("fp32", "sdpa", "native"), ("bf16", "sdpa", "native"))
+AUTHORS_SETUP = ("fp32", "sdpa", "authors")
+
+
+def default_setups() -> tuple[tuple[str, str, str], ...]:
+    """:data:`SETUPS`, and the authors' path where OpenCV is installed."""
+    return SETUPS + ((AUTHORS_SETUP,) if importlib.util.find_spec("cv2") else ())
 
 
 @dataclass(frozen=True)
 class ExtractBench:
     """What to measure: ``model`` (None: random ViT-B/16 size), ``frames`` in ``videos``
-    videos of ``size`` (width, height), ``setups`` of (precision, attention)."""
+    videos of ``size`` (width, height), ``setups`` of (precision, attention, preprocess)."""
 
     model: str | Path | None = None
     frames: int = 128
@@ -63,7 +72,7 @@ class ExtractBench:
     batch_size: int = 32
     workers: int = 2
     device: str = "cpu"
-    setups: tuple[tuple[str, str], ...] = SETUPS
+    setups: tuple[tuple[str, str, str], ...] = field(default_factory=default_setups)
     repeats: int = 2
     peak_n: int = 2048
 
@@ -129,7 +138,37 @@ def profile(paths: list[Path], encoder: ImageEncoder, batch_size: int) -> dict:
     total = sum(stages.values())
     out = {f"{k}_ms_per_frame": 1e3 * s / n for k, s in stages.items()}
     out.update({f"{k}_share": s / total for k, s in stages.items()})
+    if importlib.util.find_spec("cv2"):
+        frames = [f.image for p in paths for f in VideoSource(p, pixels="bgr24")]
+        t0 = time.perf_counter()
+        for image in frames:
+            crop_frame(image, "authors", "bgr24")
+        out["preprocess_authors_ms_per_frame"] = 1e3 * (time.perf_counter() - t0) / len(frames)
     return out
+
+
+def _rows(bench: ExtractBench, encoders: list, seconds: tuple, n: int, flops: int,
+          peak: dict) -> list[dict]:  # fmt: skip
+    """One result row per setup from its best (model, pipeline) seconds."""
+    rows = []
+    for k, (enc, (precision, attention, mode)) in enumerate(zip(encoders, bench.setups,
+                                                                  strict=True)):  # fmt: skip
+        model_fps, pipe_fps = n / min(seconds[0][k]), n / min(seconds[1][k])
+        gflops = model_fps * flops / 1e9
+        rows.append({
+            "setup": f"{precision} {attention}" + ("" if mode == "native" else f" {mode}"),
+            "preprocess": mode,
+            "precision": enc.precision,
+            "model_fps": model_fps,
+            "pipeline_fps": pipe_fps,
+            "ratio": pipe_fps / model_fps,
+            "gflops": gflops,
+            "of_peak": gflops / peak["bf16" if enc.precision == "bf16" else "fp32"],
+        })  # fmt: skip
+    for row in rows:
+        row["speedup"] = row["model_fps"] / rows[0]["model_fps"]
+        row["pipeline_speedup"] = row["pipeline_fps"] / rows[0]["pipeline_fps"]
+    return rows
 
 
 def measure(bench: ExtractBench = ExtractBench()) -> dict:
@@ -139,7 +178,7 @@ def measure(bench: ExtractBench = ExtractBench()) -> dict:
         model = bench.model or build_clip(tmp / "clip", "vit-b-16")
         paths = _make_videos(tmp, bench)
         entries = [VideoEntry(p.stem, p, "Normal", "test") for p in paths]
-        encoders = [ImageEncoder(model, bench.device, p, a) for p, a in bench.setups]
+        encoders = [ImageEncoder(model, bench.device, p, a) for p, a, _ in bench.setups]
         flops = frame_flops(encoders[0])
         crops = torch.cat([resize_crop(np.stack([f.image for f in VideoSource(p)])) for p in paths])
         n, b = len(crops), bench.batch_size
@@ -152,7 +191,7 @@ def measure(bench: ExtractBench = ExtractBench()) -> dict:
             for k, enc in enumerate(encoders):
                 model_s[k].append(_model_seconds(enc, crops, b))
                 cfg = ExtractConfig(dataset="demo", batch_size=b, workers=bench.workers,
-                                    progress=False)  # fmt: skip
+                                    preprocess=bench.setups[k][2], progress=False)  # fmt: skip
                 store = tmp / f"store-{k}-{r}.zarr"
                 t0 = time.perf_counter()
                 summary = extract(entries, store, enc, cfg)
@@ -161,22 +200,7 @@ def measure(bench: ExtractBench = ExtractBench()) -> dict:
                     raise RuntimeError(f"benchmark extraction went wrong: {summary.format()}")
         after = peaks(bench.peak_n)
         peak = {p: (before[p] + after[p]) / 2 for p in before}
-        rows = []
-        for k, (enc, (precision, attention)) in enumerate(zip(encoders, bench.setups, strict=True)):
-            model_fps, pipe_fps = n / min(model_s[k]), n / min(pipe_s[k])
-            gflops = model_fps * flops / 1e9
-            rows.append({
-                "setup": f"{precision} {attention}",
-                "precision": enc.precision,
-                "model_fps": model_fps,
-                "pipeline_fps": pipe_fps,
-                "ratio": pipe_fps / model_fps,
-                "gflops": gflops,
-                "of_peak": gflops / peak["bf16" if enc.precision == "bf16" else "fp32"],
-            })  # fmt: skip
-        for row in rows:
-            row["speedup"] = row["model_fps"] / rows[0]["model_fps"]
-            row["pipeline_speedup"] = row["pipeline_fps"] / rows[0]["pipeline_fps"]
+        rows = _rows(bench, encoders, (model_s, pipe_s), n, flops, peak)
         result = {
             "device": bench.device,
             "threads": torch.get_num_threads(),
@@ -215,4 +239,10 @@ def table(result: dict) -> str:
         f"one-thread profile ({result['rows'][0]['setup']}): "
         + ", ".join(f"{s} {p[f'{s}_ms_per_frame']:.1f} ms ({p[f'{s}_share']:.0%})" for s in stages)
     )
+    if "preprocess_authors_ms_per_frame" in p:
+        lines.append(
+            f"authors' frame path (JPEG q95, PIL decode + resize): "
+            f"{p['preprocess_authors_ms_per_frame']:.1f} ms a frame, one thread (native "
+            f"resize + crop {p['preprocess_ms_per_frame']:.1f} ms)"
+        )
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import os
 
 import typer
 
+from anomalyclip import checks
 from anomalyclip.cli.app import bench_app
 from anomalyclip.errors import AnomalyError
 
@@ -19,7 +20,10 @@ def bench_extract_cmd(
     device: str = typer.Option("cpu", "--device"),
     size: str = typer.Option("320x240", "--size", help="Input video WIDTHxHEIGHT."),
     setups: str = typer.Option(
-        "fp32:eager,fp32:sdpa,bf16:sdpa", "--setups", help="PRECISION:ATTENTION,... to compare."
+        None,
+        "--setups",
+        help="PRECISION:ATTENTION[:PREPROCESS],... to compare (default: fp32:eager, fp32:sdpa, "
+        "bf16:sdpa, and fp32:sdpa:authors where OpenCV is installed).",
     ),
     repeats: int = typer.Option(2, "--repeats", help="Runs per setup (the best is kept)."),
     as_json: bool = typer.Option(False, "--json"),
@@ -31,12 +35,40 @@ def bench_extract_cmd(
     from anomalyclip.bench.extract import ExtractBench, measure, table
 
     w, h = (int(v) for v in size.lower().split("x"))
-    pairs = tuple(tuple(s.split(":", 1)) for s in setups.split(","))
-    if any(len(p) != 2 for p in pairs):
-        raise AnomalyError(f"--setups {setups}: expected PRECISION:ATTENTION,... e.g. bf16:sdpa")
+    chosen = {}
+    if setups:
+        parts = [s.split(":") for s in setups.split(",")]
+        if any(len(p) not in (2, 3) for p in parts):
+            raise AnomalyError(
+                f"--setups {setups}: expected PRECISION:ATTENTION[:PREPROCESS],... e.g. bf16:sdpa"
+            )
+        chosen["setups"] = tuple((*p[:2], checks.preprocess(p[2] if len(p) > 2 else "native"))
+                                 for p in parts)  # fmt: skip
     bench = ExtractBench(model, frames, size=(w, h), batch_size=batch_size, workers=workers,
-                         device=device, setups=pairs, repeats=repeats)  # fmt: skip
+                         device=device, repeats=repeats, **chosen)  # fmt: skip
     result = measure(bench)
+    typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+
+
+@bench_app.command("preprocess")
+def bench_preprocess_cmd(
+    videos: list[str] = typer.Argument(..., help="Video files."),
+    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 size)."),
+    stride: int = typer.Option(10, "--stride", help="Every K-th frame."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """How far the frame paths' features lie apart (native, resize only, the authors' JPEG
+    path; float16 storage), as store compare measures it, and each path's cost."""
+    import json
+
+    for video in videos:
+        checks.existing_file(video, "video file")
+    checks.preprocess("authors")
+    if stride < 1:
+        raise AnomalyError(f"--stride must be at least 1, not {stride}")
+    from anomalyclip.bench.preprocess import PreprocessBench, measure, table
+
+    result = measure(PreprocessBench(tuple(videos), model, stride))
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 

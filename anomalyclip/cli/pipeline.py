@@ -44,6 +44,9 @@ def features_cmd(
     precision: str = typer.Option(
         "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
     ),
+    preprocess: str = typer.Option(
+        "native", "--preprocess", help="Frame path: native, or authors (the published features')."
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -57,6 +60,7 @@ def features_cmd(
     if device:
         checks.device_name(device)
     checks.precision(precision)
+    checks.preprocess(preprocess)
 
     import os
     from pathlib import Path
@@ -95,6 +99,7 @@ def features_cmd(
         strict=strict,
         shard=(rank, world),
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
+        preprocess=preprocess,
     )
     summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", model, config)
     typer.echo(summary.format())
@@ -319,9 +324,14 @@ def predict_cmd(
     precision: str = typer.Option(
         "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
     ),
+    preprocess: str = typer.Option(
+        None, "--preprocess", help="Frame path: native or authors (default: the run's)."
+    ),
 ) -> None:
     """Per-frame anomaly scores, classes and events for videos that are not in any store."""
     checks.precision(precision)
+    if preprocess:
+        checks.preprocess(preprocess)
     clip = clip or locations.recorded(checkpoint, checks.run_config(checkpoint), "clip")
     locations.local_clip(clip)
     for video in videos:
@@ -339,7 +349,8 @@ def predict_cmd(
 
     sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
     _keep_memory_on_cpu(device)
-    config = PredictConfig(sampling=sampling, threshold=threshold, events=events, render=render)
+    config = PredictConfig(sampling=sampling, threshold=threshold, events=events, render=render,
+                           preprocess=preprocess)  # fmt: skip
     run = Run.load(checkpoint, clip=clip, device=device, precision=precision)
     results, failed = run.predict_files(videos, out, config)  # the Python API's own path
     for r in results:

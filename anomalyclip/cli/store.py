@@ -199,3 +199,38 @@ def store_import_npy(
         typer.echo(f"failed: {vid}: {why}", err=True)
     if summary.failed:
         raise typer.Exit(1)
+
+
+@store_app.command("compare")
+def store_compare(
+    a: str = typer.Argument(..., metavar="A", help="Store A (the reference)."),
+    b: str = typer.Argument(
+        ..., metavar="B", help="Store B, or a folder of per-video .npy (a release)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output, every video."),
+    max_distance: float = typer.Option(
+        None, "--max-distance", help="Exit 1 when the content distance (%) is above this."
+    ),
+    max_offset: int = typer.Option(5, "--max-offset", help="Frames either way to align by."),
+    ncrops: int = typer.Option(1, "--ncrops", help="B's crops per video, as import-npy reads."),
+    crop: str = typer.Option("0", "--crop", help="B's crop to compare (0-based), or 'mean'."),
+) -> None:
+    """Per video: rows, best frame offset, cosine and content distance; a one-line verdict
+    (same pipeline, or the most likely cause: JPEG step, resize, offset, sampling, backbone)."""
+    checks.store_location(a)
+    if not checks.is_url(b):
+        checks.existing_path(b, "store or folder of .npy features")
+    if crop != "mean" and not crop.isdigit():
+        raise AnomalyError(f"--crop must be a crop index or 'mean', not {crop!r}")
+    import json
+
+    from anomalyclip.store.compare import compare, format_comparison
+
+    result = compare(a, b, max_offset, ncrops, crop if crop == "mean" else int(crop))
+    text = json.dumps(result.to_dict(), indent=2) if as_json else format_comparison(result)
+    typer.echo(text)
+    distance = result.summary()["distance"]
+    if max_distance is not None and not distance <= max_distance:  # NaN (nothing compared) too
+        typer.echo(f"content distance {distance:.2f} % is above --max-distance {max_distance:g}",
+                   err=True)  # fmt: skip
+        raise typer.Exit(1)

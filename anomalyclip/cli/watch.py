@@ -61,6 +61,9 @@ def watch_cmd(
         envvar="ANOMALY_UI_TOKEN",
         help="Token every page request must carry; needed for a --ui other than the loopback.",
     ),
+    preprocess: str = typer.Option(
+        None, "--preprocess", help="Frame path: native or authors (default: the run's)."
+    ),
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
     OUT/events.jsonl), and where asked to an MQTT broker, a webhook, a metrics endpoint and a
@@ -73,8 +76,11 @@ def watch_cmd(
     page = open_page(o.get("ui"), ui_token)  # the page's socket, bound at once (or None)
     stops = _Stops()
     from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
+    from anomalyclip.runs.load import preprocessing_for
 
     model, encoder, run_config = load_for_watch(run.path, run.clip, o.get("device"), o["precision"])
+    mode = preprocessing_for(run.path, run_config, o.get("preprocess"))
+    cfg = dataclasses.replace(cfg, read=dataclasses.replace(cfg.read, preprocess=mode))
     watcher = Watcher(cameras, model, encoder, run_sampling(run_config, run.path), cfg)
     stops.attach(watcher)
     _say_thresholds(cameras, run.threshold, cfg.out)
@@ -102,6 +108,8 @@ def _plan(config: str | None, sources: list[str], given: dict):
     site = load_site(config) if config else Site()
     o = site.merged(given, DEFAULTS)
     checks.precision(o["precision"])
+    if o.get("preprocess"):
+        checks.preprocess(o["preprocess"])
     if o.get("device"):
         checks.device_name(o["device"])
     read = ReadConfig(realtime=o["realtime"], drop=o.get("drop"),

@@ -34,6 +34,7 @@ from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
 from anomalyclip.runs import default_device, load_model, run_clip
+from anomalyclip.runs.load import preprocessing_for
 from anomalyclip.store import open_store
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,9 @@ class PredictConfig:
     How the run is loaded (:class:`Predictor`): ``clip`` (default: the run's), ``device``
     (default: CUDA when present), ``precision`` of the image tower (the fp32 reference by
     default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does). How each
-    call scores: ``sampling`` and ``batch_size``; decisions at ``threshold`` (default: the
+    call scores: ``sampling``, ``batch_size`` and ``preprocess`` (the frame path; default:
+    the one the run's training features were made with,
+    :func:`~anomalyclip.runs.load.preprocessing_for`); decisions at ``threshold`` (default: the
     run's own, chosen without test labels when it was trained) with the other settings of
     ``events``. Output: ``render`` also writes an MP4 of each video with its curves.
     ``zone``: only that polygon of each frame is shown to CLIP (:mod:`anomalyclip.extract.zone`).
@@ -114,6 +117,7 @@ class PredictConfig:
     events: EventConfig | None = None
     render: bool = False
     zone: Zone | None = None  # only this part of each frame is shown to CLIP
+    preprocess: str | None = None  # native | authors (default: the run's)
 
 
 class Predictor:
@@ -207,10 +211,11 @@ class Predictor:
         ids = [f"{i:04d}_{safe_name(p.stem)}" for i, p in enumerate(paths)]
         entries = [VideoEntry(vid, p, "", "predict", []) for vid, p in zip(ids, paths, strict=True)]
         store_url = f"memory://anomalyclip-predict-{uuid.uuid4().hex}"
+        mode = preprocessing_for(self.checkpoint, self.config, config.preprocess)
         summary = extract(
             entries, store_url, self.encoder(), sampling=config.sampling,
             batch_size=config.batch_size, dtype="float32", dataset=self.config["dataset"],
-            folder_fps=folder_fps, progress=progress, zone=config.zone,
+            folder_fps=folder_fps, progress=progress, zone=config.zone, preprocess=mode,
         )  # fmt: skip
         results = []
         try:

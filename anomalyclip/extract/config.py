@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from anomalyclip import checks
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ATTENTIONS, PRECISIONS, Attention, Precision
@@ -27,9 +28,12 @@ class ExtractConfig:
     Input side: ``sampling``, ``workers`` (decoder threads), ``folder_fps`` (the rate of
     folders of frames), ``stall_timeout`` (seconds without a decoded frame before a video is
     given up as failed), ``zone`` (a :class:`~anomalyclip.extract.zone.Zone`: only that part
-    of every frame is shown to CLIP). Store side: ``dataset``, ``dtype`` (stored float16 or
-    float32), ``root`` (stored source paths are relative to it), ``strict`` (a truncated source is a
-    failure, not a flagged video). Scale-out: ``shard=(rank, world)``, ``coordinated`` (the
+    of every frame is shown to CLIP), ``preprocess`` (the frame path: ``native``, or
+    ``authors``, the way the published features were made; see
+    :mod:`anomalyclip.extract.preprocess`). Store side: ``dataset``, ``dtype`` (stored
+    float16 or float32), ``root`` (stored source paths are relative to it), ``strict`` (a
+    truncated source is a failure, not a flagged video). Scale-out: ``shard=(rank, world)``,
+    ``coordinated`` (the
     ranks were launched together: rank 0 writes the root attributes, the others wait up to
     ``root_timeout`` seconds for them).
     """
@@ -43,6 +47,7 @@ class ExtractConfig:
     workers: int = 2
     folder_fps: float | None = None
     stall_timeout: float = STALL_S
+    preprocess: str = "native"
     dtype: str = "float16"
     root: str | Path | None = None
     strict: bool = False
@@ -61,3 +66,4 @@ class ExtractConfig:
             raise AnomalyError(f"precision {self.precision!r}: expected one of {PRECISIONS}")
         if self.attention not in ATTENTIONS:
             raise AnomalyError(f"attention {self.attention!r}: expected one of {ATTENTIONS}")
+        checks.preprocess(self.preprocess)

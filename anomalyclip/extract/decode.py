@@ -129,7 +129,7 @@ class Converter:
 class Frame:
     index: int  # decoded frame number (display order, 0-based)
     time: float  # presentation time in seconds, strictly increasing within a video
-    image: np.ndarray  # (H, W, 3) uint8 RGB; (3H/2, W) planes for pixels="yuv420p"
+    image: np.ndarray  # (H, W, 3) uint8 RGB (BGR for pixels="bgr24"); (3H/2, W) for "yuv420p"
 
 
 class _Sampler:
@@ -186,8 +186,10 @@ class VideoSource:
     ``truncated`` (why the file looks cut short, or "") are valid after a complete iteration.
     ``height``: frames come scaled to this height (aspect kept, even width), converted and
     scaled in one FFmpeg pass; None keeps the stored size. ``pixels``: ``rgb24`` (H, W, 3)
-    images, or ``yuv420p`` (3H/2, W) planes as :meth:`Converter.pixels` lays them out, what
-    a decoder gives and an encoder takes (only with ``height``, which makes the size even).
+    images, ``bgr24`` (the same, in OpenCV's channel order and with OpenCV's conversion: the
+    authors' frame path), or ``yuv420p`` (3H/2, W) planes as :meth:`Converter.pixels` lays
+    them out, what a decoder gives and an encoder takes (only with ``height``, which makes
+    the size even).
     Every failure is an :class:`AnomalyError` naming the file.
     """
 
@@ -197,10 +199,10 @@ class VideoSource:
         sampling: Sampling = Sampling(),
         folder_fps: float | None = None,
         height: int | None = None,
-        pixels: Literal["rgb24", "yuv420p"] = "rgb24",
+        pixels: Literal["rgb24", "bgr24", "yuv420p"] = "rgb24",
     ) -> None:
-        if pixels not in ("rgb24", "yuv420p") or (pixels == "yuv420p" and not height):
-            raise ValueError(f"pixels={pixels!r}: rgb24, or yuv420p with a height")
+        if pixels not in ("rgb24", "bgr24", "yuv420p") or (pixels == "yuv420p" and not height):
+            raise ValueError(f"pixels={pixels!r}: rgb24, bgr24, or yuv420p with a height")
         self.path = Path(path)
         self.sampling = sampling
         self.folder_fps = folder_fps
@@ -240,7 +242,7 @@ class VideoSource:
                     image = np.array(im.convert("RGB"))  # writable, as decoded frames are
             except (OSError, ValueError) as exc:
                 raise AnomalyError(f"{f}: cannot read image frame ({exc})") from exc
-            if self.height is not None:
+            if self.height is not None or self.pixels != "rgb24":
                 frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 image = convert.pixels(frame, self.pixels, **self._size(frame))
             yield Frame(index, time, image)

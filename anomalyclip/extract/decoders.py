@@ -1,7 +1,8 @@
 """Decoder threads: sources in, uint8 CLIP crops out, in arrival order.
 
 Each thread decodes one whole source at a time, resizes and crops each frame as it comes
-(PyAV and torch's resize both release the GIL, so threads overlap with the model) and puts
+(PyAV and torch's resize both release the GIL, so threads overlap with the model; so do
+OpenCV's JPEG encoder and PIL's decoder and resize on the authors' path) and puts
 the crops in chunks on a bounded queue, so decoding runs ahead of the consumer by at most a
 few chunks.
 Iterating a :class:`Decoders` yields, per source, its :class:`Chunk` s in frame order, then
@@ -29,7 +30,7 @@ import torch
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import VideoSource
-from anomalyclip.extract.preprocess import resize_crop
+from anomalyclip.extract.preprocess import crop_frame, frame_pixels
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +121,15 @@ class _Worker:
         extraction with two threads. A source that changes its size mid-stream needs nothing
         special."""
         cfg = self.shared.config
-        source = VideoSource(path, cfg.sampling, cfg.folder_fps)
+        pixels = frame_pixels(cfg.preprocess, folder=Path(path).is_dir())
+        source = VideoSource(path, cfg.sampling, cfg.folder_fps, pixels=pixels)
         crops: list[torch.Tensor] = []
         frames: list[int] = []
         times: list[float] = []
         for frame in source:
             self.beat(video)
-            image = frame.image if cfg.zone is None else cfg.zone.apply(frame.image)
-            crops.append(resize_crop(image[None]))  # (1, 3, 224, 224)
+            image = frame.image if cfg.zone is None else cfg.zone.apply(frame.image, pixels)
+            crops.append(crop_frame(image, cfg.preprocess, pixels))  # (1, 3, 224, 224)
             frames.append(frame.index)
             times.append(frame.time)
             if len(crops) == cfg.batch_size and not self.flush(video, crops, frames, times):

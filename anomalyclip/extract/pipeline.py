@@ -47,28 +47,23 @@ from anomalyclip.extract.batching import Batch, Batcher
 from anomalyclip.extract.config import ROOT_WAIT_S, STALL_S, ExtractConfig
 from anomalyclip.extract.decoders import Chunk, Decoders, Done
 from anomalyclip.extract.encoder import ImageEncoder
+from anomalyclip.extract.preprocess import preprocessing_attrs
 from anomalyclip.extract.writer import Job, Summary, Writer, relative
 from anomalyclip.inputs import fingerprint_file
 from anomalyclip.store import SCHEMA, open_store, provenance
 from anomalyclip.store.backend import store_format
 
-__all__ = ["ROOT_WAIT_S", "STALL_S", "ExtractConfig", "Summary", "extract", "shard_entries"]
+__all__ = [
+    "ROOT_WAIT_S",
+    "STALL_S",
+    "ExtractConfig",
+    "Summary",
+    "extract",
+    "preprocessing_attrs",
+    "shard_entries",
+]
 
 log = logging.getLogger(__name__)
-
-
-def preprocessing_attrs() -> dict:
-    """Every number of the preprocessing, for the store's provenance."""
-    return {
-        "resize": "shorter side to 224, bicubic, antialiased (longer = int(224 * long / short))",
-        "crop": "centre 224x224",
-        "crop_rounding": "round((side - 224) / 2)",
-        "size": backbone.CLIP_IMAGE_SIZE,
-        "scale": "1/255",
-        "mean": list(backbone.CLIP_MEAN),
-        "std": list(backbone.CLIP_STD),
-        "implementation": "torch uint8 bicubic antialias (<= 2 grey levels from PIL)",
-    }
 
 
 def extract(
@@ -107,7 +102,7 @@ def extract(
     attrs = provenance(
         dataset=cfg.dataset,
         backbone=encoder.describe(),
-        preprocessing=preprocessing_attrs()
+        preprocessing=preprocessing_attrs(cfg.preprocess)
         | ({"zone": cfg.zone.describe()} if cfg.zone is not None else {}),
         sampling=cfg.sampling.describe(),
         dtype=cfg.dtype,

@@ -1,4 +1,4 @@
-"""CLIP's image preprocessing, batched in torch.
+"""CLIP's image preprocessing: the native path, batched in torch, and the authors' path.
 
 The definition (what OpenAI's CLIP does through torchvision on PIL images): resize the
 shorter side to 224 with antialiased bicubic filtering (the longer side
@@ -14,17 +14,38 @@ Tolerance against the PIL reference, measured on frames of the four real test vi
 (768x576, 320x240, 720x528): the uint8 crops differ from PIL's by at most 2 grey levels
 (measured maximum 2, mean absolute difference 0.001-0.004 levels), i.e. at most
 2/255/min(std) = 0.030 after normalisation. ``tests/test_extract.py`` asserts both bounds.
+
+The authors' path (``--preprocess authors``, :func:`authors_crop`) repeats how the published
+AnomalyCLIP features were made, step for step with the same libraries: their videos became
+JPEG files through OpenCV (``cv2.imwrite``: quality 95, 4:2:0 chroma), each read back with
+PIL and ``.convert("RGB")``, resized on the PIL image (bicubic, antialiased: PIL's own
+filter) and centre-cropped as above. Here the JPEG stays in memory (``cv2.imencode`` writes
+the very bytes ``cv2.imwrite`` does) and the frame comes from PyAV: OpenCV's FFmpeg backend
+converts to BGR with one same-size swscale pass, which gives the frames PyAV's ``bgr24``
+conversion gives, bit for bit (measured on the four real test videos and on H.264 files
+tagged BT.601, BT.709 and full range; both follow the frame's colour tags). A folder of
+frames is read as the authors read theirs: PIL, no second JPEG. On vtest.avi frames through
+a random ViT-B/16 tower, native features differ from the authors' path by 7 % of their
+spread (``anomaly store compare``'s content distance), almost all of it the JPEG step;
+``tests/test_authors_preprocess.py`` checks this path against OpenCV and PIL called directly.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from anomalyclip import backbone, checks
 from anomalyclip.backbone import CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD
+from anomalyclip.errors import AnomalyError
 
 MAX_LEVEL_DIFF = 2  # grey levels, uint8 crops against PIL (see module docstring)
+PREPROCESS_MODES = checks.PREPROCESS_MODES  # native | authors
+JPEG_QUALITY = 95  # OpenCV's default, what cv2.imwrite gave the authors' frames
 
 
 def resized_shape(height: int, width: int, size: int = CLIP_IMAGE_SIZE) -> tuple[int, int]:
@@ -69,3 +90,88 @@ def normalize(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 def preprocess(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """The whole definition in one call: (N, H, W, 3) uint8 -> (N, 3, 224, 224) float32."""
     return normalize(resize_crop(images))
+
+
+def opencv():
+    """The ``cv2`` module, or a one-line error naming the extra that installs it."""
+    checks.preprocess("authors")
+    import cv2
+
+    return cv2
+
+
+def pil_resize_crop(image: Image.Image, size: int = CLIP_IMAGE_SIZE) -> np.ndarray:
+    """A PIL RGB image -> (size, size, 3) uint8: shorter side to ``size`` with PIL's bicubic
+    filter (torchvision's ``Resize(size, BICUBIC)`` on a PIL image), then the centre crop."""
+    w, h = image.size
+    rh, rw = resized_shape(h, w, size)
+    if (rh, rw) != (h, w):
+        image = image.resize((rw, rh), Image.Resampling.BICUBIC)
+    top, left = crop_offsets(rh, rw, size)
+    return np.asarray(image)[top : top + size, left : left + size]  # (size, size, 3)
+
+
+def authors_crop(image: np.ndarray, bgr: bool = True) -> torch.Tensor:
+    """One frame the authors' way -> (1, 3, 224, 224) uint8 (module docstring).
+
+    ``bgr``: ``image`` is a decoded video frame, (H, W, 3) BGR as OpenCV hands it over, and
+    goes through a quality-95 JPEG and PIL's decoder; otherwise it is an RGB image read from
+    a file of frames, resized as it is."""
+    if bgr:
+        cv2 = opencv()
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise AnomalyError(f"OpenCV could not encode a {image.shape} frame as JPEG")
+        with Image.open(io.BytesIO(jpeg.tobytes())) as decoded:
+            rgb = decoded.convert("RGB")
+    else:
+        rgb = Image.fromarray(image)
+    crop = pil_resize_crop(rgb)  # (224, 224, 3)
+    return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None]
+
+
+def frame_pixels(mode: str, folder: bool = False) -> str:
+    """The pixel format a decoder hands to :func:`crop_frame`: OpenCV's BGR for the authors'
+    path on a video, RGB otherwise."""
+    return "bgr24" if mode == "authors" and not folder else "rgb24"
+
+
+def crop_frame(image: np.ndarray, mode: str = "native", pixels: str = "rgb24") -> torch.Tensor:
+    """One decoded frame (H, W, 3) uint8 in ``pixels`` -> its (1, 3, 224, 224) uint8 crop by
+    the ``mode`` path (see :func:`frame_pixels`)."""
+    if mode == "authors":
+        return authors_crop(image, bgr=pixels == "bgr24")
+    if pixels != "rgb24":
+        raise ValueError(f"the native path takes rgb24 frames, not {pixels}")
+    return resize_crop(image[None])
+
+
+def preprocessing_attrs(mode: str = "native") -> dict:
+    """Every number of a frame path, for the store's provenance (``preprocessing``).
+
+    The native record is what stores written before the authors' path existed hold (so they
+    still take new videos and merge with new stores); it has no ``mode``, which reads as
+    ``native`` (:func:`anomalyclip.store.meta.preprocessing_mode`)."""
+    common = {
+        "resize": "shorter side to 224, bicubic, antialiased (longer = int(224 * long / short))",
+        "crop": "centre 224x224",
+        "crop_rounding": "round((side - 224) / 2)",
+        "size": backbone.CLIP_IMAGE_SIZE,
+        "scale": "1/255",
+        "mean": list(backbone.CLIP_MEAN),
+        "std": list(backbone.CLIP_STD),
+    }
+    if mode == "native":
+        return {
+            **common,
+            "implementation": "torch uint8 bicubic antialias (<= 2 grey levels from PIL)",
+        }
+    if mode != "authors":
+        raise AnomalyError(f"preprocessing mode {mode!r}: expected one of {PREPROCESS_MODES}")
+    return {
+        "mode": "authors",
+        "frames": "decoded BGR (OpenCV's conversion), JPEG quality 95 4:2:0 by OpenCV, "
+        "decoded by PIL, convert('RGB'); folders of frames: PIL only",
+        **common,
+        "implementation": "PIL bicubic resize (torchvision Resize on PIL images)",
+    }

@@ -106,13 +106,15 @@ class Zone:
             self._masks[key] = ((x0, y0, x1, y1), mask)
         return self._masks[key]
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 frame -> (h, w, 3) uint8: the zone's box, outside masked."""
+    def apply(self, image: np.ndarray, pixels: str = "rgb24") -> np.ndarray:
+        """(H, W, 3) uint8 frame in ``pixels`` (``rgb24`` or ``bgr24``) -> (h, w, 3) uint8:
+        the zone's box, outside masked in CLIP's mean colour."""
+        colour = fill() if pixels == "rgb24" else fill()[::-1]
         (x0, y0, x1, y1), mask = self._cut(*image.shape[:2])
         if not mask.any():
-            return np.full((_EMPTY_SIDE, _EMPTY_SIDE, 3), fill(), np.uint8)
+            return np.full((_EMPTY_SIDE, _EMPTY_SIDE, 3), colour, np.uint8)
         out = image[y0:y1, x0:x1].copy()  # (h, w, 3)
-        out[~mask] = fill()
+        out[~mask] = colour
         return out
 
     def describe(self) -> list[list[float]]:

@@ -39,6 +39,7 @@ from anomalyclip.backbone import DEFAULT_CLIP, load_vision
 from anomalyclip.datasets import DatasetSpec, get_dataset
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
+from anomalyclip.extract.preprocess import preprocessing_attrs
 from anomalyclip.interop.safe_pickle import load_torch_file
 from anomalyclip.model import AnomalyCLIP, ModelConfig
 from anomalyclip.runs import build_network, load_model, run_inputs, save_run
@@ -494,7 +495,8 @@ def import_checkpoint(
         "model": mcfg.to_dict(),
         "train": tcfg.to_dict(),
         "store": _store_info(features),
-        "inputs": run_inputs(features, clip, out, None),
+        # trained on the authors' features: predict and watch make theirs the same way
+        "inputs": run_inputs(features, clip, out, None, preprocessing_attrs("authors")),
         "provenance": provenance(),
         "metrics": None,
         "history": [],

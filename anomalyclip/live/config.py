@@ -28,6 +28,7 @@ class ReadConfig:
     max_backoff: float = 8.0
     rtsp_transport: str = "tcp"  # or "udp"
     loop: bool = False  # files: start again at the end (long generated streams)
+    preprocess: str = "native"  # the frame path (extract.preprocess): native | authors
 
     def __post_init__(self) -> None:
         if self.drop not in (None, *DROP_POLICIES):

@@ -3,7 +3,7 @@
 A :class:`Reader` opens its source with PyAV, decodes every packet, keeps the frames the
 run's :class:`~anomalyclip.extract.decode.Sampling` keeps, turns each (cut to its camera's
 zone, :mod:`anomalyclip.extract.zone`, when it has one) into the 224x224 uint8 CLIP crop the
-extractor makes (:func:`~anomalyclip.extract.preprocess.resize_crop`, so live
+extractor makes (:func:`~anomalyclip.extract.preprocess.crop_frame`, so live
 features are the stored features of the same frames) and puts it on its source's
 :class:`FrameQueue`, where the scoring loop takes it. Every decoded frame also goes to the
 clips' frame ring (downscaled) and to the live page's preview (which makes a JPEG of about one
@@ -50,7 +50,7 @@ from anomalyclip.extract.decode import (
     _short,
     _TimeRepair,
 )
-from anomalyclip.extract.preprocess import resize_crop
+from anomalyclip.extract.preprocess import crop_frame, frame_pixels
 from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import Source, display_name, is_live, redact
 from anomalyclip.live.clips import FrameRing
@@ -382,10 +382,11 @@ class Reader(threading.Thread):
         if not self._sampler.keep(index, t):
             return True
         self.stats.sampled += 1
-        image = self._to_model.rgb(frame)  # (H, W, 3)
-        if self.zone is not None:
-            image = self.zone.apply(image)  # (h, w, 3): the zone's box, outside masked
-        pixels = resize_crop(image[None])[0]  # (3, 224, 224) uint8
+        mode = self.cfg.preprocess
+        image = self._to_model.pixels(frame, frame_pixels(mode))  # (H, W, 3)
+        if self.zone is not None:  # (h, w, 3): the zone's box, outside masked
+            image = self.zone.apply(image, frame_pixels(mode))
+        pixels = crop_frame(image, mode, frame_pixels(mode))[0]  # (3, 224, 224) uint8
         return self._put(FrameItem(index, t, pixels, wall))
 
 

@@ -3,18 +3,22 @@ records ``config.json`` keeps of the run's inputs; the device runs use by defaul
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anomalyclip import locations
+from anomalyclip import checks, locations
 from anomalyclip.backbone import describe, load_text
 from anomalyclip.checks import device_name, is_url
 from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP, ModelConfig
 from anomalyclip.runs.checkpoint import load_model_state, load_run
+from anomalyclip.store.meta import preprocessing_mode
+
+log = logging.getLogger(__name__)
 
 
 def build_network(mcfg: ModelConfig, clip: str | Path, conv: str = "auto") -> AnomalyCLIP:
@@ -36,9 +40,14 @@ def build_network(mcfg: ModelConfig, clip: str | Path, conv: str = "auto") -> An
 
 
 def run_inputs(
-    features: str | Path | None, clip: str | Path, run_dir: str | Path, backbone: dict | None
+    features: str | Path | None,
+    clip: str | Path,
+    run_dir: str | Path,
+    backbone: dict | None,
+    preprocessing: dict | None = None,
 ) -> dict[str, Any]:
-    """``config.json``'s record of the run's CLIP and store, so the run folder can move.
+    """``config.json``'s record of the run's CLIP and store, so the run folder can move, and
+    of how the frames of its features were made (``preprocessing``, the store's record).
 
     ``backbone`` is the store's record of the CLIP its features came from: its weight hash
     is reused when the run's CLIP is that one; another local CLIP is hashed here.
@@ -52,7 +61,43 @@ def run_inputs(
     inputs = {"clip": entry}
     if features is not None:
         inputs["store"] = locations.record(features, run_dir, local=not is_url(str(features)))
+    if preprocessing is not None:
+        inputs["preprocessing"] = preprocessing
     return inputs
+
+
+def run_preprocessing(config: dict[str, Any]) -> str:
+    """How the frames of a run's training features were made: ``native``, ``authors``, or
+    ``unknown`` (a store that does not say, e.g. imported ``.npy``; a run written before this
+    was recorded). Imported checkpoints are the authors', trained on their features."""
+    recorded = (config.get("inputs") or {}).get("preprocessing")
+    if recorded is not None:
+        return preprocessing_mode(recorded)
+    return "authors" if config.get("imported") else "unknown"
+
+
+def preprocessing_for(run_dir: str | Path, config: dict[str, Any], asked: str | None) -> str:
+    """The frame path to score new video with (``asked``, else the run's own) and one info
+    line saying which and why."""
+    mode = run_preprocessing(config)
+    if asked:
+        log.info("preprocessing %s (asked; %s's features: %s)", asked, run_dir, mode)
+        return asked
+    if mode == "authors":
+        try:
+            checks.preprocess(mode)
+        except AnomalyError:
+            raise AnomalyError(
+                f"{run_dir}: trained on features made the authors' way, which needs OpenCV: "
+                "pip install 'anomalyclip[authors]' (or --preprocess native)"
+            ) from None
+    if mode in ("native", "authors"):
+        log.info("preprocessing %s: %s was trained on features made so (--preprocess to "
+                 "change)", mode, run_dir)  # fmt: skip
+        return mode
+    log.info("preprocessing native: %s does not record how its features were made "
+             "(--preprocess authors for the published features)", run_dir)  # fmt: skip
+    return "native"
 
 
 def run_clip(run_dir: str | Path, config: dict[str, Any]) -> str:

@@ -140,10 +140,25 @@ def first_difference(
         return None if x == y else f"{prefix} ({x!r} != {y!r})"
 
     for name in fields_:
+        if name == "preprocessing":  # the frame path first: the difference that matters
+            modes = preprocessing_mode(a.get(name)), preprocessing_mode(b.get(name))
+            if modes[0] != modes[1]:
+                return f"preprocessing.mode ({modes[0]!r} != {modes[1]!r})"
         found = walk(a.get(name), b.get(name), name)
         if found:
             return found
     return None
+
+
+def preprocessing_mode(preprocessing: dict | None) -> str:
+    """The frame path a store's features came from (``anomaly features --preprocess``): the
+    recorded ``mode``; ``native`` for the extractor's records that have none (written before
+    there was a choice, or by the native path, which still writes them so); ``unknown`` for
+    anything else (imported ``.npy`` features, other tools)."""
+    p = preprocessing if isinstance(preprocessing, dict) else {}
+    if isinstance(p.get("mode"), str):
+        return p["mode"]
+    return "native" if str(p.get("implementation", "")).startswith("torch") else "unknown"
 
 
 def describe_backbone(backbone: dict | None) -> str:

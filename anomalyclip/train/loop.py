@@ -190,7 +190,7 @@ def _train(
             "backbone": meta.backbone,
             "sampling": meta.sampling,  # what live scoring samples at
         },
-        "inputs": run_inputs(features, clip, out, meta.backbone),
+        "inputs": run_inputs(features, clip, out, meta.backbone, meta.preprocessing or {}),
         "provenance": provenance(),
     }
     has_test = evaluate is not None and bool(store.records(split="test"))
