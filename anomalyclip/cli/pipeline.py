@@ -9,7 +9,10 @@ import typer
 from anomalyclip import checks, locations
 from anomalyclip.cli.app import app
 from anomalyclip.cli.options import (
+    _backend,
     _conv_algorithm,
+    _image_model,
+    _image_tower,
     _keep_memory_on_cpu,
     _probability,
     _run_folder,
@@ -44,6 +47,13 @@ def features_cmd(
     precision: str = typer.Option(
         "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
     ),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        callback=_backend,
+        help="Image tower: torch, or an export run by onnxruntime or openvino (--model: its "
+        "folder, or the exported run).",
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -51,7 +61,7 @@ def features_cmd(
     write one store; ``--shard I/N`` does the same for independent jobs (e.g. a job array).
     """
     checks.existing_dir(videos, "folder of videos")
-    locations.local_clip(model)
+    model = _image_tower(backend, model, None)
     if lists:
         checks.existing_dir(lists, "folder of list files")
     if device:
@@ -96,7 +106,8 @@ def features_cmd(
         shard=(rank, world),
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
     )
-    summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", model, config)
+    image = _image_model(backend, model)
+    summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", image, config)
     typer.echo(summary.format())
     if not summary.ok:
         raise typer.Exit(1)
@@ -318,11 +329,17 @@ def predict_cmd(
     precision: str = typer.Option(
         "auto", "--precision", help="CLIP: auto (bf16 on CPUs with bf16 units), fp32, bf16, fp16."
     ),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        callback=_backend,
+        help="Image tower and model: torch, or the run's export run by onnxruntime or "
+        "openvino (RUN/export/FORMAT; --clip: another export folder).",
+    ),
 ) -> None:
     """Per-frame anomaly scores, classes and events for videos that are not in any store."""
     checks.precision(precision)
-    clip = clip or locations.recorded(checkpoint, checks.run_config(checkpoint), "clip")
-    locations.local_clip(clip)
+    clip = _image_tower(backend, clip, checkpoint)
     for video in videos:
         checks.existing_path(video, "video file or frame folder")
     if device:
@@ -337,7 +354,7 @@ def predict_cmd(
     _keep_memory_on_cpu(device)
     events = EventConfig(threshold or 0.5, exit_ratio, merge_gap, min_duration)
     config = PredictConfig(clip, device, precision, sampling, threshold=threshold, events=events,
-                           render=render)  # fmt: skip
+                           render=render, backend=backend)  # fmt: skip
     results, failed = predict(videos, checkpoint, out, config)
     for r in results:
         extra = f", {r.video}" if r.video else ""

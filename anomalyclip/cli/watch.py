@@ -6,6 +6,7 @@ import typer
 
 from anomalyclip import checks
 from anomalyclip.cli.app import app
+from anomalyclip.cli.options import _backend, _image_tower
 
 
 @app.command("watch")
@@ -36,6 +37,13 @@ def watch_cmd(
     rtsp_transport: str = typer.Option("tcp", "--rtsp-transport", help="tcp or udp."),
     stall: float = typer.Option(5.0, "--stall", help="Seconds without data before reconnecting."),
     batch_size: int = typer.Option(32, "--batch-size", help="Frames per CLIP forward at most."),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        callback=_backend,
+        help="Image tower and model: torch, or the run's export run by onnxruntime or "
+        "openvino (RUN/export/FORMAT; --clip: another export folder).",
+    ),
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
     OUT/events.jsonl). SIGINT or SIGTERM closes open events and exits 0."""
@@ -46,6 +54,8 @@ def watch_cmd(
     from anomalyclip.inputs import expand_inputs
 
     checks.precision(precision)
+    if backend != "torch":
+        clip = _image_tower(backend, clip, checkpoint)
     expanded = expand_inputs(sources, live=True)
     stop_requested = threading.Event()
     watchers: list = []
@@ -72,9 +82,11 @@ def watch_cmd(
         save_clips=save_clips,
         webhook=webhook,
     )
+    from anomalyclip.evaluate.predict import write_provenance
     from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling, run_threshold
 
-    model, encoder, config = load_for_watch(checkpoint, clip, device, precision)
+    model, encoder, config = load_for_watch(checkpoint, clip, device, precision, backend)
+    write_provenance(out, checkpoint, encoder)
     value = run_threshold(config, checkpoint, threshold)
     cfg = dataclasses.replace(cfg, events=EventConfig(value))
     watcher = Watcher(expanded, model, encoder, run_sampling(config, checkpoint), cfg)

@@ -16,17 +16,21 @@ import numpy as np
 import torch
 
 from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import run_threshold, video_events
 from anomalyclip.evaluate.evaluation import safe_name, score_fn
-from anomalyclip.evaluate.report import write_events, write_video_csv
+from anomalyclip.evaluate.report import write_events, write_metrics_json, write_video_csv
 from anomalyclip.events import Event, EventConfig
+from anomalyclip.export.backends import Export, ExportedImageEncoder
+from anomalyclip.export.manifest import find_export
 from anomalyclip.extract.decode import Sampling
-from anomalyclip.extract.encoder import Precision
+from anomalyclip.extract.encoder import ImageEncoder, Precision
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.inputs import expand_inputs
-from anomalyclip.model.inference import score_video
-from anomalyclip.runs import default_device, load_model, run_clip
+from anomalyclip.model import ModelConfig
+from anomalyclip.model.inference import ScoreFn, score_video
+from anomalyclip.runs import default_device, load_model, read_run_config, run_clip
 from anomalyclip.store import open_store
 
 log = logging.getLogger(__name__)
@@ -91,7 +95,11 @@ class PredictConfig:
     default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does),
     ``sampling`` and ``batch_size``. Decisions: ``threshold`` (default: the run's own, chosen
     without test labels when it was trained) and the other settings of ``events``. Output:
-    ``render`` also writes an MP4 of each video with its curves.
+    ``render`` also writes an MP4 of each video with its curves. ``backend``: ``torch``, or
+    ``onnxruntime`` / ``openvino`` running the run's export (``anomaly export``): its image
+    tower in place of the CLIP forward, its scorer in place of the model; ``clip`` then
+    names the export folder (default: the run's ``export/<format>``), and ``device`` and
+    ``precision`` are the export's (CPU; fp32 or int8).
     """
 
     clip: str | None = None
@@ -102,6 +110,45 @@ class PredictConfig:
     threshold: float | None = None
     events: EventConfig | None = None
     render: bool = False
+    backend: str = "torch"
+
+
+@dataclass
+class _Scoring:
+    """What scores the videos: a ``score_fn`` and the model configuration it scores with, the
+    image encoder, the run's config and the device the model runs on."""
+
+    score: ScoreFn
+    cfg: ModelConfig
+    encoder: ImageEncoder | ExportedImageEncoder
+    run_config: dict
+    device: torch.device
+
+
+def _scoring(checkpoint: str | Path, config: PredictConfig) -> _Scoring:
+    """The run's model and image tower on torch, or its export on another backend."""
+    if config.backend == "torch":
+        dev = default_device(config.device)
+        model, run_config = load_model(checkpoint)
+        model.to(dev)
+        clip = config.clip or run_clip(checkpoint, run_config)
+        encoder = ImageEncoder(clip, str(dev), config.precision)
+        return _Scoring(score_fn(model), model.cfg, encoder, run_config, dev)
+    export = Export(find_export(config.backend, config.clip, checkpoint), config.backend,
+                    checkpoint)  # fmt: skip
+    scorer = export.scorer()
+    cpu = torch.device("cpu")
+    return _Scoring(
+        scorer.score, scorer.cfg, export.image_encoder(), read_run_config(checkpoint), cpu
+    )
+
+
+def write_provenance(out_dir: str | Path, checkpoint: str | Path, encoder) -> Path:  # noqa: ANN001
+    """``OUT/provenance.json``: the command, versions and run, and what ran the image tower
+    and the model (``backend``, and the backbone the features came from)."""
+    record = {**provenance(), "run": str(checkpoint), "backend": encoder.backend,
+              "image_tower": encoder.describe()}  # fmt: skip
+    return write_metrics_json(Path(out_dir) / "provenance.json", record)
 
 
 def predict(
@@ -117,15 +164,13 @@ def predict(
     from anomalyclip.evaluate import plots
     from anomalyclip.evaluate.render import Scores, render_video
 
-    dev = default_device(config.device)
-    model, run_config = load_model(checkpoint)
-    model.to(dev)
-    names, normal_id = model.cfg.classes, model.cfg.normal_id
+    scoring = _scoring(checkpoint, config)
+    mcfg, dev = scoring.cfg, scoring.device
+    names, normal_id = mcfg.classes, mcfg.normal_id
     threshold = config.threshold
     if threshold is None:
-        threshold = run_threshold(run_config).value
+        threshold = run_threshold(scoring.run_config).value
     events = replace(config.events or EventConfig(threshold), threshold=threshold)
-    image_model = config.clip or run_clip(checkpoint, run_config)
     paths = [Path(v) for v in expand_inputs(videos)]  # folders, globs, list files
     for p in paths:
         if not p.exists():
@@ -137,16 +182,15 @@ def predict(
     summary = extract(
         entries,
         store_url,
-        image_model,
-        device=str(dev),
-        precision=config.precision,
+        scoring.encoder,
         sampling=config.sampling,
         batch_size=config.batch_size,
         dtype="float32",
-        dataset=run_config["dataset"],
+        dataset=scoring.run_config["dataset"],
         progress=True,
     )
     out = Path(out_dir)
+    write_provenance(out, checkpoint, scoring.encoder)
     results = []
     with open_store(store_url) as st:
         for vid, path in zip(ids, paths, strict=True):
@@ -155,12 +199,7 @@ def predict(
             feats = torch.from_numpy(st.features(vid))
             frames, times = st.frames(vid), st.times(vid)
             p, probs = score_video(
-                feats,
-                score_fn(model),
-                model.cfg.num_segments,
-                model.cfg.seg_length,
-                config.batch_size,
-                dev,
+                feats, scoring.score, mcfg.num_segments, mcfg.seg_length, config.batch_size, dev
             )
             p, probs = p.float().numpy(), probs.float().numpy()
             stem = stems[vid]

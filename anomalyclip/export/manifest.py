@@ -45,6 +45,26 @@ def require(module: str) -> Any:
         ) from exc
 
 
+def check_installed(*modules: str) -> None:
+    """One-line error naming the optional extra when one of ``modules`` is not installed
+    (found without importing it)."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise AnomalyError(
+                f"{PACKAGES.get(module, module)} is not installed; "
+                f"pip install 'anomalyclip[{EXTRA}]'"
+            )
+
+
+def needed_packages(fmt: str, int8: bool = False) -> tuple[str, ...]:
+    """What ``anomaly export --format fmt [--int8]`` needs (a backend needs its own name)."""
+    if fmt == "openvino":
+        return ("onnx", "openvino", "nncf") if int8 else ("onnx", "openvino")
+    return ("onnx", "onnxruntime") if int8 else ("onnx",)
+
+
 def check_backend(backend: str) -> str:
     """``backend`` if it names one, else a one-line error."""
     if backend not in BACKENDS:

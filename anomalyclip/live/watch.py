@@ -90,8 +90,8 @@ def rows_per_second(sampling: Sampling, fps: float) -> float:
 
 
 class Watcher:
-    """Scores ``sources`` with ``model`` (eval mode) on ``encoder``'s CLIP features, taken at
-    ``sampling``; writes events under ``cfg.out`` (module docstring)."""
+    """Scores ``sources`` with ``model`` (eval mode; or an exported scorer) on ``encoder``'s
+    CLIP features, taken at ``sampling``; writes events under ``cfg.out`` (module docstring)."""
 
     def __init__(
         self,
@@ -104,7 +104,8 @@ class Watcher:
     ) -> None:
         self.model, self.encoder, self.sampling, self.cfg = model, encoder, sampling, cfg
         self.out = Path(cfg.out)
-        self.device = next(model.parameters()).device
+        exported = not isinstance(model, torch.nn.Module)  # runs on the CPU, takes CPU arrays
+        self.device = None if exported else next(model.parameters()).device
         self.score_fn = frozen_text_score_fn(model)
         self.labels = (list(model.cfg.classes), model.cfg.normal_id)
         self.capacity = model.cfg.num_segments * model.cfg.seg_length
@@ -392,12 +393,24 @@ def run_sampling(config: dict, checkpoint: str | Path) -> Sampling:
 
 
 def load_for_watch(
-    checkpoint: str | Path, clip: str | None, device: str | None, precision: str = "auto"
+    checkpoint: str | Path,
+    clip: str | None,
+    device: str | None,
+    precision: str = "auto",
+    backend: str = "torch",
 ) -> tuple[torch.nn.Module, ImageEncoder, dict]:
     """The run's model (eval mode, on ``device``), the image tower that makes its features
-    (``clip``, default the run's), and the run's config."""
-    from anomalyclip.runs import default_device, load_model
+    (``clip``, default the run's), and the run's config. With another ``backend`` than
+    torch, the run's export (``clip``: its folder, default ``RUN/export/<format>``): its
+    scorer and image tower, on the CPU."""
+    from anomalyclip.runs import default_device, load_model, read_run_config
 
+    if backend != "torch":
+        from anomalyclip.export.backends import Export
+        from anomalyclip.export.manifest import find_export
+
+        export = Export(find_export(backend, clip, checkpoint), backend, checkpoint)
+        return export.scorer(), export.image_encoder(), read_run_config(checkpoint)
     dev = default_device(device)
     model, config = load_model(checkpoint)
     model.to(dev)
