@@ -38,7 +38,7 @@ import torch
 
 from anomalyclip.backbone import build_clip
 from anomalyclip.bench.flops import flop_counter
-from anomalyclip.bench.peak import peaks
+from anomalyclip.bench.peak import of_peak, peaks
 from anomalyclip.datasets import get_dataset
 from anomalyclip.kernels.allocator import keep_freed_memory, keeps_freed_memory
 from anomalyclip.model import AnomalyCLIP, ModelConfig
@@ -293,7 +293,7 @@ def summarize(result: StepResult) -> dict[str, float | str | bool]:
         **asdict(result),
         "effective_gflops": nominal / result.step_s / 1e9,
         "executed_gflops": executed / result.step_s / 1e9,
-        "executed_fraction_of_peak": executed / result.step_s / 1e9 / peak,
+        "executed_fraction_of_peak": of_peak(executed / result.step_s / 1e9, peak),
         "published_tflop": published_flop / 1e12,
         "published_equivalent_s": published_s,
         "speedup_vs_published": published_s / result.step_s,
@@ -359,6 +359,10 @@ def _median_result(results: list[StepResult]) -> StepResult:
     return StepResult(**{**asdict(first), **med, "step_s": med["forward_s"] + med["backward_s"]})
 
 
+def _percent(share: float | None) -> str:
+    return f"{'*':>7}" if share is None else f"{100 * share:>6.0f}%"
+
+
 def table(result: dict) -> str:
     peak = result["peak_gflops"]
     lines = [
@@ -377,10 +381,12 @@ def table(result: dict) -> str:
             f"{r['backward_s']:>8.2f}{r['step_s']:>8.2f}"
             f"{r['peak_rss_mb']:>8.0f}{r['nominal_gflop_fwd'] + r['nominal_gflop_bwd']:>8.0f}"
             f"{r['executed_gflop_fwd'] + r['executed_gflop_bwd']:>9.0f}"
-            f"{r['effective_gflops']:>9.1f}"
-            f"{100 * r['executed_fraction_of_peak']:>6.0f}%{r['published_equivalent_s']:>9.2f}"
-            f"{r['speedup_vs_published']:>7.2f}x"
+            f"{r['effective_gflops']:>9.1f}{_percent(r['executed_fraction_of_peak'])}"
+            f"{r['published_equivalent_s']:>9.2f}{r['speedup_vs_published']:>7.2f}x"
         )
+    if any(r["executed_fraction_of_peak"] is None for r in result["rows"]):
+        lines.append("*: above the matmul peak measured in the run (not possible: the peak "
+                     "was measured low); no share shown")  # fmt: skip
     lines.append(
         f"data loading: {result['loading_batches_per_s']:.2f} batches/s vs fastest step "
         f"{result['fastest_step_per_s']:.2f} steps/s "
