@@ -192,13 +192,15 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: str | Path, text: str) -> None:
-    """Replace what stands between the bench markers of ``readme`` with ``text``."""
+def write_readme(readme: str | Path, text: str, block: str = "all") -> None:
+    """Replace what stands between the ``<!-- bench:BLOCK -->`` markers of ``readme`` with
+    ``text``."""
+    begin, end = f"<!-- bench:{block} -->", f"<!-- /bench:{block} -->"
     path = Path(readme)
     body = path.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(body):
         from anomalyclip.errors import AnomalyError
 
-        raise AnomalyError(f"{path}: no '{BEGIN}' ... '{END}' block to fill")
-    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", body))
+        raise AnomalyError(f"{path}: no '{begin}' ... '{end}' block to fill")
+    path.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", body))

@@ -7,7 +7,7 @@ import glob
 import typer
 
 from anomalyclip import checks
-from anomalyclip.cli.app import app
+from anomalyclip.cli.app import app, bench_app
 from anomalyclip.errors import AnomalyError
 
 
@@ -49,3 +49,44 @@ def export_cmd(
     folder = export_run(run, ExportConfig(fmt, int8, calibration, out))
     for path in sorted(folder.iterdir()):
         typer.echo(f"{path}  {path.stat().st_size / 1e6:.1f} MB")
+
+
+@bench_app.command("export")
+def bench_export_cmd(
+    frames: int = typer.Option(16, "--frames", help="Frames per timed image-tower call."),
+    repeats: int = typer.Option(3, "--repeats", help="Interleaved rounds (the best is kept)."),
+    seconds: float = typer.Option(20.0, "--seconds", help="Length of each watch trial."),
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Also the real-time rates."),
+    accuracy: bool = typer.Option(
+        False, "--accuracy", help="Also the demo's AUC and events through each exported tower."
+    ),
+    demo: str = typer.Option(
+        None, "--demo", help="An `anomaly demo` folder for --accuracy (default: a new one)."
+    ),
+    readme: str = typer.Option(None, "--readme", help="Write the table into this README."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Image tower frames/s per backend (torch fp32/bf16, ONNX Runtime, OpenVINO fp32/int8) as
+    ratios to torch fp32, scorer time per window, watch real-time rates; --accuracy: int8 on
+    the demo."""
+    import json
+    import os
+
+    from anomalyclip.export.manifest import check_installed, needed_packages
+
+    if readme and not os.path.isfile(readme):
+        raise AnomalyError(f"{readme}: no such file")
+    if demo:
+        checks.run_dir(os.path.join(demo, "run"))
+    check_installed(*needed_packages("openvino", True), "onnxruntime")
+    from anomalyclip.bench.all import write_readme
+    from anomalyclip.bench.export import ExportBench, demo_accuracy, measure, table
+
+    result = measure(ExportBench(frames, repeats, watch, seconds))
+    if accuracy:
+        result["accuracy"] = demo_accuracy(demo)
+    text = table(result)
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else text)
+    if readme:
+        write_readme(readme, text, "export")
+        typer.echo(f"written into {readme}")
