@@ -12,8 +12,11 @@ steps, can come out below what the model's own kernels reach in between, and a s
 1 follows: the README once said a direct fp32 training step ran at "1.68 of the fp32 matmul
 peak". Its FLOPs are the executed ones: oneDNN runs those 3x3 convolutions directly
 (``ONEDNN_VERBOSE=1`` prints ``alg:convolution_direct`` for the forward, and direct kernels
-for both backward passes), and torch's count of a convolution equals 2 x 9 x C_in x C_out
-FLOPs per output pixel forward and twice that backward. So the peak was the wrong number.
+for both backward passes, on the AVX2 host this was checked on), and torch's count of a
+convolution equals 2 x 9 x C_in x C_out FLOPs per output pixel forward and twice that
+backward. 307 GFLOP/s is more than two cores with 256-bit FMA units can do at all (2 x 32
+FLOP a cycle at <= 3.7 GHz: 237), so that host's oneDNN kernels used wider vectors than its
+measured ``torch.mm`` did: the peak was the number that was wrong.
 
 :func:`of_peak` and :func:`share_text` refuse to report a share above 1 anyway: such a share
 is not physically possible, and they say so instead of printing it.

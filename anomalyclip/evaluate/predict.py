@@ -22,8 +22,7 @@ from anomalyclip.evaluate.decisions import run_threshold, video_events
 from anomalyclip.evaluate.evaluation import safe_name, score_fn
 from anomalyclip.evaluate.report import write_events, write_metrics_json, write_video_csv
 from anomalyclip.events import Event, EventConfig
-from anomalyclip.export.backends import Export, ExportedImageEncoder
-from anomalyclip.export.manifest import find_export
+from anomalyclip.export.backends import ExportedImageEncoder, run_export
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder, Precision
 from anomalyclip.extract.pipeline import extract
@@ -134,8 +133,7 @@ def _scoring(checkpoint: str | Path, config: PredictConfig) -> _Scoring:
         clip = config.clip or run_clip(checkpoint, run_config)
         encoder = ImageEncoder(clip, str(dev), config.precision)
         return _Scoring(score_fn(model), model.cfg, encoder, run_config, dev)
-    export = Export(find_export(config.backend, config.clip, checkpoint), config.backend,
-                    checkpoint)  # fmt: skip
+    export = run_export(checkpoint, config.backend, config.clip)
     scorer = export.scorer()
     cpu = torch.device("cpu")
     return _Scoring(

@@ -25,7 +25,7 @@ import torch
 
 from anomalyclip.export import onnx as onnx_runtime
 from anomalyclip.export import openvino
-from anomalyclip.export.manifest import FORMAT_OF, check_run, read_manifest
+from anomalyclip.export.manifest import FORMAT_OF, check_run, find_export, read_manifest
 from anomalyclip.extract.preprocess import normalize
 from anomalyclip.model.config import ModelConfig
 
@@ -117,3 +117,9 @@ class Export:
             "image_tower_sha256": m["files"][tower["file"]]["sha256"],
             "package": m.get("package"),
         }
+
+
+def run_export(run_dir: str | Path, backend: str, folder: str | Path | None = None) -> Export:
+    """The run's export for ``backend``: ``folder`` (an export folder, or a run whose
+    ``export/<format>`` is one), else ``RUN/export/<format>``; checked against the run."""
+    return Export(find_export(backend, folder, run_dir), backend, run_dir)

@@ -406,10 +406,9 @@ def load_for_watch(
     from anomalyclip.runs import default_device, load_model, read_run_config
 
     if backend != "torch":
-        from anomalyclip.export.backends import Export
-        from anomalyclip.export.manifest import find_export
+        from anomalyclip.export.backends import run_export
 
-        export = Export(find_export(backend, clip, checkpoint), backend, checkpoint)
+        export = run_export(checkpoint, backend, clip)
         return export.scorer(), export.image_encoder(), read_run_config(checkpoint)
     dev = default_device(device)
     model, config = load_model(checkpoint)
