@@ -49,7 +49,7 @@ def test_the_peak_is_the_better_of_mkl_and_onednn(monkeypatch):
     monkeypatch.setattr(
         peak, "conv_gemm_gflops", lambda dtype, n, r: 320.0 if dtype == torch.float32 else 650.0
     )
-    assert peak.peaks(64, 1) == {"fp32": 320.0, "bf16": 700.0}
+    assert peak.peaks(64, 1) == {"fp32": 320.0, "fp32_mm": 183.0, "bf16": 700.0}
 
 
 def test_a_conv_gemm_counts_the_product_it_computes():
@@ -142,7 +142,8 @@ def test_train_bench_numbers_are_consistent(train_result):
         assert row["executed_fraction_of_peak"] == (pytest.approx(share) if share <= 1 else None)
         assert 0 < row["temporal_gflop_fwd"] < row["nominal_gflop_fwd"]
         assert math.isclose(row["published_tflop"], 4 * row["temporal_gflop_fwd"] / 1e3)
-        published_s = row["published_tflop"] * 1e3 / (0.84 * row["peak_fp32"])
+        published_s = row["published_tflop"] * 1e3 / (0.84 * row["peak_fp32_mm"])
+        assert 0 < row["peak_fp32_mm"] <= row["peak_fp32"]  # torch.mm is one of the two
         assert math.isclose(row["published_equivalent_s"], published_s)
         assert math.isclose(row["speedup_vs_published"], published_s / row["step_s"])
         assert row["peak_rss_mb"] > 0
