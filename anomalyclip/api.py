@@ -53,12 +53,15 @@ class Run:
         clip: str | Path | None = None,
         device: str | None = None,
         precision: str = "auto",
+        backend: str = "torch",
     ) -> Run:
         """The run at ``path``. ``clip`` replaces the run's recorded CLIP (a moved run);
         ``device``: ``cpu``, ``cuda``, ``cuda:1`` (default: CUDA when present); ``precision``
         of the image tower, as ``anomaly predict --precision`` (``auto``: bf16 on CPUs with
-        bf16 units, fp16 on CUDA, else the fp32 reference)."""
-        return cls(Predictor(path, clip, device, precision))
+        bf16 units, fp16 on CUDA, else the fp32 reference). ``backend``: ``onnxruntime`` or
+        ``openvino`` run the run's export instead (``anomaly export``; ``clip`` then names
+        an export folder), as ``anomaly predict --backend``."""
+        return cls(Predictor(path, clip, device, precision, backend))
 
     @property
     def path(self) -> Path:

@@ -16,12 +16,13 @@ PACKAGE = Path(anomalyclip.__file__).parent
 
 # layer -> the layers it must not import
 FORBIDDEN: dict[str, set[str]] = {
-    "model": {"extract", "train", "evaluate", "interop", "cli"},
-    "store": {"extract", "train", "evaluate", "interop", "cli"},
-    "datasets": {"extract", "train", "evaluate", "interop", "cli"},
-    "train": {"evaluate", "cli"},
+    "model": {"extract", "train", "evaluate", "interop", "export", "cli"},
+    "store": {"extract", "train", "evaluate", "interop", "export", "cli"},
+    "datasets": {"extract", "train", "evaluate", "interop", "export", "cli"},
+    "train": {"evaluate", "export", "cli"},
     "evaluate": {"train", "cli"},
-    "extract": {"train", "evaluate", "cli"},
+    "extract": {"train", "evaluate", "export", "cli"},
+    "export": {"train", "evaluate", "live", "interop", "cli"},
 }
 # entry points -> the only layers that may import them: nothing imports the command line;
 # the demo (an orchestration of every stage) is started by the command line, and timed by the

@@ -12,7 +12,8 @@ one run on the same machine, model, inputs and batch size:
   model), ``speedup`` = model_fps / the first setup's model_fps;
 - ``gflops``: model_fps x the tower's FLOPs per frame (counted by torch's FLOP counter on one
   frame: matrix multiplies, the patch convolution and attention), and ``of_peak``: that
-  against the matrix-multiply peak of the setup's precision, measured in the same run.
+  against the matrix-multiply peak of the setup's precision, measured in the same run (None
+  where it would exceed 1, which is not possible: :mod:`anomalyclip.bench.peak`).
 
 And once per run, ``profile``: the seconds per frame of each stage done one after the other
 in one thread (decode, resize + crop, model at the first setup's precision, store write) and
@@ -39,7 +40,7 @@ import torch
 
 from anomalyclip.backbone import build_clip
 from anomalyclip.bench.flops import flop_counter
-from anomalyclip.bench.peak import peaks
+from anomalyclip.bench.peak import of_peak, peaks
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import VideoSource
@@ -155,6 +156,7 @@ def _rows(bench: ExtractBench, encoders: list, seconds: tuple, n: int, flops: in
                                                                   strict=True)):  # fmt: skip
         model_fps, pipe_fps = n / min(seconds[0][k]), n / min(seconds[1][k])
         gflops = model_fps * flops / 1e9
+        dtype = "bf16" if enc.precision == "bf16" else "fp32"
         rows.append({
             "setup": f"{precision} {attention}" + ("" if mode == "native" else f" {mode}"),
             "preprocess": mode,
@@ -163,7 +165,9 @@ def _rows(bench: ExtractBench, encoders: list, seconds: tuple, n: int, flops: in
             "pipeline_fps": pipe_fps,
             "ratio": pipe_fps / model_fps,
             "gflops": gflops,
-            "of_peak": gflops / peak["bf16" if enc.precision == "bf16" else "fp32"],
+            "peak_dtype": dtype,
+            "peak_gflops": peak[dtype],
+            "of_peak": of_peak(gflops, peak[dtype]),  # None: above the peak measured
         })  # fmt: skip
     for row in rows:
         row["speedup"] = row["model_fps"] / rows[0]["model_fps"]
@@ -231,8 +235,12 @@ def table(result: dict) -> str:
     for r in result["rows"]:
         lines.append(
             f"{r['setup']:<12} {r['model_fps']:>9.2f} {r['pipeline_fps']:>9.2f} "
-            f"{r['ratio']:>10.2f} {r['speedup']:>7.2f}x {r['gflops']:>8.1f} {r['of_peak']:>8.2f}"
+            f"{r['ratio']:>10.2f} {r['speedup']:>7.2f}x {r['gflops']:>8.1f} "
+            + (f"{'*':>8}" if r["of_peak"] is None else f"{r['of_peak']:>8.2f}")
         )
+    if any(r["of_peak"] is None for r in result["rows"]):
+        lines.append("*: above the matmul peak measured in the run (not possible: the peak "
+                     "was measured low); no share shown")  # fmt: skip
     p = result["profile"]
     stages = ("decode", "preprocess", "model", "write")
     lines.append(

@@ -18,7 +18,7 @@ from anomalyclip.errors import AnomalyError
 __all__ = ["app", "main"]
 
 # importing a module registers its commands; --help lists them in this order
-for _group in ("pipeline", "report", "interop", "watch", "calibrate", "store", "bench"):
+for _group in ("pipeline", "report", "interop", "watch", "calibrate", "export", "store", "bench"):
     importlib.import_module(f"anomalyclip.cli.{_group}")
 
 

@@ -64,3 +64,44 @@ def _probability(value: float | None) -> float | None:
     if value is not None and not 0.0 <= value <= 1.0:
         raise typer.BadParameter(f"{value:g} is not a probability in [0, 1]")
     return value
+
+
+def _backend(value: str) -> str:
+    from anomalyclip.export.manifest import BACKENDS  # no torch: argument errors stay fast
+
+    if value not in BACKENDS:
+        raise typer.BadParameter(f"{value!r}: choose one of {', '.join(BACKENDS)}")
+    return value
+
+
+def _image_tower(backend: str, given: str | None, run: str | None) -> str:
+    """What runs the image tower, checked before torch is imported: for ``torch`` a CLIP
+    (``given``, else the run's recorded one); for an exported backend its export folder
+    (``given``: an export folder or an exported run; else the run's ``export/<format>``)."""
+    from pathlib import Path
+
+    from anomalyclip import locations
+    from anomalyclip.export.manifest import check_installed, find_export
+
+    if backend == "torch":
+        clip = given or locations.recorded(run, checks.run_config(run), "clip")
+        locations.local_clip(clip)
+        return clip
+    if given is not None and not Path(given).exists():
+        raise AnomalyError(
+            f"--backend {backend} runs an export: {given} is no export folder or run"
+        )
+    check_installed(backend)
+    if run is not None:
+        checks.run_config(run)
+    return str(find_export(backend, given, run))
+
+
+def _image_model(backend: str, image_tower: str):
+    """The ``model`` argument of extraction: the CLIP for ``torch``, else the export's image
+    tower, loaded."""
+    if backend == "torch":
+        return image_tower
+    from anomalyclip.export.backends import Export
+
+    return Export(image_tower, backend).image_encoder()

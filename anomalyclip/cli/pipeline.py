@@ -9,7 +9,10 @@ import typer
 from anomalyclip import checks, locations
 from anomalyclip.cli.app import app
 from anomalyclip.cli.options import (
+    _backend,
     _conv_algorithm,
+    _image_model,
+    _image_tower,
     _keep_memory_on_cpu,
     _probability,
     _run_folder,
@@ -47,6 +50,13 @@ def features_cmd(
     preprocess: str = typer.Option(
         "native", "--preprocess", help="Frame path: native, or authors (the published features')."
     ),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        callback=_backend,
+        help="Image tower: torch, or an export run by onnxruntime or openvino (--model: its "
+        "folder, or the exported run).",
+    ),
 ) -> None:
     """Extract CLIP frame embeddings of a dataset into a feature store (resumable).
 
@@ -54,7 +64,7 @@ def features_cmd(
     write one store; ``--shard I/N`` does the same for independent jobs (e.g. a job array).
     """
     checks.existing_dir(videos, "folder of videos")
-    locations.local_clip(model)
+    model = _image_tower(backend, model, None)
     if lists:
         checks.existing_dir(lists, "folder of list files")
     if device:
@@ -101,7 +111,8 @@ def features_cmd(
         coordinated=shard is None,  # torchrun's ranks start together; job-array tasks do not
         preprocess=preprocess,
     )
-    summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", model, config)
+    image = _image_model(backend, model)
+    summary = extract(entries, out or f"store/{adapter.folder_name}.zarr", image, config)
     typer.echo(summary.format())
     if not summary.ok:
         raise typer.Exit(1)
@@ -327,13 +338,19 @@ def predict_cmd(
     preprocess: str = typer.Option(
         None, "--preprocess", help="Frame path: native or authors (default: the run's)."
     ),
+    backend: str = typer.Option(
+        "torch",
+        "--backend",
+        callback=_backend,
+        help="Image tower and model: torch, or the run's export run by onnxruntime or "
+        "openvino (RUN/export/FORMAT; --clip: another export folder).",
+    ),
 ) -> None:
     """Per-frame anomaly scores, classes and events for videos that are not in any store."""
     checks.precision(precision)
     if preprocess:
         checks.preprocess(preprocess)
-    clip = clip or locations.recorded(checkpoint, checks.run_config(checkpoint), "clip")
-    locations.local_clip(clip)
+    clip = _image_tower(backend, clip, checkpoint)
     for video in videos:
         checks.existing_path(video, "video file or frame folder")
     if device:
@@ -351,7 +368,7 @@ def predict_cmd(
     _keep_memory_on_cpu(device)
     config = PredictConfig(sampling=sampling, threshold=threshold, events=events, render=render,
                            preprocess=preprocess)  # fmt: skip
-    run = Run.load(checkpoint, clip=clip, device=device, precision=precision)
+    run = Run.load(checkpoint, clip=clip, device=device, precision=precision, backend=backend)
     results, failed = run.predict_files(videos, out, config)  # the Python API's own path
     for r in results:
         extra = f", {r.video}" if r.video else ""

@@ -9,6 +9,7 @@ import typer
 
 from anomalyclip import checks
 from anomalyclip.cli.app import app
+from anomalyclip.cli.options import _image_tower
 from anomalyclip.errors import AnomalyError
 
 
@@ -64,6 +65,12 @@ def watch_cmd(
     preprocess: str = typer.Option(
         None, "--preprocess", help="Frame path: native or authors (default: the run's)."
     ),
+    backend: str = typer.Option(
+        None,
+        "--backend",
+        help="Image tower and model: torch, or the run's export run by onnxruntime or "
+        "openvino (RUN/export/FORMAT; --clip: another export folder).",
+    ),
 ) -> None:
     """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
     OUT/events.jsonl), and where asked to an MQTT broker, a webhook, a metrics endpoint and a
@@ -75,10 +82,13 @@ def watch_cmd(
     run, cfg, cameras, o = _plan(config, sources or [], given)
     page = open_page(o.get("ui"), ui_token)  # the page's socket, bound at once (or None)
     stops = _Stops()
+    from anomalyclip.evaluate.predict import write_provenance
     from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
     from anomalyclip.runs.load import preprocessing_for
 
-    model, encoder, run_config = load_for_watch(run.path, run.clip, o.get("device"), o["precision"])
+    model, encoder, run_config = load_for_watch(run.path, run.clip, o.get("device"),
+                                                o["precision"], o["backend"])  # fmt: skip
+    write_provenance(cfg.out, run.path, encoder)
     mode = preprocessing_for(run.path, run_config, o.get("preprocess"))
     cfg = dataclasses.replace(cfg, read=dataclasses.replace(cfg.read, preprocess=mode))
     watcher = Watcher(cameras, model, encoder, run_sampling(run_config, run.path), cfg)
@@ -93,7 +103,7 @@ def watch_cmd(
 
 DEFAULTS = {"out": "watch", "precision": "auto", "hop": 0.5, "realtime": False,
             "save_clips": False, "status_every": 10.0, "rtsp_transport": "tcp", "stall": 5.0,
-            "batch_size": 32}  # fmt: skip
+            "batch_size": 32, "backend": "torch"}  # fmt: skip
 
 
 def _plan(config: str | None, sources: list[str], given: dict):
@@ -122,7 +132,14 @@ def _plan(config: str | None, sources: list[str], given: dict):
                       retention=RetentionConfig(**keep) if keep else None)  # fmt: skip
     if not o.get("checkpoint"):
         raise AnomalyError("no run: give --checkpoint RUN, or checkpoint = ... in the site file")
-    run = check_run(o["checkpoint"], o.get("threshold"), o.get("clip"))
+    from anomalyclip.export.manifest import BACKENDS
+
+    if o["backend"] not in BACKENDS:
+        raise AnomalyError(f"backend {o['backend']!r}: choose one of {', '.join(BACKENDS)}")
+    clip = o.get("clip")
+    if o["backend"] != "torch":  # the export folder stands in for the CLIP
+        clip = _image_tower(o["backend"], clip, o["checkpoint"])
+    run = check_run(o["checkpoint"], o.get("threshold"), clip)
     cfg = dataclasses.replace(cfg, events=EventConfig(run.threshold))
     check_out(o["out"])
     cameras = resolve_cameras(site, sources, run, given.get("threshold"))

@@ -22,18 +22,21 @@ import numpy as np
 import torch
 
 from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import run_threshold
 from anomalyclip.evaluate.evaluation import safe_name, score_fn
 from anomalyclip.evaluate.prediction import Prediction, printable  # noqa: F401 (re-exported)
+from anomalyclip.evaluate.report import write_metrics_json
 from anomalyclip.events import Event, EventConfig
+from anomalyclip.export.backends import ExportedImageEncoder, run_export
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.encoder import ImageEncoder, Precision
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_video
-from anomalyclip.runs import default_device, load_model, run_clip
+from anomalyclip.runs import default_device, load_model, read_run_config, run_clip
 from anomalyclip.runs.load import preprocessing_for
 from anomalyclip.store import open_store
 
@@ -118,12 +121,16 @@ class PredictConfig:
     render: bool = False
     zone: Zone | None = None  # only this part of each frame is shown to CLIP
     preprocess: str | None = None  # native | authors (default: the run's)
+    backend: str = "torch"  # or onnxruntime | openvino: the run's export (anomaly export)
 
 
 class Predictor:
     """A run loaded to score videos and features: its network on ``device``, its decision
     threshold and its image tower (``clip``, default the run's; loaded at the first video
-    and kept, in ``precision``)."""
+    and kept, in ``precision``). With a ``backend`` other than ``torch`` (``onnxruntime``,
+    ``openvino``) the run's export (``anomaly export``) runs instead: its image tower in
+    place of the CLIP forward and its scorer in place of the network, on the CPU; ``clip``
+    then names the export folder (default: the run's ``export/<format>``)."""
 
     def __init__(
         self,
@@ -131,22 +138,33 @@ class Predictor:
         clip: str | Path | None = None,
         device: str | None = None,
         precision: Precision = "fp32",
+        backend: str = "torch",
     ) -> None:
         self.checkpoint = Path(checkpoint)
-        self.device = default_device(device)
-        self.model, self.config = load_model(checkpoint, clip)
-        self.model.to(self.device)
-        self.clip = str(clip or run_clip(checkpoint, self.config))
         self.precision = precision
-        self._encoder: ImageEncoder | None = None
+        self.backend = backend
+        self._encoder: ImageEncoder | ExportedImageEncoder | None = None
+        if backend == "torch":
+            self.device = default_device(device)
+            self.model, self.config = load_model(checkpoint, clip)
+            self.model.to(self.device)
+            self.clip = str(clip or run_clip(checkpoint, self.config))
+            self._score_fn, self.cfg = score_fn(self.model), self.model.cfg
+            return
+        export = run_export(checkpoint, backend, clip)
+        self.model = export.scorer()  # the exported scorer stands in for the network
+        self.config = read_run_config(checkpoint)
+        self.device, self.clip = torch.device("cpu"), str(export.folder)
+        self._score_fn, self.cfg = self.model.score, self.model.cfg
+        self._encoder = export.image_encoder()
 
     @property
     def classes(self) -> tuple[str, ...]:
-        return tuple(self.model.cfg.classes)
+        return tuple(self.cfg.classes)
 
     @property
     def normal_id(self) -> int:
-        return self.model.cfg.normal_id
+        return self.cfg.normal_id
 
     @property
     def threshold(self) -> float:
@@ -170,14 +188,12 @@ class Predictor:
     ) -> Prediction:
         """Score one video's features (T, D); ``frames`` default to 0..T-1 and ``times`` to
         ``frames / fps`` (frame numbers without a rate); ``events`` as from :meth:`decisions`."""
-        feats = torch.as_tensor(features)
-        if feats.ndim != 2 or feats.shape[1] != self.model.cfg.feature_dim:
+        feats, cfg = torch.as_tensor(features), self.cfg
+        if feats.ndim != 2 or feats.shape[1] != cfg.feature_dim:
             raise AnomalyError(
-                f"{source}: features must be (frames, {self.model.cfg.feature_dim}), "
-                f"got {tuple(feats.shape)}"
+                f"{source}: features must be (frames, {cfg.feature_dim}), got {tuple(feats.shape)}"
             )
-        cfg = self.model.cfg
-        p, probs = score_video(feats.float(), score_fn(self.model), cfg.num_segments,
+        p, probs = score_video(feats.float(), self._score_fn, cfg.num_segments,
                                cfg.seg_length, batch_size, self.device)  # fmt: skip
         frames = np.arange(len(feats)) if frames is None else np.asarray(frames)
         if times is None:
@@ -190,7 +206,7 @@ class Predictor:
         labels = (self.classes, self.normal_id)
         return Prediction.decide(source, curve, labels, decide, fps, rule)
 
-    def encoder(self) -> ImageEncoder:
+    def encoder(self) -> ImageEncoder | ExportedImageEncoder:
         if self._encoder is None:
             self._encoder = ImageEncoder(self.clip, str(self.device), self.precision)
         return self._encoder
@@ -263,8 +279,17 @@ def predict_files(
     stems = dict(zip(map(str, paths), output_names(paths), strict=True))
     predictions, failed = predictor.predict(paths, config)
     out = Path(out_dir)
+    write_provenance(out, predictor.checkpoint, predictor.encoder())
     written = [write_prediction(p, out / stems[p.source], config.render) for p in predictions]
     return written, failed
+
+
+def write_provenance(out_dir: str | Path, checkpoint: str | Path, encoder) -> Path:  # noqa: ANN001
+    """``OUT/provenance.json``: the command, versions and run, and what ran the image tower
+    and the model (``backend``, and the backbone the features came from)."""
+    record = {**provenance(), "run": str(checkpoint), "backend": encoder.backend,
+              "image_tower": encoder.describe()}  # fmt: skip
+    return write_metrics_json(Path(out_dir) / "provenance.json", record)
 
 
 def predict(
@@ -275,5 +300,5 @@ def predict(
 ) -> tuple[list[Written], dict[str, str]]:
     """:func:`predict_files` with the run at ``checkpoint`` loaded by ``config``'s ``clip``,
     ``device`` and ``precision``."""
-    predictor = Predictor(checkpoint, config.clip, config.device, config.precision)
+    predictor = Predictor(checkpoint, config.clip, config.device, config.precision, config.backend)
     return predict_files(predictor, videos, out_dir, config)

@@ -73,8 +73,11 @@ class ImageEncoder:
     """uint8 CLIP crops (B, 3, 224, 224) -> float32 embeddings (B, D) on the CPU.
 
     ``precision`` and ``attention`` as in the module docstring; the default is the fp32
-    reference, ``"auto"`` the fastest precision of the device.
+    reference, ``"auto"`` the fastest precision of the device. (An exported image tower run
+    by ONNX Runtime or OpenVINO has the same interface, ``anomalyclip.export.backends``.)
     """
+
+    backend = "torch"
 
     def __init__(
         self,

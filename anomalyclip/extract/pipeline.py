@@ -76,7 +76,8 @@ def extract(
     """Extract CLIP frame embeddings of ``entries`` into the store at ``store_path``.
 
     ``model`` is a hub id, a local Hugging Face directory, or a loaded :class:`ImageEncoder`
-    (reused by the demo and the benchmark; its own device and precision then apply).
+    or an encoder with its interface (an exported image tower run by another ``backend``);
+    a loaded encoder's own device, precision and backend then apply.
     ``config`` holds every choice of the run; ``fields`` set or override single fields of it
     (``extract(entries, store, clip, dataset="demo", batch_size=16)``). A source that decodes
     to far less than its header declares is stored and flagged as truncated
@@ -95,9 +96,9 @@ def extract(
             "store at once; extract into a Zarr directory or URL (export it afterwards)"
         )
     encoder = (
-        model
-        if isinstance(model, ImageEncoder)
-        else ImageEncoder(model, cfg.device, cfg.precision, cfg.attention)
+        ImageEncoder(model, cfg.device, cfg.precision, cfg.attention)
+        if isinstance(model, (str, Path))
+        else model
     )
     attrs = provenance(
         dataset=cfg.dataset,
@@ -111,6 +112,7 @@ def extract(
     attrs["producer"]["shard"] = f"{rank}/{world}"  # who wrote the root attributes
     attrs["producer"]["precision"] = encoder.precision  # what the image tower computed in
     attrs["producer"]["attention"] = encoder.attention
+    attrs["producer"]["backend"] = encoder.backend  # what ran the image tower
     summary = Summary(total=len(entries))
     t0 = time.perf_counter()
     if cfg.coordinated and rank > 0:

@@ -107,13 +107,24 @@ def run_sampling(config: dict, checkpoint: str | Path) -> Sampling:
 
 
 def load_for_watch(
-    checkpoint: str | Path, clip: str | None, device: str | None, precision: str = "auto"
+    checkpoint: str | Path,
+    clip: str | None,
+    device: str | None,
+    precision: str = "auto",
+    backend: str = "torch",
 ) -> tuple[torch.nn.Module, ImageEncoder, dict]:
     """The run's model (eval mode, on ``device``), the image tower that makes its features
-    (``clip``, default the run's), and the run's config."""
+    (``clip``, default the run's), and the run's config. With another ``backend`` than
+    torch, the run's export (``clip``: its folder, default ``RUN/export/<format>``): its
+    scorer and image tower, on the CPU."""
     from anomalyclip.extract.encoder import ImageEncoder
-    from anomalyclip.runs import default_device, load_model, run_clip
+    from anomalyclip.runs import default_device, load_model, read_run_config, run_clip
 
+    if backend != "torch":
+        from anomalyclip.export.backends import run_export
+
+        export = run_export(checkpoint, backend, clip)
+        return export.scorer(), export.image_encoder(), read_run_config(checkpoint)
     dev = default_device(device)
     model, config = load_model(checkpoint)
     model.to(dev)

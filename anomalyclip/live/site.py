@@ -54,6 +54,7 @@ OPTIONS = {
     "hop": _NUM, "threshold": _NUM, "realtime": _BOOL, "drop": _STR, "webhook": _STR,
     "save_clips": _BOOL, "status_every": _NUM, "rtsp_transport": _STR, "stall": _NUM,
     "batch_size": _INT, "mqtt": _STR, "metrics": _STR, "ui": _STR, "preprocess": _STR,
+    "backend": _STR,
 }  # fmt: skip
 CAMERA = {"name": _STR, "source": _STR, "threshold": _NUM, "threshold_rule": _STR,
           "zone": _LIST, "hop": _NUM}  # fmt: skip

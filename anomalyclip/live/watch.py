@@ -107,8 +107,8 @@ class _Stream:
 
 class Watcher:
     """Scores ``sources`` (cameras, or plain sources named after their address) with
-    ``model`` (eval mode) on ``encoder``'s CLIP features, taken at ``sampling``; writes events
-    under ``cfg.out`` (module docstring)."""
+    ``model`` (eval mode; or an exported scorer) on ``encoder``'s CLIP features, taken at
+    ``sampling``; writes events under ``cfg.out`` (module docstring)."""
 
     def __init__(
         self,
@@ -121,7 +121,8 @@ class Watcher:
     ) -> None:
         self.model, self.encoder, self.sampling, self.cfg = model, encoder, sampling, cfg
         self.out = Path(cfg.out)
-        self.device = next(model.parameters()).device
+        exported = not isinstance(model, torch.nn.Module)  # runs on the CPU, takes CPU arrays
+        self.device = None if exported else next(model.parameters()).device
         self.score_fn = frozen_text_score_fn(model)
         self.labels = (list(model.cfg.classes), model.cfg.normal_id)
         self.capacity = model.cfg.num_segments * model.cfg.seg_length

@@ -133,8 +133,12 @@ def frozen_text_score_fn(model: torch.nn.Module) -> ScoreFn:
 
     They do not depend on the input, and recomputing them (a pass through the CLIP text
     tower) on every hop would cost more than the temporal model. The forward is the model's
-    own; only :meth:`text_features` returns the stored tensor.
+    own; only :meth:`text_features` returns the stored tensor. An exported scorer
+    (``anomalyclip.export.backends.ExportedScorer``, not a torch module) holds them as
+    constants already: its own ``score`` is returned.
     """
+    if not isinstance(model, torch.nn.Module):
+        return model.score
     with torch.inference_mode():
         text = model.text_features()  # (C, D)
     model.text_features = lambda: text  # an instance attribute shadows the method
