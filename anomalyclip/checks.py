@@ -74,6 +74,18 @@ def store_location(location: str | Path) -> str:
     return str(location)
 
 
+def feature_store(location: str | Path) -> str:
+    """:func:`store_location`, and a local folder must hold a Zarr store (``zarr.json``): a
+    folder of videos given as a store is refused at once, not after torch is imported."""
+    path = Path(store_location(location))
+    if not is_url(location) and path.is_dir() and not (path / "zarr.json").is_file():
+        raise AnomalyError(
+            f"{location}: no feature store here (a folder without zarr.json; "
+            "'anomaly features' makes a store of videos)"
+        )
+    return str(location)
+
+
 def run_dir(path: str | Path) -> Path:
     """A run directory: a folder holding ``config.json``."""
     p = existing_dir(path, "run directory")
@@ -91,8 +103,9 @@ def run_config(path: str | Path) -> dict[str, Any]:
         raise AnomalyError(f"{file}: invalid JSON ({exc})") from exc
 
 
-def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
-    """Create the folder a new run writes to, and return it.
+def claim_run_dir(out: str | Path, exist_ok: bool = False, what: str = "run folder") -> Path:
+    """Create the folder a new run (or other output, named by ``what``) writes to, and
+    return it.
 
     A run is never overwritten: ``out`` is used when it is absent or an empty folder, else
     the first free of ``out-2``, ``out-3``, ... With ``exist_ok``, ``out`` itself. The folder
@@ -102,7 +115,7 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
     if not base.name:
         base = base.resolve()
     if base.is_file():
-        raise AnomalyError(f"{out}: exists and is a file, not a run folder")
+        raise AnomalyError(f"{out}: exists and is a file, not a {what}")
     n = 1
     while True:
         folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -113,11 +126,11 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
                 n += 1
                 continue
         except OSError as exc:
-            raise AnomalyError(f"{folder}: cannot create the run folder ({exc.strerror})") from exc
+            raise AnomalyError(f"{folder}: cannot create the {what} ({exc.strerror})") from exc
         try:
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as exc:
             why = exc.strerror
-            raise AnomalyError(f"{folder}: cannot write in the run folder ({why})") from exc
+            raise AnomalyError(f"{folder}: cannot write in the {what} ({why})") from exc
         return folder

@@ -17,8 +17,8 @@ import torch
 
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.decisions import run_threshold, video_events
-from anomalyclip.evaluate.evaluation import safe_name, score_fn
+from anomalyclip.evaluate.decisions import video_events
+from anomalyclip.evaluate.evaluation import decision_threshold, safe_name, score_fn
 from anomalyclip.evaluate.report import write_events, write_video_csv
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.extract.decode import Sampling
@@ -89,9 +89,11 @@ class PredictConfig:
     Image side, as in :class:`~anomalyclip.extract.config.ExtractConfig`: ``clip`` (default:
     the run's), ``device`` (default: CUDA when present), ``precision`` (the fp32 reference by
     default; ``auto`` picks the fastest of the device, as ``anomaly predict`` does),
-    ``sampling`` and ``batch_size``. Decisions: ``threshold`` (default: the run's own, chosen
-    without test labels when it was trained) and the other settings of ``events``. Output:
-    ``render`` also writes an MP4 of each video with its curves.
+    ``sampling`` and ``batch_size``; ``clip`` also gives the text tower (a run whose CLIP
+    moved). Decisions: ``threshold`` (default: the run's own, chosen without test labels when
+    it was trained), or ``threshold_rule`` applied now (youden / best-f1 on the store
+    ``calibrate_on``), and the other settings of ``events``. Output: ``render`` also writes
+    an MP4 of each video with its curves.
     """
 
     clip: str | None = None
@@ -100,6 +102,8 @@ class PredictConfig:
     sampling: Sampling = Sampling()
     batch_size: int = 64
     threshold: float | None = None
+    threshold_rule: str | None = None
+    calibrate_on: str | None = None
     events: EventConfig | None = None
     render: bool = False
 
@@ -118,12 +122,13 @@ def predict(
     from anomalyclip.evaluate.render import Scores, render_video
 
     dev = default_device(config.device)
-    model, run_config = load_model(checkpoint)
+    model, run_config = load_model(checkpoint, config.clip)
     model.to(dev)
     names, normal_id = model.cfg.classes, model.cfg.normal_id
     threshold = config.threshold
     if threshold is None:
-        threshold = run_threshold(run_config).value
+        rule, where = config.threshold_rule, config.calibrate_on
+        threshold = decision_threshold(model, run_config, rule, where, dev).value
     events = replace(config.events or EventConfig(threshold), threshold=threshold)
     image_model = config.clip or run_clip(checkpoint, run_config)
     paths = [Path(v) for v in expand_inputs(videos)]  # folders, globs, list files

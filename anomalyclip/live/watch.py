@@ -26,6 +26,7 @@ flushed.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
 import time
@@ -314,8 +315,8 @@ class Watcher:
             lag = st.recent_lag
             sys.stderr.write(
                 f"status {s.name}: {st.state}, in {(st.sampled - sampled) / dt:.1f} fps, "
-                f"scored {(st.scored - scored) / dt:.1f} fps, lag p50 {lag.percentile(50):.2f} "
-                f"s p99 {lag.percentile(99):.2f} s, dropped {st.dropped}, gaps {st.gaps}, "
+                f"scored {(st.scored - scored) / dt:.1f} fps, lag p50 {_lag(lag, 50)} "
+                f"p99 {_lag(lag, 99)}, dropped {st.dropped}, gaps {st.gaps}, "
                 f"corrupt {st.corrupt}\n"
             )
             st.recent_lag = LagHistogram()
@@ -350,11 +351,17 @@ class Watcher:
             sys.stderr.write(
                 f"summary {s.name}: decoded {st.decoded}, sampled {st.sampled}, scored "
                 f"{st.scored}, dropped {st.dropped}, corrupt {st.corrupt}, gaps {st.gaps}, "
-                f"resolution changes {st.resolution_changes}, lag p50 {st.lag.percentile(50):.2f}"
-                f" s p99 {st.lag.percentile(99):.2f} s\n"
+                f"resolution changes {st.resolution_changes}, lag p50 {_lag(st.lag, 50)} "
+                f"p99 {_lag(st.lag, 99)}\n"
             )
         sys.stderr.flush()
         self.log.close()
+
+
+def _lag(histogram, q: float) -> str:
+    """``0.42 s``, or ``-`` while no row has been scored (no lag to tell)."""
+    value = histogram.percentile(q)
+    return "-" if math.isnan(value) else f"{value:.2f} s"
 
 
 def run_threshold(config: dict, checkpoint: str | Path, given: float | None) -> float:
@@ -395,17 +402,18 @@ def load_for_watch(
     checkpoint: str | Path, clip: str | None, device: str | None, precision: str = "auto"
 ) -> tuple[torch.nn.Module, ImageEncoder, dict]:
     """The run's model (eval mode, on ``device``), the image tower that makes its features
-    (``clip``, default the run's), and the run's config."""
-    from anomalyclip.runs import default_device, load_model
+    (``clip``, default the run's; it also gives the text tower), and the run's config."""
+    from anomalyclip.runs import default_device, load_model, run_clip
 
     dev = default_device(device)
-    model, config = load_model(checkpoint)
+    model, config = load_model(checkpoint, clip)
     model.to(dev)
     checks.precision(precision)
-    encoder = ImageEncoder(clip or config["clip"], str(dev), precision)
+    clip = clip or run_clip(checkpoint, config)
+    encoder = ImageEncoder(clip, str(dev), precision)
     if encoder.dim != model.cfg.feature_dim:
         raise AnomalyError(
-            f"{clip or config['clip']}: image embeddings have {encoder.dim} dims but the run "
-            f"{checkpoint} takes {model.cfg.feature_dim}"
+            f"{clip}: image embeddings have {encoder.dim} dims but the run {checkpoint} takes "
+            f"{model.cfg.feature_dim}"
         )
     return model, encoder, config

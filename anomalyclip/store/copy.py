@@ -13,9 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from anomalyclip.errors import AnomalyError
+from anomalyclip.progress import bar
 from anomalyclip.store.backend import (
     bounded_retries,
     is_url,
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _copy_videos(src: FeatureStore, dst: FeatureStore, video_ids: list[str], desc: str) -> int:
-    for vid in tqdm(video_ids, desc=desc, unit="video", leave=False):
+    for vid in bar(video_ids, desc=desc, unit="video", leave=False):
         dst.write_video(src.record(vid), src.features(vid), src.frames(vid), src.times(vid))
     return len(video_ids)
 
@@ -80,7 +79,7 @@ def export_store(
         os.replace(tmp, dst)
         if old is not None:
             _remove(old, None)
-    log.info("exported %d videos to %s", count, dst)
+    log.debug("exported %d videos to %s", count, dst)
     return count
 
 

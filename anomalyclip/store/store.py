@@ -722,13 +722,13 @@ class FeatureStore:
         frame numbers and times), its record (label of the store's dataset, split,
         intervals, width and dtype) and the root attributes (under the key ``/``) are checked.
         """
-        from tqdm import tqdm
+        from anomalyclip.progress import bar
 
         problems = {}
         root = self.root_problem()
         if root:
             problems["/"] = root
-        for key in tqdm(self.keys(), desc="verify", unit="video", disable=not progress):
+        for key in bar(self.keys(), desc="verify", unit="video", enabled=progress):
             reason = self.check_video(key)
             if reason:
                 problems[video_id_of(key)] = reason

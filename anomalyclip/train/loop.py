@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from anomalyclip import locations
 from anomalyclip.datasets import get_dataset
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.loss import segment_keep_mask
+from anomalyclip.progress import bar as progress_bar
 from anomalyclip.runs import build_network, load_model_state, load_run, run_inputs, save_run
 from anomalyclip.store import DEFAULT_DIM, FeatureStore, VideoRecord, open_store
 from anomalyclip.thresholds import ThresholdRule, choose_threshold
@@ -130,9 +131,7 @@ def _train(
         ) from None
     meta = store.meta
     dim = meta.dim or DEFAULT_DIM
-    clip = clip or meta.model
-    if not clip:
-        raise AnomalyError(f"{features}: the store names no backbone; pass --clip")
+    clip = clip or locations.store_clip(features, meta.to_attrs())
     positions = local_positions(cfg.batch_size, d.rank, d.world) if d.enabled else None
 
     _seed_everything(cfg.seed)
@@ -190,7 +189,7 @@ def _train(
             "backbone": meta.backbone,
             "sampling": meta.sampling,  # what live scoring samples at
         },
-        "inputs": run_inputs(features, clip, out, meta.backbone),
+        "inputs": run_inputs(features, clip, out, meta),
         "provenance": provenance(),
     }
     has_test = evaluate is not None and bool(store.records(split="test"))
@@ -205,7 +204,7 @@ def _train(
             store, data, plan, sampler, cfg.seed, epoch, cfg.workers, positions=positions,
         )  # fmt: skip
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        bar = tqdm(batches, total=len(plan), desc=desc, disable=not progress)
+        bar = progress_bar(batches, total=len(plan), desc=desc, unit="step", enabled=progress)
         t0, sums = time.perf_counter(), {}
         for batch in bar:
             # one global dropout mask, each process taking its videos' rows
