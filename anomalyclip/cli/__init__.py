@@ -58,7 +58,7 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Interrupted as exc:
-        typer.echo(f"interrupted: {exc}", err=True)
+        typer.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
         sys.exit(130)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)

@@ -67,6 +67,14 @@ class Command(TyperCommand):
     def get_params(self, ctx: Any) -> list:
         return _conventional(super().get_params(ctx))
 
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # typer would turn it into a silent exit 130
+            from anomalyclip.cli.options import Interrupted
+
+            raise Interrupted() from None
+
 
 class Group(TyperGroup):
     """A command group whose own options follow the same conventions."""

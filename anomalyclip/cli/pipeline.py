@@ -101,15 +101,17 @@ def features_cmd(
     lists_dir = Path(lists) if lists else None
     entries = adapter.discover(Path(videos), lists_dir, allow_missing=allow_missing)
     store = out or f"store/{adapter.folder_name}.zarr"
-    config = _extract_config(adapter.spec.name, videos, shard_of, device, precision)
-    from anomalyclip.extract.decode import Sampling
-    from anomalyclip.extract.pipeline import extract
-
-    sampling = Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
-    choices = dict(sampling=sampling, batch_size=batch_size, workers=workers,
-                   folder_fps=frames_fps, dtype=dtype, strict=strict)  # fmt: skip
+    choices = dict(batch_size=batch_size, workers=workers, folder_fps=frames_fps, dtype=dtype,
+                   strict=strict)  # fmt: skip
     try:
-        summary = extract(entries, store, clip, config, **choices)
+        config = _extract_config(adapter.spec.name, videos, shard_of, device, precision)
+        from anomalyclip.extract.decode import Sampling
+        from anomalyclip.extract.pipeline import extract
+
+        sampling = (
+            Sampling("fps", fps) if fps else Sampling("stride", stride) if stride else Sampling()
+        )
+        summary = extract(entries, store, clip, config, sampling=sampling, **choices)
     except KeyboardInterrupt:
         ids = [e.video_id for e in entries]
         raise Interrupted(f"{_kept(store, ids)}; go on with: {rerun_command({})}") from None

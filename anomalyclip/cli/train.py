@@ -144,7 +144,10 @@ def train_cmd(
     run_dir, existed = (checks.run_dir(out or f"runs/{store['dataset']}"), True) if resume else (
         _claim(out or f"runs/{store['dataset']}", exist_ok))  # fmt: skip
     with cleaned_up(run_dir, existed):
-        result = _train(features, run_dir, cfg, clip, resume, allow_backbone_mismatch)
+        try:
+            result = _train(features, run_dir, cfg, clip, resume, allow_backbone_mismatch)
+        except KeyboardInterrupt:
+            raise _interrupted(run_dir, cfg.epochs) from None
     typer.echo(f"run written to {run_dir}")
     if result.get("metrics"):
         from anomalyclip.evaluate.report import format_table
@@ -178,7 +181,7 @@ def _checked(features: str, config: str | None, clip: str | None, flags: dict):
 
 
 def _train(features: str, run_dir: Path, cfg, clip: str, resume: bool, allow_mismatch: bool):
-    """The training itself (torch from here on); Ctrl-C says what the run keeps."""
+    """The training itself (torch from here on)."""
     from anomalyclip.evaluate.evaluation import metrics_on_test_split
     from anomalyclip.train import train
 
@@ -190,8 +193,5 @@ def _train(features: str, run_dir: Path, cfg, clip: str, resume: bool, allow_mis
             check_backbone(read_run_config(run_dir), st, run_dir, allow_mismatch)
     _keep_memory_on_cpu(cfg.device)  # also refuses a device this machine does not have
     log.info("run folder %s", run_dir)
-    try:
-        return train(features, run_dir, cfg, clip=clip, resume=resume,
-                     evaluate=metrics_on_test_split)  # fmt: skip
-    except KeyboardInterrupt:
-        raise _interrupted(run_dir, cfg.epochs) from None
+    return train(features, run_dir, cfg, clip=clip, resume=resume,
+                 evaluate=metrics_on_test_split)  # fmt: skip
