@@ -21,7 +21,6 @@ from synthetic import planted_store
 from anomalyclip.demo import generate_demo_videos
 from anomalyclip.store import SCHEMA, VideoRecord, open_store
 from anomalyclip.train import resolve_config
-from anomalyclip.train.calibration import SEEN_SOURCE
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +47,8 @@ def test_a_run_that_trains_nothing_or_holds_out_nothing_says_so_once(one_normal,
         "threshold",
     ]
     assert "--calibration-share 0" not in done.err  # the user never passed it
+    from anomalyclip.train.calibration import SEEN_SOURCE
+
     config = json.loads((run / "config.json").read_text())
     assert config["calibration"]["source"] == SEEN_SOURCE
     assert config["calibration"]["videos"] == ["train/Normal/v004"]
@@ -178,7 +179,7 @@ def test_ctrl_c_in_features_keeps_finished_videos_and_prints_the_same_command(
                    "Megamind.avi,Fight,train\n")  # fmt: skip
     store = tmp_path / "s.zarr"
     args = ["features", "--dataset", f"csv:{csv}", "--videos", shared_videos, "--out", store,
-            "--clip", tiny_clip, "--precision", "fp32", "--workers", "1",
+            "--model", tiny_clip, "--precision", "fp32", "--workers", "1",
             "--batch-size", "8"]  # fmt: skip
 
     def one_stored() -> bool:

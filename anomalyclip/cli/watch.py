@@ -67,8 +67,6 @@ def watch_cmd(
     Events also go to OUT/events.jsonl. SIGINT or SIGTERM closes open events and exits 0.
     """
     import dataclasses
-    import signal
-    import threading
 
     from anomalyclip.inputs import expand_inputs
 
@@ -79,17 +77,7 @@ def watch_cmd(
         calibrate_on = checks.store_location(calibrate_on)
     rule = decision_rule(threshold, threshold_rule)
     expanded = expand_inputs(sources, live=True)
-    stop_requested = threading.Event()
-    watchers: list = []
-
-    def on_signal(signum, frame) -> None:
-        stop_requested.set()
-        for w in watchers:
-            w.stop()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
+    watchers = _stop_on_signals()
     from anomalyclip.events import EventConfig
     from anomalyclip.live.config import ReadConfig, WatchConfig
 
@@ -109,11 +97,37 @@ def watch_cmd(
     cfg = dataclasses.replace(cfg, events=dataclasses.replace(cfg.events, threshold=value))
     watcher = Watcher(expanded, model, encoder, run_sampling(config, checkpoint), cfg)
     watchers.append(watcher)
-    if stop_requested.is_set():
-        watcher.stop()
     typer.echo(
         f"watching {len(expanded)} source(s), threshold {value:.4f}, events in {out}", err=True
     )
     summary = watcher.run()
     if all(s["failed"] for s in summary["sources"].values()):
         raise typer.Exit(1)
+
+
+class _Watchers(list):
+    """The watchers to stop on SIGINT or SIGTERM; one added after a signal stops at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped = False
+
+    def append(self, watcher) -> None:
+        super().append(watcher)
+        if self.stopped:
+            watcher.stop()
+
+
+def _stop_on_signals() -> _Watchers:
+    import signal
+
+    watchers = _Watchers()
+
+    def on_signal(signum, frame) -> None:
+        watchers.stopped = True
+        for w in watchers:
+            w.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return watchers
