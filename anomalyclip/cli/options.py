@@ -150,7 +150,7 @@ def decision_rule(threshold: float | None, rule: str | None) -> str | None:
     None keeps the run's own threshold."""
     if threshold is not None and rule is not None:
         raise AnomalyError("--threshold and --threshold-rule: give one of them")
-    return f"fixed@{threshold:g}" if threshold is not None else rule
+    return f"fixed@{float(threshold)!r}" if threshold is not None else rule
 
 
 def warn_if_random_clip(clip: str | None) -> None:

@@ -13,6 +13,7 @@ from anomalyclip import checks, locations
 from anomalyclip.cli.app import app
 from anomalyclip.cli.options import (
     Interrupted,
+    _at_least_one,
     _conv_algorithm,
     _keep_memory_on_cpu,
     _run_folder,
@@ -95,7 +96,7 @@ def train_cmd(
     print_config: bool = typer.Option(
         False, "--print-config", help="Print the resolved configuration as TOML and exit."
     ),
-    epochs: int = preset_option("--epochs", "N", "Epochs"),
+    epochs: int = preset_option("--epochs", "N", "Epochs", _at_least_one),
     warmup_epochs: int = preset_option("--warmup-epochs", "N", "Epochs of rising learning rate"),
     lr: float = preset_option("--lr", "LR", "Peak learning rate"),
     batch_size: int = preset_option("--batch-size", "N", "Videos per step, half abnormal"),
