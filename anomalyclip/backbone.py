@@ -9,7 +9,6 @@ writes a random CLIP (config, safetensors weights and a byte-level tokenizer) wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from transformers import (
 )
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.locations import DEFAULT_CLIP, RANDOM_CLIP_MARK, local_clip
+from anomalyclip.locations import DEFAULT_CLIP, RANDOM_CLIP_MARK, local_clip, weights_sha256
 from anomalyclip.permissions import make_shareable
 
 # CLIP's image normalisation (OpenAI's constants), used by the extractor and recorded in stores.
@@ -187,12 +186,7 @@ def describe(model: str | Path) -> dict:
     path = Path(model)
     info: dict = {"model": str(model), "output": "image_embeds (projected, not normalised)"}
     if path.is_dir():
-        digest = hashlib.sha256()
-        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-        info["weights_sha256"] = digest.hexdigest()
+        info["weights_sha256"] = weights_sha256(path)
         cfg = json.loads((path / "config.json").read_text())
         info["dim"] = int(cfg.get("projection_dim", 512))
     else:

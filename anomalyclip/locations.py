@@ -14,6 +14,7 @@ Standard library only, so the command line resolves inputs before importing torc
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -73,16 +74,33 @@ def record(
     return entry
 
 
+def weights_sha256(folder: str | Path) -> str:
+    """SHA-256 of a model folder's weight files (``*.safetensors``, then ``*.bin``, each
+    sorted by name): what tells two CLIPs apart whatever their folders are called."""
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _found(owner: str | Path, entry: dict[str, Any], base: str | Path | None, what: str,
            flag: str) -> str:  # fmt: skip
-    """The first of ``entry``'s relative (to ``base``) and absolute paths that exists."""
+    """The first of ``entry``'s relative (to ``base``) and absolute paths that exists; when
+    both exist and differ (a store exported beside another CLIP), the one whose weights
+    have the recorded hash."""
     tried = []
     if base is not None and entry.get("relative") is not None:
         tried.append(Path(os.path.normpath(Path(base).resolve() / entry["relative"])))
     tried.append(Path(entry["absolute"]))
-    for path in tried:
-        if path.exists():
-            return str(path)
+    found = [p for p in dict.fromkeys(tried) if p.exists()]
+    if len(found) > 1 and entry.get("weights_sha256"):
+        same = [p for p in found if p.is_dir() and weights_sha256(p) == entry["weights_sha256"]]
+        found = same or found
+    if found:
+        return str(found[0])
     looked = " or ".join(dict.fromkeys(str(p) for p in tried))
     raise AnomalyError(f"{owner}: its {what} is not at {looked}; pass {flag} to give its place")
 

@@ -90,6 +90,19 @@ def test_a_store_moved_with_its_clip_or_alone_still_finds_it(project, tmp_path):
     assert done.code == 0, done.err
 
 
+def test_a_store_copied_beside_another_clip_keeps_its_own(project, tmp_path):
+    """A store exported next to a different CLIP folder (where its relative path points):
+    the recorded weight hash picks the CLIP it was made with."""
+    from anomalyclip.backbone import build_clip
+
+    other = tmp_path / "other"
+    shutil.copytree(project / "store.zarr", other / "store.zarr")
+    build_clip(other / "clip", "tiny", seed=1)  # random weights of another seed
+    done = call_cli("train", "-f", other / "store.zarr", "-o", tmp_path / "r", *TRAIN)
+    assert done.code == 0, done.err
+    assert config_of(tmp_path / "r")["inputs"]["clip"]["absolute"] == str(project / "clip")
+
+
 # -- predict and watch: --clip rescues a moved run ---------------------------------------------
 @pytest.fixture
 def moved_run(project, tmp_path) -> Path:

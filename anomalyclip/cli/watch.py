@@ -36,7 +36,9 @@ def watch_cmd(
     clip: str = clip_option("CLIP: image and text towers (default: the run's)."),
     device: str = device_option(),
     precision: str = precision_option(),
-    hop: float = typer.Option(0.5, "--hop", metavar="SECONDS", help="Between two scorings."),
+    hop: float = typer.Option(
+        0.5, "--hop", metavar="SECONDS", help="Time between two scorings of a source."
+    ),
     threshold: float = threshold_option(),
     threshold_rule: str = threshold_rule_option(),
     calibrate_on: str = calibrate_on_option(),
@@ -52,13 +54,16 @@ def watch_cmd(
     ),
     save_clips: bool = typer.Option(False, "--save-clips", help="Write each event as an MP4."),
     status_every: float = typer.Option(
-        10.0, "--status-every", metavar="SECONDS", help="Between status lines on stderr (0: none)."
+        10.0,
+        "--status-every",
+        metavar="SECONDS",
+        help="Time between status lines on stderr (0: none).",
     ),
     rtsp_transport: str = typer.Option(
         "tcp", "--rtsp-transport", metavar="PROTOCOL", help="tcp or udp."
     ),
     stall: float = typer.Option(
-        5.0, "--stall", metavar="SECONDS", help="Without data before reconnecting."
+        5.0, "--stall", metavar="SECONDS", help="Time without data before reconnecting."
     ),
     batch_size: int = typer.Option(32, "--batch-size", metavar="N", help="Frames per forward."),
 ) -> None:

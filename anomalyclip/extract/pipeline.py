@@ -132,7 +132,9 @@ def extract(
     with open_store(store_path, mode="a") as st:
         existed = st.attrs.get("schema") == SCHEMA
         st.init(attrs)  # writes them, or checks the existing ones agree
-        log.debug(
+        # which rank wrote the attributes matters under torchrun; alone it is noise
+        log.log(
+            logging.INFO if world > 1 else logging.DEBUG,
             "rank %d/%d: %s root attributes of %s",
             rank, world, "checked" if existed else "wrote", store_path,
         )  # fmt: skip
