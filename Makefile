@@ -58,7 +58,7 @@ format: install
 # make features DATASET=xd VIDEOS=/data/xd  ->  store/xd.zarr
 features: install
 	$(BIN)/anomaly features --dataset $(DATASET) --videos $(VIDEOS) --out $(STORE) \
-		--model $(MODEL) $(if $(LISTS),--lists $(LISTS)) $(EXTRA)
+		--clip $(MODEL) $(if $(LISTS),--lists $(LISTS)) $(EXTRA)
 
 train: install
 	$(BIN)/anomaly train --features $(STORE) $(EXTRA)

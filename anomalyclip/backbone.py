@@ -9,7 +9,6 @@ writes a random CLIP (config, safetensors weights and a byte-level tokenizer) wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +26,8 @@ from transformers import (
 )
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.locations import local_clip
+from anomalyclip.locations import DEFAULT_CLIP, RANDOM_CLIP_MARK, local_clip, weights_sha256
 from anomalyclip.permissions import make_shareable
-
-DEFAULT_CLIP = "openai/clip-vit-base-patch16"
 
 # CLIP's image normalisation (OpenAI's constants), used by the extractor and recorded in stores.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -94,7 +91,9 @@ def write_byte_tokenizer(out_dir: Path) -> int:
 
 
 def build_clip(out_dir: str | Path, shape: str = "tiny", seed: int = 0) -> Path:
-    """Write a randomly initialised CLIP in Hugging Face format to ``out_dir``.
+    """Write a randomly initialised CLIP in Hugging Face format to ``out_dir``, marked as
+    random (:data:`~anomalyclip.locations.RANDOM_CLIP_MARK`: ``predict`` and ``watch`` warn
+    that its scores mean nothing on real footage).
 
     The image side is real-sized (224x224 input, 512-d projected embedding), so features have
     the shape of ViT-B/16's; ``shape`` picks the width and depth of the towers.
@@ -131,6 +130,8 @@ def build_clip(out_dir: str | Path, shape: str = "tiny", seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(out)
+    mark = {"shape": shape, "seed": seed, "weights": "random: a stand-in for tests and the demo"}
+    (out / RANDOM_CLIP_MARK).write_text(json.dumps(mark) + "\n")
     make_shareable(*out.glob("*.safetensors"))  # safetensors writes 0600
     return out
 
@@ -185,12 +186,7 @@ def describe(model: str | Path) -> dict:
     path = Path(model)
     info: dict = {"model": str(model), "output": "image_embeds (projected, not normalised)"}
     if path.is_dir():
-        digest = hashlib.sha256()
-        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-        info["weights_sha256"] = digest.hexdigest()
+        info["weights_sha256"] = weights_sha256(path)
         cfg = json.loads((path / "config.json").read_text())
         info["dim"] = int(cfg.get("projection_dim", 512))
     else:

@@ -92,6 +92,18 @@ def store_location(location: str | Path) -> str:
     return str(location)
 
 
+def feature_store(location: str | Path) -> str:
+    """:func:`store_location`, and a local folder must hold a Zarr store (``zarr.json``): a
+    folder of videos given as a store is refused at once, not after torch is imported."""
+    path = Path(store_location(location))
+    if not is_url(location) and path.is_dir() and not (path / "zarr.json").is_file():
+        raise AnomalyError(
+            f"{location}: no feature store here (a folder without zarr.json; "
+            "'anomaly features' makes a store of videos)"
+        )
+    return str(location)
+
+
 def run_dir(path: str | Path) -> Path:
     """A run directory: a folder holding ``config.json``."""
     p = existing_dir(path, "run directory")
@@ -117,8 +129,9 @@ def run_config(path: str | Path) -> dict[str, Any]:
 CLAIM = ".claimed"  # the file that makes a run folder this process's (removed once used)
 
 
-def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
-    """Create the folder a new run writes to, claim it, and return it.
+def claim_run_dir(out: str | Path, exist_ok: bool = False, what: str = "run folder") -> Path:
+    """Create the folder a new run (or other output, named by ``what``) writes to, claim it,
+    and return it.
 
     A run is never overwritten: ``out`` is used when it is absent or an empty folder, else
     the first free of ``out-2``, ``out-3``, ... With ``exist_ok``, ``out`` itself, unclaimed.
@@ -132,7 +145,7 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
     if not base.name:
         base = base.resolve()
     if base.is_file():
-        raise AnomalyError(f"{out}: exists and is a file, not a run folder")
+        raise AnomalyError(f"{out}: exists and is a file, not a {what}")
     n = 1
     while True:
         folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
@@ -145,9 +158,9 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
                 continue
             created = False
         except OSError as exc:
-            raise AnomalyError(f"{folder}: cannot create the run folder ({exc.strerror})") from exc
+            raise AnomalyError(f"{folder}: cannot create the {what} ({exc.strerror})") from exc
         if exist_ok:
-            _check_writable(folder)
+            _check_writable(folder, what)
             return folder
         try:
             os.close(os.open(folder / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
@@ -155,7 +168,7 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False) -> Path:
             continue  # another command claimed it first
         except OSError as exc:
             why = exc.strerror
-            raise AnomalyError(f"{folder}: cannot write in the run folder ({why})") from exc
+            raise AnomalyError(f"{folder}: cannot write in the {what} ({why})") from exc
         atexit.register(_release_at_exit, folder, created)
         return folder
 
@@ -164,12 +177,17 @@ def _holds_more_than_a_claim(folder: Path) -> bool:
     return any(p.name != CLAIM for p in folder.iterdir())
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: Path, what: str) -> None:
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise AnomalyError(f"{folder}: cannot write in the run folder ({exc.strerror})") from exc
+        raise AnomalyError(f"{folder}: cannot write in the {what} ({exc.strerror})") from exc
+
+
+def drop_claim(folder: str | Path) -> None:
+    """The folder holds what it was claimed for: it is taken for good (the claim goes)."""
+    (Path(folder) / CLAIM).unlink(missing_ok=True)
 
 
 def _release_at_exit(folder: Path, created: bool) -> None:

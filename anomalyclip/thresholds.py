@@ -167,8 +167,9 @@ def choose_threshold(
     if rule.kind == "far":
         if not normal:
             raise AnomalyError(
-                f"threshold rule {rule}: no normal-frame calibration in this run (trained with "
-                "--calibration-share 0?); use fixed@T, or youden / best-f1 with --calibrate-on"
+                f"threshold rule {rule}: no normal-frame calibration in this run (an imported "
+                "checkpoint without --features?); use --threshold P, or youden / best-f1 with "
+                "--calibrate-on STORE"
             )
         value = far_threshold(normal, rule.value / 100)
         source = (

@@ -41,7 +41,7 @@ def assert_usage_error(done, *expected: str) -> None:
         ),
         (["train", "--features", "s.zarr", "--epochs", "three"], ["Invalid value for '--epochs'"]),
         (["evl"], ["No such command 'evl'", "Try 'anomaly --help' for help."]),
-        (["store", "info"], ["Missing argument 'path'", "Try 'anomaly store info --help'"]),
+        (["store", "info"], ["Missing argument 'STORE'", "Try 'anomaly store info --help'"]),
         (["--nonsense"], ["No such option: --nonsense"]),
     ],
 )

@@ -13,12 +13,14 @@ import sys
 import typer
 
 from anomalyclip.cli.app import app
+from anomalyclip.cli.options import Interrupted
 from anomalyclip.errors import AnomalyError
 
 __all__ = ["app", "main"]
 
 # importing a module registers its commands; --help lists them in this order
-for _group in ("pipeline", "report", "interop", "watch", "calibrate", "export", "store", "bench"):
+for _group in ("pipeline", "train", "scoring", "report", "interop", "watch", "calibrate", "export",
+               "store", "bench"):  # fmt: skip
     importlib.import_module(f"anomalyclip.cli.{_group}")
 
 
@@ -45,7 +47,9 @@ def main() -> None:
 
     Usage errors (a missing or unknown option, a bad value) print click's usage line, a
     ``Try 'anomaly ... --help'`` hint and the error, exit 2; an :class:`AnomalyError` prints
-    ``error: ...`` on one line, exit 2. Anything else is a bug and keeps its traceback.
+    ``error: ...`` on one line, exit 2. Ctrl-C exits 130, saying what was kept and the
+    command that goes on where the command knows (:class:`Interrupted`). Anything else is a
+    bug and keeps its traceback.
     """
     try:
         code = app(standalone_mode=False, prog_name="anomaly")
@@ -54,8 +58,11 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        typer.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
+        sys.exit(130)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("aborted", err=True)
+        typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # click's usage errors come here in standalone_mode=False
         if isinstance(exc, _click_exceptions()):

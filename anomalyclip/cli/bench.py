@@ -8,28 +8,35 @@ import typer
 
 from anomalyclip import checks
 from anomalyclip.cli.app import bench_app
+from anomalyclip.cli.options import clip_option
 from anomalyclip.errors import AnomalyError
 
 
 @bench_app.command("extract")
 def bench_extract_cmd(
-    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 size)."),
-    frames: int = typer.Option(128, "--frames", help="Frames to extract."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    workers: int = typer.Option(2, "--workers"),
-    device: str = typer.Option("cpu", "--device"),
-    size: str = typer.Option("320x240", "--size", help="Input video WIDTHxHEIGHT."),
+    model: str = clip_option("CLIP to time (default: random weights of ViT-B/16's size)."),
+    frames: int = typer.Option(128, "--frames", metavar="N", help="Frames to extract."),
+    batch_size: int = typer.Option(32, "--batch-size", metavar="N", help="Frames per forward."),
+    workers: int = typer.Option(2, "--workers", metavar="N", help="Decoder threads."),
+    device: str = typer.Option("cpu", "--device", metavar="DEVICE", help="cpu, cuda or cuda:N."),
+    size: str = typer.Option("320x240", "--size", metavar="WxH", help="Input video size."),
     setups: str = typer.Option(
         None,
         "--setups",
+        metavar="LIST",
         help="PRECISION:ATTENTION[:PREPROCESS],... to compare (default: fp32:eager, fp32:sdpa, "
         "bf16:sdpa, and fp32:sdpa:authors where OpenCV is installed).",
     ),
-    repeats: int = typer.Option(2, "--repeats", help="Runs per setup (the best is kept)."),
-    as_json: bool = typer.Option(False, "--json"),
+    repeats: int = typer.Option(
+        2, "--repeats", metavar="N", help="Runs per setup (the best is kept)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Model-only and pipeline frames/s per precision and attention, GFLOP/s against the
-    matmul peak, and where the pipeline's time goes."""
+    """CLIP extraction frames/s per precision and attention, against the matmul peak.
+
+    Model-only and whole-pipeline rates, GFLOP/s against the measured matmul peak, and where
+    the pipeline's time goes.
+    """
     import json
 
     from anomalyclip.bench.extract import ExtractBench, measure, table
@@ -74,12 +81,18 @@ def bench_preprocess_cmd(
 
 @bench_app.command("store")
 def bench_store_cmd(
-    videos: int = typer.Option(64, "--videos", help="Synthetic videos to write."),
-    frames: int = typer.Option(4000, "--frames", help="Mean frames per video (T/2 to 3T/2)."),
-    batches: int = typer.Option(5, "--batches", help="Batches timed (median reported)."),
-    out: str = typer.Option(None, "--out", help="Folder for the data (default: a temp dir)."),
-    seed: int = typer.Option(0, "--seed"),
-    as_json: bool = typer.Option(False, "--json"),
+    videos: int = typer.Option(64, "--videos", metavar="N", help="Synthetic videos to write."),
+    frames: int = typer.Option(
+        4000, "--frames", metavar="T", help="Mean frames per video (T/2 to 3T/2)."
+    ),
+    batches: int = typer.Option(
+        5, "--batches", metavar="N", help="Batches timed (median reported)."
+    ),
+    out: str = typer.Option(
+        None, "--out", metavar="DIR", help="Folder for the data (default: a temp dir)."
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the synthetic store."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Store size and training-batch read time: float16 Zarr and HDF5 against float32 .npy."""
     import json
@@ -100,14 +113,20 @@ def _bench_convs(conv: str) -> tuple[str, ...]:
 
 @bench_app.command("train")
 def bench_train_cmd(
-    steps: int = typer.Option(3, "--steps", help="Timed steps per configuration (median)."),
-    conv: str = typer.Option("both", "--conv", help="direct | winograd | both."),
+    steps: int = typer.Option(
+        3, "--steps", metavar="N", help="Timed steps per configuration (median)."
+    ),
+    conv: str = typer.Option(
+        "both", "--conv", metavar="ALGORITHM", help="direct, winograd or both."
+    ),
     bf16: bool = typer.Option(False, "--bf16", help="Also time bf16 autocast."),
-    rounds: int = typer.Option(1, "--rounds", help="Interleaved repeats of every configuration."),
+    rounds: int = typer.Option(
+        1, "--rounds", metavar="N", help="Interleaved repeats of every configuration."
+    ),
     libc_malloc: bool = typer.Option(
         False, "--libc-malloc", help="Also time with glibc's default allocator settings."
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Seconds per training step at the paper's UCF-Crime shape, against the published code."""
     import json
@@ -124,9 +143,9 @@ def bench_train_cmd(
 
 @bench_app.command("eval")
 def bench_eval_cmd(
-    videos: int = typer.Option(16, "--videos", help="Random-length test videos."),
-    rounds: int = typer.Option(3, "--rounds", help="Interleaved repeats (median)."),
-    as_json: bool = typer.Option(False, "--json"),
+    videos: int = typer.Option(16, "--videos", metavar="N", help="Random-length test videos."),
+    rounds: int = typer.Option(3, "--rounds", metavar="N", help="Interleaved repeats (median)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Test-mode frames/s at the UCF-Crime shape: reference vs fast path, fp32 and bf16."""
     import json
@@ -139,9 +158,13 @@ def bench_eval_cmd(
 
 @bench_app.command("demo")
 def bench_demo_cmd(
-    out: str = typer.Option(None, "--out", help="Keep the demo here (default: a temp dir)."),
-    precision: str = typer.Option("fp32", "--precision", help="Extraction: fp32, bf16, auto."),
-    as_json: bool = typer.Option(False, "--json"),
+    out: str = typer.Option(
+        None, "--out", metavar="DIR", help="Keep the demo here (default: a temp dir)."
+    ),
+    precision: str = typer.Option(
+        "fp32", "--precision", metavar="PRECISION", help="Extraction: fp32, bf16, auto."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Seconds of every demo step, with the demo's AUC, alarms and events found."""
     import json
@@ -175,11 +198,13 @@ def bench_calibrate_cmd(
 
 @bench_app.command("predict")
 def bench_predict_cmd(
-    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Run directory."),
-    videos: list[str] = typer.Option(None, "--video", help="Videos (default: two generated)."),
-    as_json: bool = typer.Option(False, "--json"),
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", metavar="RUN", help="Run folder."),
+    videos: list[str] = typer.Option(
+        None, "--video", metavar="VIDEO", help="Videos (default: two generated)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """`predict --render` frames/s end to end, and the shares of extraction and rendering."""
+    """predict --render frames/s end to end, and the shares of extraction and rendering."""
     import json
 
     from anomalyclip.bench.predict import measure, table
@@ -190,8 +215,10 @@ def bench_predict_cmd(
 
 @bench_app.command("all")
 def bench_all_cmd(
-    readme: str = typer.Option(None, "--readme", help="Write the table into this README."),
-    as_json: bool = typer.Option(False, "--json"),
+    readme: str = typer.Option(
+        None, "--readme", metavar="FILE", help="Write the table into this README."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Every benchmark at quick sizes (~15 min on 2 cores), one table of ratios."""
     import json
@@ -211,23 +238,38 @@ def bench_all_cmd(
 @bench_app.command("watch")
 def bench_watch_cmd(
     soak: float = typer.Option(
-        0.0, "--soak", help="Wall seconds of a long stream scored as fast as possible."
+        0.0,
+        "--soak",
+        metavar="SECONDS",
+        help="Wall seconds of a long stream scored as fast as possible.",
     ),
-    clip: str = typer.Option("all", "--clip", help="tiny, vit-b-16 or all."),
-    precision: str = typer.Option("all", "--precision", help="fp32, bf16 or all (ViT-B/16)."),
-    seconds: float = typer.Option(20.0, "--seconds", help="Length of each real-time trial."),
-    threads: int = typer.Option(2, "--threads", help="CPU threads (cores) to use."),
+    clip: str = typer.Option(
+        "all", "--clip", metavar="SHAPE", help="Random CLIP: tiny, vit-b-16 or all."
+    ),
+    precision: str = typer.Option(
+        "all", "--precision", metavar="PRECISION", help="fp32, bf16 or all (ViT-B/16)."
+    ),
+    seconds: float = typer.Option(
+        20.0, "--seconds", metavar="SECONDS", help="Length of each real-time trial."
+    ),
+    threads: int = typer.Option(2, "--threads", metavar="N", help="CPU threads to use."),
     agreement: str = typer.Option(
-        None, "--agreement", help="An 'anomaly demo' folder: live vs offline scores instead."
+        None,
+        "--agreement",
+        metavar="DIR",
+        help="An 'anomaly demo' folder: live against offline scores instead.",
     ),
     ui: bool = typer.Option(
         False, "--ui", help="The live page's update rate and its cost to scoring instead."
     ),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Highest frame rate sustained in real time without drops; with --soak, memory, fps,
-    lag and drops over a long stream; with --agreement, live against offline scores; with
-    --ui, the live page's updates and what it costs scoring (3 cameras, tiny CLIP)."""
+    """Highest camera frame rate scored in real time without drops.
+
+    With --soak: memory, frames/s, lag and drops over a long stream; with --agreement: live
+    against offline scores of the demo's test videos; with --ui: the live page's updates
+    and what they cost scoring (3 cameras, tiny CLIP).
+    """
     import json
 
     from anomalyclip.bench.watch import measure, table

@@ -6,18 +6,28 @@ import typer
 
 from anomalyclip import checks, locations
 from anomalyclip.cli.app import app
+from anomalyclip.cli.options import clip_option
+from anomalyclip.errors import AnomalyError
 
 
 @app.command("import-checkpoint")
 def import_checkpoint_cmd(
-    ckpt: str = typer.Argument(..., help="The authors' last.ckpt (read safely, on the CPU)."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd or sht."),
-    out: str = typer.Option(..., "--out", "-o", help="Run directory to write."),
-    centroid: str = typer.Option(None, "--centroid", help="The authors' ncentroid.pt."),
-    features: str = typer.Option(
-        None, "--features", "-f", help="Store: the run's default; centroid if no --centroid."
+    ckpt: str = typer.Argument(
+        ..., metavar="CKPT", help="The authors' last.ckpt (read safely, on the CPU)."
     ),
-    clip: str = typer.Option(None, "--clip", help="CLIP for the tokenizer and image tower."),
+    dataset: str = typer.Option(..., "--dataset", "-d", metavar="NAME", help="ucf, xd or sht."),
+    out: str = typer.Option(..., "--out", "-o", metavar="DIR", help="Run folder to write."),
+    centroid: str = typer.Option(
+        None, "--centroid", metavar="FILE", help="The authors' ncentroid.pt."
+    ),
+    features: str = typer.Option(
+        None,
+        "--features",
+        "-f",
+        metavar="STORE",
+        help="The run's store; without --centroid, its normal training videos give the centroid.",
+    ),  # fmt: skip
+    clip: str = clip_option("CLIP: tokenizer and image tower.", locations.DEFAULT_CLIP),
 ) -> None:
     """Import a published AnomalyCLIP checkpoint as a run (eval, predict, train --resume)."""
     checks.existing_file(ckpt, "checkpoint file")
@@ -25,20 +35,28 @@ def import_checkpoint_cmd(
         checks.existing_file(centroid, "centroid file")
     if features:
         checks.store_location(features)
-    if clip:
-        locations.local_clip(clip)
-    from anomalyclip.backbone import DEFAULT_CLIP
+    if centroid is None and features is None:
+        raise AnomalyError(
+            f"{ckpt}: the normal centroid is needed; pass --centroid ncentroid.pt or "
+            "--features STORE (its normal training videos)"
+        )
+    from anomalyclip.datasets import get_dataset
+
+    get_dataset(dataset)  # an unknown name fails before torch is imported
+    locations.local_clip(clip)
     from anomalyclip.interop.authors import import_checkpoint
 
-    run = import_checkpoint(ckpt, dataset, out, clip or DEFAULT_CLIP, centroid, features)
+    run = import_checkpoint(ckpt, dataset, out, clip, centroid, features)
     typer.echo(f"run written to {run}")
 
 
 @app.command("export-checkpoint")
 def export_checkpoint_cmd(
-    run: str = typer.Argument(..., help="Run directory."),
-    out: str = typer.Argument(..., help="Checkpoint to write (ncentroid.pt goes beside it)."),
-    clip: str = typer.Option(None, "--clip", help="Also write this CLIP's image tower."),
+    run: str = typer.Argument(..., metavar="RUN", help="Run folder."),
+    out: str = typer.Argument(
+        ..., metavar="CKPT", help="Checkpoint to write (ncentroid.pt goes beside it)."
+    ),
+    clip: str = clip_option("Also write this CLIP's image tower."),
 ) -> None:
     """Write a run as a checkpoint in the authors' layout (their key names and shapes)."""
     checks.run_dir(run)

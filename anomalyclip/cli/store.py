@@ -40,7 +40,7 @@ def _line(*fields: object, state: str | None = None) -> str:
 
 @store_app.command("info")
 def store_info(
-    path: str = typer.Argument(..., help="Store: Zarr dir, .zip, .h5 or URL."),
+    path: str = typer.Argument(..., metavar="STORE", help="Store: Zarr folder, .zip, .h5 or URL."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Dataset, backbone, dtype, counts per split and class, frames and size on disk."""
@@ -74,7 +74,7 @@ def store_info(
 
 
 @store_app.command("ls")
-def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
+def store_ls(path: str = typer.Argument(..., metavar="STORE", help="Store to list.")) -> None:
     """One line per video: id, split, class, frames, state."""
     checks.store_location(path)
     from anomalyclip.store import open_store
@@ -90,7 +90,9 @@ def store_ls(path: str = typer.Argument(..., help="Store to list.")) -> None:
 
 
 @store_app.command("verify")
-def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> None:
+def store_verify(
+    path: str = typer.Argument(..., metavar="STORE", help="Store to check."),
+) -> None:
     """Recompute every video's checksum; list damaged, missing or incomplete videos (exit 1)."""
     checks.store_location(path)
     from anomalyclip.store import open_store
@@ -113,9 +115,11 @@ def store_verify(path: str = typer.Argument(..., help="Store to check.")) -> Non
 
 @store_app.command("export")
 def store_export(
-    src: str = typer.Argument(..., help="Source store."),
+    src: str = typer.Argument(..., metavar="SOURCE", help="Store to convert."),
     dst: str = typer.Argument(
-        ..., help="New store, format from the suffix: none or .zarr, .zip, .h5 or .hdf5."
+        ...,
+        metavar="DEST",
+        help="New store; its suffix picks the format: none or .zarr, .zip, .h5.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing destination."),
 ) -> None:
@@ -131,8 +135,8 @@ def store_export(
 
 @store_app.command("merge")
 def store_merge(
-    dst: str = typer.Argument(..., help="Store to add to (created if absent)."),
-    sources: list[str] = typer.Argument(..., help="Stores to add."),
+    dst: str = typer.Argument(..., metavar="DEST", help="Store to add to (created if absent)."),
+    sources: list[str] = typer.Argument(..., metavar="SOURCE", help="Stores to add."),
 ) -> None:
     """Merge stores that share dataset, backbone, preprocessing and sampling."""
     for source in sources:
@@ -156,24 +160,49 @@ def store_merge(
 
 @store_app.command("import-npy")
 def store_import_npy(
-    npy_dir: str = typer.Argument(..., help="Folder of per-video .npy features, any nesting."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="ucf, xd, sht, demo or csv:FILE."),
-    out: str = typer.Option(..., "--out", "-o", help="Store to create or add to (Zarr, .h5)."),
-    lists: str = typer.Option(None, "--lists", help="Folder of official list / truth files."),
+    npy_dir: str = typer.Argument(
+        ..., metavar="DIR", help="Folder of per-video .npy features, any nesting."
+    ),
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", metavar="NAME", help="ucf, xd, sht, demo or csv:FILE."
+    ),
+    out: str = typer.Option(
+        ..., "--out", "-o", metavar="STORE", help="Store to create or add to (Zarr, .h5)."
+    ),
+    lists: str = typer.Option(
+        None, "--lists", metavar="DIR", help="Folder of official list and truth files."
+    ),
     authors_list: list[str] = typer.Option(
         None,
         "--authors-list",
+        metavar="[SPLIT=]FILE",
         help="Authors' 'path start end label' list (FILE, train=FILE or test=FILE).",
     ),
-    dtype: str = typer.Option("float16", "--dtype", help="float16, or float32 (bit-exact)."),
-    ncrops: int = typer.Option(1, "--ncrops", help="Crops: files __0..__N-1 or (T*N, D) rows."),
-    crop: str = typer.Option("0", "--crop", help="Crop to keep (0-based), or 'mean'."),
-    backbone: str = typer.Option(
-        "openai/clip-vit-base-patch16", "--backbone", help="Model the features came from."
+    dtype: str = typer.Option(
+        "float16", "--dtype", metavar="DTYPE", help="float16, or float32 (bit-exact)."
     ),
-    dim: int = typer.Option(None, "--dim", help="Feature width (default 512, or the store's)."),
-    fps: float = typer.Option(None, "--fps", help="Frame rate, for presentation times."),
-    stride: int = typer.Option(1, "--stride", help="Decoded frames between consecutive rows."),
+    ncrops: int = typer.Option(
+        1, "--ncrops", metavar="N", help="Crops: files __0..__N-1 or (T*N, D) rows."
+    ),
+    crop: str = typer.Option(
+        "0", "--crop", metavar="CROP", help="Crop to keep (0-based), or mean."
+    ),
+    backbone: str = typer.Option(
+        "openai/clip-vit-base-patch16",
+        "--clip",
+        "--backbone",
+        metavar="CLIP",
+        help="The CLIP the features came from (recorded, not loaded).",
+    ),
+    dim: int = typer.Option(
+        None, "--dim", metavar="D", help="Feature width (default 512, or the store's)."
+    ),
+    fps: float = typer.Option(
+        None, "--fps", metavar="FPS", help="Frame rate, for presentation times."
+    ),
+    stride: int = typer.Option(
+        1, "--stride", metavar="K", help="Decoded frames between consecutive rows."
+    ),
 ) -> None:
     """Import published per-video .npy features, labels and test ground truth into a store."""
     checks.existing_dir(npy_dir, "folder of .npy features")

@@ -9,7 +9,19 @@ import typer
 
 from anomalyclip import checks
 from anomalyclip.cli.app import app
-from anomalyclip.cli.options import _image_tower
+from anomalyclip.cli.options import (
+    _image_tower,
+    calibrate_on_option,
+    clip_option,
+    decision_rule,
+    device_option,
+    exit_ratio_option,
+    merge_gap_option,
+    min_duration_option,
+    threshold_option,
+    threshold_rule_option,
+    warn_if_random_clip,
+)
 from anomalyclip.errors import AnomalyError
 
 
@@ -17,65 +29,91 @@ from anomalyclip.errors import AnomalyError
 def watch_cmd(
     sources: list[str] = typer.Argument(
         None,
+        metavar="SOURCE",
         help="rtsp://, http(s)://, udp://, srt:// URLs, /dev/videoN, files, folders, globs "
         "or lists of them (besides the site file's cameras).",
     ),
     config: str = typer.Option(
-        None, "--config", help="A site file (TOML): the run, the cameras, MQTT, metrics."
+        None, "--config", metavar="FILE", help="A site file (TOML): the run, cameras, MQTT..."
     ),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="Run directory."),
-    out: str = typer.Option(None, "--out", "-o", help="Folder for events.jsonl (default watch)."),
-    clip: str = typer.Option(None, "--clip", help="Image tower (default: the run's CLIP)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
-    precision: str = typer.Option(None, "--precision", help="CLIP: auto, fp32, bf16, fp16."),
-    hop: float = typer.Option(None, "--hop", help="Seconds between two scorings (0.5)."),
-    threshold: float = typer.Option(
-        None,
-        "--threshold",
-        help="p(A) that opens an event, every camera (default: each "
-        "camera's own, else the run's calibrated one).",
-    ),  # fmt: skip
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", metavar="RUN", help="Run folder."),
+    out: str = typer.Option(
+        None, "--out", "-o", metavar="DIR", help="Folder for events.jsonl and clips/ (watch)."
+    ),
+    clip: str = clip_option("CLIP: image and text towers (default: the run's)."),
+    device: str = device_option(),
+    precision: str = typer.Option(
+        None, "--precision", metavar="PRECISION", help="Image tower: auto, fp32, bf16, fp16."
+    ),
+    hop: float = typer.Option(
+        None, "--hop", metavar="SECONDS", help="Time between two scorings of a source (0.5)."
+    ),
+    threshold: float = threshold_option(),
+    threshold_rule: str = threshold_rule_option(),
+    calibrate_on: str = calibrate_on_option(),
+    min_duration: float = min_duration_option(),
+    merge_gap: float = merge_gap_option(),
+    exit_ratio: float = exit_ratio_option(),
     realtime: bool = typer.Option(None, "--realtime", help="Play files at their frame rate."),
     drop: str = typer.Option(
-        None, "--drop", help="When behind: oldest (default for live sources) or none (files)."
+        None, "--drop", metavar="POLICY", help="When behind: oldest (live default) or none."
     ),
-    webhook: str = typer.Option(None, "--webhook", help="POST every event line here as JSON."),
+    webhook: str = typer.Option(
+        None, "--webhook", metavar="URL", help="POST every event line here as JSON."
+    ),
     mqtt: str = typer.Option(
-        None, "--mqtt", help="mqtt://[user:password@]host[:port][/prefix]: the change-feed."
-    ),
+        None,
+        "--mqtt",
+        metavar="URL",
+        help="The change-feed's broker: mqtt://user:password@host:port/prefix (all but the host "
+        "optional).",
+    ),  # fmt: skip
     metrics: str = typer.Option(
-        None, "--metrics", help="[HOST:]PORT for Prometheus metrics (loopback by default)."
+        None, "--metrics", metavar="[HOST:]PORT", help="Prometheus metrics (loopback by default)."
     ),
     save_clips: bool = typer.Option(None, "--save-clips", help="Write each event as an MP4."),
     status_every: float = typer.Option(
-        None, "--status-every", help="Seconds between status lines on stderr (10; 0: none)."
+        None, "--status-every", metavar="SECONDS", help="Time between status lines (10; 0: none)."
     ),
-    rtsp_transport: str = typer.Option(None, "--rtsp-transport", help="tcp or udp."),
-    stall: float = typer.Option(None, "--stall", help="Seconds without data before reconnecting."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Frames per CLIP forward (32)."),
+    rtsp_transport: str = typer.Option(
+        None, "--rtsp-transport", metavar="PROTOCOL", help="tcp (default) or udp."
+    ),
+    stall: float = typer.Option(
+        None, "--stall", metavar="SECONDS", help="Time without data before reconnecting (5)."
+    ),
+    batch_size: int = typer.Option(
+        None, "--batch-size", metavar="N", help="Frames per forward (32)."
+    ),
     ui: str = typer.Option(
-        None, "--ui", help="Serve a live page at HOST:PORT (PORT alone: 127.0.0.1, 0: any free)."
-    ),
+        None,
+        "--ui",
+        metavar="HOST:PORT",
+        help="Serve a live page (PORT alone: 127.0.0.1; 0: any free port).",
+    ),  # fmt: skip
     ui_token: str = typer.Option(
         None,
         "--ui-token",
+        metavar="TOKEN",
         envvar="ANOMALY_UI_TOKEN",
-        help="Token every page request must carry; needed for a --ui other than the loopback.",
-    ),
+        help="Token every page request must carry; needed for a --ui off the loopback.",
+    ),  # fmt: skip
     preprocess: str = typer.Option(
-        None, "--preprocess", help="Frame path: native or authors (default: the run's)."
+        None, "--preprocess", metavar="PATH", help="Frame path: native or authors (the run's)."
     ),
     backend: str = typer.Option(
         None,
         "--backend",
+        metavar="NAME",
         help="Image tower and model: torch, or the run's export run by onnxruntime or "
         "openvino (RUN/export/FORMAT; --clip: another export folder).",
-    ),
+    ),  # fmt: skip
 ) -> None:
-    """Score cameras and streams as they arrive; anomaly events as JSON lines (stdout and
-    OUT/events.jsonl), and where asked to an MQTT broker, a webhook, a metrics endpoint and a
-    live page. SIGINT or SIGTERM closes open events and exits 0 (a second one hurries that
-    shutdown)."""
+    """Score cameras and streams as they arrive; events as JSON lines on stdout.
+
+    Events also go to OUT/events.jsonl, and where asked to an MQTT broker, a webhook, a
+    metrics endpoint and a live page. SIGINT or SIGTERM closes open events and exits 0 (a
+    second one hurries that shutdown).
+    """
     from anomalyclip.live.ui import open_page, serving
 
     given = {k: v for k, v in locals().items() if k not in ("sources", "config", "ui_token")}
@@ -88,6 +126,9 @@ def watch_cmd(
 
     model, encoder, run_config = load_for_watch(run.path, run.clip, o.get("device"),
                                                 o["precision"], o["backend"])  # fmt: skip
+    if o["backend"] == "torch":
+        warn_if_random_clip(run.clip)
+    run, cfg = _decide(run, cfg, model, run_config, o)
     write_provenance(cfg.out, run.path, encoder)
     mode = preprocessing_for(run.path, run_config, o.get("preprocess"))
     cfg = dataclasses.replace(cfg, read=dataclasses.replace(cfg.read, preprocess=mode))
@@ -101,9 +142,24 @@ def watch_cmd(
         raise typer.Exit(1)
 
 
+def _decide(run, cfg, model, run_config: dict, o: dict):
+    """The threshold ``--threshold-rule`` chooses now, once the model is loaded (a labelled
+    rule scores the store ``--calibrate-on``); the run's own (or ``--threshold``) else."""
+    if o.get("threshold_rule") is None:
+        return run, cfg
+    from anomalyclip.evaluate.evaluation import decision_threshold
+
+    dev = next(model.parameters()).device if hasattr(model, "parameters") else None
+    value = decision_threshold(model, run_config, o["threshold_rule"], o.get("calibrate_on"),
+                               dev).value  # fmt: skip
+    run = dataclasses.replace(run, threshold=value)
+    return run, dataclasses.replace(cfg, events=dataclasses.replace(cfg.events, threshold=value))
+
+
 DEFAULTS = {"out": "watch", "precision": "auto", "hop": 0.5, "realtime": False,
             "save_clips": False, "status_every": 10.0, "rtsp_transport": "tcp", "stall": 5.0,
-            "batch_size": 32, "backend": "torch"}  # fmt: skip
+            "batch_size": 32, "backend": "torch", "min_duration": 0.5, "merge_gap": 1.0,
+            "exit_ratio": 0.8}  # fmt: skip
 
 
 def _plan(config: str | None, sources: list[str], given: dict):
@@ -139,8 +195,16 @@ def _plan(config: str | None, sources: list[str], given: dict):
     clip = o.get("clip")
     if o["backend"] != "torch":  # the export folder stands in for the CLIP
         clip = _image_tower(o["backend"], clip, o["checkpoint"])
-    run = check_run(o["checkpoint"], o.get("threshold"), clip)
-    cfg = dataclasses.replace(cfg, events=EventConfig(run.threshold))
+    decision_rule(o.get("threshold"), o.get("threshold_rule"))  # one of them at most
+    if o.get("calibrate_on"):
+        o["calibrate_on"] = checks.store_location(o["calibrate_on"])
+    # a --threshold-rule decides once the model is loaded (_decide): until then, any value
+    placeholder = 0.5 if o.get("threshold_rule") and o.get("threshold") is None else None
+    given_threshold = o.get("threshold")
+    run = check_run(o["checkpoint"], placeholder if given_threshold is None else given_threshold,
+                    clip)  # fmt: skip
+    events = EventConfig(run.threshold, o["exit_ratio"], o["merge_gap"], o["min_duration"])
+    cfg = dataclasses.replace(cfg, events=events)
     check_out(o["out"])
     cameras = resolve_cameras(site, sources, run, given.get("threshold"))
     return run, cfg, cameras, o

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from anomalyclip.errors import AnomalyError
+
+if TYPE_CHECKING:  # numpy is imported where masks are made: listing videos needs none
+    import numpy as np
 
 Interval = tuple[int, int]
 
@@ -102,6 +104,8 @@ def frame_labels(intervals: Sequence[Interval], frames: np.ndarray) -> np.ndarra
     Works for any sampling (every frame, a stride, an fps) because it looks up frame numbers,
     not row positions.
     """
+    import numpy as np
+
     frames = np.asarray(frames, dtype=np.int64)
     merged = merge_intervals(intervals)
     if not merged:
@@ -113,6 +117,8 @@ def frame_labels(intervals: Sequence[Interval], frames: np.ndarray) -> np.ndarra
 
 def mask_to_intervals(mask: np.ndarray) -> list[Interval]:
     """Runs of True in a per-frame mask, as ``[start, end)`` intervals."""
+    import numpy as np
+
     m = np.asarray(mask, dtype=bool).astype(np.int8)
     edges = np.diff(np.concatenate(([0], m, [0])))  # +1 where a run starts, -1 past its end
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
@@ -121,4 +127,6 @@ def mask_to_intervals(mask: np.ndarray) -> list[Interval]:
 
 def intervals_to_mask(intervals: Sequence[Interval], num_frames: int) -> np.ndarray:
     """Per-frame boolean mask of length ``num_frames``."""
+    import numpy as np
+
     return frame_labels(intervals, np.arange(num_frames))

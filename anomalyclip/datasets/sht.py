@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from anomalyclip.datasets.base import DatasetAdapter, Listed, Truth
 from anomalyclip.datasets.core import DatasetSpec, Interval, mask_to_intervals
@@ -39,6 +38,9 @@ from anomalyclip.datasets.files import (
     video_name,
 )
 from anomalyclip.errors import AnomalyError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SHT = DatasetSpec(
     name="sht",
@@ -74,6 +76,8 @@ MASK_DIR = "test_frame_mask"
 
 def read_frame_mask(path: Path) -> np.ndarray:
     """A per-frame anomaly mask as a boolean vector; pickles and non-0/1 values are refused."""
+    import numpy as np
+
     path = Path(path)
     try:
         mask = np.load(path, allow_pickle=False)

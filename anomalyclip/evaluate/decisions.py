@@ -48,8 +48,8 @@ def run_threshold(
         rule = (config.get("train") or {}).get("threshold_rule") or "far@1"
         if ThresholdRule.parse(rule).kind != "far" or not config.get("calibration"):
             raise AnomalyError(
-                f"the run has no decision threshold (rule {rule}); give --threshold-rule "
-                "fixed@T, or youden / best-f1 with --calibrate-on STORE"
+                f"the run has no decision threshold (rule {rule}); give --threshold P, "
+                "--threshold-rule fixed@T, or youden / best-f1 with --calibrate-on STORE"
             )
     parsed = ThresholdRule.parse(rule)
     data = labelled() if parsed.needs_labels and labelled is not None else None

@@ -263,7 +263,7 @@ def write_outputs(
             )  # fmt: skip
             plots.plot_video(video, out / "videos" / f"{name}.png")
     write_report(out, class_names[normal_id])
-    log.info("evaluation outputs in %s", out)
+    log.debug("evaluation outputs in %s", out)
     return out
 
 
@@ -337,31 +337,48 @@ def evaluate_run(
         )  # fmt: skip
         metrics, results = require_results(found, str(features))
 
-    def labelled() -> tuple[np.ndarray, np.ndarray, str]:
-        where = options.calibrate_on
-        if where is None:
-            raise AnomalyError(
-                f"threshold rule {options.threshold_rule} needs frames with ground truth: "
-                "name a validation store with --calibrate-on"
-            )
-        if str(where) == str(features):
-            log.warning("%s: choosing the threshold on the evaluated split itself", where)
-        with open_store(where) as st:
-            calib = require_results(evaluate_store(model, st, device=options.device), where)[1]
-        normal_id = model.cfg.normal_id
-        p = np.concatenate([r.p_abnormal for r in calib])
-        abnormal = np.concatenate([r.labels for r in calib]) != normal_id
-        return p, abnormal, f"{where} ({len(calib)} videos with ground truth)"
-
     if options.threshold_rule is None and not config.get("threshold"):
         log.warning(
             "the run has no decision threshold: no events or decision metrics (give "
-            "--threshold-rule fixed@T, or youden / best-f1 with --calibrate-on STORE)"
+            "--threshold P, --threshold-rule fixed@T, or youden / best-f1 with --calibrate-on "
+            "STORE)"
         )
         return metrics, results
-    threshold = run_threshold(config, options.threshold_rule, labelled)
+    if options.calibrate_on is not None and str(options.calibrate_on) == str(features):
+        log.warning("%s: choosing the threshold on the evaluated split itself", features)
+    threshold = decision_threshold(
+        model, config, options.threshold_rule, options.calibrate_on, options.device
+    )
     decide(metrics, results, threshold, options.events)
     return metrics, results
+
+
+def decision_threshold(
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    rule: str | None = None,
+    calibrate_on: str | None = None,
+    device: torch.device | str | None = None,
+):
+    """The threshold ``eval``, ``predict`` and ``watch`` decide with: the run's own, or
+    ``rule`` applied now; a labelled rule (youden / best-f1) chooses on the frames of the
+    store ``calibrate_on``, which ``model`` scores."""
+
+    def labelled() -> tuple[np.ndarray, np.ndarray, str]:
+        if calibrate_on is None:
+            raise AnomalyError(
+                f"threshold rule {rule} needs frames with ground truth: name a validation "
+                "store with --calibrate-on"
+            )
+        from anomalyclip.store import open_store
+
+        with open_store(calibrate_on) as st:
+            calib = require_results(evaluate_store(model, st, device=device), calibrate_on)[1]
+        p = np.concatenate([r.p_abnormal for r in calib])
+        abnormal = np.concatenate([r.labels for r in calib]) != model.cfg.normal_id
+        return p, abnormal, f"{calibrate_on} ({len(calib)} videos with ground truth)"
+
+    return run_threshold(config, rule, labelled)
 
 
 def require_results(found, location: str):

@@ -25,7 +25,7 @@ from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import run_threshold
-from anomalyclip.evaluate.evaluation import safe_name, score_fn
+from anomalyclip.evaluate.evaluation import decision_threshold, safe_name, score_fn
 from anomalyclip.evaluate.prediction import Prediction, printable  # noqa: F401 (re-exported)
 from anomalyclip.evaluate.report import write_metrics_json
 from anomalyclip.events import Event, EventConfig
@@ -106,7 +106,8 @@ class PredictConfig:
     call scores: ``sampling``, ``batch_size`` and ``preprocess`` (the frame path; default:
     the one the run's training features were made with,
     :func:`~anomalyclip.runs.load.preprocessing_for`); decisions at ``threshold`` (default: the
-    run's own, chosen without test labels when it was trained) with the other settings of
+    run's own, chosen without test labels when it was trained), or ``threshold_rule`` applied
+    now (youden / best-f1 on the store ``calibrate_on``), with the other settings of
     ``events``. Output: ``render`` also writes an MP4 of each video with its curves.
     ``zone``: only that polygon of each frame is shown to CLIP (:mod:`anomalyclip.extract.zone`).
     """
@@ -117,6 +118,8 @@ class PredictConfig:
     sampling: Sampling = Sampling()
     batch_size: int = 64
     threshold: float | None = None
+    threshold_rule: str | None = None
+    calibrate_on: str | None = None
     events: EventConfig | None = None
     render: bool = False
     zone: Zone | None = None  # only this part of each frame is shown to CLIP
@@ -171,9 +174,18 @@ class Predictor:
         """The run's decision threshold (AnomalyError when it has none)."""
         return run_threshold(self.config).value
 
-    def decisions(self, threshold: float | None, events: EventConfig | None) -> EventConfig:
-        """The event settings with the threshold to decide at (default: the run's)."""
-        threshold = self.threshold if threshold is None else threshold
+    def decisions(
+        self,
+        threshold: float | None,
+        events: EventConfig | None,
+        rule: str | None = None,
+        calibrate_on: str | None = None,
+    ) -> EventConfig:
+        """The event settings with the threshold to decide at: ``threshold``, else ``rule``
+        applied now (a labelled one on the store ``calibrate_on``), else the run's."""
+        if threshold is None:
+            chosen = decision_threshold(self.model, self.config, rule, calibrate_on, self.device)
+            threshold = chosen.value
         return replace(events or EventConfig(threshold), threshold=threshold)
 
     def score(
@@ -222,7 +234,8 @@ class Predictor:
         """Extract and score each video (file or folder of frames) at ``config``'s sampling
         and decisions; returns the predictions (their sources named by ``names``, default
         the paths) and the videos that failed (path -> reason)."""
-        events = self.decisions(config.threshold, config.events)
+        events = self.decisions(config.threshold, config.events, config.threshold_rule,
+                                config.calibrate_on)  # fmt: skip
         names = names or [str(p) for p in paths]
         ids = [f"{i:04d}_{safe_name(p.stem)}" for i, p in enumerate(paths)]
         entries = [VideoEntry(vid, p, "", "predict", []) for vid, p in zip(ids, paths, strict=True)]
@@ -275,7 +288,10 @@ def predict_files(
     for p in paths:
         if not p.exists():
             raise AnomalyError(f"{p}: no such video file or frame folder")
-    predictor.decisions(config.threshold, config.events)  # no threshold: fail before decoding
+    decide = predictor.decisions(
+        config.threshold, config.events, config.threshold_rule, config.calibrate_on
+    )  # no threshold: fail before decoding
+    config = replace(config, threshold=decide.threshold, events=decide)
     stems = dict(zip(map(str, paths), output_names(paths), strict=True))
     predictions, failed = predictor.predict(paths, config)
     out = Path(out_dir)

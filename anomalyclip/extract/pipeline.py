@@ -38,9 +38,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm import tqdm
-
-from anomalyclip import backbone
+from anomalyclip import backbone, locations
+from anomalyclip.checks import is_url
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.batching import Batch, Batcher
@@ -50,6 +49,7 @@ from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.preprocess import preprocessing_attrs
 from anomalyclip.extract.writer import Job, Summary, Writer, relative
 from anomalyclip.inputs import fingerprint_file
+from anomalyclip.progress import bar as progress_bar
 from anomalyclip.store import SCHEMA, open_store, provenance
 from anomalyclip.store.backend import store_format
 
@@ -64,6 +64,15 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def clip_record(described: dict, store_path: str | Path) -> dict:
+    """Where the CLIP was, relative to the store and absolute, with its weight hash: a store
+    moved together with its CLIP, or alone, still names it (:func:`locations.store_clip`)."""
+    entry = locations.record(described["model"], None if is_url(str(store_path)) else store_path)
+    if "absolute" in entry and described.get("weights_sha256"):
+        entry["weights_sha256"] = described["weights_sha256"]
+    return entry
 
 
 def extract(
@@ -100,14 +109,16 @@ def extract(
         if isinstance(model, (str, Path))
         else model
     )
+    described = encoder.describe()
     attrs = provenance(
         dataset=cfg.dataset,
-        backbone=encoder.describe(),
+        backbone=described,
         preprocessing=preprocessing_attrs(cfg.preprocess)
         | ({"zone": cfg.zone.describe()} if cfg.zone is not None else {}),
         sampling=cfg.sampling.describe(),
         dtype=cfg.dtype,
         device=str(encoder.device),
+        inputs={"clip": clip_record(described, store_path)},
     )
     attrs["producer"]["shard"] = f"{rank}/{world}"  # who wrote the root attributes
     attrs["producer"]["precision"] = encoder.precision  # what the image tower computed in
@@ -120,7 +131,9 @@ def extract(
     with open_store(store_path, mode="a") as st:
         existed = st.attrs.get("schema") == SCHEMA
         st.init(attrs)  # writes them, or checks the existing ones agree
-        log.info(
+        # which rank wrote the attributes matters under torchrun; alone it is noise
+        log.log(
+            logging.INFO if world > 1 else logging.DEBUG,
             "rank %d/%d: %s root attributes of %s",
             rank, world, "checked" if existed else "wrote", store_path,
         )  # fmt: skip
@@ -137,7 +150,7 @@ def extract(
                 summary.skipped += 1
             else:
                 jobs.append(Job(entry, size, fp))
-        log.info(
+        log.debug(
             "%d videos: %d to extract, %d already in %s",
             len(entries), len(jobs), summary.skipped, store_path,
         )  # fmt: skip
@@ -148,17 +161,24 @@ def extract(
 
 
 def _run(jobs: list[Job], writer: Writer, encoder: ImageEncoder, cfg: ExtractConfig) -> None:
-    """Decoders -> Batcher -> encoder -> Writer over the videos to do."""
+    """Decoders -> Batcher -> encoder -> Writer over the videos to do. The bar counts videos
+    finished (stored or failed) of the total, with the frames embedded and their rate."""
     batcher = Batcher(cfg.batch_size)
-    bar = tqdm(total=None, unit="frame", desc="extract", disable=not cfg.progress,
-               dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=len(jobs), unit="video", desc="extract", enabled=cfg.progress)
+    frames, failed_before = 0, len(writer.summary.failed)
+
+    def finished() -> int:  # videos of this run stored or failed so far
+        return writer.published + len(writer.summary.failed) - failed_before
 
     def encode(batch: Batch) -> None:
+        nonlocal frames
         rows = encoder(batch.pixels).numpy()  # (n, D)
-        bar.update(len(rows))
         for video, part in batch.split(rows):
             writer.rows(video, part)
-        bar.set_postfix_str(f"{writer.published}/{len(jobs)} videos", refresh=False)
+        frames += len(rows)
+        rate = frames / max(bar.format_dict["elapsed"], 1e-9)
+        bar.set_postfix_str(f"{frames:,} frames, {rate:.1f} frames/s", refresh=False)
+        bar.update(finished() - bar.n)
 
     pin = encoder.device.type == "cuda"
     try:
@@ -176,6 +196,7 @@ def _run(jobs: list[Job], writer: Writer, encoder: ImageEncoder, cfg: ExtractCon
                 else:  # Failed
                     batcher.drop(item.video)
                     writer.fail(item.video, item.reason)
+                bar.update(finished() - bar.n)
             for last in batcher.flush_all():  # videos whose decoder sent no Done
                 encode(last)
     finally:

@@ -515,7 +515,7 @@ def import_checkpoint(
     optimizer = make_optimizer(model, tcfg)
     # Lightning's "epoch" is the last epoch's 0-based index; a run counts epochs completed
     run = save_run(out, model, config, ck.epoch + 1, optimizer, with_text_tower=True)
-    log.info("imported %s (%s, epoch %d) into %s", ckpt, spec.name, ck.epoch, run)
+    log.debug("imported %s (%s, epoch %d) into %s", ckpt, spec.name, ck.epoch, run)
     return run
 
 

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from tqdm import tqdm
 
 from anomalyclip.datasets import DatasetAdapter, Interval, get_adapter, read_authors_list
 from anomalyclip.datasets.core import SPLITS
 from anomalyclip.datasets.files import MissingLists, find_path, strip_video_extension
 from anomalyclip.datasets.ucf import read_ucf_temporal_annotations
 from anomalyclip.errors import AnomalyError
+from anomalyclip.progress import bar
 from anomalyclip.store import DEFAULT_DIM, VideoRecord, open_store, provenance
 from anomalyclip.store.npy import NpyIndex, features_of, read_sources
 
@@ -281,7 +281,7 @@ def import_npy(
             work.append((video, files))
         summary.unlisted = sorted(set(index.groups) - used)
 
-        for video, files in tqdm(work, desc="import-npy", unit="video", disable=not progress):
+        for video, files in bar(work, desc="import-npy", unit="video", enabled=progress):
             source = next(iter(files.files.values()))
             rel_source = source.relative_to(npy_dir).as_posix()
             try:

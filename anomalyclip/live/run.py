@@ -126,7 +126,7 @@ def load_for_watch(
         export = run_export(checkpoint, backend, clip)
         return export.scorer(), export.image_encoder(), read_run_config(checkpoint)
     dev = default_device(device)
-    model, config = load_model(checkpoint)
+    model, config = load_model(checkpoint, clip)  # a moved run: --clip gives the text tower too
     model.to(dev)
     checks.precision(precision)
     tower = clip or run_clip(checkpoint, config)

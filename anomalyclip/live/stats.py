@@ -100,8 +100,8 @@ def status_line(label: str, st: SourceStats, last: tuple[float, int, int], now: 
     lag = st.recent_lag
     return (
         f"status {label}: {st.state}, in {(st.sampled - sampled) / dt:.1f} fps, "
-        f"scored {(st.scored - scored) / dt:.1f} fps, lag p50 {lag.percentile(50):.2f} "
-        f"s p99 {lag.percentile(99):.2f} s, dropped {st.dropped}, gaps {st.gaps}, "
+        f"scored {(st.scored - scored) / dt:.1f} fps, lag p50 {lag_text(lag, 50)} "
+        f"p99 {lag_text(lag, 99)}, dropped {st.dropped}, gaps {st.gaps}, "
         f"corrupt {st.corrupt}"
     )
 
@@ -112,8 +112,14 @@ def summary_line(label: str, st: SourceStats) -> str:
         f"summary {label}: decoded {st.decoded}, sampled {st.sampled}, scored {st.scored}, "
         f"dropped {st.dropped}, corrupt {st.corrupt}, gaps {st.gaps}, reconnects "
         f"{st.reconnects}, resolution changes {st.resolution_changes}, lag p50 "
-        f"{st.lag.percentile(50):.2f} s p99 {st.lag.percentile(99):.2f} s"
+        f"{lag_text(st.lag, 50)} p99 {lag_text(st.lag, 99)}"
     )
+
+
+def lag_text(histogram: LagHistogram, q: float) -> str:
+    """``0.42 s``, or ``-`` while no row has been scored (no lag to tell)."""
+    value = histogram.percentile(q)
+    return "-" if np.isnan(value) else f"{value:.2f} s"
 
 
 def resident_bytes() -> int:

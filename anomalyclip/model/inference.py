@@ -22,9 +22,9 @@ import logging
 from collections.abc import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def score_videos(
     p_all = probs_all = None  # (sum T,), (sum T, C): allocated at the first batch's dtype
     with torch.inference_mode():
         starts = range(0, total, batch_size)
-        for b0 in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
+        for b0 in bar(starts, desc="scoring", unit="batch", enabled=progress):
             rows = {k: v[b0 : b0 + batch_size] for k, v in table.items()}
             pos = _positions(rows["j"], rows["S"], N, L)  # (B, N, L) padded positions
             frame = pos % rows["T"].view(-1, 1, 1)  # the real frame each slot holds

@@ -16,7 +16,7 @@ from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP, ModelConfig
 from anomalyclip.runs.checkpoint import load_model_state, load_run
-from anomalyclip.store.meta import preprocessing_mode
+from anomalyclip.store.meta import StoreMeta, preprocessing_mode
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +43,19 @@ def run_inputs(
     features: str | Path | None,
     clip: str | Path,
     run_dir: str | Path,
-    backbone: dict | None,
+    meta: StoreMeta | None,
     preprocessing: dict | None = None,
 ) -> dict[str, Any]:
     """``config.json``'s record of the run's CLIP and store, so the run folder can move, and
     of how the frames of its features were made (``preprocessing``, the store's record).
 
-    ``backbone`` is the store's record of the CLIP its features came from: its weight hash
-    is reused when the run's CLIP is that one; another local CLIP is hashed here.
+    ``meta`` is the store's record of the CLIP its features came from: its weight hash is
+    reused when the run's CLIP is that one; another local CLIP is hashed here.
     """
     entry = locations.record(clip, run_dir)
     if "absolute" in entry:
-        same = backbone and str(backbone.get("model")) == str(clip)
-        digest = backbone.get("weights_sha256") if same else describe(clip).get("weights_sha256")
+        digest = _known_digest(entry["absolute"], clip, meta)
+        digest = digest or describe(clip).get("weights_sha256")
         if digest:
             entry["weights_sha256"] = digest
     inputs = {"clip": entry}
@@ -100,6 +100,17 @@ def preprocessing_for(run_dir: str | Path, config: dict[str, Any], asked: str | 
     return "native"
 
 
+def _known_digest(absolute: str, clip: str | Path, meta: StoreMeta | None) -> str | None:
+    """The weight hash the store recorded for ``clip``, if the store's CLIP is that folder."""
+    if meta is None:
+        return None
+    stored = meta.inputs.get("clip") or {}
+    if stored.get("absolute") == absolute and stored.get("weights_sha256"):
+        return stored["weights_sha256"]
+    backbone = meta.backbone or {}
+    return backbone.get("weights_sha256") if str(backbone.get("model")) == str(clip) else None
+
+
 def run_clip(run_dir: str | Path, config: dict[str, Any]) -> str:
     """The CLIP a run was built on (its recorded local folder, or its hub id)."""
     return locations.recorded(run_dir, config, "clip")
@@ -129,8 +140,9 @@ def load_model(
 
 
 def default_device(requested: str | None = None) -> torch.device:
-    """The device asked for (checked to exist here), or CUDA when there is one, else the CPU."""
-    if not requested:
+    """The device asked for (checked to exist here), or (None or ``auto``) CUDA when there is
+    one, else the CPU."""
+    if not requested or requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device_name(requested))
     if device.type == "cuda":

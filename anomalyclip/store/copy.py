@@ -13,9 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from anomalyclip.errors import AnomalyError
+from anomalyclip.progress import bar
 from anomalyclip.store import integrity
 from anomalyclip.store.backend import (
     bounded_retries,
@@ -43,7 +42,7 @@ def _copy_videos(
     is recorded in ``damaged`` (id -> why) and skipped, or without it raises
     :class:`DamagedVideo`. Returns the ids copied."""
     copied = []
-    for vid in tqdm(video_ids, desc=desc, unit="video", leave=False):
+    for vid in bar(video_ids, desc=desc, unit="video", leave=False):
         key = src.key_for(vid)
         parts, problem = integrity.read_video(src, key)
         if problem and damaged is None:
@@ -96,7 +95,7 @@ def export_store(
         os.replace(tmp, dst)
         if old is not None:
             _remove(old, None)
-    log.info("exported %d videos to %s", count, dst)
+    log.debug("exported %d videos to %s", count, dst)
     return count
 
 

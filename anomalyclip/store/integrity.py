@@ -179,13 +179,13 @@ def verify(store: FeatureStore, progress: bool = False) -> dict[str, str]:
     frame numbers and times), its record (label of the store's dataset, split,
     intervals, width and dtype) and the root attributes (under the key ``/``) are checked.
     """
-    from tqdm import tqdm
+    from anomalyclip.progress import bar
 
     problems = {}
     root = root_problem(store.attrs)
     if root:
         problems["/"] = root
-    for key in tqdm(store.keys(), desc="verify", unit="video", disable=not progress):
+    for key in bar(store.keys(), desc="verify", unit="video", enabled=progress):
         reason = check_video(store, key)
         if reason:
             problems[store.id_of(key)] = reason

@@ -2,7 +2,8 @@
 
 On disk they stay one JSON-able mapping on the store's root (docs/store.md):
 ``schema``, ``schema_version``, ``dataset``, ``backbone`` (``model``, ``dim``, weight hash),
-``preprocessing``, ``sampling`` (``mode``, ``value``), ``dtype`` and ``producer``.
+``preprocessing``, ``sampling`` (``mode``, ``value``), ``dtype``, ``producer``, and ``inputs``
+(where the CLIP was: :func:`anomalyclip.locations.store_clip`).
 :class:`StoreMeta` is the one place that reads them into fields and writes them back.
 """
 
@@ -49,6 +50,9 @@ class StoreMeta:
     schema: str = ""
     schema_version: int = 0
     producer: dict = field(default_factory=dict)
+    # where the CLIP was, so a moved store still finds it: {"clip": {"given", "absolute",
+    # "relative" (to the store), "weights_sha256"}} (anomalyclip.locations.record)
+    inputs: dict = field(default_factory=dict)
 
     @property
     def dim(self) -> int | None:
@@ -81,9 +85,11 @@ class StoreMeta:
             schema=text("schema", ""),
             schema_version=version if isinstance(version, int) else 0,
             producer=_table(attrs.get("producer")) or {},
+            inputs=_table(attrs.get("inputs")) or {},
         )
 
     def to_attrs(self) -> dict:
+        where = {"inputs": self.inputs} if self.inputs else {}  # stores before it had none
         return {
             "schema": self.schema,
             "schema_version": self.schema_version,
@@ -93,7 +99,7 @@ class StoreMeta:
             "sampling": self.sampling,
             "dtype": self.dtype,
             "producer": self.producer,
-        }
+        } | where
 
 
 def provenance(
@@ -104,6 +110,7 @@ def provenance(
     sampling: dict,
     dtype: str = "float16",
     device: str = "cpu",
+    inputs: dict | None = None,
 ) -> dict:
     """Root attributes of a new store: every fact needed to decide whether two stores mix."""
     import torch
@@ -121,7 +128,7 @@ def provenance(
         "device": device,
     }
     meta = StoreMeta(dataset, backbone, preprocessing, sampling, dtype, SCHEMA, SCHEMA_VERSION,
-                     producer)  # fmt: skip
+                     producer, inputs or {})  # fmt: skip
     return meta.to_attrs()
 
 

@@ -19,6 +19,9 @@ from anomalyclip.store import FeatureStore, VideoRecord
 from anomalyclip.thresholds import normal_quantiles
 
 SOURCE = "held-out normal training videos"
+# when no normal video could be held out (too few, or a share of 0): the threshold comes from
+# the videos trained on, which the model scores lower than new normal video
+SEEN_SOURCE = "normal training videos, trained on (none could be held out)"
 
 
 def split_held_out(

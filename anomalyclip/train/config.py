@@ -2,7 +2,8 @@
 
 Resolution order, last wins: the dataset's preset, a TOML file (``--config``), command-line
 flags. The resolved configuration is written into every checkpoint, so a run is reproducible
-from its own directory.
+from its own directory. Nothing here imports torch or numpy: the command line checks a TOML
+file and prints a configuration (``anomaly train --print-config``) at once.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 from anomalyclip.errors import AnomalyError
 from anomalyclip.kernels import CONV_ALGORITHMS
 from anomalyclip.model.config import ModelConfig
-from anomalyclip.thresholds import ThresholdRule
-from anomalyclip.train.data import SAMPLERS
+
+# the training frame samplers (anomalyclip.train.data.SAMPLERS holds their code)
+SAMPLER_NAMES = ("published", "uniform")
 
 
 @dataclass
@@ -57,11 +59,13 @@ class TrainConfig:
     # bookkeeping
     eval_every: int = 1  # epochs between evaluations on the test split (0: never)
     workers: int = 2  # threads reading the store ahead of the step
-    device: str = "cpu"
+    device: str = "auto"  # cuda when there is one, else cpu; or cpu, cuda, cuda:N, mps
     # how the temporal model computes its convolutions (same result): anomalyclip.model.temporal
     conv: str = "auto"
 
     def __post_init__(self) -> None:
+        from anomalyclip.thresholds import ThresholdRule  # numpy: only once a config is made
+
         ThresholdRule.parse(self.threshold_rule)
         if not 0.0 <= self.calibration_share < 1.0:
             raise AnomalyError(
@@ -72,9 +76,9 @@ class TrainConfig:
             raise AnomalyError(
                 f"unknown conv algorithm {self.conv!r}; choose one of {', '.join(CONV_ALGORITHMS)}"
             )
-        if self.sampler not in SAMPLERS:
+        if self.sampler not in SAMPLER_NAMES:
             raise AnomalyError(
-                f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
+                f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,8 +88,9 @@ class TrainConfig:
         return flat | {f.name: asdict(self)[f.name] for f in fields(self) if f.name != "model"}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """From the flat spelling (any subset of the options; the others keep defaults)."""
+    def checked(cls, d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(model options, training options) of the flat spelling ``d``, every name known and
+        every value of its option's type (:func:`checked_value`)."""
         model_keys = set(ModelConfig.hyper_parameters())
         own = {f.name for f in fields(cls)} - {"model"}
         unknown = sorted(set(d) - own - model_keys)
@@ -93,12 +98,28 @@ class TrainConfig:
             raise AnomalyError(f"unknown training option(s): {', '.join(unknown)}")
         model_hints, hints = typing.get_type_hints(ModelConfig), typing.get_type_hints(cls)
         shape = {k: checked_value(k, v, model_hints[k]) for k, v in d.items() if k in model_keys}
+        rest = {k: checked_value(k, v, hints[k]) for k, v in d.items() if k in own}
+        return shape, rest
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """From the flat spelling (any subset of the options; the others keep defaults)."""
+        shape, rest = cls.checked(d)
         try:
             model = ModelConfig(**shape)
         except ValueError as exc:
             raise AnomalyError(f"model shape: {exc}") from None
-        rest = {k: checked_value(k, v, hints[k]) for k, v in d.items() if k in own}
         return cls(model=model, **rest)
+
+    def to_toml(self) -> str:
+        """The flat spelling as TOML (``[train]``, then its tables): what ``--config`` reads
+        back into this very configuration (JSON's spelling of these values is TOML's)."""
+        flat = self.to_dict()
+        tables = {k: v for k, v in flat.items() if isinstance(v, dict)}
+        lines = ["[train]", *(f"{k} = {_shown(v)}" for k, v in flat.items() if k not in tables)]
+        for name, table in tables.items():
+            lines += ["", f"[train.{name}]", *(f"{k} = {_shown(v)}" for k, v in table.items())]
+        return "\n".join(lines) + "\n"
 
     def updated(self, **overrides: Any) -> TrainConfig:
         """A copy with the non-None overrides applied (flat names, as :meth:`from_dict`)."""
@@ -190,7 +211,44 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.01,
         "concat_similarity": True,
     },
+    # your own videos (csv:FILE; stores record them as custom:CLASSES): tens of videos, not
+    # thousands. The paper's 32 x 16 frames per video (real footage runs for minutes), the
+    # small temporal model and optimiser of the demo, a batch that 4 abnormal and 4 normal
+    # training videos fill (64 would need 32 of each), a test evaluation every 10 epochs
+    "custom": {
+        "emb_dim": 64,
+        "depth": 1,
+        "heads": 4,
+        "lr": 2e-4,
+        "epochs": 60,
+        "warmup_epochs": 2,
+        "eval_every": 10,
+        "batch_size": 8,
+        "weight_decay": 0.01,
+        "concat_similarity": True,
+    },
 }
+CUSTOM_FAMILY = "custom"  # the prefix of the recorded names of csv: datasets
+
+
+def preset_name(dataset: str) -> str | None:
+    """The preset a dataset trains with: its own, ``custom`` for a dataset of your own
+    videos (``custom:Fight,Normal``), None for a dataset without one (the defaults)."""
+    if dataset in PRESETS:
+        return dataset
+    family = dataset.partition(":")[0]
+    return CUSTOM_FAMILY if family in (CUSTOM_FAMILY, "csv") else None
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """Option ``name`` (flat spelling) in every preset, without building a configuration
+    (for the command line's help, which must not import numpy)."""
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for cls in (TrainConfig, ModelConfig)
+        for f in fields(cls)
+    }
+    return {preset: values.get(name, defaults[name]) for preset, values in PRESETS.items()}
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -207,15 +265,28 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise AnomalyError(f"{path}: invalid TOML ({exc})") from exc
 
 
+def read_toml_options(path: str | Path) -> dict[str, Any]:
+    """The training options of a TOML file (top level or ``[train]``), every name and value
+    type checked; needs no dataset, so ``anomaly train`` refuses a typo before any work."""
+    table = load_toml(path)
+    table = table.get("train", table)
+    try:
+        TrainConfig.checked(table)
+    except AnomalyError as exc:
+        raise AnomalyError(f"{path}: {exc}") from exc
+    return table
+
+
 def resolve_config(
     dataset: str, toml_path: str | Path | None = None, **overrides: Any
 ) -> TrainConfig:
-    """Preset of ``dataset`` <- TOML file <- explicit overrides (None means "not given")."""
-    cfg = TrainConfig.from_dict(PRESETS.get(dataset, {}))
+    """Preset of ``dataset`` (:func:`preset_name`) <- TOML file <- explicit overrides (None
+    means "not given")."""
+    cfg = TrainConfig.from_dict(PRESETS.get(preset_name(dataset) or "", {}))
     if toml_path is not None:
-        table = load_toml(toml_path)
+        table = read_toml_options(toml_path)
         try:
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), **table.get("train", table)})
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), **table})
         except AnomalyError as exc:
             raise AnomalyError(f"{toml_path}: {exc}") from exc
     return cfg.updated(**overrides)

@@ -35,6 +35,7 @@ class Dist:
 def setup(requested_device: str | None = None) -> Dist:
     """Join the ``torchrun`` process group (gloo on CPU, nccl on GPUs) if there is one."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    requested_device = None if requested_device == "auto" else requested_device
     cuda = torch.cuda.is_available() and (requested_device or "cuda").startswith("cuda")
     if world <= 1:
         device = torch.device(requested_device or ("cuda" if cuda else "cpu"))

@@ -12,18 +12,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from anomalyclip import locations
 from anomalyclip.datasets import get_dataset
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.loss import segment_keep_mask
+from anomalyclip.progress import bar as progress_bar
 from anomalyclip.runs import build_network, load_model_state, load_run, run_inputs, save_run
 from anomalyclip.store import DEFAULT_DIM, FeatureStore, VideoRecord, open_store
 from anomalyclip.thresholds import ThresholdRule, choose_threshold
 from anomalyclip.train import distributed
-from anomalyclip.train.calibration import calibrate, split_held_out
+from anomalyclip.train.calibration import SEEN_SOURCE, calibrate, split_held_out
 from anomalyclip.train.config import TrainConfig
 from anomalyclip.train.data import (
     SegmentSampler,
@@ -128,11 +129,11 @@ def _train(
             f"{exc} (after holding out {len(held_out)} normal videos to calibrate the "
             "threshold; --calibration-share 0 keeps them)"
         ) from None
+    if not held_out and d.is_main:
+        _warn_no_held_out(len(data.normal), cfg)
     meta = store.meta
     dim = meta.dim or DEFAULT_DIM
-    clip = clip or meta.model
-    if not clip:
-        raise AnomalyError(f"{features}: the store names no backbone; pass --clip")
+    clip = clip or locations.store_clip(features, meta.to_attrs())
     positions = local_positions(cfg.batch_size, d.rank, d.world) if d.enabled else None
 
     _seed_everything(cfg.seed)
@@ -190,7 +191,7 @@ def _train(
             "backbone": meta.backbone,
             "sampling": meta.sampling,  # what live scoring samples at
         },
-        "inputs": run_inputs(features, clip, out, meta.backbone, meta.preprocessing or {}),
+        "inputs": run_inputs(features, clip, out, meta, meta.preprocessing or {}),
         "provenance": provenance(),
     }
     has_test = evaluate is not None and bool(store.records(split="test"))
@@ -205,7 +206,7 @@ def _train(
             store, data, plan, sampler, cfg.seed, epoch, cfg.workers, positions=positions,
         )  # fmt: skip
         desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        bar = tqdm(batches, total=len(plan), desc=desc, disable=not progress)
+        bar = progress_bar(batches, total=len(plan), desc=desc, unit="step", enabled=progress)
         t0, sums = time.perf_counter(), {}
         for batch in bar:
             # one global dropout mask, each process taking its videos' rows
@@ -249,7 +250,9 @@ def _train(
                 )
         history.append(epoch_log)
         if d.is_main and epoch + 1 == end_epoch:  # the weights this run ends with
-            decision = decision_record(model, store, held_out, cfg, device)
+            decision = decision_record(model, store, held_out or data.normal, cfg, device)
+            if not held_out and decision["calibration"]:
+                decision["calibration"]["source"] = SEEN_SOURCE
         if d.is_main:
             config = {**run_config, "metrics": metrics, "history": history, "world_size": d.world}
             if epoch + 1 == end_epoch:
@@ -261,6 +264,25 @@ def _train(
     return {**result, **decision} if d.is_main and end_epoch > start_epoch else result
 
 
+def _warn_no_held_out(normal: int, cfg: TrainConfig) -> None:
+    """Say once, before training, that the threshold will come from videos trained on."""
+    if ThresholdRule.parse(cfg.threshold_rule).kind != "far":
+        return  # fixed@T needs no calibration; youden / best-f1 choose on labelled frames
+    why = (
+        "--calibration-share 0 holds out no normal video"
+        if cfg.calibration_share == 0
+        else f"only {normal} normal training video{'s' if normal != 1 else ''}: none can be "
+        "held out"
+    )
+    log.warning(
+        "%s, so the %s threshold is set on the normal training videos, which the model has "
+        "seen (new normal video will alarm more often than it says); add normal training "
+        "videos for an unbiased threshold",
+        why,
+        cfg.threshold_rule,
+    )
+
+
 def decision_record(
     model: AnomalyCLIP,
     store: FeatureStore,
@@ -269,8 +291,9 @@ def decision_record(
     device: torch.device,
 ) -> dict[str, Any]:
     """What the run keeps to make decisions: the p(A) quantiles of the held-out normal
-    videos and the threshold that ``cfg.threshold_rule`` picks from them (labelled rules are
-    applied later, by ``eval`` / ``predict`` with a validation store)."""
+    videos (the trained normal videos when none could be held out) and the threshold that
+    ``cfg.threshold_rule`` picks from them (labelled rules are applied later, by ``eval`` /
+    ``predict`` with a validation store)."""
     record: dict[str, Any] = {"calibration": None, "threshold": None}
     if held_out:
         record["calibration"] = calibrate(model, store, held_out, device)
@@ -278,5 +301,5 @@ def decision_record(
     if rule.kind == "fixed" or (rule.kind == "far" and record["calibration"]):
         record["threshold"] = choose_threshold(rule, record["calibration"]).to_dict()
     elif rule.kind == "far":
-        log.warning("no held-out normal videos (--calibration-share 0): no %s threshold", rule)
+        log.warning("no normal training video to set the %s threshold on", rule)
     return record
