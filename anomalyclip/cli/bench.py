@@ -59,9 +59,11 @@ def bench_extract_cmd(
 
 @bench_app.command("preprocess")
 def bench_preprocess_cmd(
-    videos: list[str] = typer.Argument(..., help="Video files."),
-    model: str = typer.Option(None, "--model", help="CLIP (default: random ViT-B/16 size)."),
-    stride: int = typer.Option(10, "--stride", help="Every K-th frame."),
+    videos: list[str] = typer.Argument(..., metavar="VIDEO...", help="Video files."),
+    model: str = typer.Option(
+        None, "--clip", "--model", metavar="CLIP", help="CLIP (default: random ViT-B/16 size)."
+    ),
+    stride: int = typer.Option(10, "--stride", metavar="K", help="Every K-th frame."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """How far the frame paths' features lie apart (native, resize only, the authors' JPEG
@@ -177,10 +179,14 @@ def bench_demo_cmd(
 
 @bench_app.command("calibrate")
 def bench_calibrate_cmd(
-    demo: str = typer.Argument(..., help="An 'anomaly demo' folder (its run and videos)."),
-    cameras: int = typer.Option(3, "--cameras", help="New backgrounds to measure on."),
-    seed: int = typer.Option(0, "--seed"),
-    precision: str = typer.Option("fp32", "--precision", help="CLIP: fp32, bf16, auto."),
+    demo: str = typer.Argument(
+        ..., metavar="DEMO", help="An 'anomaly demo' folder (its run and videos)."
+    ),
+    cameras: int = typer.Option(3, "--cameras", metavar="N", help="New backgrounds to measure on."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed of the generated cameras."),
+    precision: str = typer.Option(
+        "fp32", "--precision", metavar="PRECISION", help="CLIP: fp32, bf16, auto."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """False alarms per hour and planted events found on cameras the run never saw, at the

@@ -6,26 +6,38 @@ import typer
 
 from anomalyclip import checks
 from anomalyclip.cli.app import app
+from anomalyclip.cli.options import clip_option, device_option, precision_option
 from anomalyclip.errors import AnomalyError
 
 
 @app.command("calibrate")
 def calibrate_cmd(
-    run: str = typer.Argument(..., help="Run directory (the threshold is kept in it)."),
+    run: str = typer.Argument(..., metavar="RUN", help="Run folder (the threshold is kept in it)."),
     videos: list[str] = typer.Argument(
         ...,
+        metavar="VIDEO...",
         help="The camera's normal footage: videos, folders, globs, lists of them, or "
         "stream URLs (with --seconds).",
     ),  # fmt: skip
-    camera: str = typer.Option(..., "--camera", help="The camera's name (as watch names it)."),
-    seconds: float = typer.Option(None, "--seconds", help="Seconds of each stream to record."),
-    rule: str = typer.Option(
-        None, "--rule", help="far@X or fixed@T (default: the run's rule, else far@1)."
+    camera: str = typer.Option(
+        ..., "--camera", metavar="NAME", help="The camera's name (as watch names it)."
     ),
-    config: str = typer.Option(None, "--config", help="A site file: the camera's zone."),
-    clip: str = typer.Option(None, "--clip", help="Image tower (default: the run's CLIP)."),
-    device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
-    precision: str = typer.Option("auto", "--precision", help="CLIP: auto, fp32, bf16, fp16."),
+    seconds: float = typer.Option(
+        None, "--seconds", metavar="SECONDS", help="Time of each stream to record."
+    ),
+    rule: str = typer.Option(
+        None,
+        "--threshold-rule",
+        "--rule",
+        metavar="RULE",
+        help="far@X or fixed@T (default: the run's rule, else far@1).",
+    ),  # fmt: skip
+    config: str = typer.Option(
+        None, "--config", metavar="FILE", help="A site file: the camera's zone."
+    ),
+    clip: str = clip_option("CLIP: image and text towers (default: the run's)."),
+    device: str = device_option(),
+    precision: str = precision_option(),
 ) -> None:
     """Score footage the site says is normal as predict does (the camera's zone included) and
     set the camera's threshold by the run's rule; kept in RUN/cameras.json, where watch finds

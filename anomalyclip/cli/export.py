@@ -13,19 +13,24 @@ from anomalyclip.errors import AnomalyError
 
 @app.command("export")
 def export_cmd(
-    run: str = typer.Argument(..., help="Run directory."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx (ONNX Runtime) or openvino (IR)."),
+    run: str = typer.Argument(..., metavar="RUN", help="Run folder."),
+    fmt: str = typer.Option(
+        "onnx", "--format", metavar="FORMAT", help="onnx (ONNX Runtime) or openvino (IR)."
+    ),
     int8: bool = typer.Option(False, "--int8", help="Quantise the image tower to int8."),
     calibrate_on: list[str] = typer.Option(
         None,
         "--calibrate-on",
+        metavar="VIDEOS_OR_STORE",
         help="int8 calibration frames: videos (files, folders, globs, lists), or the run's "
         "store with --videos (default: demo-world frames, for demo runs).",
     ),
     videos: str = typer.Option(
-        None, "--videos", help="The folder a --calibrate-on store's videos are in."
+        None, "--videos", metavar="DIR", help="The folder a --calibrate-on store's videos are in."
     ),
-    out: str = typer.Option(None, "--out", "-o", help="Folder (default RUN/export/FORMAT)."),
+    out: str = typer.Option(
+        None, "--out", "-o", metavar="DIR", help="Folder (default RUN/export/FORMAT)."
+    ),
 ) -> None:
     """Export the run's image tower (frames -> features) and scorer (a window of features ->
     p(A) and classes) as ONNX or OpenVINO graphs, with a manifest, for predict/watch/features
@@ -53,17 +58,28 @@ def export_cmd(
 
 @bench_app.command("export")
 def bench_export_cmd(
-    frames: int = typer.Option(16, "--frames", help="Frames per timed image-tower call."),
-    repeats: int = typer.Option(3, "--repeats", help="Interleaved rounds (the best is kept)."),
-    seconds: float = typer.Option(20.0, "--seconds", help="Length of each watch trial."),
+    frames: int = typer.Option(
+        16, "--frames", metavar="N", help="Frames per timed image-tower call."
+    ),
+    repeats: int = typer.Option(
+        3, "--repeats", metavar="N", help="Interleaved rounds (the best is kept)."
+    ),
+    seconds: float = typer.Option(
+        20.0, "--seconds", metavar="SECONDS", help="Length of each watch trial."
+    ),
     watch: bool = typer.Option(True, "--watch/--no-watch", help="Also the real-time rates."),
     accuracy: bool = typer.Option(
         False, "--accuracy", help="Also the demo's AUC and events through each exported tower."
     ),
     demo: str = typer.Option(
-        None, "--demo", help="An `anomaly demo` folder for --accuracy (default: a new one)."
+        None,
+        "--demo",
+        metavar="DIR",
+        help="An 'anomaly demo' folder for --accuracy (default: new).",
     ),
-    readme: str = typer.Option(None, "--readme", help="Write the table into this README."),
+    readme: str = typer.Option(
+        None, "--readme", metavar="FILE", help="Write the table into this README."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Image tower frames/s per backend (torch fp32/bf16, ONNX Runtime, OpenVINO fp32/int8) as

@@ -10,7 +10,9 @@ from anomalyclip.cli.app import app
 
 @app.command("report")
 def report_cmd(
-    eval_dir: str = typer.Argument(..., help="An `anomaly eval` output folder."),
+    eval_dir: str = typer.Argument(
+        ..., metavar="EVAL_DIR", help="An 'anomaly eval' output folder."
+    ),
 ) -> None:
     """Rebuild EVAL_DIR/report.html from the folder's metrics.json, per-video CSVs and
     events.json: one page that opens offline from disk (a video's MP4 beside its CSV, as

@@ -238,11 +238,20 @@ def store_compare(
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output, every video."),
     max_distance: float = typer.Option(
-        None, "--max-distance", help="Exit 1 when the content distance (%) is above this."
+        None,
+        "--max-distance",
+        metavar="PERCENT",
+        help="Exit 1 when the content distance (%) is above this.",
     ),
-    max_offset: int = typer.Option(5, "--max-offset", help="Frames either way to align by."),
-    ncrops: int = typer.Option(1, "--ncrops", help="B's crops per video, as import-npy reads."),
-    crop: str = typer.Option("0", "--crop", help="B's crop to compare (0-based), or 'mean'."),
+    max_offset: int = typer.Option(
+        5, "--max-offset", metavar="N", help="Frames either way to align by."
+    ),
+    ncrops: int = typer.Option(
+        1, "--ncrops", metavar="N", help="B's crops per video, as import-npy reads."
+    ),
+    crop: str = typer.Option(
+        "0", "--crop", metavar="K", help="B's crop to compare (0-based), or 'mean'."
+    ),
 ) -> None:
     """Per video: rows, best frame offset, cosine and content distance; a one-line verdict
     (same pipeline, or the most likely cause: JPEG step, resize, offset, sampling, backbone)."""
