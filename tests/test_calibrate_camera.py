@@ -137,7 +137,10 @@ def test_a_stream_is_recorded_for_its_seconds(run_dir, footage, tmp_path):
 
 CALIBRATE_MISTAKES = [
     (["--threshold-rule", "youden"], "--threshold-rule youden: needs frames labelled abnormal"),
-    (["--threshold-rule", "far@0"], "threshold rule 'far@0': the false-alarm rate is a % in (0, 100)"),
+    (
+        ["--threshold-rule", "far@0"],
+        "threshold rule 'far@0': the false-alarm rate is a % in (0, 100)",
+    ),
     (["--camera", "front door"], "--camera 'front door': use 1 to 80 letters"),
     (["http://127.0.0.1:9/cam"], "a stream is calibrated on a recording: give --seconds N"),
     (["--precision", "fp64"], "--precision fp64: expected auto, fp32, bf16 or fp16"),
