@@ -139,7 +139,7 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False, what: str = "run fold
     started together exactly one gets each folder (an empty folder is not enough: both would
     see it empty). The claim also shows the folder takes files, so a read-only place fails
     now, not after an epoch. The first checkpoint removes it; a process that exits without
-    writing one gives the folder back (see :func:`_release_at_exit`).
+    writing one gives the folder back (see :func:`give_back`).
     """
     base = Path(out)
     if not base.name:
@@ -169,7 +169,7 @@ def claim_run_dir(out: str | Path, exist_ok: bool = False, what: str = "run fold
         except OSError as exc:
             why = exc.strerror
             raise AnomalyError(f"{folder}: cannot write in the {what} ({why})") from exc
-        atexit.register(_release_at_exit, folder, created)
+        atexit.register(give_back, folder, created)
         return folder
 
 
@@ -190,9 +190,10 @@ def drop_claim(folder: str | Path) -> None:
     (Path(folder) / CLAIM).unlink(missing_ok=True)
 
 
-def _release_at_exit(folder: Path, created: bool) -> None:
-    """At exit, give back a claimed folder no run was written into (the claim removed, and
-    the folder too if this process made it); a folder holding a run keeps it."""
+def give_back(folder: Path, created: bool) -> None:
+    """Give back a claimed folder nothing was written into, at exit or when a command fails:
+    the claim removed, and the folder too if this process made it; a folder holding a run
+    (or outputs) keeps it."""
     try:
         if _holds_more_than_a_claim(folder):
             return

@@ -74,7 +74,6 @@ BAD_OPTIONS = [
     (["--batch-size", "0"], "--batch-size 0: at least 1 frame"),
     (["--stall", "nan"], "--stall nan: a positive, finite number of seconds"),
     (["--status-every", "-1"], "--status-every -1.0: a number of seconds >= 0"),
-    (["--threshold", "nan"], "--threshold nan: a probability in [0, 1]"),
     (
         ["--webhook", "ftp://u:pw@host/x"],
         "--webhook ftp://u:***@host/x: expected an http:// or https:// URL",
@@ -91,6 +90,15 @@ def test_bad_numbers_are_one_line_before_torch(run_dir, video, tmp_path, extra, 
     code, err, torch = anomaly("watch", str(video), "-c", str(run_dir), "-o", str(tmp_path / "o"),
                                *extra)  # fmt: skip
     assert (code, err, torch) == (2, [f"error: {message}"], False)
+
+
+def test_a_threshold_that_is_no_probability_is_a_usage_error_before_torch(run_dir, video, tmp_path):
+    """--threshold is checked by the option itself, as in eval and predict (click's usage
+    error: the usage line, the help hint and the error)."""
+    code, err, torch = anomaly("watch", str(video), "-c", str(run_dir), "-o", str(tmp_path / "o"),
+                               "--threshold", "nan")  # fmt: skip
+    assert (code, torch) == (2, False)
+    assert err[-1] == "Error: Invalid value for '--threshold': nan is not a probability in [0, 1]"
 
 
 def test_an_unwritable_out_is_one_line_before_torch(run_dir, video, tmp_path, read_only_out):

@@ -229,9 +229,7 @@ def cleaned_up(folder: Path, existed: bool) -> Iterator[Path]:
     try:
         yield folder
     except BaseException:
-        with contextlib.suppress(OSError):
-            if not existed and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
+        checks.give_back(folder, created=not existed)  # its claim, and the folder if made now
         raise
 
 

@@ -57,8 +57,8 @@ def calibration_rule(run_config: dict, given: str | None) -> ThresholdRule:
     if given is not None:
         rule = ThresholdRule.parse(given)
         if rule.needs_labels:
-            raise AnomalyError(f"--threshold-rule {given}: needs frames labelled abnormal; a camera's "
-                               "normal footage calibrates far@X or fixed@T")  # fmt: skip
+            raise AnomalyError(f"--threshold-rule {given}: needs frames labelled abnormal; a "
+                               "camera's normal footage calibrates far@X or fixed@T")  # fmt: skip
         return rule
     own = (run_config.get("train") or {}).get("threshold_rule") or "far@1"
     parsed = ThresholdRule.parse(own)
