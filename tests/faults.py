@@ -142,8 +142,11 @@ def tiny_training(epoch: int):
         optimizer.zero_grad()
         (model(x) - target).square().mean().backward()
         optimizer.step()
+    from anomalyclip.model import ModelConfig
+
     config = {
         "dataset": "demo",
+        "model": ModelConfig().to_dict(),  # a run's config.json always holds its model's
         "history": [{"epoch": e, "loss": 1.0 / (e + 1)} for e in range(epoch + 1)],
     }
     return model, optimizer, config

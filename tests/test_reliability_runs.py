@@ -214,7 +214,7 @@ def test_predict_takes_a_file_name_that_is_not_utf8(tmp_path, trained):
     assert line.startswith(f"{tmp_path}/caf\\xe9.mp4: 12 frames, mean p(A) 0.")
     assert f"-> {out}/caf%E9.csv" in line
     assert sorted(p.name for p in out.iterdir()) == [
-        "caf%E9.csv", "caf%E9.events.csv", "caf%E9.events.json", "caf%E9.png"
+        "caf%E9.csv", "caf%E9.events.csv", "caf%E9.events.json", "caf%E9.png", "provenance.json"
     ]  # fmt: skip
     assert unquote("caf%E9", errors="surrogateescape") == os.fsdecode(b"caf\xe9")
     assert len((out / "caf%E9.csv").read_text().splitlines()) == 1 + 12
