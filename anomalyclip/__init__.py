@@ -1,9 +1,9 @@
 """AnomalyCLIP: weakly supervised video anomaly detection and recognition on CLIP features.
 
 The Python API (docs/api.md): :class:`Run` (a trained run: ``Run.load(path).predict(video)``),
-the :class:`Prediction` it returns, and :func:`open_store` / :class:`FeatureStore` to list and
-read the videos of a feature store. They are imported on first use, so ``import anomalyclip``
-stays light (no torch).
+the :class:`Prediction` it returns, and ``FeatureStore.open(path)`` (or :func:`open_store`) to
+list and read the videos of a feature store. They are imported on first use, so ``import
+anomalyclip`` stays light (no torch).
 """
 
 from __future__ import annotations

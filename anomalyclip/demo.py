@@ -251,7 +251,8 @@ def run_demo(
 ) -> DemoRun:
     """Run every step of :data:`DEMO_STEPS` in order into ``out_dir``.
 
-    ``precision`` is the image tower's in extraction; ``generate`` overrides
+    ``precision`` is the numeric precision of the image tower while features are extracted
+    (``fp32``, ``bf16`` or ``auto``); ``generate`` overrides
     :func:`generate_demo_videos`' defaults (tests run a smaller demo).
     """
     run = DemoRun(Path(out_dir), seed, progress, precision, generate)

@@ -122,6 +122,29 @@ def test_score_on_store_features_equals_what_anomaly_eval_writes(tmp_path, run, 
     assert events_seen > 0
 
 
+def test_feature_store_open_lists_and_reads_videos(trained, tmp_path):
+    """``FeatureStore.open(path)`` is ``open_store(path)`` as a class method: the same videos
+    and rows, a context manager, the same one-line error for a folder that is no store."""
+    from anomalyclip import FeatureStore, open_store
+    from anomalyclip.errors import AnomalyError
+
+    store, _ = trained
+    with FeatureStore.open(store) as st:
+        assert isinstance(st, FeatureStore)
+        test, every = st.video_ids(split="test"), st.video_ids()
+        vid = test[0]
+        feats, times, record = st.features(vid), st.times(vid), st.record(vid)
+    with open_store(store) as ref:
+        assert (test, every) == (ref.video_ids(split="test"), ref.video_ids())
+        np.testing.assert_array_equal(feats, ref.features(vid))
+        np.testing.assert_array_equal(times, ref.times(vid))
+    assert len(test) == 12 and len(every) > len(test) and record.split == "test"
+    assert feats.shape == (len(times), 512)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AnomalyError, match="empty: no feature store here"):
+        FeatureStore.open(tmp_path / "empty")
+
+
 def decode_rgb(path) -> tuple[np.ndarray, float]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]

@@ -154,3 +154,94 @@ def test_mistakes_are_one_line_before_torch(run_dir, footage, extra, message):
     code, err, torch = anomaly(*args)
     assert code == 2 and not torch and len(err) == 1, err
     assert err[0].startswith("error: ") and message in err[0], err
+
+
+# -- false alarms from a watch's live page ---------------------------------------------------
+@pytest.fixture(scope="module")
+def watch_dir(run_dir, tmp_path_factory):
+    """A watch's output folder as its live page leaves it: cameras ``gate`` and ``door``
+    watched (6 s each of normal demo-world scenes of backgrounds 7 and 8, H.264 in MPEG-TS)
+    at threshold 0, so each opens one event whose clip x264 encodes; on the page the gate's
+    event is confirmed, then marked a false alarm (the last decision counts), the door's
+    confirmed. The gate's clip is normal footage the operator vouched for."""
+    from stream_sender import encode_ts
+    from test_watch_ui import review, serve, watch_once
+
+    from anomalyclip.live.watch import load_for_watch, run_sampling
+
+    folder = tmp_path_factory.mktemp("watched")
+    videos = []
+    for camera, background in (("gate", 7), ("door", 8)):
+        frames, _ = render_scene("Normal", np.random.default_rng([22, background]), 90,
+                                 (160, 120), camera=background)  # fmt: skip
+        videos.append(encode_ts(folder / f"{camera}.ts", [frames]))
+    model, encoder, config = load_for_watch(run_dir, None, "cpu")
+    watcher = watch_once((model, encoder, run_sampling(config, run_dir)), videos, folder / "out")
+    page = serve(watcher.ui)
+    try:
+        for event, decision in (("0:0", "confirm"), ("0:0", "false_alarm"), ("1:0", "confirm")):
+            assert review(page, event, decision)[0] == 200
+    finally:
+        page.stop()
+    return folder / "out"
+
+
+def frame_count(path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_false_alarms_of_the_camera_are_more_normal_footage(run_dir, footage, watch_dir,
+                                                           tmp_path):  # fmt: skip
+    """--reviews adds the camera's false-alarm clips to its VIDEOs: the threshold is the one
+    calibrating on the same files given as VIDEOs gives; with --reviews alone, the clip is
+    the footage."""
+    import shutil
+
+    (clip,) = sorted((watch_dir / "clips").glob("gate-*.mp4"))
+    records = {}
+    for name, args in [("reviews", ["--reviews", watch_dir, footage[0]]),
+                       ("videos", [footage[0], clip]),
+                       ("reviews only", ["--reviews", watch_dir])]:  # fmt: skip
+        run = tmp_path / name
+        shutil.copytree(run_dir, run)
+        done = calibrate(run, "--camera", "gate", *args, "--precision", "fp32")
+        assert done.returncode == 0, done.stderr
+        records[name] = json.loads((run / "cameras.json").read_text())["cameras"]["gate"]
+        if name != "videos":
+            assert f" (1 false-alarm clip from {watch_dir})" in done.stdout, done.stdout
+    n = frame_count(clip)
+    assert n >= 60  # the whole event: 6 s of 15 fps, less what the clip leaves before it
+    by_reviews, by_videos, alone = records["reviews"], records["videos"], records["reviews only"]
+    assert by_reviews["videos"] == by_videos["videos"] == [str(footage[0]), str(clip)]
+    assert by_reviews["frames"] == by_videos["frames"] == 60 + n and alone["frames"] == n
+    assert by_reviews["threshold"] == by_videos["threshold"]
+    assert by_reviews["calibration"]["values"] == by_videos["calibration"]["values"]
+    p = [offline(run_dir, path, 0.5)["p"] for path in (footage[0], clip)]
+    seconds = by_reviews["seconds"]
+    expected = far_threshold(normal_quantiles(p, seconds, []), 0.01)
+    assert by_reviews["threshold"]["value"] == pytest.approx(expected, abs=1e-6)
+    assert alone["videos"] == [str(clip)] and alone["threshold"] != by_reviews["threshold"]
+
+
+def test_reviews_without_footage_are_one_line_before_torch(run_dir, footage, watch_dir,
+                                                           tmp_path):  # fmt: skip
+    cases = [
+        (["--camera", "door", "--reviews", watch_dir],
+         f"error: --reviews {watch_dir}: no event of camera 'door' marked a false alarm (with "
+         "its clip); give the camera's normal footage as VIDEO... too"),
+        (["--camera", "gate"],
+         "error: no footage: give the camera's normal videos (VIDEO...) or --reviews WATCH_DIR"),
+        (["--camera", "gate", "--reviews", tmp_path / "nowhere", footage[0]],
+         f"error: {tmp_path / 'nowhere'}: no such watch output folder (--reviews)"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        code, err, torch = anomaly("calibrate", run_dir, *extra)
+        assert code == 2 and not torch and err == [message], err
+    # the door's events were only confirmed: its videos alone are calibrated on
+    code, err, _ = anomaly("calibrate", run_dir, "--camera", "door", "--reviews", watch_dir,
+                           tmp_path / "nothing.mp4")  # fmt: skip
+    missing = tmp_path / "nothing.mp4"
+    assert code == 2 and err == [f"error: {missing}: no such video file, frame folder or URL"]

@@ -1,6 +1,6 @@
 """Training as a user meets it: a schedule that trains nothing is said so, a run without
 held-out normal videos still decides, datasets of your own get a preset of their size, and
-Ctrl-C in train or features says what was kept and the command that goes on (exit 130).
+Ctrl-C in train, features or demo says what was kept and the command that goes on (exit 130).
 """
 
 from __future__ import annotations
@@ -203,3 +203,21 @@ def test_ctrl_c_in_features_keeps_finished_videos_and_prints_the_same_command(
     assert f"{kept} already done" in again.out, again.out
     with open_store(store) as st:
         assert all(st.is_complete(v) for v in ("tree", "vtest", "Megamind"))
+
+
+def test_ctrl_c_in_the_demo_names_what_it_wrote_and_the_command_that_starts_it_again(tmp_path):
+    """The real demo (its default size) stopped once its CLIP is built, while it pre-trains
+    or extracts: it says which of its outputs the folder keeps and prints the same command,
+    which starts over (the demo does not resume)."""
+    out = tmp_path / "my demo"
+    args = ["demo", "--out", out, "--seed", "3"]
+    done = interrupt_when(args, lambda: (out / "clip" / "config.json").is_file(), cwd=tmp_path)
+    assert done.returncode == 130, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    kept = [name for name in ("videos", "clip", "store.zarr", "run") if (out / name).exists()]
+    assert kept[:2] == ["videos", "clip"] and "run" not in kept, kept
+    assert len(list((out / "videos").rglob("*.mp4"))) > 10  # every video was generated
+    prefix = (f"interrupted: {out} keeps what the demo wrote ({', '.join(kept)}); it does not "
+              "resume: run it again from the start with: ")  # fmt: skip
+    assert last.startswith(prefix) and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert shlex.split(last.removeprefix(prefix)) == ["anomaly", *map(str, args)]

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from anomalyclip.evaluate.render import BORDER, Scores, frame_rate, render_video
+from anomalyclip.evaluate.render import BORDER, HEIGHT, Scores, frame_rate, render_video
 from anomalyclip.events import EventConfig, find_events
 
 NAMES = ("Explosion", "Intruder", "Normal", "Tampering")
@@ -158,12 +158,12 @@ def test_a_folder_of_odd_sized_frames_renders_at_the_render_height(tmp_path, siz
     events = find_events("frames", curve, (NAMES, 2), EventConfig(0.5, min_duration=0.0))
     assert len(events) == 1  # an alarm on every frame: border and banner drawn
     out = render_video(folder, tmp_path / "out.mp4", scores, 0.5, events)
-    expected_width = max(2, round(w * 360 / h / 2) * 2)
+    expected_width = max(2, round(w * HEIGHT / h / 2) * 2)
     with av.open(str(out)) as container:
         images = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(images) == rows
-    assert images[0].shape == (360, expected_width + 480, 3)
-    centre = [img[180, expected_width // 2].astype(int) for img in images]
+    assert images[0].shape == (HEIGHT, expected_width + 480, 3)
+    centre = [img[HEIGHT // 2, expected_width // 2].astype(int) for img in images]
     if expected_width > 2 * BORDER:
         assert all(np.diff([c.mean() for c in centre]) > 10)  # the frames, in order
     else:  # nothing left inside the alarm's border: the border, and no failure
@@ -203,7 +203,7 @@ def text_rows(image: np.ndarray) -> int:
 
 
 def test_the_alarm_banner_and_the_clock_are_readable(tmp_path):
-    """At the render's 360 rows, the capitals of the ALARM banner and the clock's digits are at
+    """At the render's height, the capitals of the ALARM banner and the clock's digits are at
     least 14 pixels tall, measured on the decoded MP4 (they were 8: PIL's default size)."""
     from anomalyclip.evaluate.text import STRIP, stamp_width
 
@@ -219,8 +219,33 @@ def test_the_alarm_banner_and_the_clock_are_readable(tmp_path):
                        0.5, events)  # fmt: skip
     with av.open(str(out)) as container:
         image = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    assert image.shape[0] == 360
+    assert image.shape[0] == HEIGHT
     banner = image[BORDER : BORDER + STRIP + 4, BORDER + 4 : BORDER + 60]  # "ALARM"
     assert text_rows(banner) >= 14
-    clock = image[360 - BORDER - STRIP : 360 - BORDER, BORDER : BORDER + stamp_width("   0.00")]
+    clock = image[
+        HEIGHT - BORDER - STRIP : HEIGHT - BORDER, BORDER : BORDER + stamp_width("   0.00")
+    ]
     assert text_rows(clock) >= 14
+
+
+def test_a_render_of_a_real_video_has_room_for_the_scene_and_the_curve(tmp_path, shared_videos):
+    """vtest.avi (768x576, 795 frames of people walking): the render is 480 rows, the frame
+    640x480 beside the 480-pixel panels, and the curve's axes (found in the decoded MP4 as
+    their two dark horizontal lines, p = 1 and p = 0) span at least 150 rows, so a curve of
+    p(A) between 0.15 and 0.5 is drawn over 50 rows or more (at 360 rows the frame was
+    480x360 and the axes spanned 119 rows)."""
+    from anomalyclip.extract.decode import VideoSource
+
+    path = shared_videos / "vtest.avi"
+    times = np.array([f.time for f in VideoSource(path, height=64)])
+    T = len(times)
+    p = 0.3 + 0.15 * np.sin(np.arange(T) / 40)
+    probs = np.stack([0.5 * p, 0.3 * p, 1 - p, 0.2 * p], axis=1)
+    out = render_video(path, tmp_path / "vtest.mp4", Scores(np.arange(T), times, p, probs,
+                       NAMES, 2), 0.4, [])  # fmt: skip
+    with av.open(str(out)) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert (T, image.shape) == (795, (480, 640 + 480, 3))
+    curve = image[: HEIGHT // 2, 640:].min(axis=-1)  # the curve panel, darkest channel
+    spines = np.flatnonzero((curve < 80).sum(axis=1) > 0.6 * curve.shape[1])
+    assert spines.size >= 2 and spines[-1] - spines[0] >= 150, spines

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from browser import new_tab, require_chromium, unavailable
 from cli_helper import call_cli, run_cli
+from report_load_time import load_times
 from synthetic import quick_run
 from synthetic_eval import synthetic_eval
 
@@ -281,6 +282,10 @@ def test_a_large_test_set_stays_light_and_keeps_its_peaks(tmp_path, chromium):
         tab.page.select_option("#class-filter", "Normal")
         assert len(table(tab)) == sum(r.label == "Normal" for r in results)
         assert tab.errors == []
+    # the load-time command's clock stops once every row is there and painted
+    times = load_times(folder / "report.html", 2, chromium)
+    assert [t["rows"] for t in times] == [40, 40]
+    assert all(0 < t["drawn"] <= t["painted"] for t in times), times
 
 
 def _overlaps(intervals) -> int:

@@ -283,7 +283,7 @@ def test_decisions_are_whole_lines_and_false_alarms_give_their_clips(loaded, vid
     assert {k: line[k] for k in ("event", "source", "start_frame", "client", "clip")} == {
         "event": "0:0", "source": str(video), "start_frame": 0, "client": "127.0.0.1",
         "clip": clips[1]}  # fmt: skip
-    assert false_alarm_clips(out) == {str(video): [out / "clips" / clips[1]]}
+    assert false_alarm_clips(out) == {video.stem: [out / "clips" / clips[1]]}
     (out / "clips" / clips[1]).unlink()  # a clip that is gone is left out
     assert false_alarm_clips(out) == {}
 

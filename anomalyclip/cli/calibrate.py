@@ -14,14 +14,21 @@ from anomalyclip.errors import AnomalyError
 def calibrate_cmd(
     run: str = typer.Argument(..., metavar="RUN", help="Run folder (the threshold is kept in it)."),
     videos: list[str] = typer.Argument(
-        ...,
-        metavar="VIDEO...",
+        None,
+        metavar="VIDEO",
         help="The camera's normal footage: videos, folders, globs, lists of them, or "
-        "stream URLs (with --seconds).",
+        "stream URLs (with --seconds); optional with --reviews.",
     ),  # fmt: skip
     camera: str = typer.Option(
         ..., "--camera", metavar="NAME", help="The camera's name (as watch names it)."
     ),
+    reviews: str = typer.Option(
+        None,
+        "--reviews",
+        metavar="WATCH_DIR",
+        help="A watch's output folder: the clips of the camera's events marked false alarm "
+        "on its live page are normal footage too.",
+    ),  # fmt: skip
     seconds: float = typer.Option(
         None, "--seconds", metavar="SECONDS", help="Time of each stream to record."
     ),
@@ -41,24 +48,46 @@ def calibrate_cmd(
 ) -> None:
     """Score footage the site says is normal as predict does (the camera's zone included) and
     set the camera's threshold by the run's rule; kept in RUN/cameras.json, where watch finds
-    it for that camera."""
+    it for that camera. With --reviews, the clips of the camera's events an operator marked
+    "false alarm" on the watch's live page are added to the footage."""
     from anomalyclip.live.calibrate import CalibrateConfig, calibrate_camera
     from anomalyclip.live.cameras import save_calibration
 
     cfg = CalibrateConfig(rule, seconds, None, clip, device, precision)
-    sources, cfg = _checked(run, camera, videos, config, cfg)
+    sources, cfg, clips = _checked(run, camera, (videos or [], reviews), config, cfg)
     record = calibrate_camera(run, camera, sources, cfg)
     where = save_calibration(run, camera, record)
     value, before = record["threshold"]["value"], record["run_threshold"]
     shown = f"; the run's {before:.4f}" if before is not None else ""
+    added = f" ({len(clips)} false-alarm clip{'s'[: len(clips) != 1]} from {reviews})"
     typer.echo(f"camera {camera}: threshold {value:.4f} ({record['rule']} on "
                f"{len(record['videos'])} video(s), {record['frames']} frames, "
-               f"{record['seconds']:.0f} s{shown}) in {where}")  # fmt: skip
+               f"{record['seconds']:.0f} s{shown}) in {where}{added * bool(reviews)}")  # fmt: skip
 
 
-def _checked(run: str, camera: str, videos: list[str], config: str | None, cfg):
-    """The sources and the config (the camera's zone from the site file), every argument
-    checked before torch is imported."""
+def _false_alarms(reviews: str | None, camera: str, videos: list[str] | None) -> list[str]:
+    """The clips of ``camera``'s events whose last review in the watch folder ``reviews`` is
+    a false alarm; an error when neither they nor ``videos`` give any footage."""
+    from anomalyclip.live.reviews import false_alarm_clips
+
+    if reviews is None:
+        if not videos:
+            raise AnomalyError("no footage: give the camera's normal videos (VIDEO...) or "
+                               "--reviews WATCH_DIR")  # fmt: skip
+        return []
+    checks.existing_dir(reviews, "watch output folder (--reviews)")
+    clips = [str(p) for p in false_alarm_clips(reviews).get(camera, [])]
+    if not clips and not videos:
+        raise AnomalyError(f"--reviews {reviews}: no event of camera {camera!r} marked a false "
+                           "alarm (with its clip); give the camera's normal footage as "
+                           "VIDEO... too")  # fmt: skip
+    return clips
+
+
+def _checked(run: str, camera: str, footage: tuple, config: str | None, cfg):
+    """The sources (``footage``: the VIDEOs, then the false-alarm clips of ``--reviews``), the
+    config (the camera's zone from the site file) and the clips, every argument checked
+    before torch is imported."""
     import dataclasses
     import math
 
@@ -73,7 +102,9 @@ def _checked(run: str, camera: str, videos: list[str], config: str | None, cfg):
     if not NAME.fullmatch(camera):
         raise AnomalyError(f"--camera {camera!r}: use 1 to 80 letters, digits, '_', '-' or '.'")
     calibration_rule(run_config, cfg.rule)
-    sources = expand_inputs(videos, live=True)
+    videos, reviews = footage
+    clips = _false_alarms(reviews, camera, videos)
+    sources = expand_inputs([*videos, *clips], live=True)
     seconds = cfg.seconds
     if any(is_live(s) for s in sources) and not (seconds and math.isfinite(seconds)
                                                  and seconds > 0):  # fmt: skip
@@ -83,4 +114,4 @@ def _checked(run: str, camera: str, videos: list[str], config: str | None, cfg):
         if spec is None:
             raise AnomalyError(f"{config}: no [[camera]] named {camera!r}")
         cfg = dataclasses.replace(cfg, zone=spec.zone)
-    return sources, cfg
+    return sources, cfg, clips

@@ -176,9 +176,11 @@ def demo_cmd(
     try:
         run = run_demo(out, seed=seed, precision=precision)
     except KeyboardInterrupt:
+        made = [n for n in ("videos", "clip", "store.zarr", "run") if (Path(out) / n).exists()]
+        kept = f"keeps what the demo wrote ({', '.join(made)})" if made else "holds nothing yet"
         raise Interrupted(
-            f"what the demo wrote so far stays in {out}; it does not resume: run it again "
-            f"from the start with: {rerun_command({})}"
+            f"{out} {kept}; it does not resume: run it again from the start with: "
+            f"{rerun_command({})}"
         ) from None
     for name, seconds in run.timings.items():
         result = run.results[name]

@@ -41,7 +41,7 @@ from anomalyclip.extract.decode import Converter, VideoSource
 
 log = logging.getLogger(__name__)
 
-HEIGHT = 360  # output height; the frame is scaled to it, the panels are drawn at it
+HEIGHT = 480  # output height; the frame is scaled to it, the panels are drawn at it
 PANEL_WIDTH = 480
 TOP_CLASSES = 5
 BORDER = 8  # pixels of the alarm border

@@ -17,8 +17,8 @@ at the time of the decision, else null. A later decision on the same event repla
 earlier one.
 
 :func:`false_alarm_clips` lists, per camera, the clip files of the events whose last
-decision is a false alarm: footage an operator called normal, for calibrating the
-threshold again.
+decision is a false alarm: footage an operator called normal, which ``anomaly calibrate RUN
+--camera NAME --reviews DIR`` adds to that camera's normal footage.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def last_decisions(folder: str | Path) -> dict[tuple[str, int, str | None], dict
 
 
 def false_alarm_clips(folder: str | Path) -> dict[str, list[Path]]:
-    """Per camera (the ``source`` of its lines), the clip files under ``folder/clips`` of the
-    events whose last decision in ``folder/reviews.jsonl`` is ``false_alarm``, in the order
-    of ``events.jsonl``.
+    """Per camera (the ``camera`` name of its lines, as ``watch`` names it and ``calibrate
+    --camera`` takes it), the clip files under ``folder/clips`` of the events whose last
+    decision in ``folder/reviews.jsonl`` is ``false_alarm``, in the order of ``events.jsonl``.
 
     An event's clip is found from its ``clip`` line in ``events.jsonl`` (the first one after
     the event's ``opened`` line), and only by file name inside ``folder/clips``; clips that
@@ -76,19 +76,19 @@ def false_alarm_clips(folder: str | Path) -> dict[str, list[Path]]:
     """
     folder = Path(folder)
     wanted = {k for k, r in last_decisions(folder).items() if r["decision"] == "false_alarm"}
-    waiting: set[tuple[str, int]] = set()  # false alarms opened, clip line not yet seen
+    waiting: dict[tuple[str, int], str] = {}  # false alarms opened, clip line not yet seen
     found: dict[str, list[Path]] = {}
     for line in _lines(folder / "events.jsonl"):
         key = (str(line.get("source")), line.get("start_frame"))
         if line.get("kind") == "opened":
             if (*key, line.get("reported_at")) in wanted:
-                waiting.add(key)
+                waiting[key] = str(line.get("camera") or key[0])
             else:
-                waiting.discard(key)  # the same key again: a later watch's event
+                waiting.pop(key, None)  # the same key again: a later watch's event
         elif line.get("kind") == "clip" and key in waiting:
-            waiting.discard(key)
+            camera = waiting.pop(key)
             name = Path(str(line.get("clip") or "")).name
             path = folder / "clips" / name
             if name and path.is_file():
-                found.setdefault(key[0], []).append(path)
+                found.setdefault(camera, []).append(path)
     return found

@@ -74,6 +74,14 @@ class FeatureStore(StoreWriter):
                     f"than this package supports ({SCHEMA_VERSION}); upgrade anomalyclip"
                 )
 
+    @classmethod
+    def open(
+        cls, location: str | Path, mode: str = "r", storage_options: dict | None = None
+    ) -> FeatureStore:
+        """The store at ``location``, as :func:`open_store` opens it (``mode`` ``"r"`` by
+        default: list and read its videos); a context manager that closes it."""
+        return cls(location, mode, storage_options)
+
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> FeatureStore:
         return self
