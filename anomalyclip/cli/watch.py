@@ -129,7 +129,10 @@ def watch_cmd(
     if o["backend"] == "torch":
         warn_if_random_clip(run.clip)
     run, cfg = _decide(run, cfg, model, run_config, o)
-    write_provenance(cfg.out, run.path, encoder)
+    try:
+        write_provenance(cfg.out, run.path, encoder)
+    except OSError as exc:  # a full or read-only disk: the watch still scores, and says so
+        typer.echo(f"warning: {cfg.out}: provenance.json not written ({exc.strerror})", err=True)
     mode = preprocessing_for(run.path, run_config, o.get("preprocess"))
     cfg = dataclasses.replace(cfg, read=dataclasses.replace(cfg.read, preprocess=mode))
     watcher = Watcher(cameras, model, encoder, run_sampling(run_config, run.path), cfg)
