@@ -13,6 +13,7 @@ from cli_helper import cli_env
 
 from anomalyclip.bench import export as bench_export
 from anomalyclip.extract.encoder import ImageEncoder
+from anomalyclip.runs import load_model
 
 
 class CountingEncoder:
@@ -100,3 +101,12 @@ def test_bench_export_help_and_a_bad_readme_fail_fast(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-2] == f"error: {tmp_path / 'R.md'}: no such file"
     assert lines[-1] == "False"  # refused before torch was imported
+
+
+def test_the_bench_run_is_a_run_the_package_reads(tmp_path, tiny_clip):
+    """The random-weight run the bench exports passes the checks every run's config.json
+    goes through, with the fixed threshold it was written with."""
+    run = bench_export._bench_run(tmp_path, tiny_clip, "tiny")
+    model, config = load_model(run)
+    assert config["threshold"]["value"] == 0.5 and config["threshold"]["rule"] == "fixed@0.5"
+    assert (model.cfg.num_segments, model.cfg.seg_length, model.cfg.emb_dim) == (32, 16, 256)

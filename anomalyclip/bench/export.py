@@ -46,6 +46,7 @@ from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
 from anomalyclip.runs import run_inputs, save_run
 from anomalyclip.synthetic import encode_video
+from anomalyclip.thresholds import choose_threshold
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _bench_run(folder: Path, clip_dir: Path, clip: str) -> Path:
         "clip": str(clip_dir),
         "model": model.cfg.to_dict(),
         "inputs": run_inputs(None, clip_dir, run, None),
-        "threshold": {"value": 0.5},
+        "threshold": choose_threshold("fixed@0.5").to_dict(),
     }
     return save_run(run, model, config, epoch=0)
 
