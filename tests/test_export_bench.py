@@ -72,6 +72,13 @@ def test_the_table_reads_its_ratios_off_the_rows():
     assert re.search(r"on AMD EPYC, 2 threads, 2026-12-07 \(10 min", text)
 
 
+def test_a_watch_that_kept_up_with_no_rate_reads_below_one_fps():
+    """0 sustained: even 1 fps (the lowest rate tried) fell behind."""
+    result = _result()
+    result["rows"][0]["watch_fps"] = 0
+    assert "| torch fp32 | 4.00 | 1.00x | 100 | < 1 |" in bench_export.table(result)
+
+
 def test_without_bf16_units_the_table_gives_int8_against_fp32_not_against_emulated_bf16():
     text = bench_export.table(_result())
     assert "This CPU has no bf16 units" in text

@@ -264,7 +264,7 @@ def table(result: dict) -> str:
             "|---|---|---|---|---|",
         ]
         for r in result["rows"]:
-            watch = f"{r['watch_fps']}" if "watch_fps" in r else "not measured"
+            watch = f"{r['watch_fps'] or '< 1'}" if "watch_fps" in r else "not measured"
             note = f" (emulated, {r['timed_frames']} frames)" if r["emulated"] else ""
             lines.append(
                 f"| {r['backend']} | {r['frames_per_s']:.2f}{note} | {r['vs_torch_fp32']:.2f}x "
