@@ -85,6 +85,22 @@ def existing_path(path: str | Path, what: str) -> Path:
     return p
 
 
+def readme_markers(block: str) -> tuple[str, str]:
+    """The comments a README's block of ``anomaly bench BLOCK --readme`` stands between."""
+    return f"<!-- bench:{block} -->", f"<!-- /bench:{block} -->"
+
+
+def readme_block(path: str | Path, block: str) -> Path:
+    """``path`` if it is a file holding the markers of ``block``, else one line saying which
+    is missing (before a bench spends minutes measuring what it could not write)."""
+    p = existing_file(path, "file")
+    begin, end = readme_markers(block)
+    body = p.read_text(errors="replace")
+    if begin not in body or end not in body[body.index(begin) :]:
+        raise AnomalyError(f"{path}: no '{begin}' ... '{end}' block to fill")
+    return p
+
+
 def store_location(location: str | Path) -> str:
     """A feature store's location: a URL as given, a local store that exists."""
     if not is_url(location) and not Path(location).exists():

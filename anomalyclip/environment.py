@@ -61,8 +61,9 @@ def provenance() -> dict[str, Any]:
     """Package version, source commit, full command line, working directory, UTC date, and
     the versions of python and the libraries."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("anomaly", "cli.py"):  # the script, or python -m
-        argv[0] = "anomaly"
+    script = Path(argv[0]) if argv else Path()
+    if script.name in ("anomaly", "cli.py") or script.parts[-2:] == ("cli", "__main__.py"):
+        argv[0] = "anomaly"  # the console script, or python -m anomalyclip.cli
     return {
         "anomalyclip": anomalyclip.__version__,
         "git": git_commit(),

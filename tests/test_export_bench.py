@@ -13,6 +13,7 @@ from cli_helper import cli_env
 
 from anomalyclip.bench import export as bench_export
 from anomalyclip.extract.encoder import ImageEncoder
+from anomalyclip.runs import load_model
 
 
 class CountingEncoder:
@@ -65,11 +66,36 @@ def test_the_table_reads_its_ratios_off_the_rows():
     text = bench_export.table(_result())
     assert "| openvino int8 | 9.60 | 2.40x | 100 | 3 |" in text
     assert "| torch bf16 | 0.25 (emulated, 2 frames) | 0.06x | 100 | not measured |" in text
-    assert "OpenVINO 38.4x, ONNX Runtime 28.0x (target >= 2x; this CPU has no bf16" in text
-    assert "against OpenVINO fp32 2.00x" in text
     assert "OpenVINO 0.9995, ONNX Runtime 0.9991" in text
-    assert "| openvino int8 | 0.9610 | 9 of 9 |" in text
+    assert "| openvino int8 | 0.9610 | -0.0030 | 9 of 9 |" in text
+    assert "| torch fp32 | 0.9640 | 0 | 9 of 9 |" in text
     assert re.search(r"on AMD EPYC, 2 threads, 2026-12-07 \(10 min", text)
+
+
+def test_a_watch_that_kept_up_with_no_rate_reads_below_one_fps():
+    """0 sustained: even 1 fps (the lowest rate tried) fell behind."""
+    result = _result()
+    result["rows"][0]["watch_fps"] = 0
+    assert "| torch fp32 | 4.00 | 1.00x | 100 | < 1 |" in bench_export.table(result)
+
+
+def test_without_bf16_units_the_table_gives_int8_against_fp32_not_against_emulated_bf16():
+    text = bench_export.table(_result())
+    assert "This CPU has no bf16 units" in text
+    assert "target int8 >= 2x torch bf16 cannot be measured here" in text
+    assert "38.4x" not in text and "28.0x" not in text  # no ratio to emulated bf16
+    assert "OpenVINO 2.00x OpenVINO fp32 (2.40x torch fp32)" in text
+    assert "ONNX Runtime 1.59x ONNX Runtime fp32 (1.75x torch fp32)" in text
+
+
+def test_with_bf16_units_the_table_reads_int8_against_torch_bf16():
+    result = _result()
+    result["cpu_bf16"] = True
+    result["rows"][1].update(frames_per_s=8.0, emulated=False, timed_frames=16)
+    text = bench_export.table(result)
+    assert "int8 against torch bf16: OpenVINO 1.20x, ONNX Runtime 0.88x (target >= 2x)" in text
+    assert "no bf16 units" not in text
+    assert "OpenVINO 2.00x OpenVINO fp32 (2.40x torch fp32)" in text
 
 
 def test_bench_export_help_and_a_bad_readme_fail_fast(tmp_path):
@@ -82,3 +108,12 @@ def test_bench_export_help_and_a_bad_readme_fail_fast(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and lines[-2] == f"error: {tmp_path / 'R.md'}: no such file"
     assert lines[-1] == "False"  # refused before torch was imported
+
+
+def test_the_bench_run_is_a_run_the_package_reads(tmp_path, tiny_clip):
+    """The random-weight run the bench exports passes the checks every run's config.json
+    goes through, with the fixed threshold it was written with."""
+    run = bench_export._bench_run(tmp_path, tiny_clip, "tiny")
+    model, config = load_model(run)
+    assert config["threshold"]["value"] == 0.5 and config["threshold"]["rule"] == "fixed@0.5"
+    assert (model.cfg.num_segments, model.cfg.seg_length, model.cfg.emb_dim) == (32, 16, 256)

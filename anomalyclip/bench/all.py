@@ -195,12 +195,9 @@ def table(r: dict) -> str:
 def write_readme(readme: str | Path, text: str, block: str = "all") -> None:
     """Replace what stands between the ``<!-- bench:BLOCK -->`` markers of ``readme`` with
     ``text``."""
-    begin, end = f"<!-- bench:{block} -->", f"<!-- /bench:{block} -->"
-    path = Path(readme)
-    body = path.read_text()
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(body):
-        from anomalyclip.errors import AnomalyError
+    from anomalyclip.checks import readme_block, readme_markers
 
-        raise AnomalyError(f"{path}: no '{begin}' ... '{end}' block to fill")
-    path.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", body))
+    path = readme_block(readme, block)
+    begin, end = readme_markers(block)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    path.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", path.read_text()))

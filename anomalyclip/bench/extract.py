@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -177,6 +178,7 @@ def _rows(bench: ExtractBench, encoders: list, seconds: tuple, n: int, flops: in
 
 def measure(bench: ExtractBench = ExtractBench()) -> dict:
     """Measure every setup (see the module docstring); returns a dict with ``rows``."""
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="anomalyclip-bench-") as tmp:
         tmp = Path(tmp)
         model = bench.model or build_clip(tmp / "clip", "vit-b-16")
@@ -206,6 +208,7 @@ def measure(bench: ExtractBench = ExtractBench()) -> dict:
         peak = {p: (before[p] + after[p]) / 2 for p in before}
         rows = _rows(bench, encoders, (model_s, pipe_s), n, flops, peak)
         result = {
+            **host(),
             "device": bench.device,
             "threads": torch.get_num_threads(),
             "frames": n,
@@ -218,24 +221,36 @@ def measure(bench: ExtractBench = ExtractBench()) -> dict:
             "rows": rows,
             "profile": profile(paths, encoders[0], b),
         }
+        result.update(load_avg=os.getloadavg()[0], wall_s=time.perf_counter() - t0)
         log.info("bench extract: %s", result)
         return result
 
 
+def host() -> dict:
+    """The CPU's name and today's date (UTC), for a table that says where it was measured."""
+    from datetime import datetime, timezone
+
+    from anomalyclip.bench.all import _cpu_name
+
+    return {"cpu": _cpu_name(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+
+
 def table(result: dict) -> str:
     """The result as a plain-text table."""
+    width = max(12, *(len(r["setup"]) for r in result["rows"]))
     lines = [
         f"{result['frames']} frames ({result['input']}), batch {result['batch_size']}, "
         f"{result['workers']} decoder threads, {result['threads']} torch threads; "
         f"{result['gflop_per_frame']:.3g} GFLOP/frame; matmul peak fp32 "
         f"{result['peak_fp32_gflops']:.0f}, bf16 {result['peak_bf16_gflops']:.0f} GFLOP/s",
-        f"{'setup':<12} {'model fps':>9} {'pipe fps':>9} {'pipe/model':>10} {'speedup':>8} "
-        f"{'GFLOP/s':>8} {'of peak':>8}",
+        f"{'setup':<{width}} {'model fps':>9} {'pipe fps':>9} {'pipe/model':>10} {'speedup':>8} "
+        f"{'pipe speedup':>12} {'GFLOP/s':>8} {'of peak':>8}",
     ]
     for r in result["rows"]:
         lines.append(
-            f"{r['setup']:<12} {r['model_fps']:>9.2f} {r['pipeline_fps']:>9.2f} "
-            f"{r['ratio']:>10.2f} {r['speedup']:>7.2f}x {r['gflops']:>8.1f} "
+            f"{r['setup']:<{width}} {r['model_fps']:>9.2f} {r['pipeline_fps']:>9.2f} "
+            f"{r['ratio']:>10.2f} {r['speedup']:>7.2f}x {r['pipeline_speedup']:>11.2f}x "
+            f"{r['gflops']:>8.1f} "
             + (f"{'*':>8}" if r["of_peak"] is None else f"{r['of_peak']:>8.2f}")
         )
     if any(r["of_peak"] is None for r in result["rows"]):
@@ -254,3 +269,12 @@ def table(result: dict) -> str:
             f"resize + crop {p['preprocess_ms_per_frame']:.1f} ms)"
         )
     return "\n".join(lines)
+
+
+def readme_text(result: dict, command: str) -> str:
+    """What ``--readme`` writes: the command that measured, where and when, and its table."""
+    return (
+        f"`{command}` on {result['cpu']}, {result['threads']} threads, {result['date']} "
+        f"({result['wall_s'] / 60:.0f} min, load average {result['load_avg']:.1f}):\n\n"
+        f"```text\n{table(result)}\n```"
+    )

@@ -30,6 +30,9 @@ def bench_extract_cmd(
     repeats: int = typer.Option(
         2, "--repeats", metavar="N", help="Runs per setup (the best is kept)."
     ),
+    readme: str = typer.Option(
+        None, "--readme", metavar="FILE", help="Write the table and this command into this README."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """CLIP extraction frames/s per precision and attention, against the matmul peak.
@@ -39,7 +42,9 @@ def bench_extract_cmd(
     """
     import json
 
-    from anomalyclip.bench.extract import ExtractBench, measure, table
+    if readme:
+        checks.readme_block(readme, "extract")
+    from anomalyclip.bench.extract import ExtractBench, measure, readme_text, table
 
     w, h = (int(v) for v in size.lower().split("x"))
     chosen = {}
@@ -55,6 +60,12 @@ def bench_extract_cmd(
                          device=device, repeats=repeats, **chosen)  # fmt: skip
     result = measure(bench)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
+    if readme:
+        from anomalyclip.bench.all import write_readme
+        from anomalyclip.environment import provenance
+
+        write_readme(readme, readme_text(result, provenance()["command"]), "extract")
+        typer.echo(f"written into {readme}")
 
 
 @bench_app.command("preprocess")
@@ -229,10 +240,10 @@ def bench_all_cmd(
     """Every benchmark at quick sizes (~15 min on 2 cores), one table of ratios."""
     import json
 
+    if readme:
+        checks.readme_block(readme, "all")
     from anomalyclip.bench.all import measure, table, write_readme
 
-    if readme and not os.path.isfile(readme):
-        raise AnomalyError(f"{readme}: no such file")
     result = measure()
     text = table(result)
     typer.echo(json.dumps(result, indent=2, default=str) if as_json else text)

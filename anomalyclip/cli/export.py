@@ -90,8 +90,8 @@ def bench_export_cmd(
 
     from anomalyclip.export.manifest import check_installed, needed_packages
 
-    if readme and not os.path.isfile(readme):
-        raise AnomalyError(f"{readme}: no such file")
+    if readme:
+        checks.readme_block(readme, "export")
     if demo:
         checks.run_dir(os.path.join(demo, "run"))
     check_installed(*needed_packages("openvino", True), "onnxruntime")
