@@ -57,39 +57,45 @@ class DemoVideo:
     intervals: list[tuple[int, int]]  # anomalous [start, end) frames; empty for normal videos
 
 
-def generate_demo_videos(
-    root: str | Path,
-    n_train_normal: int = 32,
-    n_train_abnormal_per_class: int = 12,
-    n_test_normal: int = 8,
-    n_test_abnormal_per_class: int = 3,
-    seed: int = 0,
-    size: tuple[int, int] = (160, 120),
-    frames: tuple[int, int] = (128, 192),
-    fps: int = 15,
-) -> list[DemoVideo]:
-    """Write the demo dataset under ``root`` (layout in the module docstring).
+@dataclass(frozen=True)
+class DemoScale:
+    """How many demo videos of each kind, and their size, length range and rate."""
 
-    Deterministic: video ``k`` of the returned list draws its length (uniform in ``frames``,
-    inclusive) and then its pixels (:func:`anomalyclip.synthetic.render_scene`) from
-    ``default_rng([seed, k])``.
-    ``size`` is (width, height).
+    n_train_normal: int = 32
+    n_train_abnormal_per_class: int = 12
+    n_test_normal: int = 8
+    n_test_abnormal_per_class: int = 3
+    size: tuple[int, int] = (160, 120)  # (width, height)
+    frames: tuple[int, int] = (128, 192)  # a video's length is drawn in this range, inclusive
+    fps: int = 15
+
+
+def generate_demo_videos(
+    root: str | Path, seed: int = 0, scale: DemoScale | None = None
+) -> list[DemoVideo]:
+    """Write the demo dataset under ``root`` (layout in the module docstring), as many videos
+    as ``scale`` says (:class:`DemoScale`; its defaults without one).
+
+    Deterministic: video ``k`` of the returned list draws its length (uniform in
+    ``scale.frames``, inclusive) and then its pixels
+    (:func:`anomalyclip.synthetic.render_scene`) from ``default_rng([seed, k])``.
     """
+    scale = scale or DemoScale()
     root = Path(root)
-    plan = [("train", NORMAL, n_train_normal), ("test", NORMAL, n_test_normal)]
+    plan = [("train", NORMAL, scale.n_train_normal), ("test", NORMAL, scale.n_test_normal)]
     for label in ANOMALIES:
-        plan += [("train", label, n_train_abnormal_per_class)]
-        plan += [("test", label, n_test_abnormal_per_class)]
+        plan += [("train", label, scale.n_train_abnormal_per_class)]
+        plan += [("test", label, scale.n_test_abnormal_per_class)]
     jobs = [(split, label, k) for split, label, count in plan for k in range(count)]
 
     def make(index: int) -> DemoVideo:
         split, label, k = jobs[index]
         rng = np.random.default_rng([seed, index])
-        num_frames = int(rng.integers(frames[0], frames[1] + 1))
-        pixels, intervals = render_scene(label, rng, num_frames, size)
+        num_frames = int(rng.integers(scale.frames[0], scale.frames[1] + 1))
+        pixels, intervals = render_scene(label, rng, num_frames, scale.size)
         video_id = f"{split}/{label}/{label}_{split}_{k:03d}"
         path = root / f"{video_id}.mp4"
-        encode_video(path, pixels, fps)
+        encode_video(path, pixels, scale.fps)
         return DemoVideo(video_id, path, label, split, num_frames, intervals)
 
     # numpy and the encoder release the GIL: two threads render and encode two videos at once
@@ -114,7 +120,7 @@ class DemoRun:
     seed: int = 0
     progress: bool = True
     precision: str = "fp32"  # the image tower's, in extraction (ExtractConfig.precision)
-    generate: dict = field(default_factory=dict)  # generate_demo_videos options (scale)
+    generate: dict = field(default_factory=dict)  # DemoScale's fields to override
     videos: list[DemoVideo] = field(default_factory=list)
     results: dict = field(default_factory=dict)  # step name -> its result
     timings: dict[str, float] = field(default_factory=dict)  # step name -> seconds
@@ -142,7 +148,7 @@ class DemoRun:
 
 def step_generate(run: DemoRun) -> list[DemoVideo]:
     """Step 1: render and encode the demo videos."""
-    run.videos = generate_demo_videos(run.video_root, seed=run.seed, **run.generate)
+    run.videos = generate_demo_videos(run.video_root, run.seed, DemoScale(**run.generate))
     return run.videos
 
 
@@ -252,8 +258,8 @@ def run_demo(
     """Run every step of :data:`DEMO_STEPS` in order into ``out_dir``.
 
     ``precision`` is the numeric precision of the image tower while features are extracted
-    (``fp32``, ``bf16`` or ``auto``); ``generate`` overrides
-    :func:`generate_demo_videos`' defaults (tests run a smaller demo).
+    (``fp32``, ``bf16`` or ``auto``); ``generate`` overrides fields of :class:`DemoScale`
+    (tests run a smaller demo).
     """
     run = DemoRun(Path(out_dir), seed, progress, precision, generate)
     run.out.mkdir(parents=True, exist_ok=True)

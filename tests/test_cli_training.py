@@ -18,7 +18,7 @@ import pytest
 from cli_helper import call_cli, cli_env, run_cli
 from synthetic import planted_store
 
-from anomalyclip.demo import generate_demo_videos
+from anomalyclip.demo import DemoScale, generate_demo_videos
 from anomalyclip.store import SCHEMA, VideoRecord, open_store
 from anomalyclip.train import resolve_config
 
@@ -55,9 +55,9 @@ def test_a_run_that_trains_nothing_or_holds_out_nothing_says_so_once(one_normal,
     assert 0.0 < config["threshold"]["value"] < 1.0
 
     # the run decides: predict scores a video with it
-    generate_demo_videos(tmp_path / "v", n_train_normal=0, n_train_abnormal_per_class=0,
-                         n_test_normal=1, n_test_abnormal_per_class=0, frames=(24, 24),
-                         size=(64, 48))  # fmt: skip
+    generate_demo_videos(tmp_path / "v", 0, DemoScale(n_train_normal=0,
+                         n_train_abnormal_per_class=0, n_test_normal=1,
+                         n_test_abnormal_per_class=0, frames=(24, 24), size=(64, 48)))  # fmt: skip
     done = call_cli("predict", tmp_path / "v", "-c", run, "-o", tmp_path / "p")
     assert done.code == 0, done.err
 

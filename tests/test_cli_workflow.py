@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cli_helper import call_cli, run_cli
 
-from anomalyclip.demo import generate_demo_videos
+from anomalyclip.demo import DemoScale, generate_demo_videos
 from anomalyclip.store import open_store
 
 TRAIN = ["--epochs", "3", "--warmup-epochs", "1", "--batch-size", "2", "--workers", "1",
@@ -30,9 +30,9 @@ def project(tmp_path_factory, tiny_clip) -> Path:
     runs/demo trained from inside proj/."""
     proj = tmp_path_factory.mktemp("proj")
     shutil.copytree(tiny_clip, proj / "clip")
-    generate_demo_videos(proj / "videos", n_train_normal=3, n_train_abnormal_per_class=1,
-                         n_test_normal=1, n_test_abnormal_per_class=1, frames=(40, 48),
-                         size=(64, 48))  # fmt: skip
+    generate_demo_videos(proj / "videos", 0, DemoScale(n_train_normal=3,
+                         n_train_abnormal_per_class=1, n_test_normal=1,
+                         n_test_abnormal_per_class=1, frames=(40, 48), size=(64, 48)))  # fmt: skip
     done = call_cli("features", "--dataset", "demo", "--videos", "videos", "--out", "store.zarr",
                     "--model", "clip", "--precision", "fp32", cwd=proj)  # fmt: skip
     assert done.code == 0, done.err

@@ -23,7 +23,7 @@ from metrics_reference import eval_auc
 from anomalyclip.datasets import discover, get_adapter, get_dataset, read_video_csv
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.evaluation import read_annotations
-from anomalyclip.interop.npy_import import import_npy
+from anomalyclip.interop.npy_import import NpyImportConfig, import_npy
 from anomalyclip.store import open_store
 from anomalyclip.synthetic import encode_video, render_scene
 
@@ -303,7 +303,9 @@ def test_import_npy_of_my_videos(tmp_path, my_videos):
         rel = vid.rsplit("/", 1)[-1] if k % 2 else vid
         (tmp_path / "npy" / rel).parent.mkdir(parents=True, exist_ok=True)
         np.save(tmp_path / "npy" / f"{rel}.npy", feats[vid])
-    summary = import_npy(tmp_path / "npy", f"csv:{table}", tmp_path / "s.zarr", dtype="float32")
+    summary = import_npy(
+        tmp_path / "npy", f"csv:{table}", tmp_path / "s.zarr", NpyImportConfig(dtype="float32")
+    )
     assert sorted(summary.imported) == sorted(truth) and not summary.failed
     with open_store(tmp_path / "s.zarr") as st:
         assert st.dataset == NAME

@@ -30,7 +30,7 @@ from anomalyclip.datasets.files import iter_fields, parse_pairs, video_name
 from anomalyclip.datasets.xd import split_from_folders
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.evaluation import read_annotations
-from anomalyclip.interop.npy_import import import_npy
+from anomalyclip.interop.npy_import import NpyImportConfig, import_npy
 from anomalyclip.store import open_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "datasets"
@@ -194,7 +194,9 @@ def test_a_dataset_added_with_one_registry_line(tmp_path, monkeypatch):
     for k, name in enumerate(entries):
         (npy / "feats").mkdir(parents=True, exist_ok=True)
         np.save(npy / "feats" / f"{name}.npy", np.full((10, D), k, np.float32))
-    summary = import_npy(npy, "toy", tmp_path / "s.zarr", lists=videos, dtype="float32")
+    summary = import_npy(
+        npy, "toy", tmp_path / "s.zarr", NpyImportConfig(lists=videos, dtype="float32")
+    )
     assert sorted(summary.imported) == sorted(entries) and not summary.failed
     with open_store(tmp_path / "s.zarr") as st:
         assert st.dataset == "toy"

@@ -10,6 +10,7 @@ from anomalyclip.datasets import discover
 from anomalyclip.demo import (
     ANOMALIES,
     DemoRun,
+    DemoScale,
     generate_demo_videos,
     step_clip,
     step_extract,
@@ -44,7 +45,7 @@ def test_event_changes_exactly_its_interval(label):
 
 
 def test_generated_dataset_decodes_with_stated_counts_and_truth(tmp_path):
-    videos = generate_demo_videos(tmp_path, seed=1, **SMALL)
+    videos = generate_demo_videos(tmp_path, 1, DemoScale(**SMALL))
     assert len(videos) == 2 + 3 + 1 + 3
     for v in videos:
         source = VideoSource(v.path)
@@ -95,8 +96,8 @@ def test_generated_dataset_decodes_with_stated_counts_and_truth(tmp_path):
 def test_generation_is_deterministic(tmp_path):
     """Same seed, same truth, same pixels rendered and the same encoded bytes, whichever of
     the two generating threads encodes which video and whatever was encoded before."""
-    a = generate_demo_videos(tmp_path / "a", seed=4, **{**SMALL, "n_train_normal": 1})
-    b = generate_demo_videos(tmp_path / "b", seed=4, **{**SMALL, "n_train_normal": 1})
+    a = generate_demo_videos(tmp_path / "a", 4, DemoScale(**{**SMALL, "n_train_normal": 1}))
+    b = generate_demo_videos(tmp_path / "b", 4, DemoScale(**{**SMALL, "n_train_normal": 1}))
     for va, vb in zip(a, b, strict=True):
         assert (va.video_id, va.num_frames, va.intervals) == (
             vb.video_id,

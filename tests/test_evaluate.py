@@ -16,6 +16,7 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate import metrics as M
 from anomalyclip.evaluate.plots import VideoPlot, plot_confusion, plot_pr, plot_roc, plot_video
 from anomalyclip.evaluate.report import (
+    FrameDecision,
     format_table,
     read_video_csv,
     write_metrics_json,
@@ -368,10 +369,9 @@ def test_video_csv_round_trip(tmp_path):
     assert back["abnormal"] is None and back["predicted"] is None
 
     # with a decision threshold: abnormal at p >= t, then the likeliest non-Normal class
+    rule = FrameDecision(0.5, 2)
     decided = read_video_csv(
-        write_video_csv(
-            tmp_path / "d.csv", frames, times, p, probs, names, labels, threshold=0.5, normal_id=2
-        )  # fmt: skip
+        write_video_csv(tmp_path / "d.csv", frames, times, p, probs, names, labels, decision=rule)
     )
     np.testing.assert_array_equal(decided["abnormal"], (p >= 0.5).astype(int))
     for t in range(T):

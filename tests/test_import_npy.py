@@ -14,7 +14,7 @@ import pytest
 from cli_helper import anomaly
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.interop.npy_import import import_npy
+from anomalyclip.interop.npy_import import NpyImportConfig, import_npy
 from anomalyclip.store import open_store
 from anomalyclip.store.npy import load_npy_features, split_feature_name
 
@@ -70,7 +70,7 @@ def test_round_trip_official_lists(tmp_path, dtype):
     # nested like AnomalyCLIP's <root>/<list path>.npy, two flat like other releases
     feats = write_features(npy, flat={"Arrest/Arrest002_x264", "Abuse/Abuse028_x264"})
     out = tmp_path / "ucf.zarr"
-    summary = import_npy(npy, "ucf", out, lists=lists, dtype=dtype, fps=30.0)
+    summary = import_npy(npy, "ucf", out, NpyImportConfig(lists=lists, dtype=dtype, fps=30.0))
     assert sorted(summary.imported) == sorted(UCF_VIDEOS)
     assert summary.failed == {} and summary.missing == [] and summary.unlisted == []
     assert summary.frames == sum(v[0] for v in UCF_VIDEOS.values())
@@ -101,12 +101,17 @@ def test_round_trip_official_lists(tmp_path, dtype):
 def test_times_and_stride(tmp_path):
     lists = write_lists(tmp_path / "lists")
     write_features(tmp_path / "npy")
-    import_npy(tmp_path / "npy", "ucf", tmp_path / "s.zarr", lists=lists)
+    import_npy(tmp_path / "npy", "ucf", tmp_path / "s.zarr", NpyImportConfig(lists=lists))
     with open_store(tmp_path / "s.zarr") as st:
         assert np.isnan(st.times("Abuse/Abuse001_x264")).all()
         assert st.record("Abuse/Abuse001_x264").fps == 0.0
     # features of every 16th frame: rows sit at frames 0, 16, 32 ... where the truth is looked up
-    import_npy(tmp_path / "npy", "ucf", tmp_path / "k.zarr", lists=lists, stride=16, fps=32.0)
+    import_npy(
+        tmp_path / "npy",
+        "ucf",
+        tmp_path / "k.zarr",
+        NpyImportConfig(lists=lists, stride=16, fps=32.0),
+    )
     with open_store(tmp_path / "k.zarr") as st:
         assert st.attrs["sampling"] == {"mode": "stride", "value": 16}
         np.testing.assert_array_equal(st.frames("Abuse/Abuse001_x264"), np.arange(9) * 16)
@@ -118,17 +123,17 @@ def test_rerun_is_a_noop_and_a_changed_file_is_redone(tmp_path):
     npy = tmp_path / "npy"
     write_features(npy)
     out = tmp_path / "s.h5"
-    first = import_npy(npy, "ucf", out, lists=lists, dtype="float32")
+    first = import_npy(npy, "ucf", out, NpyImportConfig(lists=lists, dtype="float32"))
     with open_store(out) as st:
         before = {vid: st.record(vid) for vid in UCF_VIDEOS}
-    again = import_npy(npy, "ucf", out, lists=lists, dtype="float32")
+    again = import_npy(npy, "ucf", out, NpyImportConfig(lists=lists, dtype="float32"))
     assert again.imported == [] and sorted(again.skipped) == sorted(first.imported)
     with open_store(out) as st:
         assert {vid: st.record(vid) for vid in UCF_VIDEOS} == before
 
     new = np.ones((4, D), np.float32)
     np.save(npy / "Abuse/Abuse001_x264.npy", new)
-    third = import_npy(npy, "ucf", out, lists=lists, dtype="float32")
+    third = import_npy(npy, "ucf", out, NpyImportConfig(lists=lists, dtype="float32"))
     assert third.imported == ["Abuse/Abuse001_x264"] and len(third.skipped) == 5
     with open_store(out) as st:
         np.testing.assert_array_equal(st.features("Abuse/Abuse001_x264"), new)
@@ -138,7 +143,7 @@ def test_rerun_is_a_noop_and_a_changed_file_is_redone(tmp_path):
         )
 
     with pytest.raises(AnomalyError, match="existing store differs in dtype"):
-        import_npy(npy, "ucf", out, lists=lists, dtype="float16")
+        import_npy(npy, "ucf", out, NpyImportConfig(lists=lists, dtype="float16"))
 
 
 def test_authors_list_format(tmp_path):
@@ -162,14 +167,10 @@ def test_authors_list_format(tmp_path):
         UCF_TEMPORAL.replace("Abuse  3  7", "Abuse  103  107")
     )
     out = tmp_path / "s.zarr"
-    summary = import_npy(
-        npy,
-        "ucf",
-        out,
-        authors_lists=[ann / "Anomaly_Train_Abnormal.txt", ann / "Anomaly_Train_Normal.txt",
-                       ann / "Anomaly_Test.txt"],
-        dtype="float32",
-    )  # fmt: skip
+    names = ["Anomaly_Train_Abnormal.txt", "Anomaly_Train_Normal.txt", "Anomaly_Test.txt"]
+    authors_lists = [ann / name for name in names]
+    cfg = NpyImportConfig(authors_lists=authors_lists, dtype="float32")
+    summary = import_npy(npy, "ucf", out, cfg)
     assert sorted(summary.imported) == sorted(UCF_VIDEOS) and not summary.failed
     with open_store(out) as st:
         for vid, (rows, label, split, intervals) in UCF_VIDEOS.items():
@@ -183,8 +184,15 @@ def test_authors_list_format(tmp_path):
     # a list whose name says no split needs train=/test=
     (ann / "mine.txt").write_text("Abuse/Abuse001_x264 0 8 0\n")
     with pytest.raises(AnomalyError, match="cannot tell the split"):
-        import_npy(npy, "ucf", tmp_path / "t.zarr", authors_lists=[ann / "mine.txt"])
-    ok = import_npy(npy, "ucf", tmp_path / "t.zarr", authors_lists=[f"train={ann / 'mine.txt'}"])
+        import_npy(
+            npy, "ucf", tmp_path / "t.zarr", NpyImportConfig(authors_lists=[ann / "mine.txt"])
+        )
+    ok = import_npy(
+        npy,
+        "ucf",
+        tmp_path / "t.zarr",
+        NpyImportConfig(authors_lists=[f"train={ann / 'mine.txt'}"]),
+    )
     assert ok.imported == ["Abuse/Abuse001_x264"] and len(ok.unlisted) == 5
 
 
@@ -194,7 +202,7 @@ def test_authors_list_in_lists_dir_gets_a_hint(tmp_path):
     (lists / "Anomaly_Test.txt").write_text("Abuse/Abuse028_x264 0 9 0\n")
     write_features(tmp_path / "npy")
     with pytest.raises(AnomalyError, match="pass it with --authors-list"):
-        import_npy(tmp_path / "npy", "ucf", tmp_path / "s.zarr", lists=lists)
+        import_npy(tmp_path / "npy", "ucf", tmp_path / "s.zarr", NpyImportConfig(lists=lists))
 
 
 def test_pickled_npy_is_refused_naming_the_file(tmp_path):
@@ -247,7 +255,7 @@ def test_bad_files_are_recorded_and_the_rest_imported(monkeypatch, capsys, tmp_p
 
     # fixing a file clears its failure on the next run
     np.save(npy / "Abuse/Abuse028_x264.npy", feats["Abuse/Abuse028_x264"])
-    again = import_npy(npy, "ucf", out, lists=lists, dtype="float32")
+    again = import_npy(npy, "ucf", out, NpyImportConfig(lists=lists, dtype="float32"))
     assert again.imported == ["Abuse/Abuse028_x264"] and again.skipped == [
         "Training_Normal_Videos_Anomaly/Normal_Videos001_x264"
     ]
@@ -268,7 +276,7 @@ def test_single_file_ncrops_time_major(tmp_path):
     for crop in (2, "mean"):
         out = tmp_path / f"c{crop}.zarr"
         summary = import_npy(
-            npy, "ucf", out, lists=lists, dtype="float32", ncrops=ncrops, crop=crop
+            npy, "ucf", out, NpyImportConfig(lists=lists, dtype="float32", ncrops=ncrops, crop=crop)
         )
         assert len(summary.imported) == 6
         with open_store(out) as st:
@@ -280,7 +288,9 @@ def test_single_file_ncrops_time_major(tmp_path):
                     assert st.features(vid).tobytes() == want.tobytes()
 
     np.save(npy / "Abuse/Abuse001_x264.npy", np.zeros((10, D), np.float32))  # 10 % 3 != 0
-    summary = import_npy(npy, "ucf", tmp_path / "bad.zarr", lists=lists, ncrops=ncrops)
+    summary = import_npy(
+        npy, "ucf", tmp_path / "bad.zarr", NpyImportConfig(lists=lists, ncrops=ncrops)
+    )
     assert "not a multiple of --ncrops 3" in summary.failed["Abuse/Abuse001_x264"]
 
 
@@ -296,16 +306,27 @@ def test_per_crop_files_flat_layout(tmp_path):
         for k in range(2):
             np.save(npy / f"{Path(vid).name}__{k}.npy", crops[vid][k])
     out1 = tmp_path / "k1.zarr"
-    assert len(import_npy(npy, "ucf", out1, lists=lists, dtype="float32", crop=1).imported) == 6
+    assert (
+        len(
+            import_npy(
+                npy, "ucf", out1, NpyImportConfig(lists=lists, dtype="float32", crop=1)
+            ).imported
+        )
+        == 6
+    )
     out_mean = tmp_path / "mean.zarr"
-    import_npy(npy, "ucf", out_mean, lists=lists, dtype="float32", crop="mean", ncrops=2)
+    import_npy(
+        npy, "ucf", out_mean, NpyImportConfig(lists=lists, dtype="float32", crop="mean", ncrops=2)
+    )
     with open_store(out1) as a, open_store(out_mean) as b:
         for vid in UCF_VIDEOS:
             assert a.features(vid).tobytes() == crops[vid][1].tobytes()
             assert a.record(vid).source == f"{Path(vid).name}__1.npy"
             np.testing.assert_allclose(b.features(vid), crops[vid].mean(axis=0), atol=1e-6)
             assert b.record(vid).fingerprint.endswith(";crop=mean")
-    summary = import_npy(npy, "ucf", tmp_path / "x.zarr", lists=lists, crop=0, ncrops=3)
+    summary = import_npy(
+        npy, "ucf", tmp_path / "x.zarr", NpyImportConfig(lists=lists, crop=0, ncrops=3)
+    )
     assert all("2 crop files, --ncrops says 3" in why for why in summary.failed.values())
 
 
@@ -340,7 +361,7 @@ def test_xd_crops_and_folder_split(tmp_path):
                 np.save(npy / folder / f"{name}__{k}.npy", np.full((20, D), k, np.float32))
     (npy / "annotations.txt").write_text("v=8cTqh9tMz_I__#1_label_B1-0-0.mp4 16 19\n")
     out = tmp_path / "xd.zarr"
-    summary = import_npy(npy, "xd", out, ncrops=5, crop=4)
+    summary = import_npy(npy, "xd", out, NpyImportConfig(ncrops=5, crop=4))
     assert len(summary.imported) == 3 and not summary.failed
     with open_store(out) as st:
         fight = st.record("v=8cTqh9tMz_I__#1_label_B1-0-0")
@@ -380,7 +401,7 @@ def test_missing_and_unlisted_files_are_reported(tmp_path):
     (npy / "Abuse/Abuse001_x264.npy").unlink()
     (npy / "Extra").mkdir()
     np.save(npy / "Extra/Extra001.npy", np.zeros((2, D), np.float32))
-    summary = import_npy(npy, "ucf", tmp_path / "s.zarr", lists=lists)
+    summary = import_npy(npy, "ucf", tmp_path / "s.zarr", NpyImportConfig(lists=lists))
     assert summary.missing == ["Abuse/Abuse001_x264"] and summary.unlisted == ["Extra/Extra001"]
     assert len(summary.imported) == 5 and not summary.failed
 

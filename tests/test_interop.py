@@ -40,11 +40,13 @@ from anomalyclip.interop.authors import (
     check_prompt_tokens,
     export_checkpoint,
     import_checkpoint,
+)
+from anomalyclip.interop.authors_checkpoint import (
     infer_config,
-    model_rules,
     read_authors_checkpoint,
     text_layers,
 )
+from anomalyclip.interop.authors_keys import model_rules
 from anomalyclip.interop.safe_pickle import Placeholder, load_torch_file
 from anomalyclip.runs import build_network, load_model
 from anomalyclip.runs.checkpoint import load_run

@@ -28,7 +28,7 @@ from anomalyclip.backbone import build_clip
 from anomalyclip.cli import app, main
 from anomalyclip.datasets import discover
 from anomalyclip.datasets.registry import VideoEntry
-from anomalyclip.demo import generate_demo_videos
+from anomalyclip.demo import DemoScale, generate_demo_videos
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract import pipeline
 from anomalyclip.extract.pipeline import extract, shard_entries
@@ -139,9 +139,9 @@ def test_waiting_rank_times_out_naming_the_store(tiny_clip, tmp_path):
 def videos(tmp_path_factory) -> Path:
     """6 demo videos of 150-200 frames: long enough to kill a rank between two videos."""
     root = tmp_path_factory.mktemp("videos")
-    generate_demo_videos(root, seed=3, n_train_normal=2, n_train_abnormal_per_class=1,
+    generate_demo_videos(root, 3, DemoScale(n_train_normal=2, n_train_abnormal_per_class=1,
                          n_test_normal=1, n_test_abnormal_per_class=0, frames=(150, 200),
-                         size=(96, 72))  # fmt: skip
+                         size=(96, 72)))  # fmt: skip
     return root
 
 

@@ -124,10 +124,41 @@ def _train_rows(result: dict) -> list[str]:
     return rows
 
 
-def table(r: dict) -> str:
-    """One Markdown table of every stage."""
+def _predict_rows(result: dict) -> list[str]:
     from anomalyclip.bench import predict
 
+    rows = []
+    pr = {row["precision"]: row for row in result["rows"]}
+    for precision, row in pr.items():
+        s = row["seconds"]
+        rows.append(_row(
+            f"`anomaly predict --render`, demo CLIP in {precision}, 2 videos 768x576",
+            f"{row['frames_per_s']:.0f} frames/s ({row['frames']} frames in {s['predict']:.1f} "
+            f"s, the best of {predict.runs_text(row)}): "
+            f"extract {s['extract'] / s['predict']:.0%}, render "
+            f"{s['render'] / s['predict']:.0%}, rest {s['rest'] / s['predict']:.0%}",
+            f"{row['frames_per_s'] / pr['fp32']['frames_per_s']:.2f}x fp32"
+            if precision != "fp32" and "fp32" in pr else "",
+            "≥ 150 frames/s",
+        ))  # fmt: skip
+    return rows
+
+
+def _demo_row(de: dict) -> str:
+    steps = ", ".join(f"{k} {v:.0f}" for k, v in de["seconds"].items() if k != "total")
+    return _row(
+        "`make demo` steps",
+        f"{de['seconds']['total']:.0f} s ({steps} s), peak RSS {de['peak_rss_mb'] / 1024:.1f} "
+        f"GB; frame AUC {de['frame_auc']:.3f}; "
+        f"{de['events_found_iou_0.3']}/{de['planted_events']} planted events at IoU ≥ 0.3; "
+        f"far@1 alarms on {100 * de['alarm_rate_test_normal_videos']:.1f} % of normal test "
+        f"videos' frames ({100 * de['alarm_rate_test_normal_frames']:.1f} % of all normal frames)",
+        "", "≤ 150 s, ≤ 2 GB, AUC ≥ 0.9",
+    )  # fmt: skip
+
+
+def table(r: dict) -> str:
+    """One Markdown table of every stage."""
     lines = [
         f"`anomaly bench all` on {r['host']['cpu']}, {r['host']['cores']} threads, "
         f"torch {r['host']['torch']}, {r['host']['date']} ({r['host']['wall_s'] / 60:.0f} min).",
@@ -165,30 +196,8 @@ def table(r: dict) -> str:
         f"{st['read_vs_npy']['cold']['zarr']:.2f}x (cold)",
         "far below a training step",
     ))  # fmt: skip
-    pr = {row["precision"]: row for row in r["predict"]["rows"]}
-    for precision, row in pr.items():
-        s = row["seconds"]
-        lines.append(_row(
-            f"`anomaly predict --render`, demo CLIP in {precision}, 2 videos 768x576",
-            f"{row['frames_per_s']:.0f} frames/s ({row['frames']} frames in {s['predict']:.1f} "
-            f"s, the best of {predict.runs_text(row)}): "
-            f"extract {s['extract'] / s['predict']:.0%}, render "
-            f"{s['render'] / s['predict']:.0%}, rest {s['rest'] / s['predict']:.0%}",
-            f"{row['frames_per_s'] / pr['fp32']['frames_per_s']:.2f}x fp32"
-            if precision != "fp32" and "fp32" in pr else "",
-            "≥ 150 frames/s",
-        ))  # fmt: skip
-    de = r["demo"]
-    steps = ", ".join(f"{k} {v:.0f}" for k, v in de["seconds"].items() if k != "total")
-    lines.append(_row(
-        "`make demo` steps",
-        f"{de['seconds']['total']:.0f} s ({steps} s), peak RSS {de['peak_rss_mb'] / 1024:.1f} "
-        f"GB; frame AUC {de['frame_auc']:.3f}; "
-        f"{de['events_found_iou_0.3']}/{de['planted_events']} planted events at IoU ≥ 0.3; "
-        f"far@1 alarms on {100 * de['alarm_rate_test_normal_videos']:.1f} % of normal test "
-        f"videos' frames ({100 * de['alarm_rate_test_normal_frames']:.1f} % of all normal frames)",
-        "", "≤ 150 s, ≤ 2 GB, AUC ≥ 0.9",
-    ))  # fmt: skip
+    lines += _predict_rows(r["predict"])
+    lines.append(_demo_row(r["demo"]))
     return "\n".join(lines)
 
 

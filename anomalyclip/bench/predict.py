@@ -26,8 +26,14 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from anomalyclip.datasets.core import VideoEntry
+    from anomalyclip.evaluate.predict import Written
+    from anomalyclip.model import AnomalyCLIP
 
 
 def make_videos(folder: Path, lengths: tuple[int, ...], size: tuple[int, int]) -> list[Path]:
@@ -53,13 +59,8 @@ def measure(
     """Time ``predict --render`` on ``videos`` (default: generated ones of ``lengths`` frames),
     the best of ``repeats`` runs per image-tower precision, and its parts once each."""
     from anomalyclip.datasets.core import VideoEntry
-    from anomalyclip.evaluate.predict import PredictConfig, predict
-    from anomalyclip.evaluate.render import Scores, render_video
-    from anomalyclip.evaluate.report import read_video_csv
-    from anomalyclip.extract.pipeline import extract
     from anomalyclip.kernels.allocator import keep_freed_memory
-    from anomalyclip.runs import load_model, run_clip
-    from anomalyclip.store import open_store
+    from anomalyclip.runs import load_model
 
     keep_freed_memory()  # what `anomaly predict` applies on the CPU
     model, config = load_model(run_dir)
@@ -68,42 +69,12 @@ def measure(
         tmp = Path(tmp)
         paths = [Path(v) for v in videos] if videos else make_videos(tmp, lengths, size)
         entries = [VideoEntry(f"v{i}", p, "", "predict", []) for i, p in enumerate(paths)]
-        warm = make_videos(tmp / "warm-up", (16,), (64, 48))
-        for precision in precisions:  # a process's one-time costs, outside the timings
-            predict(warm, run_dir, tmp / "warm-up" / precision,
-                    PredictConfig(precision=precision, render=True))  # fmt: skip
-        runs: dict[str, list[float]] = {precision: [] for precision in precisions}
-        outputs = {}
-        for r in range(repeats):  # interleaved, so every precision sees the same machine state
-            for precision in precisions:
-                out = tmp / precision / f"predict-{r}"
-                t0 = time.perf_counter()
-                outputs[precision], failed = predict(
-                    paths, run_dir, out, PredictConfig(precision=precision, render=True)
-                )
-                runs[precision].append(time.perf_counter() - t0)
-                if failed:
-                    raise RuntimeError(f"bench predict: videos failed: {failed}")
+        runs, outputs = _time_predict(paths, run_dir, tmp, precisions, repeats)
         for precision in precisions:
             out, results = tmp / precision, outputs[precision]
             t_predict = min(runs[precision])
-            store = f"memory://anomaly-bench-{uuid.uuid4().hex}"
-            t0 = time.perf_counter()
-            extract(entries, store, run_clip(run_dir, config), dtype="float32",
-                    precision=precision, dataset=config["dataset"], progress=False)  # fmt: skip
-            t_extract = time.perf_counter() - t0
-            with open_store(store) as st:
-                stamps = [(st.frames(e.video_id), st.times(e.video_id)) for e in entries]
-
-            scores = []  # what predict drew, read back from its CSVs: the bars and cursor move
-            for r, (fr, times) in zip(results, stamps, strict=True):
-                back = read_video_csv(r.csv)
-                p, probs = back["p_abnormal"], back["probs"]
-                scores.append(Scores(fr, times, p, probs, model.cfg.classes, model.cfg.normal_id))
-            t0 = time.perf_counter()
-            for r, sc in zip(results, scores, strict=True):
-                render_video(r.source, out / "render" / f"{r.source.stem}.mp4", sc, 0.6, r.events)
-            t_render = time.perf_counter() - t0
+            t_extract, stamps = _time_extract(entries, run_dir, config, precision)
+            t_render = _time_render(results, stamps, model, out)
             frames = sum(r.frames for r in results)
             rows.append({
                 "precision": precision,
@@ -118,6 +89,66 @@ def measure(
                 "runs": runs[precision],
             })  # fmt: skip
     return {"frames": rows[0]["frames"], "rows": rows}
+
+
+def _time_predict(
+    paths: list[Path], run_dir: str | Path, tmp: Path, precisions: tuple[str, ...], repeats: int
+) -> tuple[dict[str, list[float]], dict[str, list[Written]]]:
+    """Seconds of each ``predict --render`` run per precision, and each precision's last
+    results; after a warm-up run per precision."""
+    from anomalyclip.evaluate.predict import PredictConfig, predict
+
+    warm = make_videos(tmp / "warm-up", (16,), (64, 48))
+    for precision in precisions:  # a process's one-time costs, outside the timings
+        predict(warm, run_dir, tmp / "warm-up" / precision,
+                PredictConfig(precision=precision, render=True))  # fmt: skip
+    runs: dict[str, list[float]] = {precision: [] for precision in precisions}
+    outputs = {}
+    for r in range(repeats):  # interleaved, so every precision sees the same machine state
+        for precision in precisions:
+            out = tmp / precision / f"predict-{r}"
+            t0 = time.perf_counter()
+            outputs[precision], failed = predict(
+                paths, run_dir, out, PredictConfig(precision=precision, render=True)
+            )
+            runs[precision].append(time.perf_counter() - t0)
+            if failed:
+                raise RuntimeError(f"bench predict: videos failed: {failed}")
+    return runs, outputs
+
+
+def _time_extract(
+    entries: list[VideoEntry], run_dir: str | Path, config: dict, precision: str
+) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+    """Seconds of the extraction alone, as predict runs it, and each video's (frames, times)."""
+    from anomalyclip.extract.pipeline import extract
+    from anomalyclip.runs import run_clip
+    from anomalyclip.store import open_store
+
+    store = f"memory://anomaly-bench-{uuid.uuid4().hex}"
+    t0 = time.perf_counter()
+    extract(entries, store, run_clip(run_dir, config), dtype="float32",
+            precision=precision, dataset=config["dataset"], progress=False)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    with open_store(store) as st:
+        stamps = [(st.frames(e.video_id), st.times(e.video_id)) for e in entries]
+    return seconds, stamps
+
+
+def _time_render(results: list[Written], stamps: list, model: AnomalyCLIP, out: Path) -> float:
+    """Seconds of rendering the videos alone, on the scores predict drew."""
+    from anomalyclip.evaluate.render import Scores, render_video
+    from anomalyclip.evaluate.report import read_video_csv
+
+    scores = []  # what predict drew, read back from its CSVs: the bars and cursor move
+    for r, (fr, times) in zip(results, stamps, strict=True):
+        back = read_video_csv(r.csv)
+        p, probs = back["p_abnormal"], back["probs"]
+        scores.append(Scores(fr, times, p, probs, model.cfg.classes, model.cfg.normal_id))
+    t0 = time.perf_counter()
+    for r, sc in zip(results, scores, strict=True):
+        render_video(r.source, out / "render" / f"{r.source.stem}.mp4", sc, 0.6, r.events)
+    return time.perf_counter() - t0
 
 
 def runs_text(row: dict) -> str:

@@ -130,6 +130,25 @@ def _count(
     return forward, counter.get_total_flops(), temporal
 
 
+def _time_steps(
+    model: AnomalyCLIP, x: torch.Tensor, labels: torch.Tensor, bf16: bool, steps: int
+) -> tuple[float, float]:
+    """Median seconds of the forward and the backward over ``steps`` steps after a warm-up."""
+    gen = torch.Generator().manual_seed(0)
+    forward, backward = [], []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss, _ = model.loss(model(x), labels, generator=gen)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        model.zero_grad(set_to_none=True)
+        forward.append(t1 - t0)
+        backward.append(t2 - t1)
+    return statistics.median(forward[1:]), statistics.median(backward[1:])
+
+
 def measure_step(
     clip_dir: Path,
     shape: Shape,
@@ -160,20 +179,8 @@ def measure_step(
     model = bench_network(clip_dir, shape, conv)
     before = peaks(peak_n)
     executed = _count(model, x, labels, bf16)
-    gen = torch.Generator().manual_seed(0)
-    forward, backward = [], []
     reset = reset_peak_rss()
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss, _ = model.loss(model(x), labels, generator=gen)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        model.zero_grad(set_to_none=True)
-        forward.append(t1 - t0)
-        backward.append(t2 - t1)
-    fwd, bwd = statistics.median(forward[1:]), statistics.median(backward[1:])
+    fwd, bwd = _time_steps(model, x, labels, bf16, steps)
     after = peaks(peak_n)
     return StepResult(
         conv=conv,
@@ -195,8 +202,9 @@ def measure_step(
     )
 
 
-def _child(queue, clip_dir, shape, conv, bf16, steps, threads, peak_n, keep) -> None:  # noqa: ANN001
-    result = measure_step(Path(clip_dir), shape, conv, bf16, steps, threads, peak_n, keep)
+def _child(queue, clip_dir: str, step_args: tuple) -> None:  # noqa: ANN001
+    """The spawned process: :func:`measure_step` on ``clip_dir`` and the rest of its arguments."""
+    result = measure_step(Path(clip_dir), *step_args)
     queue.put(asdict(result))
 
 
@@ -215,7 +223,7 @@ def measure_in_subprocess(
     queue = ctx.Queue()
     proc = ctx.Process(
         target=_child,
-        args=(queue, str(clip_dir), shape, conv, bf16, steps, threads, peak_n, keep_memory),
+        args=(queue, str(clip_dir), (shape, conv, bf16, steps, threads, peak_n, keep_memory)),
     )
     proc.start()
     result = queue.get()
@@ -283,41 +291,49 @@ def summarize(result: StepResult) -> dict[str, float | str | bool]:
     }
 
 
-def measure(
-    shape: Shape | None = None,
-    convs: tuple[str, ...] = ("direct", "winograd"),
-    bf16: tuple[bool, ...] = (False,),
-    steps: int = 3,
-    rounds: int = 1,
-    threads: int | None = 2,
-    store_videos: int = 128,
-    store_frames: tuple[int, int] = (1000, 4000),
-    load_batches: int = 8,
-    subprocess: bool = True,
-    peak_n: int = 4096,
-    keep_memory: tuple[bool, ...] = (True,),
-) -> dict:
-    """The whole benchmark; configurations are interleaved over ``rounds`` and medians kept.
+@dataclass
+class TrainBench:
+    """What to measure: each of ``convs`` x ``bf16`` (autocast) x ``keep_memory`` (True: the
+    trainer's allocator setting, :mod:`anomalyclip.kernels.allocator`; False: glibc's) at
+    ``shape`` (None: the paper's UCF-Crime one), interleaved over ``rounds``; then the
+    loading rate from a random store of ``store_videos`` videos."""
 
-    ``keep_memory`` lists the allocator settings to time (True: the trainer's, see
-    :mod:`anomalyclip.kernels.allocator`; False: glibc's defaults).
-    """
-    shape = shape or Shape()
-    if threads:
-        torch.set_num_threads(threads)
+    shape: Shape | None = None
+    convs: tuple[str, ...] = ("direct", "winograd")
+    bf16: tuple[bool, ...] = (False,)
+    steps: int = 3
+    rounds: int = 1
+    threads: int | None = 2
+    store_videos: int = 128
+    store_frames: tuple[int, int] = (1000, 4000)
+    load_batches: int = 8
+    subprocess: bool = True  # each configuration in a process of its own (its own peak RSS)
+    peak_n: int = 4096
+    keep_memory: tuple[bool, ...] = (True,)
+
+
+def measure(bench: TrainBench | None = None) -> dict:
+    """The whole benchmark; configurations interleaved over ``bench.rounds``, medians kept."""
+    bench = bench or TrainBench()
+    shape = bench.shape or Shape()
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    timing = (bench.steps, bench.threads, bench.peak_n)
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-train-") as tmp:
         clip_dir = build_clip(Path(tmp) / "clip", shape.clip)
-        configs = [(c, b, k) for k in keep_memory for b in bf16 for c in convs]
+        configs = [(c, b, k) for k in bench.keep_memory for b in bench.bf16 for c in bench.convs]
         samples: dict[tuple[str, bool, bool], list[StepResult]] = {cfg: [] for cfg in configs}
-        for _ in range(rounds):
+        for _ in range(bench.rounds):
             for conv, use_bf16, keep in configs:
-                measure_one = measure_in_subprocess if subprocess else measure_step
+                measure_one = measure_in_subprocess if bench.subprocess else measure_step
                 samples[(conv, use_bf16, keep)].append(
-                    measure_one(clip_dir, shape, conv, use_bf16, steps, threads, peak_n, keep)
+                    measure_one(clip_dir, shape, conv, use_bf16, *timing, keep)
                 )
         store_path = Path(tmp) / "features.zarr"
-        write_random_store(store_path, store_videos, store_frames, shape.model.feature_dim)
-        rate = loading_rate(store_path, shape, load_batches)
+        write_random_store(
+            store_path, bench.store_videos, bench.store_frames, shape.model.feature_dim
+        )
+        rate = loading_rate(store_path, shape, bench.load_batches)
     rows = [summarize(_median_result(s)) for s in samples.values()]
     peak = {k: statistics.median(r[f"peak_{k}"] for r in rows) for k in ("fp32", "bf16")}
     fastest = min(r["step_s"] for r in rows)
@@ -335,18 +351,9 @@ def measure(
 
 def _median_result(results: list[StepResult]) -> StepResult:
     first = results[0]
-    med = {
-        k: statistics.median(getattr(r, k) for r in results)
-        for k in (
-            "forward_s",
-            "backward_s",
-            "peak_rss_mb",
-            "peak_fp32",
-            "peak_bf16",
-            "peak_fp32_mm",
-            "load_avg",
-        )
-    }
+    measured = ["forward_s", "backward_s", "peak_rss_mb", "peak_fp32", "peak_bf16"]
+    measured += ["peak_fp32_mm", "load_avg"]
+    med = {k: statistics.median(getattr(r, k) for r in results) for k in measured}
     return StepResult(**{**asdict(first), **med, "step_s": med["forward_s"] + med["backward_s"]})
 
 

@@ -44,6 +44,7 @@ from anomalyclip.live.config import ReadConfig, WatchConfig
 from anomalyclip.live.stats import resident_bytes
 from anomalyclip.live.watch import Watcher
 from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
+from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.inference import score_video
 from anomalyclip.synthetic import encode_video, render_scene
 
@@ -287,16 +288,37 @@ def agreement(demo_dir: str | Path, hops: tuple[float, ...] = (0.5, 2.0)) -> dic
     """
     from sklearn.metrics import roc_auc_score
 
-    from anomalyclip.datasets import frame_labels
-    from anomalyclip.evaluate.evaluation import score_fn
-    from anomalyclip.events import find_events
     from anomalyclip.live.watch import load_for_watch, run_threshold
-    from anomalyclip.store import open_store
 
     demo = Path(demo_dir)
     model, encoder, config = load_for_watch(demo / "run", None, "cpu")
     threshold = run_threshold(config, demo / "run", None)
-    labels_of = (list(model.cfg.classes), model.cfg.normal_id)
+    offline = _offline_scores(demo, model)
+    truth = np.concatenate([v["truth"] for v in offline.values()])
+    p_off = np.concatenate([v["p"] for v in offline.values()])
+    result = {"videos": len(offline), "frames": int(truth.size), "threshold": threshold,
+              "auc_offline": float(roc_auc_score(truth, p_off)), "hops": []}  # fmt: skip
+    cfg_events = EventConfig(threshold)
+    for hop in hops:
+        with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as sink:
+            cfg = WatchConfig(cfg_events, out=tmp, hop=hop, status_every=0)
+            watcher = Watcher([Path(v) for v in offline], model, encoder, Sampling(), cfg, sink)
+            rows: dict[str, list] = {v: [] for v in offline}
+            watcher.on_rows = lambda name, f, t, p, c, rows=rows: rows[name].append((f, p, c))
+            watcher.run()
+        found = _compare_hop(offline, rows, (list(model.cfg.classes), model.cfg.normal_id),
+                             cfg_events)  # fmt: skip
+        result["hops"].append({"hop_s": hop, **found})
+    return result
+
+
+def _offline_scores(demo: Path, model: AnomalyCLIP) -> dict[str, dict]:
+    """Each test video's offline scores from the demo's store, by its video file: frames,
+    times, p(A), class probabilities and the true frame labels."""
+    from anomalyclip.datasets import frame_labels
+    from anomalyclip.evaluate.evaluation import score_fn
+    from anomalyclip.store import open_store
+
     offline: dict[str, dict] = {}
     with open_store(demo / "store.zarr") as st:
         for rec in st.records(split="test"):
@@ -310,56 +332,55 @@ def agreement(demo_dir: str | Path, hops: tuple[float, ...] = (0.5, 2.0)) -> dic
                 "probs": probs.numpy(),
                 "truth": frame_labels([tuple(i) for i in rec.intervals], frames),
             }
+    return offline
+
+
+def _compare_hop(
+    offline: dict[str, dict],
+    rows: dict[str, list],
+    labels_of: tuple[list[str], int],
+    cfg_events: EventConfig,
+) -> dict:
+    """One hop's live ``rows`` (frames, p(A), probabilities per batch) against the offline
+    scores: frame AUC, the curves' distance, and the events found in each."""
+    from sklearn.metrics import roc_auc_score
+
+    from anomalyclip.events import find_events
+
     truth = np.concatenate([v["truth"] for v in offline.values()])
     p_off = np.concatenate([v["p"] for v in offline.values()])
-    result = {"videos": len(offline), "frames": int(truth.size), "threshold": threshold,
-              "auc_offline": float(roc_auc_score(truth, p_off)), "hops": []}  # fmt: skip
-    cfg_events = EventConfig(threshold)
-    for hop in hops:
-        with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as sink:
-            cfg = WatchConfig(cfg_events, out=tmp, hop=hop, status_every=0)
-            watcher = Watcher([Path(v) for v in offline], model, encoder, Sampling(), cfg, sink)
-            rows: dict[str, list] = {v: [] for v in offline}
-            watcher.on_rows = lambda name, f, t, p, c, rows=rows: rows[name].append((f, p, c))
-            watcher.run()
-        live_p, diffs, n_live, n_off, starts, ends = [], [], 0, 0, [], []
-        for name, ref in offline.items():
-            frames = np.concatenate([r[0] for r in rows[name]])
-            p = np.concatenate([r[1] for r in rows[name]])
-            probs = np.concatenate([r[2] for r in rows[name]])
-            assert np.array_equal(frames, ref["frames"]), name  # the very same frames
-            live_p.append(p)
-            diffs.append(np.abs(p - ref["p"]))
-            curve = {"frames": frames, "times": ref["times"], "p": p, "probs": probs}
-            ev_live = find_events(name, curve, labels_of, cfg_events)
-            ev_off = find_events(name, ref, labels_of, cfg_events)
-            n_live, n_off = n_live + len(ev_live), n_off + len(ev_off)
-            for a in ev_off:  # the live event overlapping it most
-                best = max(ev_live, default=None, key=lambda b: _overlap(a, b))
-                if best is not None and _overlap(a, best) > 0:
-                    starts.append(best.start_time - a.start_time)
-                    ends.append(best.end_time - a.end_time)
-        d = np.concatenate(diffs)
-        p_live = np.concatenate(live_p)
-        result["hops"].append(
-            {
-                "hop_s": hop,
-                "auc_live": float(roc_auc_score(truth, p_live)),
-                "mean_abs_diff": float(d.mean()),
-                "p99_abs_diff": float(np.quantile(d, 0.99)),
-                "max_abs_diff": float(d.max()),
-                "pearson": float(np.corrcoef(p_live, p_off)[0, 1]),
-                "events_offline": n_off,
-                "events_live": n_live,
-                "start_shift_s": [float(np.median(starts)), float(np.max(np.abs(starts)))]
-                if starts
-                else None,
-                "end_shift_s": [float(np.median(ends)), float(np.max(np.abs(ends)))]
-                if ends
-                else None,
-            }
-        )
-    return result
+    live_p, diffs, n_live, n_off, starts, ends = [], [], 0, 0, [], []
+    for name, ref in offline.items():
+        frames = np.concatenate([r[0] for r in rows[name]])
+        p = np.concatenate([r[1] for r in rows[name]])
+        probs = np.concatenate([r[2] for r in rows[name]])
+        assert np.array_equal(frames, ref["frames"]), name  # the very same frames
+        live_p.append(p)
+        diffs.append(np.abs(p - ref["p"]))
+        curve = {"frames": frames, "times": ref["times"], "p": p, "probs": probs}
+        ev_live = find_events(name, curve, labels_of, cfg_events)
+        ev_off = find_events(name, ref, labels_of, cfg_events)
+        n_live, n_off = n_live + len(ev_live), n_off + len(ev_off)
+        for a in ev_off:  # the live event overlapping it most
+            best = max(ev_live, default=None, key=lambda b: _overlap(a, b))
+            if best is not None and _overlap(a, best) > 0:
+                starts.append(best.start_time - a.start_time)
+                ends.append(best.end_time - a.end_time)
+    d = np.concatenate(diffs)
+    p_live = np.concatenate(live_p)
+    return {
+        "auc_live": float(roc_auc_score(truth, p_live)),
+        "mean_abs_diff": float(d.mean()),
+        "p99_abs_diff": float(np.quantile(d, 0.99)),
+        "max_abs_diff": float(d.max()),
+        "pearson": float(np.corrcoef(p_live, p_off)[0, 1]),
+        "events_offline": n_off,
+        "events_live": n_live,
+        "start_shift_s": [float(np.median(starts)), float(np.max(np.abs(starts)))]
+        if starts
+        else None,
+        "end_shift_s": [float(np.median(ends)), float(np.max(np.abs(ends)))] if ends else None,
+    }
 
 
 def _overlap(a, b) -> float:

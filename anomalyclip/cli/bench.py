@@ -144,13 +144,14 @@ def bench_train_cmd(
     """Seconds per training step at the paper's UCF-Crime shape, against the published code."""
     import json
 
-    from anomalyclip.bench.train import measure, table
+    from anomalyclip.bench.train import TrainBench, measure, table
 
     dtypes = (False, True) if bf16 else (False,)
     keep = (True, False) if libc_malloc else (True,)
-    result = measure(
+    bench = TrainBench(
         convs=_bench_convs(conv), bf16=dtypes, steps=steps, rounds=rounds, keep_memory=keep
     )
+    result = measure(bench)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))
 
 

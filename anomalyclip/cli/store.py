@@ -212,13 +212,14 @@ def store_import_npy(
         checks.existing_file(item.split("=", 1)[-1], "list file")
     if crop != "mean" and not crop.isdigit():
         raise AnomalyError(f"--crop must be a crop index or 'mean', not {crop!r}")
-    from anomalyclip.interop.npy_import import import_npy
+    from anomalyclip.interop.npy_import import NpyImportConfig, import_npy
 
-    summary = import_npy(
-        npy_dir, dataset, out, lists=lists, authors_lists=authors_list or None, dtype=dtype,
-        ncrops=ncrops, crop=crop if crop == "mean" else int(crop), backbone=backbone, dim=dim,
-        fps=fps, stride=stride, progress=True,
+    cfg = NpyImportConfig(
+        lists=lists, authors_lists=authors_list or None, dtype=dtype, ncrops=ncrops,
+        crop=crop if crop == "mean" else int(crop), backbone=backbone, dim=dim, fps=fps,
+        stride=stride,
     )  # fmt: skip
+    summary = import_npy(npy_dir, dataset, out, cfg, progress=True)
     typer.echo(
         f"imported {len(summary.imported)} ({summary.frames:,} rows), "
         f"unchanged {len(summary.skipped)}, failed {len(summary.failed)}, "

@@ -17,6 +17,7 @@ from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, vide
 from anomalyclip.evaluate.html import write_report
 from anomalyclip.evaluate.metrics import evaluate_arrays
 from anomalyclip.evaluate.report import (  # safe_name: also imported from here
+    FrameDecision,
     safe_name,
     write_events,
     write_metrics_json,
@@ -248,8 +249,7 @@ def write_outputs(
             r.probs,
             class_names,
             r.labels,
-            threshold=threshold,
-            normal_id=normal_id,
+            decision=None if threshold is None else FrameDecision(threshold, normal_id),
         )
         if i < max_video_plots:
             timed = bool(np.isfinite(r.times).all())  # imported features may lack a frame rate

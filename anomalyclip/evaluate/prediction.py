@@ -12,7 +12,7 @@ import numpy as np
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import video_events
-from anomalyclip.evaluate.report import write_events, write_video_csv
+from anomalyclip.evaluate.report import FrameDecision, write_events, write_video_csv
 from anomalyclip.events import Event, EventConfig
 
 
@@ -104,7 +104,7 @@ class Prediction:
         predicted_class, gt_label`` (:func:`~anomalyclip.evaluate.report.write_video_csv`)."""
         return write_video_csv(
             path, self.frames, self.times, self.p_abnormal, self.probs, self.classes,
-            threshold=self.threshold, normal_id=self.normal_id,
+            decision=FrameDecision(self.threshold, self.normal_id),
         )  # fmt: skip
 
     def write_events(self, stem: str | Path) -> tuple[Path, Path]:

@@ -265,6 +265,65 @@ class _Encoder:
             self.container.close()
 
 
+class _Overlay:
+    """What a render draws over and beside each frame, in yuv420p: an open event's red border
+    and banner, the time stamp, the curve panel with its cursor, the bars of the frame's row.
+    The curve is converted once, a banner once per event, the bars when the row changes."""
+
+    def __init__(self, scores: Scores, threshold: float | None, events: Sequence[Event]) -> None:
+        curve, self.column, (row_top, row_bottom) = _curve_panel(scores, threshold, events)
+        self.scores, self.events = scores, events
+        self.spans = np.array([[e.start_frame, e.end_frame] for e in events]).reshape(-1, 2)
+        self.paint = paint = _Painter()
+        self.curve = paint.yuv("curve", curve[: HEIGHT // 2])
+        self.black, self.alarm_colour = paint.colour((0, 0, 0)), paint.colour(ALARM)
+        self.cursor_rows = slice(row_top // 2 * 2, _even_up(row_bottom))
+        self.bands: dict[int, np.ndarray] = {}  # event -> its banner
+        self.bars_row, self.bars = -1, None
+
+    def draw(self, canvas: np.ndarray, index: int, time: float, width: int) -> None:
+        """In place: the overlay of frame ``index`` (shown at ``time``) onto ``canvas``, whose
+        first ``width`` columns hold the frame."""
+        paint, scores = self.paint, self.scores
+        row = int(np.clip(np.searchsorted(scores.frames, index, side="right") - 1, 0,
+                          len(scores.frames) - 1))  # fmt: skip
+        open_ = np.flatnonzero((self.spans[:, 0] <= index) & (index < self.spans[:, 1]))
+        inner = width - 2 * BORDER  # what the border leaves of the frame's width
+        if open_.size:  # a red border, and the event's banner on a red band
+            self._alarm(canvas, int(open_[0]), width, inner)
+        if inner >= 2:
+            text = f"{time:8.2f} s  frame {index}"
+            stamp = clock_stamp(text, min(stamp_width(text), inner))
+            paint.paste(canvas, HEIGHT - BORDER - STRIP, BORDER, paint.yuv("stamp", stamp))
+        paint.paste(canvas, 0, width, self.curve)
+        x = int(np.clip(self.column(float(scores.times[row])), 0, PANEL_WIDTH - 1))
+        x0 = min(max(0, x - 1) // 2 * 2, PANEL_WIDTH - 2)
+        paint.fill(canvas, self.cursor_rows, slice(width + x0, width + x0 + 2), self.black)
+        if row != self.bars_row:
+            self.bars_row, self.bars = row, paint.yuv("bars", _bars(scores, row))
+        paint.paste(canvas, HEIGHT // 2, width, self.bars)
+
+    def _alarm(self, canvas: np.ndarray, k: int, width: int, inner: int) -> None:
+        """Event ``k``'s red border around the frame, and its banner where it fits."""
+        paint = self.paint
+        if k not in self.bands and inner >= 4:
+            e = self.events[k]
+            band = np.empty((STRIP + 4, inner, 3), np.uint8)
+            band[:] = ALARM
+            text = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
+            band[2 : 2 + STRIP, 2:] = banner_strip(text, inner - 2, ALARM)
+            self.bands[k] = paint.yuv("band", band)
+        for rows, cols in (
+            (slice(0, BORDER), slice(0, width)),
+            (slice(HEIGHT - BORDER, HEIGHT), slice(0, width)),
+            (slice(0, HEIGHT), slice(0, BORDER)),
+            (slice(0, HEIGHT), slice(width - BORDER, width)),
+        ):
+            paint.fill(canvas, rows, cols, self.alarm_colour)
+        if k in self.bands:
+            paint.paste(canvas, BORDER, BORDER, self.bands[k])
+
+
 def render_video(
     source: str | Path,
     out_path: str | Path,
@@ -281,21 +340,14 @@ def render_video(
     Per frame only what changes is drawn, in the encoder's yuv420p (:class:`_Painter`): the
     frame comes scaled from the decoder, the curve panel is copied with a cursor, the bars
     panel is redrawn when the row changes from strings drawn once each, the time stamp is one
-    small strip of glyphs drawn once each.
+    small strip of glyphs drawn once each (:class:`_Overlay`).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    curve, column, (row_top, row_bottom) = _curve_panel(scores, threshold, events)
-    spans = np.array([[e.start_frame, e.end_frame] for e in events]).reshape(-1, 2)
-    paint = _Painter()
-    curve = paint.yuv("curve", curve[: HEIGHT // 2])
-    black, alarm_colour = paint.colour((0, 0, 0)), paint.colour(ALARM)
-    cursor_rows = slice(row_top // 2 * 2, _even_up(row_bottom))
-    bands: dict[int, np.ndarray] = {}
+    overlay = _Overlay(scores, threshold, events)
     src = VideoSource(source, height=HEIGHT, pixels="yuv420p")
     rescale = Converter()  # for a frame whose size differs from the first one's
     encoder = None
-    bars_row, bars = -1, None
     try:
         for frame in src:
             left = frame.image  # (3 HEIGHT / 2, width) yuv420p, scaled by the decoder
@@ -306,40 +358,8 @@ def render_video(
                 planar = av.VideoFrame.from_ndarray(left, format="yuv420p")
                 left = rescale.pixels(planar, "yuv420p", width, HEIGHT, "AREA")
             canvas = np.empty((HEIGHT * 3 // 2, width + PANEL_WIDTH), np.uint8)  # encoder's
-            row = int(np.clip(np.searchsorted(scores.frames, frame.index, side="right") - 1, 0,
-                              len(scores.frames) - 1))  # fmt: skip
-            paint.paste(canvas, 0, 0, left)
-            open_ = np.flatnonzero((spans[:, 0] <= frame.index) & (frame.index < spans[:, 1]))
-            inner = width - 2 * BORDER  # what the border leaves of the frame's width
-            if open_.size:  # a red border, and the event's banner on a red band
-                k = int(open_[0])
-                if k not in bands and inner >= 4:
-                    e = events[k]
-                    band = np.empty((STRIP + 4, inner, 3), np.uint8)
-                    band[:] = ALARM
-                    text = f"ALARM  {e.label}  peak p(A) {e.peak:.2f}"
-                    band[2 : 2 + STRIP, 2:] = banner_strip(text, inner - 2, ALARM)
-                    bands[k] = paint.yuv("band", band)
-                for rows, cols in (
-                    (slice(0, BORDER), slice(0, width)),
-                    (slice(HEIGHT - BORDER, HEIGHT), slice(0, width)),
-                    (slice(0, HEIGHT), slice(0, BORDER)),
-                    (slice(0, HEIGHT), slice(width - BORDER, width)),
-                ):
-                    paint.fill(canvas, rows, cols, alarm_colour)
-                if k in bands:
-                    paint.paste(canvas, BORDER, BORDER, bands[k])
-            if inner >= 2:
-                text = f"{frame.time:8.2f} s  frame {frame.index}"
-                stamp = clock_stamp(text, min(stamp_width(text), inner))
-                paint.paste(canvas, HEIGHT - BORDER - STRIP, BORDER, paint.yuv("stamp", stamp))
-            paint.paste(canvas, 0, width, curve)
-            x = int(np.clip(column(float(scores.times[row])), 0, PANEL_WIDTH - 1))
-            x0 = min(max(0, x - 1) // 2 * 2, PANEL_WIDTH - 2)
-            paint.fill(canvas, cursor_rows, slice(width + x0, width + x0 + 2), black)
-            if row != bars_row:
-                bars_row, bars = row, paint.yuv("bars", _bars(scores, row))
-            paint.paste(canvas, HEIGHT // 2, width, bars)
+            overlay.paint.paste(canvas, 0, 0, left)
+            overlay.draw(canvas, frame.index, frame.time, width)
             encoder.write(canvas, frame.time)
     finally:
         if encoder is not None:

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -56,6 +57,26 @@ _PREFIX = "p_"  # class columns are "p_<class name>", so no class can shadow a f
 _TAIL = ["abnormal", "predicted_class", "gt_label"]
 
 
+@dataclass(frozen=True)
+class FrameDecision:
+    """A per-frame decision: abnormal where p(A) >= ``threshold``, and then the likeliest class
+    other than ``normal_id`` (the Normal class, whose probability is 1 - p(A))."""
+
+    threshold: float
+    normal_id: int
+
+    def apply(
+        self, p_abnormal: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+    ) -> tuple[list[str], list[str]]:
+        """The ``abnormal`` (0/1) and ``predicted_class`` columns of (T,) p(A), (T, C) probs."""
+        called = p_abnormal >= self.threshold
+        ranked = np.where(np.arange(probs.shape[1]) == self.normal_id, -np.inf, probs).argmax(1)
+        abnormal = [str(int(c)) for c in called]
+        predicted = [class_names[c] if a else class_names[self.normal_id] for a, c in
+                     zip(called, ranked, strict=True)]  # fmt: skip
+        return abnormal, predicted
+
+
 def write_video_csv(
     path: str | Path,
     frames: np.ndarray,
@@ -65,19 +86,17 @@ def write_video_csv(
     class_names: Sequence[str],
     labels: np.ndarray | None = None,
     *,
-    threshold: float | None = None,
-    normal_id: int | None = None,
+    decision: FrameDecision | None = None,
 ) -> Path:
     """One row per frame: ``frame, time, p_abnormal, p_<class>..., abnormal,
     predicted_class, gt_label`` (plain LF line endings).
 
     ``frames`` are the frame numbers in the decoded video, ``times`` their presentation times
-    in seconds, ``probs`` (T, C) the C-way probabilities. With a decision ``threshold``,
-    ``abnormal`` is 1 where p(A) >= threshold and ``predicted_class`` is the likeliest anomaly
-    class there and the Normal class elsewhere (the Normal class is the column whose
-    probability is 1 - p(A)); without one both are left empty. ``labels`` (T,) are the true
-    class ids (``gt_label``, written as class names so the file reads on its own; empty
-    without ground truth). ``normal_id`` is needed with a threshold.
+    in seconds, ``probs`` (T, C) the C-way probabilities. With a ``decision``, ``abnormal`` is
+    1 where p(A) >= its threshold and ``predicted_class`` is the likeliest anomaly class there
+    and the Normal class elsewhere (:class:`FrameDecision`); without one both are left empty.
+    ``labels`` (T,) are the true class ids (``gt_label``, written as class names so the file
+    reads on its own; empty without ground truth).
     """
     frames = np.asarray(frames).reshape(-1)
     times = np.asarray(times, dtype=np.float64).reshape(-1)
@@ -93,14 +112,8 @@ def write_video_csv(
         raise AnomalyError(f"{path}: {np.asarray(labels).size} labels for {T} frames")
     truth = [""] * T if labels is None else [class_names[int(c)] for c in np.ravel(labels)]
     abnormal, predicted = [""] * T, [""] * T
-    if threshold is not None and T:
-        if normal_id is None:
-            raise AnomalyError(f"{path}: deciding per frame needs the Normal class id")
-        called = p_abnormal >= threshold
-        ranked = np.where(np.arange(probs.shape[1]) == normal_id, -np.inf, probs).argmax(1)
-        abnormal = [str(int(c)) for c in called]
-        predicted = [class_names[c] if a else class_names[normal_id] for a, c in
-                     zip(called, ranked, strict=True)]  # fmt: skip
+    if decision is not None and T:
+        abnormal, predicted = decision.apply(p_abnormal, probs, class_names)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -256,16 +256,19 @@ class VideoSource:
         return {"width": width, "height": self.height, "interpolation": "AREA"}
 
     # -- video files ------------------------------------------------------------------------
-    def _iter_video(self) -> Iterator[Frame]:
+    def _open(self) -> av.container.InputContainer:
+        """The file opened by PyAV; a one-line error for a missing, empty or unreadable one."""
         if not self.path.exists():
             raise self._fail("no such file")
         if self.path.stat().st_size == 0:
             raise self._fail("empty file (0 bytes)")
         try:
-            container = av.open(str(self.path))
+            return av.open(str(self.path))
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise self._fail(f"not a readable video ({_short(exc)})") from exc
-        with container:
+
+    def _iter_video(self) -> Iterator[Frame]:
+        with self._open() as container:
             if not container.streams.video:
                 raise self._fail("no video stream")
             stream = container.streams.video[0]

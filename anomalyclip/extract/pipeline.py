@@ -50,7 +50,7 @@ from anomalyclip.extract.preprocess import preprocessing_attrs
 from anomalyclip.extract.writer import Job, Summary, Writer, relative
 from anomalyclip.inputs import fingerprint_file
 from anomalyclip.progress import bar as progress_bar
-from anomalyclip.store import SCHEMA, open_store, provenance
+from anomalyclip.store import SCHEMA, FeatureStore, open_store, provenance
 from anomalyclip.store.backend import store_format
 
 __all__ = [
@@ -109,6 +109,34 @@ def extract(
         if isinstance(model, (str, Path))
         else model
     )
+    attrs = _root_attrs(encoder, cfg, store_path)
+    summary = Summary(total=len(entries))
+    t0 = time.perf_counter()
+    if cfg.coordinated and rank > 0:
+        _wait_for_root(store_path, cfg.root_timeout)
+    with open_store(store_path, mode="a") as st:
+        existed = st.attrs.get("schema") == SCHEMA
+        st.init(attrs)  # writes them, or checks the existing ones agree
+        # which rank wrote the attributes matters under torchrun; alone it is noise
+        log.log(
+            logging.INFO if world > 1 else logging.DEBUG,
+            "rank %d/%d: %s root attributes of %s",
+            rank, world, "checked" if existed else "wrote", store_path,
+        )  # fmt: skip
+        jobs = _jobs(entries, st, cfg, summary)
+        log.debug(
+            "%d videos: %d to extract, %d already in %s",
+            len(entries), len(jobs), summary.skipped, store_path,
+        )  # fmt: skip
+        if jobs:
+            _run(jobs, Writer(st, jobs, cfg, summary, encoder.dim), encoder, cfg)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _root_attrs(encoder: ImageEncoder, cfg: ExtractConfig, store_path: str | Path) -> dict:
+    """The store's root attributes for features of ``encoder`` made as ``cfg`` says."""
+    rank, world = cfg.shard
     described = encoder.describe()
     attrs = provenance(
         dataset=cfg.dataset,
@@ -124,40 +152,28 @@ def extract(
     attrs["producer"]["precision"] = encoder.precision  # what the image tower computed in
     attrs["producer"]["attention"] = encoder.attention
     attrs["producer"]["backend"] = encoder.backend  # what ran the image tower
-    summary = Summary(total=len(entries))
-    t0 = time.perf_counter()
-    if cfg.coordinated and rank > 0:
-        _wait_for_root(store_path, cfg.root_timeout)
-    with open_store(store_path, mode="a") as st:
-        existed = st.attrs.get("schema") == SCHEMA
-        st.init(attrs)  # writes them, or checks the existing ones agree
-        # which rank wrote the attributes matters under torchrun; alone it is noise
-        log.log(
-            logging.INFO if world > 1 else logging.DEBUG,
-            "rank %d/%d: %s root attributes of %s",
-            rank, world, "checked" if existed else "wrote", store_path,
-        )  # fmt: skip
-        jobs: list[Job] = []
-        for entry in entries:
-            try:
-                size, fp = fingerprint_file(entry.path)
-            except OSError as exc:
-                reason = f"{entry.path}: cannot read ({exc.strerror or exc})"
-                st.record_failure(entry.video_id, relative(entry.path, cfg.root), reason)
-                summary.failed[entry.video_id] = reason
-                continue
-            if st.is_complete(entry.video_id, fingerprint=fp):
-                summary.skipped += 1
-            else:
-                jobs.append(Job(entry, size, fp))
-        log.debug(
-            "%d videos: %d to extract, %d already in %s",
-            len(entries), len(jobs), summary.skipped, store_path,
-        )  # fmt: skip
-        if jobs:
-            _run(jobs, Writer(st, jobs, cfg, summary, encoder.dim), encoder, cfg)
-    summary.seconds = time.perf_counter() - t0
-    return summary
+    return attrs
+
+
+def _jobs(
+    entries: Sequence[VideoEntry], st: FeatureStore, cfg: ExtractConfig, summary: Summary
+) -> list[Job]:
+    """The videos to (re)do: those the store does not hold complete from the same bytes. An
+    unreadable file is recorded as failed; a complete one counts as skipped."""
+    jobs: list[Job] = []
+    for entry in entries:
+        try:
+            size, fp = fingerprint_file(entry.path)
+        except OSError as exc:
+            reason = f"{entry.path}: cannot read ({exc.strerror or exc})"
+            st.record_failure(entry.video_id, relative(entry.path, cfg.root), reason)
+            summary.failed[entry.video_id] = reason
+            continue
+        if st.is_complete(entry.video_id, fingerprint=fp):
+            summary.skipped += 1
+        else:
+            jobs.append(Job(entry, size, fp))
+    return jobs
 
 
 def _run(jobs: list[Job], writer: Writer, encoder: ImageEncoder, cfg: ExtractConfig) -> None:

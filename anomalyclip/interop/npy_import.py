@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -35,8 +35,8 @@ from anomalyclip.datasets.files import MissingLists, find_path, strip_video_exte
 from anomalyclip.datasets.ucf import read_ucf_temporal_annotations
 from anomalyclip.errors import AnomalyError
 from anomalyclip.progress import bar
-from anomalyclip.store import DEFAULT_DIM, VideoRecord, open_store, provenance
-from anomalyclip.store.npy import NpyIndex, features_of, read_sources
+from anomalyclip.store import DEFAULT_DIM, FeatureStore, VideoRecord, open_store, provenance
+from anomalyclip.store.npy import FeatureFiles, NpyIndex, features_of, read_sources
 
 log = logging.getLogger(__name__)
 
@@ -197,132 +197,175 @@ class ImportSummary:
     frames: int = 0
 
 
+@dataclass
+class NpyImportConfig:
+    """How a release is read and stored: ``anomaly store import-npy``'s options.
+
+    Labels, splits and test intervals come from ``lists`` (the official list files; also
+    searched for in the features folder) or from ``authors_lists``. Row ``i`` of a video is
+    frame ``first_frame + i * stride`` (``first_frame`` is 0 unless an authors' list says
+    otherwise); with ``fps`` its time is that frame over ``fps``, otherwise NaN.
+    ``dtype="float32"`` keeps float32 sources bit-exact.
+    """
+
+    lists: str | Path | None = None
+    authors_lists: list[str | Path] | None = None
+    dtype: str = "float16"
+    ncrops: int = 1
+    crop: int | str = 0  # a crop index, or "mean"
+    backbone: str = DEFAULT_BACKBONE
+    dim: int | None = None  # None: the store's, else 512
+    fps: float | None = None
+    stride: int = 1
+    preprocessing: dict | None = None  # the store's record of how the frames were made
+
+    def checked(self) -> NpyImportConfig:
+        """This config with ``lists`` a Path and ``crop`` an index or ``mean``; a one-line
+        error for a missing list folder or a value out of range."""
+        lists = Path(self.lists) if self.lists is not None else None
+        if lists is not None and not lists.is_dir():
+            raise AnomalyError(f"{lists}: no such list folder")
+        if self.ncrops < 1:
+            raise AnomalyError(f"--ncrops must be at least 1, not {self.ncrops}")
+        crop = self.crop
+        if crop != "mean":
+            crop = int(crop)
+            if crop < 0 or (self.ncrops > 1 and crop >= self.ncrops):
+                raise AnomalyError(f"--crop {crop} out of range for --ncrops {self.ncrops}")
+        if self.stride < 1:
+            raise AnomalyError(f"--stride must be at least 1, not {self.stride}")
+        if self.fps is not None and not self.fps > 0:
+            raise AnomalyError(f"--fps must be positive, not {self.fps}")
+        return replace(self, lists=lists, crop=crop)
+
+
 def import_npy(
     npy_dir: str | Path,
     dataset: str,
     out: str | Path,
+    cfg: NpyImportConfig | None = None,
     *,
-    lists: str | Path | None = None,
-    authors_lists: list[str | Path] | None = None,
-    dtype: str = "float16",
-    ncrops: int = 1,
-    crop: int | str = 0,
-    backbone: str = DEFAULT_BACKBONE,
-    dim: int | None = None,
-    fps: float | None = None,
-    stride: int = 1,
-    preprocessing: dict | None = None,
     progress: bool = False,
 ) -> ImportSummary:
-    """Bring a release of per-video ``.npy`` features into the store at ``out``.
-
-    Labels, splits and test intervals come from ``lists`` (the official list files; also
-    searched for in ``npy_dir``) or from ``authors_lists``. Row ``i`` of a video is frame
-    ``first_frame + i * stride`` (``first_frame`` is 0 unless an authors' list says otherwise);
-    with ``fps`` its time is that frame over ``fps``, otherwise NaN. ``dtype="float32"`` keeps
-    float32 sources bit-exact. Re-running skips videos whose source bytes are unchanged.
-    """
+    """Bring a release of per-video ``.npy`` features into the store at ``out``, as ``cfg``
+    says (:class:`NpyImportConfig`). Re-running skips videos whose source bytes are
+    unchanged."""
     adapter = get_adapter(dataset)
-    spec = adapter.spec
     npy_dir = Path(npy_dir)
-    lists = Path(lists) if lists is not None else None
-    if lists is not None and not lists.is_dir():
-        raise AnomalyError(f"{lists}: no such list folder")
-    if ncrops < 1:
-        raise AnomalyError(f"--ncrops must be at least 1, not {ncrops}")
-    if crop != "mean":
-        crop = int(crop)
-        if crop < 0 or (ncrops > 1 and crop >= ncrops):
-            raise AnomalyError(f"--crop {crop} out of range for --ncrops {ncrops}")
-    if stride < 1:
-        raise AnomalyError(f"--stride must be at least 1, not {stride}")
-    if fps is not None and not fps > 0:
-        raise AnomalyError(f"--fps must be positive, not {fps}")
+    cfg = (cfg or NpyImportConfig()).checked()
 
     index = NpyIndex(npy_dir, adapter.ignored_folders)
-    if authors_lists:
-        planned = plan_from_authors_lists(adapter, list(authors_lists), [lists, npy_dir])
+    if cfg.authors_lists:
+        planned = plan_from_authors_lists(adapter, list(cfg.authors_lists), [cfg.lists, npy_dir])
     else:
-        planned = plan_from_official_lists(adapter, npy_dir, lists, index)
+        planned = plan_from_official_lists(adapter, npy_dir, cfg.lists, index)
 
     summary = ImportSummary()
     with open_store(out, "a") as st:
         existing_dim = st.meta.dim if st.meta.is_store else None
-        dim = dim or existing_dim or DEFAULT_DIM
-        st.init(
-            provenance(
-                dataset=spec.name,
-                backbone={
-                    "model": backbone,
-                    "dim": int(dim),
-                    "output": "image_embeds (as published)",
-                    "source": "imported .npy",
-                },
-                preprocessing=preprocessing or {"source": "unknown (imported)"},
-                sampling={"mode": "all", "value": None}
-                if stride == 1
-                else {"mode": "stride", "value": int(stride)},
-                dtype=dtype,
-            )
-        )
-        used: set[str] = set()
-        work = []
-        for video in planned:
-            try:
-                files = index.find(video.video_id)
-            except AnomalyError as e:
-                summary.failed[video.video_id] = str(e)
-                st.record_failure(video.video_id, "", str(e))
-                continue
-            if files is None:
-                summary.missing.append(video.video_id)
-                continue
-            used.add(files.base)
-            work.append((video, files))
-        summary.unlisted = sorted(set(index.groups) - used)
-
+        cfg = replace(cfg, dim=cfg.dim or existing_dim or DEFAULT_DIM)
+        st.init(_store_provenance(adapter.spec.name, cfg))
+        work = _find_files(planned, index, st, summary)
         for video, files in bar(work, desc="import-npy", unit="video", enabled=progress):
-            source = next(iter(files.files.values()))
-            rel_source = source.relative_to(npy_dir).as_posix()
-            try:
-                sources, fingerprint = read_sources(files, crop, ncrops)
-                if st.is_complete(video.video_id, fingerprint):
-                    summary.skipped.append(video.video_id)
-                    continue
-                per_crop = None not in files.files
-                feats = features_of(sources, per_crop, crop, ncrops, dim)  # (T, D)
-                st.check_rows(str(sources[0][0]), feats)  # e.g. beyond float16's range
-            except AnomalyError as e:
-                summary.failed[video.video_id] = str(e)
-                st.record_failure(video.video_id, rel_source, str(e))
-                continue
-            if video.listed_frames is not None and feats.shape[0] * stride != video.listed_frames:
-                log.warning(
-                    "%s: %d rows but the list says %d frames (wrong --ncrops or --stride?)",
-                    rel_source,
-                    feats.shape[0],
-                    video.listed_frames,
-                )
-            rel_source = (
-                sources[0][0].relative_to(npy_dir).as_posix()
-                if len(sources) == 1
-                else f"{files.base}__*.npy"
-            )
-            frames = video.first_frame + np.arange(feats.shape[0], dtype=np.int64) * stride
-            record = VideoRecord(
-                video_id=video.video_id,
-                source=rel_source,
-                label=video.label,
-                split=video.split,
-                fps=float(fps or 0.0),
-                source_size=sum(len(data) for _, data in sources),
-                fingerprint=fingerprint,
-                intervals=[[int(s), int(e)] for s, e in video.intervals],
-            )
-            st.write_video(record, feats, frames)
-            summary.imported.append(video.video_id)
-            summary.frames += int(feats.shape[0])
+            _import_video(st, video, files, npy_dir, cfg, summary)
+    _warn_left_out(summary, npy_dir)
+    return summary
 
+
+def _store_provenance(dataset: str, cfg: NpyImportConfig) -> dict:
+    """The root metadata of a store of imported features (``cfg.dim`` resolved)."""
+    return provenance(
+        dataset=dataset,
+        backbone={
+            "model": cfg.backbone,
+            "dim": int(cfg.dim),
+            "output": "image_embeds (as published)",
+            "source": "imported .npy",
+        },
+        preprocessing=cfg.preprocessing or {"source": "unknown (imported)"},
+        sampling={"mode": "all", "value": None}
+        if cfg.stride == 1
+        else {"mode": "stride", "value": int(cfg.stride)},
+        dtype=cfg.dtype,
+    )
+
+
+def _find_files(
+    planned: list[PlannedVideo], index: NpyIndex, st: FeatureStore, summary: ImportSummary
+) -> list[tuple[PlannedVideo, FeatureFiles]]:
+    """Each listed video with its files; the listed ones without files and the files in no
+    list go to ``summary`` (an ambiguous match is recorded as the video's failure)."""
+    used: set[str] = set()
+    work = []
+    for video in planned:
+        try:
+            files = index.find(video.video_id)
+        except AnomalyError as e:
+            summary.failed[video.video_id] = str(e)
+            st.record_failure(video.video_id, "", str(e))
+            continue
+        if files is None:
+            summary.missing.append(video.video_id)
+            continue
+        used.add(files.base)
+        work.append((video, files))
+    summary.unlisted = sorted(set(index.groups) - used)
+    return work
+
+
+def _import_video(
+    st: FeatureStore,
+    video: PlannedVideo,
+    files: FeatureFiles,
+    npy_dir: Path,
+    cfg: NpyImportConfig,
+    summary: ImportSummary,
+) -> None:
+    """One video's rows into the store, unless the store has them from the same bytes; a bad
+    file is recorded as its failure."""
+    source = next(iter(files.files.values()))
+    rel_source = source.relative_to(npy_dir).as_posix()
+    try:
+        sources, fingerprint = read_sources(files, cfg.crop, cfg.ncrops)
+        if st.is_complete(video.video_id, fingerprint):
+            summary.skipped.append(video.video_id)
+            return
+        per_crop = None not in files.files
+        feats = features_of(sources, per_crop, cfg.crop, cfg.ncrops, cfg.dim)  # (T, D)
+        st.check_rows(str(sources[0][0]), feats)  # e.g. beyond float16's range
+    except AnomalyError as e:
+        summary.failed[video.video_id] = str(e)
+        st.record_failure(video.video_id, rel_source, str(e))
+        return
+    if video.listed_frames is not None and feats.shape[0] * cfg.stride != video.listed_frames:
+        log.warning(
+            "%s: %d rows but the list says %d frames (wrong --ncrops or --stride?)",
+            rel_source,
+            feats.shape[0],
+            video.listed_frames,
+        )
+    rel_source = (
+        sources[0][0].relative_to(npy_dir).as_posix()
+        if len(sources) == 1
+        else f"{files.base}__*.npy"
+    )
+    frames = video.first_frame + np.arange(feats.shape[0], dtype=np.int64) * cfg.stride
+    record = VideoRecord(
+        video_id=video.video_id,
+        source=rel_source,
+        label=video.label,
+        split=video.split,
+        fps=float(cfg.fps or 0.0),
+        source_size=sum(len(data) for _, data in sources),
+        fingerprint=fingerprint,
+        intervals=[[int(s), int(e)] for s, e in video.intervals],
+    )
+    st.write_video(record, feats, frames)
+    summary.imported.append(video.video_id)
+    summary.frames += int(feats.shape[0])
+
+
+def _warn_left_out(summary: ImportSummary, npy_dir: Path) -> None:
     if summary.missing:
         log.warning(
             "%d listed videos have no .npy in %s, e.g. %r",
@@ -336,4 +379,3 @@ def import_npy(
             len(summary.unlisted),
             summary.unlisted[0],
         )
-    return summary

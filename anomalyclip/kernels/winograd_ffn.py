@@ -39,7 +39,10 @@ class _WinogradFeedForward(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, x, g, beta, w1, b1, w2, b2, spec):  # type: ignore[override]
+    def forward(ctx, x, *params):  # type: ignore[override]
+        # autograd wants each tensor it differentiates as an argument of its own: the norm's
+        # g and beta (None without the norm), the convolutions' w1, b1, w2, b2, then the spec
+        g, beta, w1, b1, w2, b2, spec = params
         eps, slope, m = spec  # floats and the tile size: nothing to differentiate
         B, H, W, C = x.shape
         grid = _Grid(H, W, m, x)

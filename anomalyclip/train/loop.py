@@ -76,6 +76,31 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+@dataclasses.dataclass
+class _Run:
+    """One training run as it moves through its epochs: the parts :func:`_init` builds (fixed
+    for the run) and the state each epoch leaves (what a resume restores)."""
+
+    cfg: TrainConfig
+    d: distributed.Dist
+    store: FeatureStore
+    dataset: str
+    data: TrainingSet  # the trained videos: the held-out normal ones are not in it
+    held_out: list[VideoRecord]  # normal videos kept aside to calibrate the threshold
+    model: AnomalyCLIP
+    optimizer: torch.optim.AdamW
+    clip: str | Path
+    positions: Any = None  # this process's rows of each global batch (None: one process)
+    net: torch.nn.Module | None = None  # the model, wrapped for DDP under torchrun
+    gather: Callable | None = None  # the loss's all-gather under torchrun
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)  # config.json's fixed part
+    # the state
+    start_epoch: int = 0  # epochs completed before this call
+    metrics: dict[str, Any] | None = None  # the last test-split metrics
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one per epoch
+    decision: dict[str, Any] = dataclasses.field(default_factory=dict)  # calibration, threshold
+
+
 def train(
     features: str | Path,
     out: str | Path,
@@ -97,30 +122,38 @@ def train(
     """
     d = distributed.setup(cfg.device)
     try:
-        show = progress and d.is_main
-        return _train(features, out, cfg, clip, resume, show, stop_after, d, evaluate)
+        run = _init(features, cfg, clip, d)
+        if resume:
+            _resume(run, out)
+        else:
+            _set_centroid(run, features)
+        _place(run)
+        run.config = _run_config(run, features, out)
+        has_test = evaluate is not None and bool(run.store.records(split="test"))
+        end = cfg.epochs if stop_after is None else min(cfg.epochs, run.start_epoch + stop_after)
+        for epoch in range(run.start_epoch, end):
+            epoch_log = _run_epoch(run, epoch, progress and d.is_main)
+            evaluate_now = cfg.eval_every and (
+                (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+            )
+            if d.is_main and has_test and evaluate_now:
+                _evaluate(run, evaluate, epoch_log)
+            run.history.append(epoch_log)
+            _save(run, out, epoch + 1, last=epoch + 1 == end)
+        return _finish(run, ran=end > run.start_epoch)
     finally:
         distributed.teardown(d)
 
 
-def _train(
-    features: str | Path,
-    out: str | Path,
-    cfg: TrainConfig,
-    clip: str | None,
-    resume: bool,
-    progress: bool,
-    stop_after: int | None,
-    d: distributed.Dist,
-    evaluate: Evaluator | None,
-) -> dict[str, Any]:
-    device = d.device
+def _init(features: str | Path, cfg: TrainConfig, clip: str | None, d: distributed.Dist) -> _Run:
+    """Open the store, hold out the calibration videos, build the seeded network and its
+    optimizer; refuse too few videos before any work."""
     store = open_store(features)
     spec = get_dataset(store.dataset)
     data = TrainingSet.from_store(store)
     trained_normal, held_out = split_held_out(data.normal, cfg.calibration_share, cfg.seed)
     data = dataclasses.replace(data, normal=trained_normal)
-    try:  # refuse too few videos before any work
+    try:
         data.steps_per_epoch(cfg.batch_size)
     except AnomalyError as exc:
         if not held_out:
@@ -140,128 +173,163 @@ def _train(
     mcfg = cfg.model.with_data(spec.classes, spec.normal_id, dim)
     model = build_network(mcfg, clip, cfg.conv)
     optimizer = make_optimizer(model, cfg)
-    start_epoch = 0
-    metrics: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = []
-    if resume:
-        state = load_run(out, with_optimizer=True)
-        if state.config.get("dataset") != spec.name:
-            raise AnomalyError(
-                f"{out}: checkpoint is for dataset {state.config.get('dataset')!r}, "
-                f"the store holds {spec.name!r}"
-            )
-        if state.config.get("model") != mcfg.to_dict():
-            raise AnomalyError(f"{out}: checkpoint model configuration differs from this run's")
-        load_model_state(model, state.weights, Path(out) / "model.safetensors")
-        if state.optimizer is None:
-            raise AnomalyError(f"{out}: no optimizer state to resume from")
-        optimizer.load_state_dict(state.optimizer)
-        if state.rng is not None:
-            torch.set_rng_state(state.rng)
-        # epochs completed; runs of format version 1 stored the 0-based index of the last one
-        start_epoch = int(state.config["epoch"]) + (int(state.config.get("version", 1)) < 2)
-        metrics = state.config.get("metrics")
-        history = list(state.config.get("history", []))
-        log.info("resuming %s at epoch %d", out, start_epoch + 1)
-    else:
-        total, count = centroid_sums(store, data.normal[d.rank :: d.world])
-        total = distributed.all_sum(total, d)
-        count = int(distributed.all_sum(torch.tensor([count], dtype=torch.float64), d).item())
-        if not count:
-            raise AnomalyError(f"{features}: no frames to compute the normal centroid from")
-        model.set_centroid((total / count).float())
-    lr_factor = warmup_cosine(cfg.warmup_epochs, cfg.epochs)
-    sampler = SegmentSampler(mcfg.num_segments, mcfg.seg_length, cfg.sampler)
-    model.to(device)
-    net = model
-    gather = None
-    if d.enabled:
+    return _Run(cfg, d, store, spec.name, data, held_out, model, optimizer, clip, positions)
+
+
+def _resume(run: _Run, out: str | Path) -> None:
+    """Continue the run in ``out``: its weights, optimizer, random state, metrics, history."""
+    state = load_run(out, with_optimizer=True)
+    if state.config.get("dataset") != run.dataset:
+        raise AnomalyError(
+            f"{out}: checkpoint is for dataset {state.config.get('dataset')!r}, "
+            f"the store holds {run.dataset!r}"
+        )
+    if state.config.get("model") != run.model.cfg.to_dict():
+        raise AnomalyError(f"{out}: checkpoint model configuration differs from this run's")
+    load_model_state(run.model, state.weights, Path(out) / "model.safetensors")
+    if state.optimizer is None:
+        raise AnomalyError(f"{out}: no optimizer state to resume from")
+    run.optimizer.load_state_dict(state.optimizer)
+    if state.rng is not None:
+        torch.set_rng_state(state.rng)
+    # epochs completed; runs of format version 1 stored the 0-based index of the last one
+    run.start_epoch = int(state.config["epoch"]) + (int(state.config.get("version", 1)) < 2)
+    run.metrics = state.config.get("metrics")
+    run.history = list(state.config.get("history", []))
+    log.info("resuming %s at epoch %d", out, run.start_epoch + 1)
+
+
+def _set_centroid(run: _Run, features: str | Path) -> None:
+    """A fresh run's normal centroid: the mean of the trained normal videos' frames (summed
+    over every process's share under torchrun)."""
+    d = run.d
+    total, count = centroid_sums(run.store, run.data.normal[d.rank :: d.world])
+    total = distributed.all_sum(total, d)
+    count = int(distributed.all_sum(torch.tensor([count], dtype=torch.float64), d).item())
+    if not count:
+        raise AnomalyError(f"{features}: no frames to compute the normal centroid from")
+    run.model.set_centroid((total / count).float())
+
+
+def _place(run: _Run) -> None:
+    """The model on its device; wrapped for DistributedDataParallel under torchrun."""
+    device = run.d.device
+    run.model.to(device)
+    run.net = run.model
+    if run.d.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        gather = distributed.gather_cat
+        ids = [device] if device.type == "cuda" else None
+        run.net = DistributedDataParallel(run.model, device_ids=ids)
+        run.gather = distributed.gather_cat
 
-    run_config = {
-        "dataset": spec.name,
-        "clip": str(clip),
-        "model": mcfg.to_dict(),
-        "train": cfg.to_dict(),
+
+def _run_config(run: _Run, features: str | Path, out: str | Path) -> dict[str, Any]:
+    """What every checkpoint's ``config.json`` says besides its metrics and history."""
+    meta = run.store.meta
+    return {
+        "dataset": run.dataset,
+        "clip": str(run.clip),
+        "model": run.model.cfg.to_dict(),
+        "train": run.cfg.to_dict(),
         "store": {
             "location": str(features),
             "backbone": meta.backbone,
             "sampling": meta.sampling,  # what live scoring samples at
         },
-        "inputs": run_inputs(features, clip, out, meta, meta.preprocessing or {}),
+        "inputs": run_inputs(features, run.clip, out, meta, meta.preprocessing or {}),
         "provenance": provenance(),
     }
-    has_test = evaluate is not None and bool(store.records(split="test"))
-    end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        model.train()
-        for group in optimizer.param_groups:  # the schedule is a function of the epoch alone
-            group["lr"] = group["base_lr"] * lr_factor(epoch)
-        plan = epoch_plan(data, cfg.batch_size, cfg.seed, epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        batches = iterate_batches(
-            store, data, plan, sampler, cfg.seed, epoch, cfg.workers, positions=positions,
-        )  # fmt: skip
-        desc = f"epoch {epoch + 1}/{cfg.epochs}"
-        bar = progress_bar(batches, total=len(plan), desc=desc, unit="step", enabled=progress)
-        t0, sums = time.perf_counter(), {}
-        for batch in bar:
-            # one global dropout mask, each process taking its videos' rows
-            keep = segment_keep_mask(cfg.batch_size, mcfg.num_segments, mcfg.segment_dropout, gen)
-            keep = keep if positions is None else keep[positions]
-            out_ = net(batch.features.to(device))
-            loss, terms = model.loss(
-                out_, batch.labels.to(device), keep=keep.to(device), gather=gather
-            )
-            if not torch.isfinite(loss):
-                raise AnomalyError(f"non-finite loss at epoch {epoch + 1}: {terms}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            values = torch.stack([loss.detach(), *(v.detach() for v in terms.values())]).cpu()
-            values = distributed.all_sum(values.double(), d) / d.world
-            for k, v in zip(["loss", *terms], values.tolist(), strict=True):
-                sums.setdefault(k, []).append(v)
-            bar.set_postfix(loss=f"{values[0].item():.4f}")
-        epoch_log: dict[str, Any] = {k: sum(v) / len(v) for k, v in sums.items()}
-        epoch_log.update(
-            epoch=epoch + 1,
-            first_step_loss=sums["loss"][0],
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - t0,
+
+
+def _run_epoch(run: _Run, epoch: int, progress: bool) -> dict[str, Any]:
+    """One epoch (0-based ``epoch``) of steps; its log: the mean loss terms, the first step's
+    loss, the lr, the seconds."""
+    cfg, d, model, mcfg, device = run.cfg, run.d, run.model, run.model.cfg, run.d.device
+    model.train()
+    factor = warmup_cosine(cfg.warmup_epochs, cfg.epochs)(epoch)
+    for group in run.optimizer.param_groups:  # the schedule is a function of the epoch alone
+        group["lr"] = group["base_lr"] * factor
+    plan = epoch_plan(run.data, cfg.batch_size, cfg.seed, epoch)
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    sampler = SegmentSampler(mcfg.num_segments, mcfg.seg_length, cfg.sampler)
+    batches = iterate_batches(
+        run.store, run.data, plan, sampler, cfg.seed, epoch, cfg.workers, positions=run.positions,
+    )  # fmt: skip
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    bar = progress_bar(batches, total=len(plan), desc=desc, unit="step", enabled=progress)
+    t0, sums = time.perf_counter(), {}
+    for batch in bar:
+        # one global dropout mask, each process taking its videos' rows
+        keep = segment_keep_mask(cfg.batch_size, mcfg.num_segments, mcfg.segment_dropout, gen)
+        keep = keep if run.positions is None else keep[run.positions]
+        out_ = run.net(batch.features.to(device))
+        loss, terms = model.loss(
+            out_, batch.labels.to(device), keep=keep.to(device), gather=run.gather
         )
-        evaluate_now = cfg.eval_every and (
-            (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        if not torch.isfinite(loss):
+            raise AnomalyError(f"non-finite loss at epoch {epoch + 1}: {terms}")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        values = torch.stack([loss.detach(), *(v.detach() for v in terms.values())]).cpu()
+        values = distributed.all_sum(values.double(), d) / d.world
+        for k, v in zip(["loss", *terms], values.tolist(), strict=True):
+            sums.setdefault(k, []).append(v)
+        bar.set_postfix(loss=f"{values[0].item():.4f}")
+    epoch_log: dict[str, Any] = {k: sum(v) / len(v) for k, v in sums.items()}
+    epoch_log.update(
+        epoch=epoch + 1,
+        first_step_loss=sums["loss"][0],
+        lr=run.optimizer.param_groups[0]["lr"],
+        seconds=time.perf_counter() - t0,
+    )
+    return epoch_log
+
+
+def _evaluate(run: _Run, evaluate: Evaluator, epoch_log: dict[str, Any]) -> None:
+    """The test-split metrics of the model now, kept as the run's and added to the epoch's log."""
+    found = evaluate(run.model, run.store, run.d.device)
+    if found:
+        run.metrics = found
+        epoch_log[found["primary"]] = found["primary_value"]
+        log.info(
+            "epoch %d: loss %.4f, test %s %.4f",
+            epoch_log["epoch"],
+            epoch_log["loss"],
+            found["primary"],
+            found["primary_value"],
         )
-        if d.is_main and has_test and evaluate_now:
-            found = evaluate(model, store, device)
-            if found:
-                metrics = found
-                epoch_log[metrics["primary"]] = metrics["primary_value"]
-                log.info(
-                    "epoch %d: loss %.4f, test %s %.4f",
-                    epoch + 1,
-                    epoch_log["loss"],
-                    metrics["primary"],
-                    metrics["primary_value"],
-                )
-        history.append(epoch_log)
-        if d.is_main and epoch + 1 == end_epoch:  # the weights this run ends with
-            decision = decision_record(model, store, held_out or data.normal, cfg, device)
-            if not held_out and decision["calibration"]:
-                decision["calibration"]["source"] = SEEN_SOURCE
-        if d.is_main:
-            config = {**run_config, "metrics": metrics, "history": history, "world_size": d.world}
-            if epoch + 1 == end_epoch:
-                config.update(decision)
-            save_run(out, model, config, epoch + 1, optimizer)  # epochs completed
-        distributed.barrier(d)
-    store.close()
-    result = {**run_config, "metrics": metrics, "history": history}
-    return {**result, **decision} if d.is_main and end_epoch > start_epoch else result
+
+
+def _save(run: _Run, out: str | Path, epochs: int, last: bool) -> None:
+    """The checkpoint after ``epochs`` epochs (the main process writes it); the last one also
+    holds the run's decision record."""
+    d = run.d
+    if d.is_main and last:  # the weights this run ends with
+        run.decision = decision_record(
+            run.model, run.store, run.held_out or run.data.normal, run.cfg, d.device
+        )
+        if not run.held_out and run.decision["calibration"]:
+            run.decision["calibration"]["source"] = SEEN_SOURCE
+    if d.is_main:
+        config = {
+            **run.config,
+            "metrics": run.metrics,
+            "history": run.history,
+            "world_size": d.world,
+        }
+        if last:
+            config.update(run.decision)
+        save_run(out, run.model, config, epochs, run.optimizer)  # epochs completed
+    distributed.barrier(d)
+
+
+def _finish(run: _Run, ran: bool) -> dict[str, Any]:
+    """Close the store; the run's config (with its decision record where this call trained)."""
+    run.store.close()
+    result = {**run.config, "metrics": run.metrics, "history": run.history}
+    return {**result, **run.decision} if run.d.is_main and ran else result
 
 
 def _warn_no_held_out(normal: int, cfg: TrainConfig) -> None:
