@@ -171,7 +171,7 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
             return _read_list(path, live, depth, quoted=where is None)
         return [path]  # named explicitly: a video whatever its suffix
     if _GLOB.search(item):
-        matches = sorted(_glob(str(path)), key=_natural)
+        matches = sorted(_glob(str(path)), key=natural_key)
         found = [s for m in matches for s in _collect(Path(m))]
         if not found:
             raise AnomalyError(f"{prefix}{item}: the pattern matches no video")
@@ -180,7 +180,8 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
     raise AnomalyError(f"{prefix}{item}: no such {what}")
 
 
-def _natural(name: str) -> list:
+def natural_key(name: str) -> list:
+    """Sort key that orders ``frame2`` before ``frame10`` (file names, folders, globs)."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(name))]
 
 
@@ -229,7 +230,7 @@ def _walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         folder = stack.pop()
         try:
             st = os.stat(folder or ".")
-            entries = sorted(os.scandir(folder or "."), key=lambda e: _natural(e.name))
+            entries = sorted(os.scandir(folder or "."), key=lambda e: natural_key(e.name))
         except OSError as exc:
             log.info("%s: skipped (%s)", folder, exc.strerror or exc)
             continue
