@@ -165,9 +165,9 @@ def measure(bench: ExportBench = ExportBench()) -> dict:
     torch.set_num_threads(bench.threads)
     from datetime import date
 
-    from anomalyclip.bench.all import _cpu_name
+    from anomalyclip.environment import cpu_name
 
-    result: dict = {"threads": bench.threads, "cpu_bf16": cpu_has_bf16(), "cpu": _cpu_name(),
+    result: dict = {"threads": bench.threads, "cpu_bf16": cpu_has_bf16(), "cpu": cpu_name(),
                     "date": date.today().isoformat(), "clip": bench.clip}  # fmt: skip
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-export-") as tmp:
