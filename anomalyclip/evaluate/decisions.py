@@ -24,7 +24,7 @@ import numpy as np
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.event_metrics import Scored, event_detection, event_map
 from anomalyclip.evaluate.metrics import confusion_matrix, predict_classes, topk_accuracy
-from anomalyclip.events import Event, EventConfig, find_events, row_period
+from anomalyclip.events import Event, EventConfig, find_events, video_seconds
 from anomalyclip.thresholds import Threshold, ThresholdRule, choose_threshold
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,6 @@ def video_events(
     return find_events(video_id, curve, labels, cfg, period)
 
 
-def _seconds(times: np.ndarray) -> float:
-    times = np.asarray(times, dtype=np.float64)
-    if times.size == 0 or not np.isfinite(times).all():
-        return math.nan
-    return float(times[-1] - times[0] + row_period(times))
-
-
 def class_decisions(
     results: Sequence[Any], threshold: float, labels: tuple[Sequence[str], int]
 ) -> dict[str, Any]:
@@ -107,8 +100,8 @@ def decision_metrics(
     tp = int((called & truth).sum())
     normal_videos = [i for i, r in enumerate(results) if not r.intervals]
     normal_frames = np.concatenate([results[i].p_abnormal for i in normal_videos] or [[]])
-    hours_normal = sum(_seconds(results[i].times) for i in normal_videos) / 3600
-    hours_all = sum(_seconds(r.times) for r in results) / 3600
+    hours_normal = sum(video_seconds(results[i].times) for i in normal_videos) / 3600
+    hours_all = sum(video_seconds(r.times) for r in results) / 3600
     alarms_normal = sum(len(events[i]) for i in normal_videos)
 
     pred = [

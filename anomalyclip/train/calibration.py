@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anomalyclip.events import row_period
+from anomalyclip.events import video_seconds
 from anomalyclip.model.inference import score_videos
 from anomalyclip.store import FeatureStore, VideoRecord
 from anomalyclip.thresholds import normal_quantiles
@@ -39,13 +39,6 @@ def split_held_out(
     held = [r for i, r in enumerate(ordered) if i in chosen]
     kept = [r for i, r in enumerate(ordered) if i not in chosen]
     return kept, held
-
-
-def video_seconds(times: np.ndarray) -> float:
-    """Length of a video's scored rows in seconds (NaN when the store has no times)."""
-    if times.size == 0 or not np.isfinite(times).all():
-        return float("nan")
-    return float(times[-1] - times[0] + row_period(times))
 
 
 def calibrate(
