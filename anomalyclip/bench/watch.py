@@ -43,7 +43,7 @@ from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.live.config import ReadConfig, WatchConfig
 from anomalyclip.live.stats import resident_bytes
 from anomalyclip.live.watch import Watcher
-from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
+from anomalyclip.live.window import CausalWindow, live_score_fn, score_windows
 from anomalyclip.model.inference import score_video
 from anomalyclip.synthetic import encode_video, render_scene
 
@@ -100,7 +100,7 @@ class Bench:
         """The 90th percentile of the stream's offline p(A): events open and close."""
         crops = resize_crop(self.frames[: 20 * FPS : 2])  # (T, 3, 224, 224)
         feats = torch.cat([self.encoder(crops[i : i + 32]) for i in range(0, len(crops), 32)])
-        p, _ = score_video(feats, frozen_text_score_fn(self.model), 32, 16)
+        p, _ = score_video(feats, live_score_fn(self.model), 32, 16)
         return float(np.quantile(p.numpy(), 0.9))
 
     def watch(self, fps: int, read: ReadConfig, seconds: float, **options) -> dict:
@@ -170,7 +170,7 @@ class Bench:
         window = CausalWindow(self.encoder.dim, 512, 512)
         (w,) = window.push(np.random.default_rng(0).standard_normal((512, self.encoder.dim)),
                            np.arange(512), np.arange(512) / FPS)  # fmt: skip
-        score = frozen_text_score_fn(self.model)
+        score = live_score_fn(self.model)
         timed = []
         for _ in range(6):
             t0 = time.perf_counter()
@@ -288,9 +288,9 @@ def agreement(demo_dir: str | Path, hops: tuple[float, ...] = (0.5, 2.0)) -> dic
     from sklearn.metrics import roc_auc_score
 
     from anomalyclip.datasets import frame_labels
-    from anomalyclip.evaluate.evaluation import score_fn
     from anomalyclip.events import find_events
     from anomalyclip.live.watch import load_for_watch, run_threshold
+    from anomalyclip.model.inference import score_fn
     from anomalyclip.store import open_store
 
     demo = Path(demo_dir)

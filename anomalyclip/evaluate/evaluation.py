@@ -23,7 +23,7 @@ from anomalyclip.evaluate.report import (  # safe_name: also imported from here
     write_video_csv,
 )
 from anomalyclip.events import Event, EventConfig
-from anomalyclip.model.inference import score_videos
+from anomalyclip.model.inference import score_fn, score_videos
 from anomalyclip.store import FeatureStore
 from anomalyclip.store.records import intervals_problem
 from anomalyclip.thresholds import Threshold
@@ -47,16 +47,6 @@ class VideoResult:
     def curve(self) -> dict[str, np.ndarray]:
         return {"frames": self.frames, "times": self.times, "p": self.p_abnormal,
                 "probs": self.probs}  # fmt: skip
-
-
-def score_fn(model: torch.nn.Module):
-    """Adapter from the model to the (p_abnormal, probs) pair that inference expects."""
-
-    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(x)
-        return out.p_abnormal, out.probs
-
-    return score
 
 
 def true_classes(intervals, frames: np.ndarray, class_id: int, normal_id: int) -> np.ndarray:

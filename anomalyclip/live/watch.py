@@ -64,7 +64,7 @@ from anomalyclip.live.ui_state import UiState
 from anomalyclip.live.window import (
     CausalWindow,
     Window,
-    frozen_text_score_fn,
+    live_score_fn,
     rows_per_second,
     score_windows,
 )
@@ -123,7 +123,7 @@ class Watcher:
         self.out = Path(cfg.out)
         exported = not isinstance(model, torch.nn.Module)  # runs on the CPU, takes CPU arrays
         self.device = None if exported else next(model.parameters()).device
-        self.score_fn = frozen_text_score_fn(model)
+        self.score_fn = live_score_fn(model)
         self.labels = (list(model.cfg.classes), model.cfg.normal_id)
         self.capacity = model.cfg.num_segments * model.cfg.seg_length
         self._stop = threading.Event()

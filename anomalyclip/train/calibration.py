@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from anomalyclip.events import video_seconds
-from anomalyclip.model.inference import score_videos
+from anomalyclip.model.inference import score_fn, score_videos
 from anomalyclip.store import FeatureStore, VideoRecord
 from anomalyclip.thresholds import normal_quantiles
 
@@ -52,15 +52,10 @@ def calibrate(
     feats = [torch.from_numpy(store.features(r.video_id).astype(np.float32)) for r in records]
     was_training = model.training
     model.eval()
-
-    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(x)
-        return out.p_abnormal, out.probs
-
     try:
         p, _ = score_videos(
             feats,
-            score,
+            score_fn(model),
             model.cfg.num_segments,
             model.cfg.seg_length,
             batch_size,
