@@ -97,7 +97,7 @@ def test_predict_equals_what_anomaly_predict_writes(tmp_path, run, trained, shar
 @pytest.mark.slow
 def test_score_on_store_features_equals_what_anomaly_eval_writes(tmp_path, run, trained):
     from anomalyclip import open_store
-    from anomalyclip.evaluate.evaluation import safe_name
+    from anomalyclip.names import safe_name
 
     store, run_dir = trained
     done = run_cli("eval", "-c", run_dir, "--out", tmp_path / "eval")

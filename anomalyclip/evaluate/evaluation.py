@@ -16,14 +16,10 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
 from anomalyclip.evaluate.html import write_report
 from anomalyclip.evaluate.metrics import evaluate_arrays
-from anomalyclip.evaluate.report import (  # safe_name: also imported from here
-    safe_name,
-    write_events,
-    write_metrics_json,
-    write_video_csv,
-)
+from anomalyclip.evaluate.report import write_events, write_metrics_json, write_video_csv
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.model.inference import score_fn, score_videos
+from anomalyclip.names import safe_name
 from anomalyclip.store import FeatureStore
 from anomalyclip.store.records import intervals_problem
 from anomalyclip.thresholds import Threshold

@@ -25,7 +25,7 @@ from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import run_threshold
-from anomalyclip.evaluate.evaluation import decision_threshold, safe_name
+from anomalyclip.evaluate.evaluation import decision_threshold
 from anomalyclip.evaluate.prediction import Prediction, printable  # noqa: F401 (re-exported)
 from anomalyclip.evaluate.report import write_metrics_json
 from anomalyclip.events import Event, EventConfig
@@ -36,6 +36,7 @@ from anomalyclip.extract.pipeline import extract
 from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import expand_inputs
 from anomalyclip.model.inference import score_fn, score_video
+from anomalyclip.names import safe_name
 from anomalyclip.runs import default_device, load_model, read_run_config, run_clip
 from anomalyclip.runs.load import preprocessing_for
 from anomalyclip.store import open_store
