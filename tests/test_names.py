@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from anomalyclip.names import percent_decode, safe_name
-from anomalyclip.store.records import video_key, video_id_of
+from anomalyclip.store.records import video_id_of, video_key
 
 CJK = "日本/" + "中" * 30  # a part of 270 bytes once encoded
 ZHONG = "%E4%B8%AD"
