@@ -289,13 +289,13 @@ def agreement(demo_dir: str | Path, hops: tuple[float, ...] = (0.5, 2.0)) -> dic
 
     from anomalyclip.datasets import frame_labels
     from anomalyclip.events import find_events
-    from anomalyclip.live.watch import load_for_watch, run_threshold
+    from anomalyclip.live.watch import load_for_watch, run_threshold_value
     from anomalyclip.model.inference import score_fn
     from anomalyclip.store import open_store
 
     demo = Path(demo_dir)
     model, encoder, config = load_for_watch(demo / "run", None, "cpu")
-    threshold = run_threshold(config, demo / "run", None)
+    threshold = run_threshold_value(config, demo / "run", None)
     labels_of = (list(model.cfg.classes), model.cfg.normal_id)
     offline: dict[str, dict] = {}
     with open_store(demo / "store.zarr") as st:

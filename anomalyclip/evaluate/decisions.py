@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 Labelled = tuple[np.ndarray, np.ndarray, str]  # scores, abnormal labels, where from
 
 
-def run_threshold(
+def run_threshold_record(
     config: dict[str, Any],
     rule: str | None = None,
     labelled: Callable[[], Labelled] | None = None,
 ) -> Threshold:
-    """The threshold to decide with: the run's own, or ``rule`` applied now.
+    """The :class:`Threshold` to decide with (its value, rule and where it was chosen):
+    the run's own, or ``rule`` applied now (the watch's float is
+    :func:`anomalyclip.live.run.run_threshold_value`).
 
     ``labelled`` is called only for a labelled rule (youden / best-f1) and returns the frames
     to choose on (the store named by ``--calibrate-on``).

@@ -13,7 +13,7 @@ import torch
 
 from anomalyclip.datasets import frame_labels, get_adapter, get_dataset
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
+from anomalyclip.evaluate.decisions import decision_metrics, run_threshold_record, video_events
 from anomalyclip.evaluate.html import write_report
 from anomalyclip.evaluate.metrics import evaluate_arrays
 from anomalyclip.evaluate.report import write_events, write_metrics_json, write_video_csv
@@ -364,7 +364,7 @@ def decision_threshold(
         abnormal = np.concatenate([r.labels for r in calib]) != model.cfg.normal_id
         return p, abnormal, f"{calibrate_on} ({len(calib)} videos with ground truth)"
 
-    return run_threshold(config, rule, labelled)
+    return run_threshold_record(config, rule, labelled)
 
 
 def require_results(found, location: str):

@@ -24,7 +24,7 @@ import torch
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.decisions import run_threshold
+from anomalyclip.evaluate.decisions import run_threshold_record
 from anomalyclip.evaluate.evaluation import decision_threshold
 from anomalyclip.evaluate.prediction import Prediction, printable  # noqa: F401 (re-exported)
 from anomalyclip.evaluate.report import write_metrics_json
@@ -173,7 +173,7 @@ class Predictor:
     @property
     def threshold(self) -> float:
         """The run's decision threshold (AnomalyError when it has none)."""
-        return run_threshold(self.config).value
+        return run_threshold_record(self.config).value
 
     def decisions(
         self,
@@ -214,7 +214,7 @@ class Predictor:
         curve = {"frames": frames, "times": times, "p": p.float().numpy(),
                  "probs": probs.float().numpy()}  # fmt: skip
         decide = events or self.decisions(None, None)
-        run = run_threshold(self.config) if self.config.get("threshold") else None
+        run = run_threshold_record(self.config) if self.config.get("threshold") else None
         rule = run.rule if run and run.value == decide.threshold else "given"
         labels = (self.classes, self.normal_id)
         return Prediction.decide(source, curve, labels, decide, fps, rule)

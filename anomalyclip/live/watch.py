@@ -51,7 +51,7 @@ from anomalyclip.live import report
 from anomalyclip.live.cameras import Camera, unique_name
 from anomalyclip.live.clips import ClipRecorder, FrameRing
 from anomalyclip.live.config import WatchConfig
-from anomalyclip.live.run import load_for_watch, run_sampling, run_threshold
+from anomalyclip.live.run import load_for_watch, run_sampling, run_threshold_value
 from anomalyclip.live.schedule import RoundRobin
 from anomalyclip.live.sinks import Sink, encode, now_iso, standard_sinks
 from anomalyclip.live.sources import FrameItem, FrameQueue, Notice, Reader
@@ -69,7 +69,7 @@ from anomalyclip.live.window import (
     score_windows,
 )
 
-__all__ = ["Watcher", "load_for_watch", "run_sampling", "run_threshold", "rows_per_second"]
+__all__ = ["Watcher", "load_for_watch", "run_sampling", "run_threshold_value", "rows_per_second"]
 
 log = logging.getLogger(__name__)
 
