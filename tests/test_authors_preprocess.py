@@ -30,7 +30,7 @@ from anomalyclip.backbone import build_clip
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import Sampling
-from anomalyclip.extract.decoders import Chunk, Decoders
+from anomalyclip.extract.decoder_threads import Chunk, Decoders
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import open_store

@@ -25,7 +25,7 @@ from anomalyclip.extract import encoder as encoder_module
 from anomalyclip.extract.batching import Batcher
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import Sampling, VideoSource
-from anomalyclip.extract.decoders import Chunk, Decoders, Done, Failed
+from anomalyclip.extract.decoder_threads import Chunk, Decoders, Done, Failed
 from anomalyclip.extract.encoder import ImageEncoder, cpu_has_bf16, resolve_precision
 from anomalyclip.extract.pipeline import extract, preprocessing_attrs
 from anomalyclip.extract.preprocess import resize_crop

@@ -7,7 +7,7 @@ A run is four pieces, each its own module and testable alone::
                resize, crop)     video, fixed size)   batch_size      once all its rows
                                                       at most)         arrived)
 
-:class:`~anomalyclip.extract.decoders.Decoders` decode whole sources in threads and hand
+:class:`~anomalyclip.extract.decoder_threads.Decoders` decode whole sources in threads and hand
 uint8 224x224 crops over a bounded queue, so decoding runs ahead of the model by a few
 chunks; :class:`~anomalyclip.extract.batching.Batcher` packs each video's crops into batches
 of its own (so its features never depend on the videos decoded beside it) and splits the
@@ -44,7 +44,7 @@ from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.batching import Batch, Batcher
 from anomalyclip.extract.config import ROOT_WAIT_S, STALL_S, ExtractConfig
-from anomalyclip.extract.decoders import Chunk, Decoders, Done
+from anomalyclip.extract.decoder_threads import Chunk, Decoders, Done
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.preprocess import preprocessing_attrs
 from anomalyclip.extract.writer import Job, Summary, Writer, relative
