@@ -22,8 +22,9 @@ import numpy as np
 from cli_helper import anomaly
 
 from anomalyclip.extract.decode import VideoSource
+from anomalyclip.extract.mp4 import video_codec
 from anomalyclip.store import open_store
-from anomalyclip.synthetic import render_scene, video_codec
+from anomalyclip.synthetic import render_scene
 
 HERE = Path(__file__).resolve().parent
 
