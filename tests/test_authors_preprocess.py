@@ -196,7 +196,7 @@ def test_runs_record_their_features_preprocessing_and_predict_follows(
     tmp_path, tiny_clip, shared_videos, caplog
 ):
     import zarr
-    from synthetic import planted_store
+    from synthetic_stores import planted_store
 
     from anomalyclip.evaluate.predict import PredictConfig, predict
     from anomalyclip.evaluate.report import read_video_csv

@@ -18,7 +18,7 @@ import openvino as ov
 import pytest
 import torch
 from cli_helper import SOURCE_ROOT, run_cli
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 from anomalyclip.backbone import build_clip, load_vision
 from anomalyclip.evaluate.predict import PredictConfig, predict

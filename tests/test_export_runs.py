@@ -19,7 +19,7 @@ from authors_fixtures import (
     text_tower_tensors,
 )
 from cli_helper import call_cli, run_cli
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from transformers import CLIPTokenizer
 
 from anomalyclip.backbone import build_clip

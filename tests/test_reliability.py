@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helper import anomaly, error_lines
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.runs.checkpoint import check_backbone, read_run_config
