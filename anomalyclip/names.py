@@ -1,4 +1,5 @@
-"""Video ids written into file and store names: one encoding, each format kept as it is on disk.
+"""Names: video ids written into file and store names (one encoding, each format kept as it
+is on disk), and class names as they are compared.
 
 Two kinds of name are derived from what a dataset or a user calls a video:
 
@@ -40,6 +41,11 @@ def percent_encode(text: str, safe: str) -> str:
 def percent_decode(name: str) -> str:
     """The text :func:`percent_encode` was given (for a name that was not cut)."""
     return unquote(name, errors="surrogateescape")
+
+
+def normalise_label(label: str) -> str:
+    """A class name as compared: case, underscores and outer spaces do not count."""
+    return label.replace("_", " ").casefold().strip()
 
 
 def cut_with_hash(encoded: str, keep: int, mark: str, digest: str) -> str:

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from anomalyclip.datasets import UCF
 from anomalyclip.errors import AnomalyError
 from anomalyclip.store import (
     FeatureStore,
@@ -43,6 +44,7 @@ VIDEOS = {
 def base_attrs() -> dict:
     return provenance(
         dataset="ucf",
+        classes=UCF.classes,
         backbone={"model": "openai/clip-vit-base-patch16", "revision": "abc", "dim": DIM},
         preprocessing={"size": 224, "mean": [0.48145466, 0.4578275, 0.40821073]},
         sampling={"stride": 1},

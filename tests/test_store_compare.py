@@ -16,7 +16,7 @@ import pytest
 from cli_helper import call_cli
 
 from anomalyclip.backbone import build_clip
-from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.datasets.registry import DEMO, VideoEntry
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import VideoRecord, open_store
@@ -198,7 +198,8 @@ def _attrs(clip) -> dict:
     from anomalyclip.backbone import describe
     from anomalyclip.store import provenance
 
-    return provenance(dataset="demo", backbone=describe(clip), preprocessing={"size": 224},
+    return provenance(dataset="demo", classes=DEMO.classes, backbone=describe(clip),
+                      preprocessing={"size": 224},
                       sampling={"mode": "stride", "value": 4})  # fmt: skip
 
 

@@ -234,6 +234,7 @@ def write_random_store(
         store.init(
             provenance(
                 dataset="ucf",
+                classes=get_dataset("ucf").classes,
                 backbone={"model": "synthetic", "dim": dim, "output": "image_embeds"},
                 preprocessing={},
                 sampling={"mode": "all", "value": None},

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from anomalyclip import backbone, locations
 from anomalyclip.checks import is_url
-from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.datasets.registry import VideoEntry, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.batching import Batch, Batcher
 from anomalyclip.extract.config import ROOT_WAIT_S, STALL_S, ExtractConfig
@@ -112,6 +112,7 @@ def extract(
     described = encoder.describe()
     attrs = provenance(
         dataset=cfg.dataset,
+        classes=get_dataset(cfg.dataset).classes,
         backbone=described,
         preprocessing=preprocessing_attrs(cfg.preprocess)
         | ({"zone": cfg.zone.describe()} if cfg.zone is not None else {}),

@@ -252,6 +252,7 @@ def import_npy(
         st.init(
             provenance(
                 dataset=spec.name,
+                classes=spec.classes,
                 backbone={
                     "model": backbone,
                     "dim": int(dim),
