@@ -51,8 +51,8 @@ def rewritten(src, dst, change, **attrs):
     with open_store(src) as s, open_store(dst, "w") as d:
         d.init({**s.attrs, **attrs})
         for vid in s.video_ids():
-            rows = change(s.features(vid))
-            d.write_video(VideoRecord(vid, fps=s.record(vid).fps), rows)
+            rows, rec = change(s.features(vid)), s.record(vid)
+            d.write_video(VideoRecord(vid, label=rec.label, split=rec.split, fps=rec.fps), rows)
     return dst
 
 
@@ -140,7 +140,7 @@ def test_a_resize_kernel_difference_is_told_from_the_jpeg_step(shared_videos, ti
         paths[name] = tmp_path / f"{name}.zarr"
         with open_store(paths[name], "w") as st:
             st.init({**_attrs(tiny_clip), "dtype": "float32"})
-            st.write_video(VideoRecord("vtest", fps=10.0), r)
+            st.write_video(VideoRecord("vtest", label="Normal", split="test", fps=10.0), r)
     result = compare(paths["torch"], paths["pil"])
     verdict = result.to_dict()["verdict"]
     assert SAME < result.summary()["distance"] <= RESIZE and verdict["cause"] == "resize", verdict
@@ -219,7 +219,7 @@ def test_float16_storage_is_the_same_pipeline_and_its_floor_is_estimated(stores,
     ):
         with open_store(path, "w") as st:
             st.init({**attrs, "dtype": dtype})
-            st.write_video(VideoRecord("vtest", fps=10.0), r)
+            st.write_video(VideoRecord("vtest", label="Normal", split="test", fps=10.0), r)
     result = compare(store32, tmp_path / "f16.zarr")
     s = result.summary()
     assert s["distance"] > SAME  # float16 rounding is visible with random weights
