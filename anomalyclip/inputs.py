@@ -40,12 +40,20 @@ from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 
-from anomalyclip.datasets.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from anomalyclip.errors import AnomalyError
 
 log = logging.getLogger(__name__)
 
 Source = Path | str  # a file or frame folder, or a live URL / device
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv"}
+    # camera and recorder exports, which FFmpeg recognises by their content
+    | {".h264", ".264", ".h265", ".265", ".hevc", ".ts", ".mts", ".m2ts", ".m2t", ".3gp"}
+    | {".3g2", ".asf", ".vob", ".dav", ".mjpeg", ".mjpg", ".ogv", ".dv", ".mxf", ".f4v"}
+    | {".nut", ".y4m", ".ivf", ".rm", ".rmvb", ".divx", ".xvid", ".m1v", ".m2v", ".m4s"}
+)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 # suffixes that say "not a video": skipped when scanning folders and globs (never when named)
