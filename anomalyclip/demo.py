@@ -37,7 +37,8 @@ import numpy as np
 import torch
 
 from anomalyclip.datasets.registry import DEMO
-from anomalyclip.synthetic import encode_video, render_scene, video_codec
+from anomalyclip.extract.mp4 import video_codec
+from anomalyclip.synthetic import encode_video, render_scene
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,36 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def _cpu_bf16() -> list[str]:
-    """The CPU's bf16 matrix/vector features (Linux ``/proc/cpuinfo`` flags)."""
+@cache
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of Linux's ``/proc/cpuinfo`` (``model name``, ``flags``
+    or, on Arm, ``Features``...); empty where there is none."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-    )
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(name.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (empty where ``/proc/cpuinfo`` has none)."""
+    info = cpu_info()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
+
+
+def cpu_name() -> str:
+    """The CPU's model name, else what :mod:`platform` knows of it."""
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
+
+
+def _cpu_bf16() -> list[str]:
+    """The CPU's bf16 matrix/vector features (its ``/proc/cpuinfo`` flags)."""
+    flags = cpu_flags()
     return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
 
 

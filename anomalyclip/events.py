@@ -102,6 +102,15 @@ def row_period(times: np.ndarray) -> float:
     return step if step > 0 else 1.0
 
 
+def video_seconds(times: np.ndarray) -> float:
+    """Seconds a video's rows cover: first to last time, plus the last row's period (NaN
+    when a time is unknown or there are no rows)."""
+    times = np.asarray(times, dtype=np.float64)
+    if times.size == 0 or not np.isfinite(times).all():
+        return math.nan
+    return float(times[-1] - times[0] + row_period(times))
+
+
 def hysteresis(p: np.ndarray, enter: float, leave: float) -> np.ndarray:
     """(T,) bool: inside an event at each row. On from a row with p >= enter until the first
     row with p < leave (that row is off); rows in between keep the state they had."""

@@ -40,12 +40,20 @@ from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
 
-from anomalyclip.datasets.files import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from anomalyclip.errors import AnomalyError
 
 log = logging.getLogger(__name__)
 
 Source = Path | str  # a file or frame folder, or a live URL / device
+
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv"}
+    # camera and recorder exports, which FFmpeg recognises by their content
+    | {".h264", ".264", ".h265", ".265", ".hevc", ".ts", ".mts", ".m2ts", ".m2t", ".3gp"}
+    | {".3g2", ".asf", ".vob", ".dav", ".mjpeg", ".mjpg", ".ogv", ".dv", ".mxf", ".f4v"}
+    | {".nut", ".y4m", ".ivf", ".rm", ".rmvb", ".divx", ".xvid", ".m1v", ".m2v", ".m4s"}
+)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".list"})
 # suffixes that say "not a video": skipped when scanning folders and globs (never when named)
@@ -171,7 +179,7 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
             return _read_list(path, live, depth, quoted=where is None)
         return [path]  # named explicitly: a video whatever its suffix
     if _GLOB.search(item):
-        matches = sorted(_glob(str(path)), key=_natural)
+        matches = sorted(_glob(str(path)), key=natural_key)
         found = [s for m in matches for s in _collect(Path(m))]
         if not found:
             raise AnomalyError(f"{prefix}{item}: the pattern matches no video")
@@ -180,7 +188,8 @@ def _expand(item: str, base: Path, live: bool, depth: int, where: str | None) ->
     raise AnomalyError(f"{prefix}{item}: no such {what}")
 
 
-def _natural(name: str) -> list:
+def natural_key(name: str) -> list:
+    """Sort key that orders ``frame2`` before ``frame10`` (file names, folders, globs)."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(name))]
 
 
@@ -229,7 +238,7 @@ def _walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         folder = stack.pop()
         try:
             st = os.stat(folder or ".")
-            entries = sorted(os.scandir(folder or "."), key=lambda e: _natural(e.name))
+            entries = sorted(os.scandir(folder or "."), key=lambda e: natural_key(e.name))
         except OSError as exc:
             log.info("%s: skipped (%s)", folder, exc.strerror or exc)
             continue

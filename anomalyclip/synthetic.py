@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import av
 import numpy as np
 
 from anomalyclip.datasets.registry import DEMO
 from anomalyclip.extract.decode import Converter
+from anomalyclip.extract.mp4 import Mp4Settings, open_mp4
 
 NORMAL = DEMO.normal
 
@@ -174,27 +174,20 @@ def render_scene(
     return np.clip(frames, 0, 255).round().astype(np.uint8), intervals
 
 
-def video_codec() -> str:
-    """H.264 when PyAV's FFmpeg has libx264, MPEG-4 Part 2 otherwise."""
-    return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+# without MB-tree: with it, this x264 codes the same frames differently from one encoder to
+# the next in a process, so generated datasets would not repeat
+_SETTINGS = Mp4Settings(
+    x264={"preset": "veryfast", "crf": "18", "x264-params": "mbtree=0"}, mpeg4_bit_rate=2_000_000
+)
 
 
 def encode_video(path: Path, frames: np.ndarray, fps: int = 15) -> None:
     """Encode (T, H, W, 3) uint8 RGB frames (even H and W) into an MP4 file: the same frames
     give the same bytes, in any thread and after any other encoding."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    codec = video_codec()
     tmp = path.with_name(path.name + ".part")  # never leave a half-written video behind
-    with av.open(str(tmp), mode="w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            # without MB-tree: with it, this x264 codes the same frames differently from one
-            # encoder to the next in a process, so generated datasets would not repeat
-            stream.options = {"preset": "veryfast", "crf": "18", "x264-params": "mbtree=0"}
-        else:
-            stream.bit_rate = 2_000_000
+    container, stream = open_mp4(tmp, fps, frames.shape[2], frames.shape[1], _SETTINGS)
+    with container:
         convert = Converter()
         for t, image in enumerate(frames):
             frame = convert.for_encoder(image)

@@ -3,7 +3,7 @@ against what the commands write: ``run.predict`` equals ``anomaly predict``'s CS
 ``run.score`` on a store's features equals ``anomaly eval``'s per-video CSV and events, and the
 example of docs/api.md runs as printed there.
 
-The run is trained on a planted store (tests/synthetic.py: class directions as CLIP's text
+The run is trained on a planted store (tests/synthetic_stores.py: class directions as CLIP's text
 gives them, one shifted interval per abnormal video) with the tiny random CLIP; the videos
 are the real test videos, tree.avi among them (variable frame rate, 68 frames over 29.6 s).
 """
@@ -25,7 +25,7 @@ import av
 import numpy as np
 import pytest
 from cli_helper import cli_env, run_cli
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("frame", "time", "p_abnormal", "probs", "abnormal", "predicted")
@@ -97,7 +97,7 @@ def test_predict_equals_what_anomaly_predict_writes(tmp_path, run, trained, shar
 @pytest.mark.slow
 def test_score_on_store_features_equals_what_anomaly_eval_writes(tmp_path, run, trained):
     from anomalyclip import open_store
-    from anomalyclip.evaluate.evaluation import safe_name
+    from anomalyclip.names import safe_name
 
     store, run_dir = trained
     done = run_cli("eval", "-c", run_dir, "--out", tmp_path / "eval")

@@ -30,7 +30,7 @@ from anomalyclip.backbone import build_clip
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import Sampling
-from anomalyclip.extract.decoders import Chunk, Decoders
+from anomalyclip.extract.decoder_threads import Chunk, Decoders
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import open_store
@@ -196,7 +196,7 @@ def test_runs_record_their_features_preprocessing_and_predict_follows(
     tmp_path, tiny_clip, shared_videos, caplog
 ):
     import zarr
-    from synthetic import planted_store
+    from synthetic_stores import planted_store
 
     from anomalyclip.evaluate.predict import PredictConfig, predict
     from anomalyclip.evaluate.report import read_video_csv

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from test_watch_cli import PROBE
 from watch_helpers import free_port, offline, sender, watch
 

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from synthetic import planted_store
+from synthetic_stores import planted_store
 
 from anomalyclip.evaluate.evaluation import metrics_on_test_split
 from anomalyclip.store import VideoRecord, open_store

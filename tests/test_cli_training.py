@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helper import call_cli, cli_env, run_cli
-from synthetic import planted_store
+from synthetic_stores import planted_store
 
 from anomalyclip.demo import DemoScale, generate_demo_videos
 from anomalyclip.store import SCHEMA, VideoRecord, open_store

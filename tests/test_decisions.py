@@ -26,7 +26,7 @@ import pytest
 from metrics_reference import rank_auc
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
+from anomalyclip.evaluate.decisions import decision_metrics, run_threshold_record, video_events
 from anomalyclip.evaluate.evaluation import VideoResult, true_classes
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.thresholds import Threshold
@@ -108,10 +108,10 @@ def test_video_events_fall_back_to_frame_numbers_without_times():
 
 def test_run_threshold_is_the_runs_own_unless_a_rule_is_given():
     config = {"threshold": {"value": 0.42, "rule": "far@1", "source": "held-out normal videos"}}
-    assert run_threshold(config) == Threshold(0.42, "far@1", "held-out normal videos")
-    assert run_threshold(config, "fixed@0.3").value == 0.3
+    assert run_threshold_record(config) == Threshold(0.42, "far@1", "held-out normal videos")
+    assert run_threshold_record(config, "fixed@0.3").value == 0.3
     with pytest.raises(AnomalyError, match="the run has no decision threshold"):
-        run_threshold({"train": {"threshold_rule": "youden"}})
+        run_threshold_record({"train": {"threshold_rule": "youden"}})
 
 
 def test_the_tests_reference_auc_counts_pairs():

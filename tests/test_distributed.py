@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from synthetic import planted_store
+from synthetic_stores import planted_store
 
 from anomalyclip.train import resolve_config, train
 from anomalyclip.train.data import local_positions

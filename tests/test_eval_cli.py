@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from cli_helper import call_cli
 from metrics_reference import eval_auc, eval_frames
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 from anomalyclip.evaluate.report import read_video_csv
 from anomalyclip.store import open_store

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.events import EventConfig, EventTracker, event_rows, find_events, hysteresis
+from anomalyclip.events import (
+    EventConfig,
+    EventTracker,
+    event_rows,
+    find_events,
+    hysteresis,
+    video_seconds,
+)
 
 NAMES = ("Explosion", "Intruder", "Normal", "Tampering")
 NORMAL = 2
@@ -166,3 +173,11 @@ def test_streaming_tracker_equals_the_whole_curve(seed):
     for k, kind in enumerate(kinds):  # every event is opened before it is updated or closed
         if kind != "opened":
             assert "opened" in kinds[:k]
+
+
+def test_video_seconds_is_the_span_of_the_rows_plus_one_period():
+    """Hours of video (false alarms per hour, the run's calibration) are counted with it."""
+    assert video_seconds(np.array([0.0, 0.5, 1.0, 1.5])) == 2.0  # 4 rows of 0.5 s
+    assert video_seconds(np.array([3.0])) == 1.0  # a lone row stands for 1 s
+    assert math.isnan(video_seconds(np.array([])))
+    assert math.isnan(video_seconds(np.array([0.0, math.nan, 1.0])))  # times unknown

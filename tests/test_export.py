@@ -18,10 +18,9 @@ import openvino as ov
 import pytest
 import torch
 from cli_helper import SOURCE_ROOT, run_cli
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 from anomalyclip.backbone import build_clip, load_vision
-from anomalyclip.evaluate.evaluation import score_fn
 from anomalyclip.evaluate.predict import PredictConfig, predict
 from anomalyclip.evaluate.report import read_video_csv
 from anomalyclip.export.backends import Export, runner
@@ -34,7 +33,7 @@ from anomalyclip.export.quantize import Calibration
 from anomalyclip.extract.decode import Sampling, VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.preprocess import normalize, resize_crop
-from anomalyclip.model.inference import score_video
+from anomalyclip.model.inference import score_fn, score_video
 from anomalyclip.runs import load_model
 
 VIDEOS = ("vtest.avi", "tree.avi", "Megamind.avi", "Megamind_bugy.avi")

@@ -19,18 +19,17 @@ from authors_fixtures import (
     text_tower_tensors,
 )
 from cli_helper import call_cli, run_cli
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from transformers import CLIPTokenizer
 
 from anomalyclip.backbone import build_clip
-from anomalyclip.evaluate.evaluation import score_fn
 from anomalyclip.evaluate.report import read_video_csv
 from anomalyclip.export.backends import Export
 from anomalyclip.export.quantize import Calibration, calibration_frames
 from anomalyclip.extract.decode import Sampling, VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.preprocess import normalize, resize_crop
-from anomalyclip.model.inference import score_video
+from anomalyclip.model.inference import score_fn, score_video
 from anomalyclip.runs import check_backbone, load_model, read_run_config
 from anomalyclip.store import open_store
 

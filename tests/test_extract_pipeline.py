@@ -19,13 +19,13 @@ import pytest
 import torch
 from cli_helper import call_cli, run_cli
 
-from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.datasets.registry import DEMO, VideoEntry
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract import encoder as encoder_module
 from anomalyclip.extract.batching import Batcher
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import Sampling, VideoSource
-from anomalyclip.extract.decoders import Chunk, Decoders, Done, Failed
+from anomalyclip.extract.decoder_threads import Chunk, Decoders, Done, Failed
 from anomalyclip.extract.encoder import ImageEncoder, cpu_has_bf16, resolve_precision
 from anomalyclip.extract.pipeline import extract, preprocessing_attrs
 from anomalyclip.extract.preprocess import resize_crop
@@ -94,7 +94,7 @@ def store():
     url = f"memory://extract-writer-{uuid.uuid4().hex}"
     with open_store(url, mode="a") as st:
         st.init(
-            provenance(dataset="demo", backbone={"model": "test", "dim": 4},
+            provenance(dataset="demo", classes=DEMO.classes, backbone={"model": "test", "dim": 4},
                        preprocessing=preprocessing_attrs(), sampling=Sampling().describe(),
                        dtype="float32")
         )  # fmt: skip

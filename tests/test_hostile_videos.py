@@ -22,8 +22,9 @@ import numpy as np
 from cli_helper import anomaly
 
 from anomalyclip.extract.decode import VideoSource
+from anomalyclip.extract.mp4 import video_codec
 from anomalyclip.store import open_store
-from anomalyclip.synthetic import render_scene, video_codec
+from anomalyclip.synthetic import render_scene
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,7 +51,7 @@ def cut_at_packet(src: Path, dst: Path, keep: int) -> Path:
     return dst
 
 
-# -- truncated sources (issue 18, item 6) ---------------------------------------------------
+# -- truncated sources ----------------------------------------------------------------------
 def test_sources_ending_far_short_of_their_header_are_flagged(shared_videos, tmp_path):
     vtest_cut = cut_at_packet(shared_videos / "vtest.avi", tmp_path / "vtest_cut.avi", 101)
     mp4 = faststart_mp4(tmp_path / "clip.mp4")
@@ -111,7 +112,7 @@ def test_truncated_videos_are_stored_flagged_reported_and_refused_by_strict(
         )
 
 
-# -- decoders that never end (issue 18, item 3) ----------------------------------------------
+# -- decoders that never end -----------------------------------------------------------------
 def run_child(code: str, *args, timeout: float) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter; a hang fails the test instead of the suite."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}

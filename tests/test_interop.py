@@ -33,7 +33,7 @@ from safetensors.torch import load_file
 from transformers import CLIPModel, CLIPTokenizer
 
 from anomalyclip.cli import main
-from anomalyclip.datasets import get_dataset
+from anomalyclip.datasets import XD, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.interop.authors import (
     authors_to_state,
@@ -302,7 +302,7 @@ def test_centroid_from_store_features(checkpoints, clip_dir, tmp_path):
     }  # fmt: skip
     store = tmp_path / "xd.zarr"
     attrs = provenance(
-        dataset="xd", backbone={"model": str(clip_dir), "dim": 512},
+        dataset="xd", classes=XD.classes, backbone={"model": str(clip_dir), "dim": 512},
         preprocessing={"size": 224}, sampling={"stride": 1}, dtype="float32",
     )  # fmt: skip
     feats = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cli_helper import SOURCE_ROOT, cli_env, run_cli
-from synthetic import planted_store, quick_run
+from synthetic_stores import planted_store, quick_run
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.kernels import CONV_ALGORITHMS, native

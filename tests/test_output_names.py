@@ -12,10 +12,11 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
-from anomalyclip.evaluate.evaluation import VideoResult, safe_name, write_outputs
+from anomalyclip.evaluate.evaluation import VideoResult, write_outputs
 from anomalyclip.evaluate.predict import output_names
+from anomalyclip.names import safe_name
 
 IDS = [
     "日本",

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 from cli_helper import run_cli
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from transformers import CLIPTokenizer
 
 from anomalyclip.cli import main
 from anomalyclip.datasets import get_dataset
-from anomalyclip.evaluate.evaluation import safe_name
+from anomalyclip.names import safe_name
 
 pytestmark = pytest.mark.slow
 

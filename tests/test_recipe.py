@@ -23,7 +23,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from synthetic import D, planted_store
+from synthetic_stores import D, planted_store
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from anomalyclip.datasets import get_dataset, read_ucf_temporal_annotations, read_xd_annotations

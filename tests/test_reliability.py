@@ -1,5 +1,5 @@
 """What `train`, `eval` and the store commands do with stores they must not trust blindly:
-another backbone's features, damaged chunks and attributes (issue 18's fault-injection pass).
+another backbone's features, damaged chunks and attributes (a fault-injection pass).
 
 Commands run through :func:`anomalyclip.cli.main`, the console script's entry point, so exit
 codes and the one-line errors are the real ones.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helper import anomaly, error_lines
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.runs.checkpoint import check_backbone, read_run_config

@@ -1,7 +1,7 @@
 """Shared runs that must not be trusted blindly: wrongly typed fields in ``config.json``,
 tensors of the wrong shape, non-finite weights, and non-finite scores wherever they come from.
 
-One short real training run (tests/synthetic.py) is copied and edited the way a careless
+One short real training run (tests/synthetic_stores.py) is copied and edited the way a careless
 teammate or a broken tool would; commands run through the console script's entry point, so
 exit codes and one-line errors are the real ones. The manifest (``checkpoint.json``) of an
 edited copy is removed: a run written before manifests existed loads without one, so only
@@ -24,7 +24,7 @@ import pytest
 import torch
 from cli_helper import anomaly, cli_env, error_lines
 from safetensors.torch import load_file, save_file
-from synthetic import quick_run
+from synthetic_stores import quick_run
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model.inference import score_videos

@@ -18,8 +18,8 @@ import pytest
 from browser import new_tab, require_chromium, unavailable
 from cli_helper import call_cli, run_cli
 from report_load_time import load_times
-from synthetic import quick_run
 from synthetic_eval import synthetic_eval
+from synthetic_stores import quick_run
 
 from anomalyclip.evaluate.html import BUCKETS, EMPTY, envelope, report_data, simplify
 from anomalyclip.evaluate.report import read_video_csv

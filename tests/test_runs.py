@@ -1,6 +1,6 @@
 """Run folders as a user handles them: moved or copied, numbered, recorded, readable.
 
-One short training run on a planted store (tests/synthetic.py) is made through the CLI with
+One short training run on a planted store (tests/synthetic_stores.py) is made through the CLI with
 relative paths, from its project folder, as a user types it; the tests then copy or move it
 and check that ``eval`` and ``predict`` give the very same numbers from anywhere.
 """
@@ -24,7 +24,7 @@ import torch
 from cli_helper import call_cli, cli_env, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from synthetic import planted_store
+from synthetic_stores import planted_store
 
 import anomalyclip
 from anomalyclip import backbone, environment

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 from metrics_reference import eval_auc
-from synthetic import planted_store
+from synthetic_stores import planted_store
 
 from anomalyclip.store import open_store
 from anomalyclip.train import resolve_config

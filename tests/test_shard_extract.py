@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from anomalyclip.backbone import build_clip
 from anomalyclip.cli import app, main
 from anomalyclip.datasets import discover
-from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.datasets.registry import DEMO, VideoEntry
 from anomalyclip.demo import DemoScale, generate_demo_videos
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract import pipeline
@@ -95,6 +95,7 @@ def test_shares_refuse_bad_ranks(rank, world):
 def _attrs() -> dict:
     return provenance(
         dataset="demo",
+        classes=DEMO.classes,
         backbone={"model": "m", "dim": 512},
         preprocessing={"size": 224},
         sampling={"mode": "all"},

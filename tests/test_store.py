@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from anomalyclip.datasets import UCF
 from anomalyclip.errors import AnomalyError
 from anomalyclip.store import (
     FeatureStore,
@@ -43,6 +44,7 @@ VIDEOS = {
 def base_attrs() -> dict:
     return provenance(
         dataset="ucf",
+        classes=UCF.classes,
         backbone={"model": "openai/clip-vit-base-patch16", "revision": "abc", "dim": DIM},
         preprocessing={"size": 224, "mean": [0.48145466, 0.4578275, 0.40821073]},
         sampling={"stride": 1},
@@ -567,7 +569,7 @@ def test_bench_store_sizes_and_reads(tmp_path):
     assert len(lines) == 5 and lines[2].startswith("zarr f16")
 
 
-# -- reliability (issue 18) ---------------------------------------------------------------------
+# -- reliability --------------------------------------------------------------------------------
 def test_export_onto_an_existing_url_store_is_refused_unless_overwrite(tmp_path, base_attrs):
     """A URL destination is refused like a local one: an export never replaces a store silently."""
     fill(tmp_path / "a.zarr", base_attrs, ids=["one_row"])
@@ -627,7 +629,7 @@ def test_incomplete_root_attributes(tmp_path, base_attrs, suffix):
         st.init(base_attrs)
 
 
-# -- values, records and verify (issue 18, item 13) ---------------------------------------------
+# -- values, records and verify -----------------------------------------------------------------
 def test_float16_store_refuses_values_it_would_turn_into_inf(tmp_path, base_attrs):
     """float32 rows beyond ±65504 would be stored as inf in a float16 store: refused, naming
     the video and the way out (a float32 store); NaN and inf are refused in any dtype."""

@@ -16,7 +16,7 @@ import pytest
 from cli_helper import call_cli
 
 from anomalyclip.backbone import build_clip
-from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.datasets.registry import DEMO, VideoEntry
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.store import VideoRecord, open_store
@@ -51,10 +51,8 @@ def rewritten(src, dst, change, **attrs):
     with open_store(src) as s, open_store(dst, "w") as d:
         d.init({**s.attrs, **attrs})
         for vid in s.video_ids():
-            rows, record = change(s.features(vid)), s.record(vid)
-            d.write_video(
-                VideoRecord(vid, label=record.label, split=record.split, fps=record.fps), rows
-            )
+            rows, rec = change(s.features(vid)), s.record(vid)
+            d.write_video(VideoRecord(vid, label=rec.label, split=rec.split, fps=rec.fps), rows)
     return dst
 
 
@@ -200,7 +198,8 @@ def _attrs(clip) -> dict:
     from anomalyclip.backbone import describe
     from anomalyclip.store import provenance
 
-    return provenance(dataset="demo", backbone=describe(clip), preprocessing={"size": 224},
+    return provenance(dataset="demo", classes=DEMO.classes, backbone=describe(clip),
+                      preprocessing={"size": 224},
                       sampling={"mode": "stride", "value": 4})  # fmt: skip
 
 

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import zarr
 
+from anomalyclip.datasets import UCF
 from anomalyclip.store import DEFAULT_DIM, SCHEMA, StoreMeta, VideoRecord, open_store, provenance
 
 BACKBONE = {"model": "openai/clip-vit-base-patch16", "dim": 384, "weights_sha256": "ab" * 32}
 
 
 def new_attrs(dtype: str = "float32") -> dict:
-    return provenance(dataset="ucf", backbone=BACKBONE, preprocessing={"size": 224},
+    return provenance(dataset="ucf", classes=UCF.classes, backbone=BACKBONE,
+                      preprocessing={"size": 224},
                       sampling={"mode": "fps", "value": 4.0}, dtype=dtype)  # fmt: skip
 
 
@@ -40,9 +42,11 @@ def test_fields_are_the_on_disk_attributes(tmp_path, name):
     assert (meta.dataset, meta.dtype, meta.sampling) == ("ucf", "float32", attrs["sampling"])
     assert (meta.dim, meta.model, meta.schema) == (384, BACKBONE["model"], SCHEMA)
     assert meta.backbone == BACKBONE and meta.producer == attrs["producer"]
-    # nothing lost or added between the file and the object, in either direction
+    assert meta.classes == UCF.classes
+    # nothing lost or added between the file and the object, in either direction (classes:
+    # written only by stores that record them)
     assert StoreMeta.from_attrs(on_disk).to_attrs() == {
-        k: on_disk[k] for k in StoreMeta().to_attrs()
+        k: on_disk[k] for k in StoreMeta(classes=UCF.classes).to_attrs()
     }
     assert StoreMeta.from_attrs(attrs).to_attrs() == attrs
 

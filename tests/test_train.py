@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from synthetic import planted_store
+from synthetic_stores import planted_store
 
 from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError

@@ -12,7 +12,7 @@ import dataclasses
 import json
 
 import pytest
-from synthetic import planted_store
+from synthetic_stores import planted_store
 
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import LossWeights, ModelConfig

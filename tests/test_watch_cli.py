@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from watch_helpers import (
     Proc,
     closed,

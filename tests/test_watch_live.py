@@ -7,7 +7,7 @@ UDP RTP, ``tests/rtsp_server.py``). The watcher decodes what arrives, so everyth
 field throws at a receiver is really exercised: probing a stream joined live, packets that
 arrive over time, a sender that dies, garbage datagrams, a new frame size mid-stream.
 
-The run is a short training on planted features (``synthetic.quick_run``): what it detects
+The run is a short training on planted features (``synthetic_stores.quick_run``): what it detects
 in real video is arbitrary, and the tests do not ask it to be right; they ask live scoring to
 give what offline ``predict`` gives on the same frames. So the decision threshold is chosen
 on the offline curve where no frame's p(A) lies within ``margin`` of it (or of its exit
@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import av
 import numpy as np
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from watch_helpers import (
     assert_events_match,
     closed,

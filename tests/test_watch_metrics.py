@@ -15,7 +15,7 @@ import time
 
 import pytest
 from services import scrape
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from watch_helpers import closed, event_video, free_port, read_events, sender, watch
 
 from anomalyclip.errors import AnomalyError

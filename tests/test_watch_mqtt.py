@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from services import Mosquitto, Subscriber, retained
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from watch_helpers import (
     assert_events_match,
     event_video,

@@ -25,7 +25,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from test_faults import small_disk  # noqa: F401 - the 256 KiB tmpfs fixture
 from watch_helpers import Proc, closed, event_video, read_events, read_only_folder
 

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from watch_helpers import read_events, watch
 
 from anomalyclip.events import EventConfig, find_events

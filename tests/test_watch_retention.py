@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from watch_helpers import event_video, read_events
 
 from anomalyclip.events import EventConfig

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from test_watch_cli import PROBE, copy_run
 from watch_helpers import Proc, closed, event_video, offline, read_events, stable_threshold
 

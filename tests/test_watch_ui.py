@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from test_watch_cli import anomaly
 from watch_helpers import event_video, read_events
 

@@ -83,11 +83,13 @@ def test_window_reset_starts_a_new_context():
     np.testing.assert_array_equal(w.features.numpy(), rows[5:7])  # nothing of before the reset
 
 
-def test_frozen_text_features_give_the_models_own_scores(tiny_clip):
-    """Live scoring computes the prompts' text features once; the outputs are unchanged."""
+def test_live_scores_are_the_models_own_and_follow_its_weights(tiny_clip):
+    """Live scoring reuses the prompts' text features through the model's own memo
+    (model/memo.py): the outputs are the model's, the model object is left as it was, and
+    a change of the prompt weights (a run reloaded in place) is seen by the next score."""
     from anomalyclip.datasets import get_dataset
-    from anomalyclip.evaluate.evaluation import score_fn
-    from anomalyclip.live.window import frozen_text_score_fn
+    from anomalyclip.live.window import live_score_fn
+    from anomalyclip.model.inference import score_fn
     from anomalyclip.runs import build_network
     from anomalyclip.train.config import resolve_config
 
@@ -97,11 +99,22 @@ def test_frozen_text_features_give_the_models_own_scores(tiny_clip):
     model = build_network(cfg.model.with_data(spec.classes, spec.normal_id, 512), tiny_clip)
     model.eval()
     x = torch.randn(2, cfg.model.num_segments, cfg.model.seg_length, 512)
+    live = live_score_fn(model)
     with torch.inference_mode():
         p0, probs0 = score_fn(model)(x)
-        p1, probs1 = frozen_text_score_fn(model)(x)
+        p1, probs1 = live(x)
     torch.testing.assert_close(p1, p0, rtol=0, atol=0)
     torch.testing.assert_close(probs1, probs0, rtol=0, atol=0)
+    assert "text_features" not in vars(model)  # no instance attribute shadows the method
+    with torch.no_grad():
+        model.prompt_learner.ctx.add_(0.5)
+    with torch.inference_mode():
+        p2, probs2 = live(x)
+        text = model.prompt_learner()
+        expected = model(x, text=text)
+    assert not torch.equal(probs2, probs1)
+    torch.testing.assert_close(p2, expected.p_abnormal, rtol=0, atol=0)
+    torch.testing.assert_close(probs2, expected.probs, rtol=0, atol=0)
 
 
 def frame(i: int) -> FrameItem:

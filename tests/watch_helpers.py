@@ -153,10 +153,9 @@ def offline(run_dir: Path, video: Path, threshold: float) -> dict:
     """What offline ``predict`` computes for ``video``: the same extraction into an in-memory
     store, whole-video scoring, events of the whole curve."""
     from anomalyclip.datasets.registry import VideoEntry
-    from anomalyclip.evaluate.evaluation import score_fn
     from anomalyclip.events import EventConfig, find_events
     from anomalyclip.extract.pipeline import extract
-    from anomalyclip.model.inference import score_video
+    from anomalyclip.model.inference import score_fn, score_video
     from anomalyclip.runs import load_model
     from anomalyclip.store import open_store
 

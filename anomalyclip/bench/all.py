@@ -11,7 +11,6 @@ the target. ``--readme README.md`` writes the table into the README between the
 from __future__ import annotations
 
 import logging
-import platform
 import re
 import time
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from anomalyclip.bench.peak import share_text
+from anomalyclip.environment import cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def measure(progress: bool = True) -> dict:
     results.pop("demo, predict")
     results.update(with_demo)
     results["host"] = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -91,16 +91,6 @@ def _store() -> dict:
 
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-store-") as tmp:
         return store.measure(tmp, 32, 2000, batches=3)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _row(stage: str, measured: str, ratio: str, target: str) -> str:

@@ -43,7 +43,7 @@ from anomalyclip.export.openvino import has_bf16
 from anomalyclip.export.quantize import Calibration
 from anomalyclip.extract.encoder import ImageEncoder, cpu_has_bf16
 from anomalyclip.extract.preprocess import resize_crop
-from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
+from anomalyclip.live.window import CausalWindow, live_score_fn, score_windows
 from anomalyclip.runs import run_inputs, save_run
 from anomalyclip.synthetic import encode_video
 from anomalyclip.thresholds import choose_threshold
@@ -146,7 +146,7 @@ def _scorer_ms(setups: dict, dim: int) -> dict[str, float]:
     (w,) = window.push(0.1 * rng.standard_normal((512, dim)), np.arange(512), np.arange(512) / FPS)
     out = {}
     for name, (_, scorer) in setups.items():
-        score = frozen_text_score_fn(scorer)
+        score = live_score_fn(scorer)
         times = _seconds(lambda s=score: score_windows([w], s, 32, 16), 6)
         out[name] = 1e3 * statistics.median(times[1:])
     return out
@@ -166,9 +166,9 @@ def measure(bench: ExportBench = ExportBench()) -> dict:
     torch.set_num_threads(bench.threads)
     from datetime import date
 
-    from anomalyclip.bench.all import _cpu_name
+    from anomalyclip.environment import cpu_name
 
-    result: dict = {"threads": bench.threads, "cpu_bf16": cpu_has_bf16(), "cpu": _cpu_name(),
+    result: dict = {"threads": bench.threads, "cpu_bf16": cpu_has_bf16(), "cpu": cpu_name(),
                     "date": date.today().isoformat(), "clip": bench.clip}  # fmt: skip
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-export-") as tmp:

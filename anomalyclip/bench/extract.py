@@ -42,7 +42,7 @@ import torch
 from anomalyclip.backbone import build_clip
 from anomalyclip.bench.flops import flop_counter
 from anomalyclip.bench.peak import of_peak, peaks
-from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.datasets.registry import DEMO, VideoEntry
 from anomalyclip.extract.config import ExtractConfig
 from anomalyclip.extract.decode import VideoSource
 from anomalyclip.extract.encoder import ImageEncoder
@@ -123,6 +123,7 @@ def profile(paths: list[Path], encoder: ImageEncoder, batch_size: int) -> dict:
     with open_store(url, mode="a") as st:
         attrs = provenance(
             dataset="demo",
+            classes=DEMO.classes,
             backbone=encoder.describe(),
             preprocessing=preprocessing_attrs(),
             sampling={"mode": "all", "value": None},

@@ -97,6 +97,7 @@ def write_all(layout: Layout, lengths: np.ndarray, seed: int) -> dict[str, float
     """Write the same features in the three formats; returns seconds spent per format."""
     attrs = provenance(
         dataset="bench",
+        classes=["Normal", "Anomaly"],
         backbone={"model": "synthetic", "dim": DIM, "output": "image_embeds"},
         preprocessing={},
         sampling={"mode": "all", "value": None},

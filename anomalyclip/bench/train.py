@@ -1,4 +1,4 @@
-"""Training-step benchmark at the paper's UCF-Crime shape (issue 5).
+"""Training-step benchmark at the paper's UCF-Crime shape.
 
 One optimisation step of AnomalyCLIP: batch 64 (32 abnormal + 32 normal) x 32 segments x 16
 frames of 512-d features, E = 256, depth 1, the 14 UCF-Crime prompts through a ViT-B/16-sized
@@ -242,6 +242,7 @@ def write_random_store(
         store.init(
             provenance(
                 dataset="ucf",
+                classes=get_dataset("ucf").classes,
                 backbone={"model": "synthetic", "dim": dim, "output": "image_embeds"},
                 preprocessing={},
                 sampling={"mode": "all", "value": None},

@@ -43,7 +43,7 @@ from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.live.config import ReadConfig, WatchConfig
 from anomalyclip.live.stats import resident_bytes
 from anomalyclip.live.watch import Watcher
-from anomalyclip.live.window import CausalWindow, frozen_text_score_fn, score_windows
+from anomalyclip.live.window import CausalWindow, live_score_fn, score_windows
 from anomalyclip.model import AnomalyCLIP
 from anomalyclip.model.inference import score_video
 from anomalyclip.synthetic import encode_video, render_scene
@@ -101,7 +101,7 @@ class Bench:
         """The 90th percentile of the stream's offline p(A): events open and close."""
         crops = resize_crop(self.frames[: 20 * FPS : 2])  # (T, 3, 224, 224)
         feats = torch.cat([self.encoder(crops[i : i + 32]) for i in range(0, len(crops), 32)])
-        p, _ = score_video(feats, frozen_text_score_fn(self.model), 32, 16)
+        p, _ = score_video(feats, live_score_fn(self.model), 32, 16)
         return float(np.quantile(p.numpy(), 0.9))
 
     def watch(self, fps: int, read: ReadConfig, seconds: float, **options) -> dict:
@@ -171,7 +171,7 @@ class Bench:
         window = CausalWindow(self.encoder.dim, 512, 512)
         (w,) = window.push(np.random.default_rng(0).standard_normal((512, self.encoder.dim)),
                            np.arange(512), np.arange(512) / FPS)  # fmt: skip
-        score = frozen_text_score_fn(self.model)
+        score = live_score_fn(self.model)
         timed = []
         for _ in range(6):
             t0 = time.perf_counter()
@@ -288,11 +288,11 @@ def agreement(demo_dir: str | Path, hops: tuple[float, ...] = (0.5, 2.0)) -> dic
     """
     from sklearn.metrics import roc_auc_score
 
-    from anomalyclip.live.watch import load_for_watch, run_threshold
+    from anomalyclip.live.watch import load_for_watch, run_threshold_value
 
     demo = Path(demo_dir)
     model, encoder, config = load_for_watch(demo / "run", None, "cpu")
-    threshold = run_threshold(config, demo / "run", None)
+    threshold = run_threshold_value(config, demo / "run", None)
     offline = _offline_scores(demo, model)
     truth = np.concatenate([v["truth"] for v in offline.values()])
     p_off = np.concatenate([v["p"] for v in offline.values()])
@@ -316,7 +316,7 @@ def _offline_scores(demo: Path, model: AnomalyCLIP) -> dict[str, dict]:
     """Each test video's offline scores from the demo's store, by its video file: frames,
     times, p(A), class probabilities and the true frame labels."""
     from anomalyclip.datasets import frame_labels
-    from anomalyclip.evaluate.evaluation import score_fn
+    from anomalyclip.model.inference import score_fn
     from anomalyclip.store import open_store
 
     offline: dict[str, dict] = {}

@@ -31,6 +31,17 @@ def shown(text: object, backslash: bool = True) -> str:
     return "".join(out)
 
 
+def _dataset_classes(name: object) -> tuple[str, ...] | None:
+    """The classes of the dataset a store names: what the labels of a store written before
+    stores recorded their classes are checked against (None: not a known dataset)."""
+    from anomalyclip.datasets import get_dataset
+
+    try:
+        return get_dataset(name).classes if isinstance(name, str) else None
+    except AnomalyError:
+        return None
+
+
 def _line(*fields: object, state: str | None = None) -> str:
     """One video of ``store ls``: its stored fields, then the state the package describes
     (which quotes stored text already escaped)."""
@@ -99,7 +110,7 @@ def store_verify(
 
     with open_store(path) as st:
         n = len(st.keys())
-        problems = st.verify(progress=True)
+        problems = st.verify(progress=True, classes=_dataset_classes(st.attrs.get("dataset")))
         truncated = {} if problems else st.truncated()
     for vid, reason in problems.items():
         typer.echo(f"{shown(vid)}: {shown(reason, backslash=False)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.names import normalise_label
 
 if TYPE_CHECKING:  # numpy is imported where masks are made: listing videos needs none
     import numpy as np
@@ -22,11 +23,6 @@ if TYPE_CHECKING:  # numpy is imported where masks are made: listing videos need
 Interval = tuple[int, int]
 
 SPLITS = ("train", "test")
-
-
-def normalise_label(label: str) -> str:
-    """A class name as compared: case, underscores and outer spaces do not count."""
-    return label.replace("_", " ").casefold().strip()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ download. The generator writes, and this module reads, exactly this layout::
 
 - ``<Class>`` is one of ``Explosion``, ``Intruder``, ``Normal``, ``Tampering`` (ids 0..3 in
   that order; Normal is id 2). ``<id>`` is any file name without spaces, e.g.
-  ``explosion_003``; the other extensions in ``files.VIDEO_EXTENSIONS`` are accepted too.
+  ``explosion_003``; the other extensions in ``inputs.VIDEO_EXTENSIONS`` are accepted too.
 - ``annotations.txt``: one line per video, ``video_id s1 e1 [s2 e2 ...]``, where ``video_id``
   is the path relative to the root without extension (``test/Explosion/explosion_003``) and
   each ``[s, e)`` is an anomalous span of decoded frame numbers, end *exclusive*, counting

@@ -15,18 +15,11 @@ from pathlib import Path, PurePosixPath
 
 from anomalyclip.datasets.core import SPLITS, DatasetSpec, Interval
 from anomalyclip.errors import AnomalyError
+from anomalyclip.inputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv"}
-    # camera and recorder exports, which FFmpeg recognises by their content
-    | {".h264", ".264", ".h265", ".265", ".hevc", ".ts", ".mts", ".m2ts", ".m2t", ".3gp"}
-    | {".3g2", ".asf", ".vob", ".dav", ".mjpeg", ".mjpg", ".ogv", ".dv", ".mxf", ".f4v"}
-    | {".nut", ".y4m", ".ivf", ".rm", ".rmvb", ".divx", ".xvid", ".m1v", ".m2v", ".m4s"}
-)
 MAX_FRAME = 2**31  # frame numbers from it up are refused (a year at 30 fps is under 2**30)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 
 # --------------------------------------------------------------------------- line parsing

@@ -24,7 +24,7 @@ import numpy as np
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.event_metrics import Scored, event_detection, event_map
 from anomalyclip.evaluate.metrics import confusion_matrix, predict_classes, topk_accuracy
-from anomalyclip.events import Event, EventConfig, find_events, row_period
+from anomalyclip.events import Event, EventConfig, find_events, video_seconds
 from anomalyclip.thresholds import Threshold, ThresholdRule, choose_threshold
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 Labelled = tuple[np.ndarray, np.ndarray, str]  # scores, abnormal labels, where from
 
 
-def run_threshold(
+def run_threshold_record(
     config: dict[str, Any],
     rule: str | None = None,
     labelled: Callable[[], Labelled] | None = None,
 ) -> Threshold:
-    """The threshold to decide with: the run's own, or ``rule`` applied now.
+    """The :class:`Threshold` to decide with (its value, rule and where it was chosen):
+    the run's own, or ``rule`` applied now (the watch's float is
+    :func:`anomalyclip.live.run.run_threshold_value`).
 
     ``labelled`` is called only for a labelled rule (youden / best-f1) and returns the frames
     to choose on (the store named by ``--calibrate-on``).
@@ -70,13 +72,6 @@ def video_events(
     return find_events(video_id, curve, labels, cfg, period)
 
 
-def _seconds(times: np.ndarray) -> float:
-    times = np.asarray(times, dtype=np.float64)
-    if times.size == 0 or not np.isfinite(times).all():
-        return math.nan
-    return float(times[-1] - times[0] + row_period(times))
-
-
 def class_decisions(
     results: Sequence[Any], threshold: float, labels: tuple[Sequence[str], int]
 ) -> dict[str, Any]:
@@ -107,8 +102,8 @@ def decision_metrics(
     tp = int((called & truth).sum())
     normal_videos = [i for i, r in enumerate(results) if not r.intervals]
     normal_frames = np.concatenate([results[i].p_abnormal for i in normal_videos] or [[]])
-    hours_normal = sum(_seconds(results[i].times) for i in normal_videos) / 3600
-    hours_all = sum(_seconds(r.times) for r in results) / 3600
+    hours_normal = sum(video_seconds(results[i].times) for i in normal_videos) / 3600
+    hours_all = sum(video_seconds(r.times) for r in results) / 3600
     alarms_normal = sum(len(events[i]) for i in normal_videos)
 
     pred = [

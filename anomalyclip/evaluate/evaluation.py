@@ -13,18 +13,18 @@ import torch
 
 from anomalyclip.datasets import frame_labels, get_adapter, get_dataset
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.decisions import decision_metrics, run_threshold, video_events
+from anomalyclip.evaluate.decisions import decision_metrics, run_threshold_record, video_events
 from anomalyclip.evaluate.html import write_report
 from anomalyclip.evaluate.metrics import evaluate_arrays
-from anomalyclip.evaluate.report import (  # safe_name: also imported from here
+from anomalyclip.evaluate.report import (
     FrameDecision,
-    safe_name,
     write_events,
     write_metrics_json,
     write_video_csv,
 )
 from anomalyclip.events import Event, EventConfig
-from anomalyclip.model.inference import score_videos
+from anomalyclip.model.inference import score_fn, score_videos
+from anomalyclip.names import safe_name
 from anomalyclip.store import FeatureStore
 from anomalyclip.store.records import intervals_problem
 from anomalyclip.thresholds import Threshold
@@ -48,16 +48,6 @@ class VideoResult:
     def curve(self) -> dict[str, np.ndarray]:
         return {"frames": self.frames, "times": self.times, "p": self.p_abnormal,
                 "probs": self.probs}  # fmt: skip
-
-
-def score_fn(model: torch.nn.Module):
-    """Adapter from the model to the (p_abnormal, probs) pair that inference expects."""
-
-    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(x)
-        return out.p_abnormal, out.probs
-
-    return score
 
 
 def true_classes(intervals, frames: np.ndarray, class_id: int, normal_id: int) -> np.ndarray:
@@ -378,7 +368,7 @@ def decision_threshold(
         abnormal = np.concatenate([r.labels for r in calib]) != model.cfg.normal_id
         return p, abnormal, f"{calibrate_on} ({len(calib)} videos with ground truth)"
 
-    return run_threshold(config, rule, labelled)
+    return run_threshold_record(config, rule, labelled)
 
 
 def require_results(found, location: str):

@@ -38,8 +38,9 @@ import numpy as np
 from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.event_metrics import Scored, match
 from anomalyclip.evaluate.metrics import json_ready, pr_curve, roc_curve
-from anomalyclip.evaluate.report import read_scores, safe_name, write_text
+from anomalyclip.evaluate.report import read_scores, write_text
 from anomalyclip.events import row_period
+from anomalyclip.names import safe_name
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import torch
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.environment import provenance
 from anomalyclip.errors import AnomalyError
-from anomalyclip.evaluate.decisions import run_threshold
-from anomalyclip.evaluate.evaluation import decision_threshold, safe_name, score_fn
+from anomalyclip.evaluate.decisions import run_threshold_record
+from anomalyclip.evaluate.evaluation import decision_threshold
 from anomalyclip.evaluate.prediction import Prediction, printable  # noqa: F401 (re-exported)
 from anomalyclip.evaluate.report import write_metrics_json
 from anomalyclip.events import Event, EventConfig
@@ -35,7 +35,8 @@ from anomalyclip.extract.encoder import ImageEncoder, Precision
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import expand_inputs
-from anomalyclip.model.inference import score_video
+from anomalyclip.model.inference import score_fn, score_video
+from anomalyclip.names import safe_name
 from anomalyclip.runs import default_device, load_model, read_run_config, run_clip
 from anomalyclip.runs.load import preprocessing_for
 from anomalyclip.store import open_store
@@ -172,7 +173,7 @@ class Predictor:
     @property
     def threshold(self) -> float:
         """The run's decision threshold (AnomalyError when it has none)."""
-        return run_threshold(self.config).value
+        return run_threshold_record(self.config).value
 
     def decisions(
         self,
@@ -213,7 +214,7 @@ class Predictor:
         curve = {"frames": frames, "times": times, "p": p.float().numpy(),
                  "probs": probs.float().numpy()}  # fmt: skip
         decide = events or self.decisions(None, None)
-        run = run_threshold(self.config) if self.config.get("threshold") else None
+        run = run_threshold_record(self.config) if self.config.get("threshold") else None
         rule = run.rule if run and run.value == decide.threshold else "given"
         labels = (self.classes, self.normal_id)
         return Prediction.decide(source, curve, labels, decide, fps, rule)

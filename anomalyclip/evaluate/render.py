@@ -38,6 +38,7 @@ from anomalyclip.evaluate.palette import SCORE, class_colour, class_rgb
 from anomalyclip.evaluate.text import STRIP, banner_strip, clock_stamp, panel_text, stamp_width
 from anomalyclip.events import Event
 from anomalyclip.extract.decode import Converter, VideoSource
+from anomalyclip.extract.mp4 import Mp4Settings, open_mp4
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +207,8 @@ class _Encoder:
     QUEUE = 8
 
     def __init__(self, path: Path, rate: Fraction, width: int, height: int) -> None:
-        self.container = av.open(str(path), mode="w")
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        options = {"preset": "ultrafast"} if codec == "libx264" else {}
-        self.stream = self.container.add_stream(codec, rate=rate, options=options)
-        self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = "yuv420p"
+        settings = Mp4Settings(x264={"preset": "ultrafast"}, container=None)
+        self.container, self.stream = open_mp4(path, rate, width, height, settings)
         self.time_base = time_base(rate)
         self.stream.codec_context.time_base = self.stream.time_base = self.time_base
         self._tick = rate.denominator * (self.time_base.denominator // rate.numerator)  # a frame

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import tempfile
@@ -11,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 
@@ -19,39 +17,6 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.metrics import json_ready
 from anomalyclip.events import Event
 from anomalyclip.permissions import make_shareable
-
-# Characters kept as they are in output file names: portable on every file system and
-# shell-quoting-free except '#', ',' and '=', which XD-Violence ids are full of. Everything
-# else (spaces, '%', '~', other scripts...) is percent-encoded, so distinct ids give distinct
-# names and ``urllib.parse.unquote`` gives the id back.
-_NAME_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-=,()#")
-_NAME_MAX = 200  # bytes per path component, well under the usual 255
-
-
-def _safe_component(part: str) -> str:
-    # a file name that is not UTF-8 (``\udce9`` for its byte 0xE9) keeps its bytes: ``%E9``
-    out = "".join(c if c in _NAME_SAFE else quote(c, "", errors="surrogateescape") for c in part)
-    if out.startswith("."):  # no hidden files, no '.' or '..'
-        out = "%2E" + out[1:]
-    if len(out) > _NAME_MAX:  # unique, but not reversible from the name alone
-        cut = out[: _NAME_MAX - 20]
-        cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # never split a %XX
-        digest = hashlib.sha256(part.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        out = f"{cut}~{digest}"
-    return out or "%00"
-
-
-def safe_name(video_id: str) -> str:
-    """A relative file name (without suffix) for a video id: unique and reversible.
-
-    Each ``/``-separated part of the id becomes a folder level; characters outside a portable
-    set are percent-encoded (``a b`` -> ``a%20b``, ``日本`` -> ``%E6%97%A5%E6%9C%AC``), so
-    ``unquote(name) == video_id`` and ordinary ids stay readable. A part longer than 200
-    bytes once encoded is cut and ends in ``~`` and a hash of the part (``~`` never appears
-    otherwise): still unique, no longer reversible from the name alone.
-    """
-    return "/".join(_safe_component(part) for part in video_id.split("/"))
-
 
 _PREFIX = "p_"  # class columns are "p_<class name>", so no class can shadow a fixed column
 _TAIL = ["abnormal", "predicted_class", "gt_label"]

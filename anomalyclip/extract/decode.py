@@ -49,6 +49,7 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.inputs import natural_key
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +173,6 @@ class _TimeRepair:
             t = (self._prev + self.period) if self._prev is not None else (t or 0.0)
         self._prev = t
         return t
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders ``frame2`` before ``frame10``."""
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
 
 class VideoSource:

@@ -18,7 +18,6 @@ softmax(QK^T)V of ``transformers``): the same function, different rounding.
 from __future__ import annotations
 
 import logging
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +26,7 @@ import torch
 from anomalyclip import backbone
 from anomalyclip.backbone import DEFAULT_CLIP, load_vision
 from anomalyclip.checks import PRECISIONS
+from anomalyclip.environment import cpu_flags
 from anomalyclip.extract.preprocess import normalize
 
 log = logging.getLogger(__name__)
@@ -36,19 +36,6 @@ Attention = Literal["sdpa", "eager"]
 ATTENTIONS = ("sdpa", "eager")
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of bf16 matrix instructions
-
-
-@cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:

@@ -7,7 +7,7 @@ A run is four pieces, each its own module and testable alone::
                resize, crop)     video, fixed size)   batch_size      once all its rows
                                                       at most)         arrived)
 
-:class:`~anomalyclip.extract.decoders.Decoders` decode whole sources in threads and hand
+:class:`~anomalyclip.extract.decoder_threads.Decoders` decode whole sources in threads and hand
 uint8 224x224 crops over a bounded queue, so decoding runs ahead of the model by a few
 chunks; :class:`~anomalyclip.extract.batching.Batcher` packs each video's crops into batches
 of its own (so its features never depend on the videos decoded beside it) and splits the
@@ -40,11 +40,11 @@ from pathlib import Path
 
 from anomalyclip import backbone, locations
 from anomalyclip.checks import is_url
-from anomalyclip.datasets.registry import VideoEntry
+from anomalyclip.datasets.registry import VideoEntry, get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.batching import Batch, Batcher
 from anomalyclip.extract.config import ROOT_WAIT_S, STALL_S, ExtractConfig
-from anomalyclip.extract.decoders import Chunk, Decoders, Done
+from anomalyclip.extract.decoder_threads import Chunk, Decoders, Done
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.preprocess import preprocessing_attrs
 from anomalyclip.extract.writer import Job, Summary, Writer, relative
@@ -140,6 +140,7 @@ def _root_attrs(encoder: ImageEncoder, cfg: ExtractConfig, store_path: str | Pat
     described = encoder.describe()
     attrs = provenance(
         dataset=cfg.dataset,
+        classes=get_dataset(cfg.dataset).classes,
         backbone=described,
         preprocessing=preprocessing_attrs(cfg.preprocess)
         | ({"zone": cfg.zone.describe()} if cfg.zone is not None else {}),

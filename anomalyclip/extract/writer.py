@@ -19,7 +19,7 @@ import numpy as np
 from anomalyclip.datasets.registry import VideoEntry
 from anomalyclip.errors import AnomalyError
 from anomalyclip.extract.config import ExtractConfig
-from anomalyclip.extract.decoders import Chunk, Done
+from anomalyclip.extract.decoder_threads import Chunk, Done
 from anomalyclip.store import VideoRecord
 
 log = logging.getLogger(__name__)

@@ -264,7 +264,7 @@ def import_npy(
     with open_store(out, "a") as st:
         existing_dim = st.meta.dim if st.meta.is_store else None
         cfg = replace(cfg, dim=cfg.dim or existing_dim or DEFAULT_DIM)
-        st.init(_store_provenance(adapter.spec.name, cfg))
+        st.init(_store_provenance(adapter.spec, cfg))
         work = _find_files(planned, index, st, summary)
         for video, files in bar(work, desc="import-npy", unit="video", enabled=progress):
             _import_video(st, video, files, npy_dir, cfg, summary)
@@ -272,10 +272,11 @@ def import_npy(
     return summary
 
 
-def _store_provenance(dataset: str, cfg: NpyImportConfig) -> dict:
+def _store_provenance(spec, cfg: NpyImportConfig) -> dict:  # noqa: ANN001 - a DatasetSpec
     """The root metadata of a store of imported features (``cfg.dim`` resolved)."""
     return provenance(
-        dataset=dataset,
+        dataset=spec.name,
+        classes=spec.classes,
         backbone={
             "model": cfg.backbone,
             "dim": int(cfg.dim),

@@ -17,6 +17,7 @@ copied into a Matroska file as they come (no re-encoding), and that file is scor
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 import sys
 import tempfile
@@ -28,7 +29,7 @@ import av
 import numpy as np
 
 from anomalyclip.errors import AnomalyError
-from anomalyclip.events import row_period
+from anomalyclip.events import video_seconds
 from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import Source, is_live, redact
 from anomalyclip.live.cameras import model_hash
@@ -144,10 +145,8 @@ def _precision(precision: str, device: str | None) -> str:
 
 def _seconds(times: np.ndarray, fps: float) -> float:
     """Seconds of video the rows cover (by their count at ``fps`` when times are unknown)."""
-    times = np.asarray(times, np.float64)
-    if times.size and np.isfinite(times).all():
-        return float(times[-1] - times[0] + row_period(times))
-    return len(times) / (fps or 1.0)
+    seconds = video_seconds(times)
+    return seconds if not math.isnan(seconds) else len(times) / (fps or 1.0)
 
 
 def _version() -> str:

@@ -29,7 +29,7 @@ import av
 import numpy as np
 
 from anomalyclip.extract.decode import Converter
-from anomalyclip.synthetic import video_codec
+from anomalyclip.extract.mp4 import open_mp4
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,9 @@ class ClipRecorder(threading.Thread):
 
     def _write(self, clip: _Clip, t: float, image: np.ndarray) -> None:
         if clip.container is None:
-            clip.container = av.open(str(clip.part), mode="w", format="mp4")
             clip.fps = max(1, round(clip.ring.fps or 25))
-            clip.stream = clip.container.add_stream(video_codec(), rate=clip.fps)
-            clip.stream.height, clip.stream.width = image.shape[:2]
-            clip.stream.pix_fmt = "yuv420p"
+            height, width = image.shape[:2]
+            clip.container, clip.stream = open_mp4(clip.part, clip.fps, width, height)
             clip.t0 = t
         frame = clip.convert.for_encoder(image, clip.stream.width, clip.stream.height)
         pts = max(clip.pts + 1, round((t - clip.t0) * clip.fps))

@@ -58,7 +58,7 @@ def check_run(checkpoint: str | Path, threshold: float | None, clip: str | None)
     return WatchRun(
         path,
         config,
-        run_threshold(config, checkpoint, threshold),
+        run_threshold_value(config, checkpoint, threshold),
         _recorded_sampling(config, file),
         _clip(clip) or locations.recorded(path, config, "clip"),
     )
@@ -71,8 +71,10 @@ def _clip(given: str | None) -> str | None:
     return given
 
 
-def run_threshold(config: dict, checkpoint: str | Path, given: float | None) -> float:
-    """``given`` (``--threshold``), else the run's calibrated decision threshold."""
+def run_threshold_value(config: dict, checkpoint: str | Path, given: float | None) -> float:
+    """The decision threshold as a probability: ``given`` (``--threshold``), else the value
+    of the run's calibrated one (the record with its rule is
+    :func:`anomalyclip.evaluate.decisions.run_threshold_record`)."""
     if given is not None:
         if not _probability(given):
             raise AnomalyError(f"--threshold {given}: a probability in [0, 1]")

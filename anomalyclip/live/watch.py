@@ -51,7 +51,7 @@ from anomalyclip.live import report
 from anomalyclip.live.cameras import Camera, unique_name
 from anomalyclip.live.clips import ClipRecorder, FrameRing
 from anomalyclip.live.config import WatchConfig
-from anomalyclip.live.run import load_for_watch, run_sampling, run_threshold
+from anomalyclip.live.run import load_for_watch, run_sampling, run_threshold_value
 from anomalyclip.live.schedule import RoundRobin
 from anomalyclip.live.sinks import Sink, encode, now_iso, standard_sinks
 from anomalyclip.live.sources import FrameItem, FrameQueue, Notice, Reader
@@ -64,12 +64,12 @@ from anomalyclip.live.ui_state import UiState
 from anomalyclip.live.window import (
     CausalWindow,
     Window,
-    frozen_text_score_fn,
+    live_score_fn,
     rows_per_second,
     score_windows,
 )
 
-__all__ = ["Watcher", "load_for_watch", "run_sampling", "run_threshold", "rows_per_second"]
+__all__ = ["Watcher", "load_for_watch", "run_sampling", "run_threshold_value", "rows_per_second"]
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Watcher:
         self.out = Path(cfg.out)
         exported = not isinstance(model, torch.nn.Module)  # runs on the CPU, takes CPU arrays
         self.device = None if exported else next(model.parameters()).device
-        self.score_fn = frozen_text_score_fn(model)
+        self.score_fn = live_score_fn(model)
         self.labels = (list(model.cfg.classes), model.cfg.normal_id)
         self.capacity = model.cfg.num_segments * model.cfg.seg_length
         self._stop = threading.Event()

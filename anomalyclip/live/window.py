@@ -25,12 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from anomalyclip.extract.decode import Sampling
-from anomalyclip.model.inference import ScoreFn, score_videos
+from anomalyclip.model.inference import ScoreFn, score_fn, score_videos
+
+if TYPE_CHECKING:
+    from anomalyclip.export.backends import ExportedScorer
 
 
 @dataclass
@@ -128,26 +132,14 @@ def score_windows(
     return out
 
 
-def frozen_text_score_fn(model: torch.nn.Module) -> ScoreFn:
-    """The model as a ``score_fn``, its class prompts' text features computed once.
-
-    They do not depend on the input, and recomputing them (a pass through the CLIP text
-    tower) on every hop would cost more than the temporal model. The forward is the model's
-    own; only :meth:`text_features` returns the stored tensor. An exported scorer
-    (``anomalyclip.export.backends.ExportedScorer``, not a torch module) holds them as
-    constants already: its own ``score`` is returned.
-    """
+def live_score_fn(model: torch.nn.Module | ExportedScorer) -> ScoreFn:
+    """What scores the windows: the network's ``score_fn`` (its class prompts' text
+    features computed once while its weights stay the same: recomputing them, a pass
+    through the CLIP text tower, on every hop would cost more than the temporal model), or
+    an exported scorer's own ``score`` (it holds them as constants)."""
     if not isinstance(model, torch.nn.Module):
         return model.score
-    with torch.inference_mode():
-        text = model.text_features()  # (C, D)
-    model.text_features = lambda: text  # an instance attribute shadows the method
-
-    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(x)
-        return out.p_abnormal, out.probs
-
-    return score
+    return score_fn(model)
 
 
 def rows_per_second(sampling: Sampling, fps: float) -> float:

@@ -31,6 +31,18 @@ log = logging.getLogger(__name__)
 ScoreFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+def score_fn(model: torch.nn.Module) -> ScoreFn:
+    """The network as a ``score_fn``: (B, N, L, D) -> its (p_abnormal, probs). Its class
+    prompts' text features are computed once while its weights stay the same
+    (:meth:`~anomalyclip.model.AnomalyCLIP.text_features`, :mod:`anomalyclip.model.memo`)."""
+
+    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(x)
+        return out.p_abnormal, out.probs
+
+    return score
+
+
 def _positions(j: torch.Tensor, S: torch.Tensor, N: int, L: int) -> torch.Tensor:
     """Padded positions (k, N, L) of sequences j (k,) of videos cut into S (k,) sequences.
 

@@ -9,12 +9,14 @@ first rows are used (:func:`read_problem`): all but the checksum and the feature
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from anomalyclip.errors import AnomalyError, one_line, shorten
-from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta, shown
+from anomalyclip.errors import one_line, shorten
+from anomalyclip.names import normalise_label
+from anomalyclip.store.meta import DTYPES, SCHEMA, StoreMeta, class_names, shown
 from anomalyclip.store.records import (
     VideoRecord,
     content_sha256,
@@ -25,6 +27,8 @@ from anomalyclip.store.records import (
 
 if TYPE_CHECKING:
     from anomalyclip.store.store import FeatureStore
+
+Classes = Sequence[str] | None  # class names in id order
 
 
 def structure_problem(store: FeatureStore, key: str) -> str | None:
@@ -56,16 +60,19 @@ def structure_problem(store: FeatureStore, key: str) -> str | None:
     return None
 
 
-def check_video(store: FeatureStore, key: str) -> str | None:
+def check_video(store: FeatureStore, key: str, classes: Classes = None) -> str | None:
     """Why a stored video cannot be trusted, or None when its rows match its checksum."""
-    return read_video(store, key)[1]
+    return read_video(store, key, classes)[1]
 
 
-def read_video(store: FeatureStore, key: str) -> tuple[dict[str, np.ndarray] | None, str | None]:
+def read_video(
+    store: FeatureStore, key: str, classes: Classes = None
+) -> tuple[dict[str, np.ndarray] | None, str | None]:
     """A video's three arrays as stored (``videos``, ``frames``, ``times``; None when they
     cannot be read) and why they cannot be trusted (None: they match their record's SHA-256,
     their values are possible and the record fits the store). What ``verify`` checks, and
-    what a copy checks on the very rows it writes."""
+    what a copy checks on the very rows it writes. ``classes``: what labels are checked
+    against when the store records none (:func:`store_classes`)."""
     problem = structure_problem(store, key)
     if problem:
         return None, problem
@@ -79,7 +86,8 @@ def read_video(store: FeatureStore, key: str) -> tuple[dict[str, np.ndarray] | N
     if content_sha256(parts["videos"], parts["frames"], parts["times"]) != rec.sha256:
         return parts, "checksum mismatch (content changed since it was written)"
     rows = parts["videos"]
-    return parts, values_problem(parts) or record_problem(store, rec, rows, parts["frames"])
+    problem = values_problem(parts) or record_problem(store, rec, rows, parts["frames"], classes)
+    return parts, problem
 
 
 def read_problem(store: FeatureStore, key: str) -> str | None:
@@ -105,12 +113,14 @@ def read_problem(store: FeatureStore, key: str) -> str | None:
     )
 
 
-def record_problem(store: FeatureStore, rec: VideoRecord, rows, frames: np.ndarray) -> str | None:
+def record_problem(
+    store: FeatureStore, rec: VideoRecord, rows, frames: np.ndarray, classes: Classes = None
+) -> str | None:
     """What in a readable record contradicts the store: the rows' width and dtype, split,
     label, intervals inside the video's ``frames``."""
     return (
         layout_problem(store, rows)
-        or fields_problem(rec, dataset_spec(store))
+        or fields_problem(rec, store_classes(store, classes), store.meta.dataset)
         or intervals_problem(rec.intervals, frames)
     )
 
@@ -127,41 +137,37 @@ def layout_problem(store: FeatureStore, rows) -> str | None:
     return None
 
 
-def dataset_spec(store: FeatureStore):
-    """The store's dataset (None when it is unknown: root_problem says so)."""
-    from anomalyclip.datasets import get_dataset
-
-    try:
-        return get_dataset(store.dataset)
-    except AnomalyError:  # not text, or unknown
-        return None
+def store_classes(store: FeatureStore, given: Classes = None) -> tuple[str, ...] | None:
+    """The class names the store's labels are checked against: those its root records;
+    ``given`` (its dataset's, from whoever knows the dataset) for a store written before
+    stores recorded them; None: labels are not checked."""
+    recorded = store.meta.classes
+    return recorded if recorded is not None else (tuple(given) if given is not None else None)
 
 
-def fields_problem(rec: VideoRecord, spec) -> str | None:
-    """A record's split and label (a class of ``spec``, unless None): checked on every
-    listing of the complete videos, so no video is dropped or relabelled silently."""
+def fields_problem(rec: VideoRecord, classes: Classes, dataset: str) -> str | None:
+    """A record's split and label (one of ``classes``, as class names compare, unless
+    None): checked on every listing of the complete videos, so no video is dropped or
+    relabelled silently."""
     if rec.split not in ("train", "test"):
         return f"split {shorten(rec.split, 40)!r} is not train or test"
-    if spec is not None:
-        try:
-            spec.class_id(rec.label)
-        except AnomalyError:
-            return f"label {shorten(rec.label, 40)!r} is not a class of dataset {spec.name!r}"
+    if classes is not None:
+        wanted = normalise_label(rec.label) if isinstance(rec.label, str) else None
+        if rec.label not in classes and wanted not in map(normalise_label, classes):
+            return f"label {shorten(rec.label, 40)!r} is not a class of dataset {dataset!r}"
     return None
 
 
 def root_problem(attrs: dict) -> str | None:
     """What is missing or invalid in the root attributes (None: all there)."""
-    from anomalyclip.datasets import get_dataset
-
     found = []
     if attrs.get("schema") != SCHEMA:
         found.append(f"schema is {shorten(attrs.get('schema'), 40)!r}")
-    try:
-        dataset = attrs.get("dataset")
-        get_dataset(dataset if isinstance(dataset, str) else "")
-    except AnomalyError:
-        found.append(f"dataset {shown(attrs.get('dataset'))} is unknown")
+    dataset = attrs.get("dataset")
+    if not isinstance(dataset, str) or not dataset.strip():
+        found.append(f"dataset {shown(dataset)} is unknown")
+    if "classes" in attrs and class_names(attrs["classes"]) is None:
+        found.append(f"classes {shown(attrs['classes'])} is not a list of distinct class names")
     if StoreMeta.from_attrs(attrs).dim is None:
         found.append("backbone has no dim")
     for name in ("preprocessing", "sampling"):
@@ -172,12 +178,13 @@ def root_problem(attrs: dict) -> str | None:
     return "root attributes: " + "; ".join(found) if found else None
 
 
-def verify(store: FeatureStore, progress: bool = False) -> dict[str, str]:
+def verify(store: FeatureStore, progress: bool = False, classes: Classes = None) -> dict[str, str]:
     """Every damaged, missing or incomplete video, with the reason (empty dict: intact).
 
     Besides each video's arrays and checksum, its values (finite features, increasing
-    frame numbers and times), its record (label of the store's dataset, split,
+    frame numbers and times), its record (label one of the store's classes, split,
     intervals, width and dtype) and the root attributes (under the key ``/``) are checked.
+    ``classes``: the dataset's, for a store that records none (:func:`store_classes`).
     """
     from anomalyclip.progress import bar
 
@@ -186,7 +193,7 @@ def verify(store: FeatureStore, progress: bool = False) -> dict[str, str]:
     if root:
         problems["/"] = root
     for key in bar(store.keys(), desc="verify", unit="video", enabled=progress):
-        reason = check_video(store, key)
+        reason = check_video(store, key, classes)
         if reason:
             problems[store.id_of(key)] = reason
     return problems

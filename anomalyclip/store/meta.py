@@ -1,7 +1,9 @@
 """The root attributes of a feature store, typed: what every row of the store shares.
 
 On disk they stay one JSON-able mapping on the store's root (docs/store.md):
-``schema``, ``schema_version``, ``dataset``, ``backbone`` (``model``, ``dim``, weight hash),
+``schema``, ``schema_version``, ``dataset`` and its ``classes`` (names in id order, Normal
+included: what the videos' labels are checked against), ``backbone`` (``model``, ``dim``,
+weight hash),
 ``preprocessing``, ``sampling`` (``mode``, ``value``), ``dtype``, ``producer``, and ``inputs``
 (where the CLIP was: :func:`anomalyclip.locations.store_clip`).
 :class:`StoreMeta` is the one place that reads them into fields and writes them back.
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from anomalyclip.errors import AnomalyError, shorten
+from anomalyclip.names import normalise_label
 
 SCHEMA = "anomalyclip.features"
 SCHEMA_VERSION = 1
@@ -37,6 +41,18 @@ def _table(value: Any) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def class_names(value: Any) -> tuple[str, ...] | None:
+    """``value`` as a class list: a non-empty list of non-empty names, distinct as class
+    names compare (:func:`anomalyclip.names.normalise_label`); None when it is not one."""
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(c, str) and c.strip() for c in value):
+        return None
+    if len({normalise_label(c) for c in value}) != len(value):
+        return None
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class StoreMeta:
     """A store's root attributes. Reading is lenient (a field of the wrong type reads as
@@ -53,6 +69,9 @@ class StoreMeta:
     # where the CLIP was, so a moved store still finds it: {"clip": {"given", "absolute",
     # "relative" (to the store), "weights_sha256"}} (anomalyclip.locations.record)
     inputs: dict = field(default_factory=dict)
+    # the dataset's class names in id order; None in a store written before stores recorded
+    # them (its labels are then checked only against classes the caller gives)
+    classes: tuple[str, ...] | None = None
 
     @property
     def dim(self) -> int | None:
@@ -86,14 +105,17 @@ class StoreMeta:
             schema_version=version if isinstance(version, int) else 0,
             producer=_table(attrs.get("producer")) or {},
             inputs=_table(attrs.get("inputs")) or {},
+            classes=class_names(attrs.get("classes")),
         )
 
     def to_attrs(self) -> dict:
         where = {"inputs": self.inputs} if self.inputs else {}  # stores before it had none
+        classes = {"classes": list(self.classes)} if self.classes is not None else {}  # idem
         return {
             "schema": self.schema,
             "schema_version": self.schema_version,
             "dataset": self.dataset,
+            **classes,
             "backbone": self.backbone,
             "preprocessing": self.preprocessing,
             "sampling": self.sampling,
@@ -105,6 +127,7 @@ class StoreMeta:
 def provenance(
     *,
     dataset: str,
+    classes: Sequence[str],
     backbone: dict,
     preprocessing: dict,
     sampling: dict,
@@ -112,7 +135,9 @@ def provenance(
     device: str = "cpu",
     inputs: dict | None = None,
 ) -> dict:
-    """Root attributes of a new store: every fact needed to decide whether two stores mix."""
+    """Root attributes of a new store: every fact needed to decide whether two stores mix,
+    and the dataset's ``classes`` (names in id order) its videos' labels are checked
+    against."""
     import torch
     import transformers
 
@@ -120,6 +145,9 @@ def provenance(
 
     if dtype not in DTYPES:
         raise AnomalyError(f"dtype must be one of {DTYPES}, not {dtype!r}")
+    names = class_names(list(classes))
+    if names is None:
+        raise AnomalyError(f"classes {shown(list(classes))}: not a list of distinct class names")
     producer = {
         "package": f"anomalyclip {anomalyclip.__version__}",
         "torch": torch.__version__,
@@ -128,7 +156,7 @@ def provenance(
         "device": device,
     }
     meta = StoreMeta(dataset, backbone, preprocessing, sampling, dtype, SCHEMA, SCHEMA_VERSION,
-                     producer, inputs or {})  # fmt: skip
+                     producer, inputs or {}, names)  # fmt: skip
     return meta.to_attrs()
 
 

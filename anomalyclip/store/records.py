@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import PurePosixPath
-from urllib.parse import quote, unquote
 
 import numpy as np
 
 from anomalyclip.errors import AnomalyError
+from anomalyclip.names import STORE_SAFE, cut_with_hash, percent_decode, percent_encode
 
 MAX_TEXT = 4096  # characters of any text attribute of a video (ids, paths, labels, hashes)
 MAX_INTERVALS = 100_000  # anomalous intervals of one video
@@ -97,21 +97,19 @@ def video_key(video_id: str) -> str:
     key = full_key(video_id)
     if len(key) > KEY_MAX:
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        cut = key[: KEY_MAX - len(digest) - 1]
-        cut = cut[: cut.rfind("%")] if "%" in cut[-2:] else cut  # never split a %XX
-        key = f"{cut}{HASHED}{digest}"
+        key = cut_with_hash(key, KEY_MAX - len(digest) - 1, HASHED, digest)
     return key
 
 
 def full_key(video_id: str) -> str:
     """The whole percent-encoded id: the key of every id before keys were bounded."""
-    key = quote(video_id.encode("utf-8", "surrogateescape"), safe="-_.,+=@()[]~ ")
+    key = percent_encode(video_id, STORE_SAFE)
     return "%5F" + key[1:] if key.startswith("__") else key
 
 
 def video_id_of(key: str) -> str:
     """The id of an unbounded key (a bounded one's id is in its record)."""
-    return unquote(key, errors="surrogateescape")
+    return percent_decode(key)
 
 
 def is_bounded(key: str) -> bool:

@@ -21,6 +21,7 @@ incomplete video that the next run redoes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -160,14 +161,14 @@ class FeatureStore(StoreWriter):
         root = integrity.root_problem(self.attrs)
         if root:
             raise AnomalyError(f"{self.location}: {root} (`anomaly store verify` lists them)")
-        spec = integrity.dataset_spec(self)
+        classes, dataset = integrity.store_classes(self), self.meta.dataset
         recs = []
         for key in self.keys():
             rec = self.record_by_key(key)
             if not rec.complete:
                 continue
             recs.append(rec)
-            problem = integrity.fields_problem(rec, spec)
+            problem = integrity.fields_problem(rec, classes, dataset)
             if self.key_for(rec.video_id) != key:
                 problem = f"its record names another video ({rec.video_id!r})"
             if problem:
@@ -349,9 +350,12 @@ class FeatureStore(StoreWriter):
         """What is wrong in the root attributes (:func:`.integrity.root_problem`)."""
         return integrity.root_problem(self.attrs)
 
-    def verify(self, progress: bool = False) -> dict[str, str]:
-        """Every damaged, missing or incomplete video (:func:`.integrity.verify`)."""
-        return integrity.verify(self, progress)
+    def verify(
+        self, progress: bool = False, classes: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """Every damaged, missing or incomplete video (:func:`.integrity.verify`); labels are
+        checked against the classes the store records, else against ``classes``."""
+        return integrity.verify(self, progress, classes)
 
 
 def open_store(

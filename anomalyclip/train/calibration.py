@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from anomalyclip.events import row_period
-from anomalyclip.model.inference import score_videos
+from anomalyclip.events import video_seconds
+from anomalyclip.model.inference import score_fn, score_videos
 from anomalyclip.store import FeatureStore, VideoRecord
 from anomalyclip.thresholds import normal_quantiles
 
@@ -41,13 +41,6 @@ def split_held_out(
     return kept, held
 
 
-def video_seconds(times: np.ndarray) -> float:
-    """Length of a video's scored rows in seconds (NaN when the store has no times)."""
-    if times.size == 0 or not np.isfinite(times).all():
-        return float("nan")
-    return float(times[-1] - times[0] + row_period(times))
-
-
 def calibrate(
     model: torch.nn.Module,
     store: FeatureStore,
@@ -59,15 +52,10 @@ def calibrate(
     feats = [torch.from_numpy(store.features(r.video_id).astype(np.float32)) for r in records]
     was_training = model.training
     model.eval()
-
-    def score(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(x)
-        return out.p_abnormal, out.probs
-
     try:
         p, _ = score_videos(
             feats,
-            score,
+            score_fn(model),
             model.cfg.num_segments,
             model.cfg.seg_length,
             batch_size,

@@ -90,6 +90,7 @@ def planted_store(
         st.init(
             provenance(
                 dataset="demo",
+                classes=spec.classes,
                 backbone=describe(clip_dir),
                 preprocessing={"synthetic": True},
                 sampling={"mode": "all", "value": None},
