@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli_helper import call_cli, run_cli
-from synthetic import quick_run
+from synthetic_stores import quick_run
 from watch_helpers import closed, event_video, read_events
 
 from anomalyclip.export.exporter import ExportConfig, export_run
