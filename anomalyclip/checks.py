@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import re
 import tempfile
@@ -218,3 +219,22 @@ def give_back(folder: Path, created: bool) -> None:
             folder.rmdir()
     except OSError:
         pass  # moved or removed meanwhile: nothing to give back
+
+
+def check_event_settings(
+    threshold: float, exit_ratio: float, merge_gap: float, min_duration: float
+) -> None:
+    """The one check of the event settings (:class:`anomalyclip.events.EventConfig`), named by
+    the options that set them; standard library only, so a command checks them before numpy
+    or torch is imported. NaN compares false, so it fails every check (a NaN gap or duration
+    once silently dropped every event)."""
+    rules = (
+        ("--threshold", threshold, lambda x: 0.0 <= x <= 1.0, "a probability in [0, 1]"),
+        ("--exit-ratio", exit_ratio, lambda x: 0.0 < x <= 1.0, "a ratio in (0, 1]"),
+        ("--merge-gap", merge_gap, lambda x: 0.0 <= x < math.inf, "seconds >= 0"),
+        ("--min-duration", min_duration, lambda x: 0.0 <= x < math.inf, "seconds >= 0"),
+    )
+    for flag, value, ok, expected in rules:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and ok(value)):
+            raise AnomalyError(f"{flag} {value}: expected {expected}")

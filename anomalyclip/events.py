@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from anomalyclip.checks import check_event_settings
 from anomalyclip.errors import AnomalyError
 
 
@@ -47,18 +48,7 @@ class EventConfig:
     min_duration: float = 0.5
 
     def __post_init__(self) -> None:
-        """The one check of the settings, named by the options that set them (NaN compares
-        false, so it fails every check: a NaN gap or duration silently dropped every event)."""
-        rules = (
-            ("--threshold", self.threshold, lambda x: 0.0 <= x <= 1.0, "a probability in [0, 1]"),
-            ("--exit-ratio", self.exit_ratio, lambda x: 0.0 < x <= 1.0, "a ratio in (0, 1]"),
-            ("--merge-gap", self.merge_gap, lambda x: 0.0 <= x < math.inf, "seconds >= 0"),
-            ("--min-duration", self.min_duration, lambda x: 0.0 <= x < math.inf, "seconds >= 0"),
-        )
-        for flag, value, ok, expected in rules:
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not (number and ok(value)):
-                raise AnomalyError(f"{flag} {value}: expected {expected}")
+        check_event_settings(self.threshold, self.exit_ratio, self.merge_gap, self.min_duration)
 
     @property
     def exit_threshold(self) -> float:

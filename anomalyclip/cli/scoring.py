@@ -71,10 +71,11 @@ def eval_cmd(
     if device:
         checks.device_name(device)
     rule = decision_rule(threshold, threshold_rule)
+    checks.check_event_settings(0.5, exit_ratio, merge_gap, min_duration)  # before any import
+    checks.feature_store(features)
     from anomalyclip.events import EventConfig
 
-    events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)  # checked before torch
-    checks.feature_store(features)
+    events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
     from anomalyclip.environment import provenance
     from anomalyclip.evaluate.evaluation import EvalOptions, evaluate_run, write_outputs
     from anomalyclip.evaluate.report import format_table
@@ -155,9 +156,7 @@ def predict_cmd(
     Every frame by default. Outputs are never overwritten: a taken --out gives the next free
     DIR-2, DIR-3... (or --exist-ok).
     """
-    from anomalyclip.events import EventConfig
-
-    events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)  # checked before torch
+    checks.check_event_settings(0.5, exit_ratio, merge_gap, min_duration)  # before any import
     checks.precision(precision)
     if preprocess:
         checks.preprocess(preprocess)
@@ -174,6 +173,9 @@ def predict_cmd(
     rule = decision_rule(threshold, threshold_rule)
     if backend == "torch":
         warn_if_random_clip(clip)
+    from anomalyclip.events import EventConfig
+
+    events = EventConfig(0.5, exit_ratio, merge_gap, min_duration)
     from anomalyclip.api import PredictConfig, Run
     from anomalyclip.extract.decode import Sampling
 
