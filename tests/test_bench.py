@@ -99,7 +99,8 @@ def test_no_bench_prints_a_share_of_peak_above_one():
                "profile": {f"{s}_{k}": 0.1 for s in ("decode", "preprocess", "model", "write")
                            for k in ("ms_per_frame", "share")},
                "rows": [{"setup": "fp32 sdpa", "model_fps": 8.0, "pipeline_fps": 7.0, "ratio": 0.9,
-                         "speedup": 1.0, "gflops": 141.0, "of_peak": None}]}  # fmt: skip
+                         "speedup": 1.0, "pipeline_speedup": 1.0, "gflops": 141.0,
+                         "of_peak": None}]}  # fmt: skip
     assert "*: above the matmul peak" in bench_extract.table(extract)
 
 
