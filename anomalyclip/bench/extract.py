@@ -232,9 +232,9 @@ def host() -> dict:
     """The CPU's name and today's date (UTC), for a table that says where it was measured."""
     from datetime import datetime, timezone
 
-    from anomalyclip.bench.all import _cpu_name
+    from anomalyclip.environment import cpu_name
 
-    return {"cpu": _cpu_name(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    return {"cpu": cpu_name(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
 
 
 def table(result: dict) -> str:
