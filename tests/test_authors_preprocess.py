@@ -33,6 +33,7 @@ from anomalyclip.extract.decode import Sampling
 from anomalyclip.extract.decoder_threads import Chunk, Decoders
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract
+from anomalyclip.extract.preprocess import authors_crop
 from anomalyclip.store import open_store
 from anomalyclip.store.compare import compare
 
@@ -287,3 +288,17 @@ def test_bench_preprocess_orders_the_paths_differences(shared_videos, tiny_clip)
     assert row["authors"] > 10 * row["resize only"] > 0 and row["float16"] > 0
     assert result["overall"]["authors"] == pytest.approx(row["authors"])
     assert table(result).splitlines()[2].startswith("tree.avi")
+
+
+def test_the_authors_path_keeps_working_while_sys_modules_holds_a_half_loaded_cv2(monkeypatch):
+    """OpenCV's loader swaps ``sys.modules['cv2']`` for its native module while it runs (a
+    module without ``__spec__``): a decoder thread that reached the authors' path then failed
+    its video with "cv2.__spec__ is None" (one video of two in ``anomaly bench extract``,
+    with two decoder threads). Once OpenCV is loaded, frames never look it up again; the
+    state the loader leaves for a moment is set here for good."""
+    import types
+
+    frame = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    want = authors_crop(frame)
+    monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))  # no __spec__
+    assert torch.equal(authors_crop(frame), want)

@@ -179,7 +179,7 @@ def _rows(bench: ExtractBench, encoders: list, seconds: tuple, n: int, flops: in
 
 def measure(bench: ExtractBench = ExtractBench()) -> dict:
     """Measure every setup (see the module docstring); returns a dict with ``rows``."""
-    t0 = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="anomalyclip-bench-") as tmp:
         tmp = Path(tmp)
         model = bench.model or build_clip(tmp / "clip", "vit-b-16")
@@ -222,7 +222,8 @@ def measure(bench: ExtractBench = ExtractBench()) -> dict:
             "rows": rows,
             "profile": profile(paths, encoders[0], b),
         }
-        result.update(load_avg=os.getloadavg()[0], wall_s=time.perf_counter() - t0)
+        result["wall_s"] = time.perf_counter() - start
+        result["load_avg_range"] = (load_start, os.getloadavg()[0])  # 1-minute, start and end
         log.info("bench extract: %s", result)
         return result
 
@@ -231,9 +232,9 @@ def host() -> dict:
     """The CPU's name and today's date (UTC), for a table that says where it was measured."""
     from datetime import datetime, timezone
 
-    from anomalyclip.bench.all import _cpu_name
+    from anomalyclip.environment import cpu_name
 
-    return {"cpu": _cpu_name(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    return {"cpu": cpu_name(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
 
 
 def table(result: dict) -> str:
@@ -274,8 +275,10 @@ def table(result: dict) -> str:
 
 def readme_text(result: dict, command: str) -> str:
     """What ``--readme`` writes: the command that measured, where and when, and its table."""
+    load = result["load_avg_range"]
     return (
         f"`{command}` on {result['cpu']}, {result['threads']} threads, {result['date']} "
-        f"({result['wall_s'] / 60:.0f} min, load average {result['load_avg']:.1f}):\n\n"
+        f"({result['wall_s'] / 60:.0f} min; load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end):\n\n"
         f"```text\n{table(result)}\n```"
     )

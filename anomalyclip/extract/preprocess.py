@@ -32,7 +32,9 @@ spread (``anomaly store compare``'s content distance), almost all of it the JPEG
 
 from __future__ import annotations
 
+import functools
 import io
+import threading
 
 import numpy as np
 import torch
@@ -92,12 +94,25 @@ def preprocess(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return normalize(resize_crop(images))
 
 
-def opencv():
-    """The ``cv2`` module, or a one-line error naming the extra that installs it."""
+_OPENCV_LOCK = threading.Lock()
+
+
+@functools.cache
+def _load_opencv():  # noqa: ANN202 - the cv2 module
     checks.preprocess("authors")
     import cv2
 
     return cv2
+
+
+def opencv():  # noqa: ANN201 - the cv2 module
+    """The ``cv2`` module, or a one-line error naming the extra that installs it.
+
+    Loaded once, by one thread at a time: OpenCV's loader puts its native module (without
+    ``__spec__``) in ``sys.modules`` while it runs, and the installed-check of a decoder
+    thread arriving meanwhile failed ("cv2.__spec__ is None")."""
+    with _OPENCV_LOCK:
+        return _load_opencv()
 
 
 def pil_resize_crop(image: Image.Image, size: int = CLIP_IMAGE_SIZE) -> np.ndarray:
