@@ -237,3 +237,28 @@ def test_fused_cpu_attention_is_counted_like_the_matrix_products_it_replaces():
     assert fused.get_total_flops() == explicit.get_total_flops() == 4 * b * h * s * s * d
     assert explicit_back.get_total_flops() == 8 * b * h * s * s * d  # dq, dk, dv, d(scores)
     assert fused_back.get_total_flops() == 10 * b * h * s * s * d  # and q k^T once more
+
+
+def test_watch_agreement_scores_offline_at_the_runs_own_window(tmp_path, tiny_clip):
+    """``bench watch --agreement``'s offline side scores each video at the run's windows (the
+    demo preset's are 16 x 8, a test run's here 4 x 4), not the paper's 32 x 16 that it once
+    assumed: its scores are those of ``score_video`` at the run's shape, bit for bit."""
+    from synthetic_stores import quick_run
+
+    from anomalyclip.bench.watch import _offline_scores
+    from anomalyclip.model.inference import score_fn, score_video
+    from anomalyclip.runs import load_model
+    from anomalyclip.store import open_store
+
+    store, run = quick_run(tmp_path, tiny_clip, epochs=1, n_each=2, grid=(4, 4))
+    (tmp_path / "store.zarr").symlink_to(store)  # the layout of an `anomaly demo` folder
+    model, _ = load_model(run)
+    offline = _offline_scores(tmp_path, model)
+    with open_store(store) as st:
+        tests = st.records(split="test")
+        assert len(offline) == len(tests) > 0
+        for rec in tests:
+            feats = torch.from_numpy(st.features(rec.video_id).astype("float32"))
+            p, _ = score_video(feats, score_fn(model), 4, 4)
+            got = offline[str(tmp_path / "videos" / f"{rec.video_id}.mp4")]["p"]
+            assert torch.equal(torch.from_numpy(got), p)

@@ -320,10 +320,11 @@ def _offline_scores(demo: Path, model: AnomalyCLIP) -> dict[str, dict]:
     from anomalyclip.store import open_store
 
     offline: dict[str, dict] = {}
+    cfg = model.cfg  # the run's own windows (the demo preset's are 16 x 8)
     with open_store(demo / "store.zarr") as st:
         for rec in st.records(split="test"):
             feats = torch.from_numpy(st.features(rec.video_id).astype(np.float32))
-            p, probs = score_video(feats, score_fn(model), 32, 16)
+            p, probs = score_video(feats, score_fn(model), cfg.num_segments, cfg.seg_length)
             frames = st.frames(rec.video_id)
             offline[str(demo / "videos" / f"{rec.video_id}.mp4")] = {
                 "frames": frames,
