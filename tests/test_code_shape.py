@@ -1,15 +1,19 @@
 """The package's size limits, checked by ``tools/code_shape.py`` (the one place they are
 written): no module, function or parameter list of the package goes over them, and the
 checker finds each kind of excess in a package made to have exactly one of each (and passes
-what sits on a limit)."""
+what sits on a limit); docs/architecture.md's path from ``anomaly features`` to
+``metrics.json`` is at most ten files, whose line counts it quotes truly."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ROOT / "tools"
 
 
 def _load_checker():
@@ -75,3 +79,23 @@ def test_the_checker_finds_each_kind_of_excess_and_passes_what_is_on_a_limit(tmp
         ("anomalyclip/cli/cmds.py", "long_cmd: command body lines", body + 1, body),
         ("anomalyclip/cli/cmds.py", "helper: function lines", lines + 1, lines),
     }
+
+
+def _spine_rows() -> list[tuple[str, int, str]]:
+    """(file, lines quoted, function named first) of docs/architecture.md's path table."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## The path from `anomaly features` to `metrics.json`")[1]
+    section = section.split("\n## ")[0]
+    rows = re.findall(r"^\| \w+ \| `([\w/]+\.py)` \| (\d+) \| `(\w+)`", section, re.M)
+    return [(file, int(lines), name) for file, lines, name in rows]
+
+
+def test_the_documented_path_is_at_most_ten_files_and_its_line_counts_are_true():
+    rows = _spine_rows()
+    assert 3 <= len(rows) <= 10
+    for file, quoted, name in rows:
+        source = (ROOT / "anomalyclip" / file).read_text(encoding="utf-8")
+        actual = len(source.splitlines())
+        assert abs(actual - quoted) <= 0.1 * actual, f"{file}: {actual} lines, table says {quoted}"
+        defined = {n.name for n in ast.walk(ast.parse(source)) if hasattr(n, "name")}
+        assert name in defined, f"{file} has no {name}"
