@@ -34,6 +34,7 @@ from anomalyclip.evaluate.prediction import Prediction
 from anomalyclip.events import EventConfig
 from anomalyclip.extract.decode import Sampling
 from anomalyclip.inputs import expand_inputs
+from anomalyclip.runs.config import RunConfig
 
 __all__ = ["PredictConfig", "Prediction", "Run"]
 
@@ -68,8 +69,10 @@ class Run:
         return self._predictor.checkpoint
 
     @property
-    def config(self) -> dict:
-        """The run's ``config.json``."""
+    def config(self) -> RunConfig:
+        """The run's ``config.json``, read and checked (:class:`anomalyclip.runs.RunConfig`:
+        ``dataset``, ``epoch``, ``model``, ``threshold``, ``store``, ...; ``to_dict()``: the
+        whole file)."""
         return self._predictor.config
 
     @property

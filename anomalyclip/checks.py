@@ -9,15 +9,13 @@ Nothing here imports more than the standard library.
 from __future__ import annotations
 
 import atexit
-import json
 import math
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from anomalyclip.errors import AnomalyError, one_line
+from anomalyclip.errors import AnomalyError
 
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # of the image tower (extract.encoder)
@@ -127,20 +125,6 @@ def run_dir(path: str | Path) -> Path:
     if not (p / "config.json").is_file():
         raise AnomalyError(f"{path}: not a run directory (no config.json)")
     return p
-
-
-def run_config(path: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of the run directory ``path``."""
-    file = run_dir(path) / "config.json"
-    try:
-        config = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise AnomalyError(f"{file}: invalid JSON ({one_line(exc, 160)})") from exc
-    if not isinstance(config, dict) or not all(
-        isinstance(config.get(name, {}), dict) for name in ("inputs", "store")
-    ):
-        raise AnomalyError(f"{file}: not an anomalyclip run")
-    return config
 
 
 CLAIM = ".claimed"  # the file that makes a run folder this process's (removed once used)

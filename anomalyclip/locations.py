@@ -121,18 +121,18 @@ def store_clip(location: str | Path, attrs: dict[str, Any]) -> str:
     return str(given)
 
 
-def recorded(run_dir: str | Path, config: dict[str, Any], name: str) -> str:
-    """The location of the run's input ``name`` ('clip' or 'store') to open.
+def recorded(run_dir: str | Path, config: Any, name: str) -> str:
+    """The location of the run's input ``name`` ('clip' or 'store') to open; ``config`` is
+    the run's :class:`anomalyclip.runs.RunConfig`.
 
     Recorded local paths: relative to the run folder first, then absolute. Runs written
     before paths were recorded give the location as typed at training time.
     """
     what, flag = INPUTS[name]
-    entry = (config.get("inputs") or {}).get(name)
+    entry = config.inputs.get(name)
     if entry and "absolute" in entry:
         return _found(run_dir, entry, run_dir, what, flag)
-    store = config.get("store") or {}
-    given = config.get("clip") if name == "clip" else store.get("location")
+    given = config.get("clip") if name == "clip" else config.store.get("location")
     if not given:
         raise AnomalyError(f"{run_dir}: the run records no {what}; pass {flag}")
     local = looks_local(given) if name == "clip" else not is_url(given)

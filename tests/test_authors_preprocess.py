@@ -34,6 +34,8 @@ from anomalyclip.extract.decoder_threads import Chunk, Decoders
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.pipeline import extract
 from anomalyclip.extract.preprocess import authors_crop
+from anomalyclip.model import ModelConfig
+from anomalyclip.runs import RunConfig
 from anomalyclip.store import open_store
 from anomalyclip.store.compare import compare
 
@@ -211,7 +213,7 @@ def test_runs_record_their_features_preprocessing_and_predict_follows(
     train(store, tmp_path / "run", cfg, progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["inputs"]["preprocessing"]["mode"] == "authors"
-    assert run_preprocessing(config) == "authors"
+    assert run_preprocessing(RunConfig.read(tmp_path / "run")) == "authors"
 
     video = shared_videos / "tree.avi"
     scores = {}
@@ -231,11 +233,14 @@ def test_runs_record_their_features_preprocessing_and_predict_follows(
 def test_run_preprocessing_of_older_and_imported_runs():
     from anomalyclip.runs.load import run_preprocessing
 
-    assert run_preprocessing({"inputs": {"clip": {}}}) == "unknown"  # not recorded
-    assert run_preprocessing({"imported": {"epoch": 3}}) == "authors"  # a published checkpoint
+    def run(**fields) -> RunConfig:
+        return RunConfig("demo", ModelConfig(), **fields)
+
+    assert run_preprocessing(run(inputs={"clip": {}})) == "unknown"  # not recorded
+    assert run_preprocessing(run(imported={"epoch": 3})) == "authors"  # a published checkpoint
     native = {"implementation": "torch uint8 bicubic antialias (<= 2 grey levels from PIL)"}
-    assert run_preprocessing({"inputs": {"preprocessing": native}}) == "native"
-    assert run_preprocessing({"inputs": {"preprocessing": {"synthetic": True}}}) == "unknown"
+    assert run_preprocessing(run(inputs={"preprocessing": native})) == "native"
+    assert run_preprocessing(run(inputs={"preprocessing": {"synthetic": True}})) == "unknown"
 
 
 def test_watch_reads_frames_by_the_runs_path(shared_videos):
@@ -271,10 +276,11 @@ def test_a_run_of_the_authors_without_opencv_says_how_to_go_on(monkeypatch):
         "runs/paper: trained on features made the authors' way, which needs OpenCV: "
         "pip install 'anomalyclip[authors]' (or --preprocess native)"
     )
+    imported = RunConfig("demo", ModelConfig(), imported={"epoch": 3})
     with pytest.raises(AnomalyError) as caught:
-        preprocessing_for("runs/paper", {"imported": {"epoch": 3}}, None)
+        preprocessing_for("runs/paper", imported, None)
     assert str(caught.value) == expected
-    assert preprocessing_for("runs/paper", {"imported": {"epoch": 3}}, "native") == "native"
+    assert preprocessing_for("runs/paper", imported, "native") == "native"
 
 
 def test_bench_preprocess_orders_the_paths_differences(shared_videos, tiny_clip):

@@ -218,6 +218,7 @@ def run_config(tmp_path) -> Path:
     for folder in (run, tmp_path / "clip", tmp_path / "s.zarr"):
         folder.mkdir()
     config = {"format": "anomalyclip.run", "dataset": "demo", "clip": str(tmp_path / "clip")}
+    config["model"] = {"classes": ["Explosion", "Intruder", "Normal", "Tampering"], "normal_id": 2}
     config["store"] = {"location": str(tmp_path / "s.zarr")}
     (run / "config.json").write_text(json.dumps(config))
     return run

@@ -29,6 +29,8 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.decisions import decision_metrics, run_threshold_record, video_events
 from anomalyclip.evaluate.evaluation import VideoResult, true_classes
 from anomalyclip.events import Event, EventConfig
+from anomalyclip.model import ModelConfig
+from anomalyclip.runs import RunConfig
 from anomalyclip.thresholds import Threshold
 
 CLASSES, NORMAL = ("Explosion", "Normal"), 1
@@ -107,11 +109,12 @@ def test_video_events_fall_back_to_frame_numbers_without_times():
 
 
 def test_run_threshold_is_the_runs_own_unless_a_rule_is_given():
-    config = {"threshold": {"value": 0.42, "rule": "far@1", "source": "held-out normal videos"}}
-    assert run_threshold_record(config) == Threshold(0.42, "far@1", "held-out normal videos")
+    own = Threshold(0.42, "far@1", "held-out normal videos")
+    config = RunConfig("demo", ModelConfig(), threshold=own)
+    assert run_threshold_record(config) == own
     assert run_threshold_record(config, "fixed@0.3").value == 0.3
     with pytest.raises(AnomalyError, match="the run has no decision threshold"):
-        run_threshold_record({"train": {"threshold_rule": "youden"}})
+        run_threshold_record(RunConfig("demo", ModelConfig(), threshold_rule="youden"))
 
 
 def test_the_tests_reference_auc_counts_pairs():

@@ -115,5 +115,5 @@ def test_the_bench_run_is_a_run_the_package_reads(tmp_path, tiny_clip):
     goes through, with the fixed threshold it was written with."""
     run = bench_export._bench_run(tmp_path, tiny_clip, "tiny")
     model, config = load_model(run)
-    assert config["threshold"]["value"] == 0.5 and config["threshold"]["rule"] == "fixed@0.5"
+    assert (config.threshold.value, config.threshold.rule) == (0.5, "fixed@0.5")
     assert (model.cfg.num_segments, model.cfg.seg_length, model.cfg.emb_dim) == (32, 16, 256)

@@ -94,7 +94,7 @@ def run_state(run: Path, with_optimizer: bool) -> tuple[int, dict]:
         for idx, st in state.optimizer["state"].items():
             numbers.update({f"o.{idx}.{k}": v for k, v in st.items()})
         numbers["rng"] = state.rng
-    return int(state.config["epoch"]), numbers
+    return state.config.epoch, numbers
 
 
 def differences(a: dict, b: dict) -> list[str]:

@@ -284,12 +284,13 @@ def test_export_import_round_trip_is_bit_exact(checkpoints, imported, clip_dir, 
 
 
 def test_imported_runs_are_marked_as_trained_on_the_authors_features(imported):
+    from anomalyclip.runs import RunConfig
     from anomalyclip.runs.load import run_preprocessing
 
     for run in imported.values():  # so predict and watch make features the authors' way
         config = json.loads((run / "config.json").read_text())
         assert config["inputs"]["preprocessing"]["mode"] == "authors"
-        assert run_preprocessing(config) == "authors"
+        assert run_preprocessing(RunConfig.read(run)) == "authors"
 
 
 def test_centroid_from_store_features(checkpoints, clip_dir, tmp_path):

@@ -274,7 +274,7 @@ def test_train_command_takes_the_sampler(tmp_path, tiny_clip):
     common += ["--workers", "1", "--eval-every", "0"]
     done = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "u"), "--sampler", "uniform"])
     assert done.exit_code == 0, done.output
-    assert load_run(tmp_path / "u").config["train"]["sampler"] == "uniform"
+    assert load_run(tmp_path / "u").config.train["sampler"] == "uniform"
     done = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "x"), "--sampler", "every"])
     assert done.exit_code != 0
     assert "unknown sampler 'every'; choose one of published, uniform" in str(done.exception)

@@ -145,11 +145,12 @@ def test_a_broken_run_is_one_line_before_torch(run_dir, video, tmp_path):
     (run / "model.safetensors").unlink()
     cases.append((run, f"{run}: no model.safetensors (an unfinished or damaged run?)"))
     run = copy_run(run_dir, tmp_path / "b", threshold__value="high")
-    cases.append((run, f"{run / 'config.json'}: threshold.value 'high' is not a probability in "
-                       "[0, 1]"))  # fmt: skip
+    cases.append((run, f"{run / 'config.json'}: threshold.value = \"high\": expected a "
+                       "probability in [0, 1]"))  # fmt: skip
     run = copy_run(run_dir, tmp_path / "c", store__sampling={"mode": "fps", "value": -1})
-    cases.append((run, f"{run / 'config.json'}: store.sampling {{'mode': 'fps', 'value': -1}} is "
-                       "not a sampling (all; fps or stride with a positive value)"))  # fmt: skip
+    sampling = '{"mode": "fps", "value": -1}'
+    cases.append((run, f"{run / 'config.json'}: store.sampling = {sampling}: expected a "
+                       "sampling (all; fps or stride with a positive value)"))  # fmt: skip
     run = copy_run(run_dir, tmp_path / "d")
     (run / "config.json").write_text("{")
     code, err, torch = anomaly("watch", str(video), "-c", str(run))

@@ -162,7 +162,7 @@ def offline(run_dir: Path, video: Path, threshold: float) -> dict:
     model, config = load_model(run_dir)
     url = f"memory://watch-offline-{uuid.uuid4().hex}"
     entry = VideoEntry("v", Path(video), "", "predict", [])
-    summary = extract([entry], url, config["clip"], dataset=config["dataset"], dtype="float32",
+    summary = extract([entry], url, config.get("clip"), dataset=config.dataset, dtype="float32",
                       progress=False)  # fmt: skip
     assert summary.ok, summary.failed
     with open_store(url) as st:

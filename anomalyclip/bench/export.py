@@ -87,7 +87,7 @@ def _setups(run: Path, folder: Path, stream: Path) -> dict[str, tuple]:
     from anomalyclip.runs import load_model
 
     model, config = load_model(run)
-    clip = config["clip"]
+    clip = config.get("clip")
     cal = Calibration((str(stream),), frames=64)
     ort = Export(export_run(run, ExportConfig("onnx")), "onnxruntime")
     ov = Export(export_run(run, ExportConfig("openvino")), "openvino")

@@ -128,7 +128,7 @@ def _time_extract(
     store = f"memory://anomaly-bench-{uuid.uuid4().hex}"
     t0 = time.perf_counter()
     extract(entries, store, run_clip(run_dir, config), dtype="float32",
-            precision=precision, dataset=config["dataset"], progress=False)  # fmt: skip
+            precision=precision, dataset=config.dataset, progress=False)  # fmt: skip
     seconds = time.perf_counter() - t0
     with open_store(store) as st:
         stamps = [(st.frames(e.video_id), st.times(e.video_id)) for e in entries]

@@ -207,8 +207,9 @@ def bench_calibrate_cmd(
 
     from anomalyclip import checks
     from anomalyclip.bench.calibrate import measure, table
+    from anomalyclip.runs.config import RunConfig
 
-    checks.run_config(os.path.join(demo, "run"))
+    RunConfig.read(os.path.join(demo, "run"))
     checks.precision(precision)
     result = measure(demo, cameras=cameras, seed=seed, precision=precision)
     typer.echo(json.dumps(result, indent=2) if as_json else table(result))

@@ -94,8 +94,9 @@ def _checked(run: str, camera: str, footage: tuple, config: str | None, cfg):
     from anomalyclip.inputs import expand_inputs, is_live
     from anomalyclip.live.calibrate import calibration_rule
     from anomalyclip.live.site import NAME, load_site
+    from anomalyclip.runs.config import RunConfig
 
-    run_config = checks.run_config(run)
+    run_config = RunConfig.read(run)
     checks.precision(cfg.precision)
     if cfg.device:
         checks.device_name(cfg.device)

@@ -197,9 +197,10 @@ def _image_tower(backend: str, given: str | None, run: str | None) -> str:
     (``given``, else the run's recorded one); for an exported backend its export folder
     (``given``: an export folder or an exported run; else the run's ``export/<format>``)."""
     from anomalyclip.export.manifest import check_installed, find_export
+    from anomalyclip.runs.config import RunConfig
 
     if backend == "torch":
-        clip = given or locations.recorded(run, checks.run_config(run), "clip")
+        clip = given or locations.recorded(run, RunConfig.read(run), "clip")
         locations.local_clip(clip)
         return clip
     if given is not None and not Path(given).exists():
@@ -208,7 +209,7 @@ def _image_tower(backend: str, given: str | None, run: str | None) -> str:
         )
     check_installed(backend)
     if run is not None:
-        checks.run_config(run)
+        RunConfig.read(run)
     return str(find_export(backend, given, run))
 
 

@@ -60,7 +60,9 @@ def eval_cmd(
     ),
 ) -> None:
     """Paper metrics on a store's test split; decisions, events, CSVs and plots."""
-    recorded = checks.run_config(checkpoint)
+    from anomalyclip.runs.config import RunConfig
+
+    recorded = RunConfig.read(checkpoint)
     features = checks.store_location(features or locations.recorded(checkpoint, recorded, "store"))
     clip = clip or locations.recorded(checkpoint, recorded, "clip")
     locations.local_clip(clip)

@@ -145,7 +145,7 @@ def watch_cmd(
         raise typer.Exit(1)
 
 
-def _decide(run, cfg, model, run_config: dict, o: dict):
+def _decide(run, cfg, model, run_config, o: dict):
     """The threshold ``--threshold-rule`` chooses now, once the model is loaded (a labelled
     rule scores the store ``--calibrate-on``); the run's own (or ``--threshold``) else."""
     if o.get("threshold_rule") is None:

@@ -25,6 +25,7 @@ from anomalyclip.errors import AnomalyError
 from anomalyclip.evaluate.event_metrics import Scored, event_detection, event_map
 from anomalyclip.evaluate.metrics import confusion_matrix, predict_classes, topk_accuracy
 from anomalyclip.events import Event, EventConfig, find_events, video_seconds
+from anomalyclip.runs.config import RunConfig
 from anomalyclip.thresholds import Threshold, ThresholdRule, choose_threshold
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ Labelled = tuple[np.ndarray, np.ndarray, str]  # scores, abnormal labels, where 
 
 
 def run_threshold_record(
-    config: dict[str, Any],
+    config: RunConfig,
     rule: str | None = None,
     labelled: Callable[[], Labelled] | None = None,
 ) -> Threshold:
@@ -45,17 +46,17 @@ def run_threshold_record(
     to choose on (the store named by ``--calibrate-on``).
     """
     if rule is None:
-        if config.get("threshold"):
-            return Threshold.from_dict(config["threshold"])
-        rule = (config.get("train") or {}).get("threshold_rule") or "far@1"
-        if ThresholdRule.parse(rule).kind != "far" or not config.get("calibration"):
+        if config.threshold is not None:
+            return config.threshold
+        rule = config.threshold_rule or "far@1"
+        if ThresholdRule.parse(rule).kind != "far" or not config.calibration:
             raise AnomalyError(
                 f"the run has no decision threshold (rule {rule}); give --threshold P, "
                 "--threshold-rule fixed@T, or youden / best-f1 with --calibrate-on STORE"
             )
     parsed = ThresholdRule.parse(rule)
     data = labelled() if parsed.needs_labels and labelled is not None else None
-    return choose_threshold(parsed, config.get("calibration"), data)
+    return choose_threshold(parsed, config.calibration, data)
 
 
 def video_events(

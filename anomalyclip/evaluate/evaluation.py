@@ -25,6 +25,7 @@ from anomalyclip.evaluate.report import (
 from anomalyclip.events import Event, EventConfig
 from anomalyclip.model.inference import score_fn, score_videos
 from anomalyclip.names import safe_name
+from anomalyclip.runs.config import RunConfig
 from anomalyclip.store import FeatureStore
 from anomalyclip.store.records import intervals_problem
 from anomalyclip.thresholds import Threshold
@@ -305,19 +306,18 @@ class EvalOptions:
 
 
 def evaluate_run(
-    model: torch.nn.Module, config: dict[str, Any], options: EvalOptions
+    model: torch.nn.Module, config: RunConfig, options: EvalOptions
 ) -> tuple[dict[str, Any], list[VideoResult]]:
     """The paper's metrics on the test split of the run's store, and the decisions at the
     run's threshold: what ``anomaly eval`` and the demo report."""
     from anomalyclip.runs import check_backbone
     from anomalyclip.store import open_store
 
-    features = options.features or config["store"]["location"]
+    features = options.features or config.store["location"]
     with open_store(features) as st:
-        if st.dataset != config["dataset"]:
+        if st.dataset != config.dataset:
             raise AnomalyError(
-                f"{features}: store holds {st.dataset!r}, "
-                f"the run was trained on {config['dataset']!r}"
+                f"{features}: store holds {st.dataset!r}, the run was trained on {config.dataset!r}"
             )
         check_backbone(config, st, options.run_dir, options.allow_backbone_mismatch)
         truth = read_annotations(st.dataset, options.annotations) if options.annotations else None
@@ -327,7 +327,7 @@ def evaluate_run(
         )  # fmt: skip
         metrics, results = require_results(found, str(features))
 
-    if options.threshold_rule is None and not config.get("threshold"):
+    if options.threshold_rule is None and config.threshold is None:
         log.warning(
             "the run has no decision threshold: no events or decision metrics (give "
             "--threshold P, --threshold-rule fixed@T, or youden / best-f1 with --calibrate-on "
@@ -345,7 +345,7 @@ def evaluate_run(
 
 def decision_threshold(
     model: torch.nn.Module,
-    config: dict[str, Any],
+    config: RunConfig,
     rule: str | None = None,
     calibrate_on: str | None = None,
     device: torch.device | str | None = None,

@@ -214,7 +214,7 @@ class Predictor:
         curve = {"frames": frames, "times": times, "p": p.float().numpy(),
                  "probs": probs.float().numpy()}  # fmt: skip
         decide = events or self.decisions(None, None)
-        run = run_threshold_record(self.config) if self.config.get("threshold") else None
+        run = self.config.threshold
         rule = run.rule if run and run.value == decide.threshold else "given"
         labels = (self.classes, self.normal_id)
         return Prediction.decide(source, curve, labels, decide, fps, rule)
@@ -244,7 +244,7 @@ class Predictor:
         mode = preprocessing_for(self.checkpoint, self.config, config.preprocess)
         summary = extract(
             entries, store_url, self.encoder(), sampling=config.sampling,
-            batch_size=config.batch_size, dtype="float32", dataset=self.config["dataset"],
+            batch_size=config.batch_size, dtype="float32", dataset=self.config.dataset,
             folder_fps=folder_fps, progress=progress, zone=config.zone, preprocess=mode,
         )  # fmt: skip
         results = []

@@ -34,7 +34,7 @@ from anomalyclip.export.manifest import check_format, default_folder, write_mani
 from anomalyclip.export.onnx import OPSET, export_onnx
 from anomalyclip.export.quantize import Calibration, calibration_frames
 from anomalyclip.extract.pipeline import preprocessing_attrs
-from anomalyclip.runs import load_model, run_clip
+from anomalyclip.runs import RunConfig, load_model, run_clip
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def _convert(paths: dict[str, Path], cfg: ExportConfig, dataset: str) -> dict | 
     return {**cfg.calibration.describe(), "frames": len(frames)}
 
 
-def _manifest(model, run_config: dict, run_dir: Path, clip: str, cfg: ExportConfig,
+def _manifest(model, run_config: RunConfig, run_dir: Path, clip: str, cfg: ExportConfig,
               paths: dict[str, Path], calibration: dict | None) -> dict:  # fmt: skip
     m = model.cfg
     D, N, L, C = m.feature_dim, m.num_segments, m.seg_length, m.num_classes
@@ -135,14 +135,14 @@ def _manifest(model, run_config: dict, run_dir: Path, clip: str, cfg: ExportConf
         "opset": OPSET,
         "run": {
             "folder": str(run_dir.resolve()),
-            "epoch": run_config.get("epoch"),
+            "epoch": run_config.epoch,
             "weights_sha256": _run_weights(run_dir),
         },  # fmt: skip
-        "dataset": run_config.get("dataset"),
+        "dataset": run_config.dataset,
         "classes": list(m.classes),
         "normal_id": m.normal_id,
-        "threshold": run_config.get("threshold"),
-        "sampling": (run_config.get("store") or {}).get("sampling"),
+        "threshold": run_config.to_dict().get("threshold"),
+        "sampling": run_config.sampling,
         "model": m.to_dict(),
         "clip": describe(clip),
         "graphs": {"image_tower": tower, "scorer": scorer},
@@ -162,8 +162,8 @@ def export_run(run_dir: str | Path, cfg: ExportConfig = ExportConfig()) -> Path:
     work.mkdir(parents=True)
     try:
         paths = _graphs(model, clip, work)
-        calibration = _convert(paths, cfg, run_config.get("dataset", ""))
-        (work / "config.json").write_text(json.dumps(run_config, indent=2) + "\n")
+        calibration = _convert(paths, cfg, run_config.dataset)
+        (work / "config.json").write_text(json.dumps(run_config.to_dict(), indent=2) + "\n")
         write_manifest(work, _manifest(model, run_config, run_dir, clip, cfg, paths, calibration))
         if folder.exists():
             shutil.rmtree(folder)

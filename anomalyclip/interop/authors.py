@@ -291,10 +291,10 @@ def export_checkpoint(run: str | Path, out: str | Path, clip: str | Path | None 
     """
     model, config = load_model(run, clip)
     vision = load_vision(clip) if clip is not None else None
-    spec = get_dataset(config["dataset"])
+    spec = get_dataset(config.dataset)
     ckpt = {
-        "epoch": max(0, int(config.get("epoch", 0)) - 1),  # Lightning's 0-based index
-        "global_step": int(config.get("imported", {}).get("global_step", 0)),
+        "epoch": max(0, config.epoch - 1),  # Lightning's 0-based index
+        "global_step": int((config.imported or {}).get("global_step", 0)),
         "pytorch-lightning_version": LIGHTNING_VERSION,
         "state_dict": model_to_authors(model, vision),
         "loops": {},

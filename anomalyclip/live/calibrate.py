@@ -33,6 +33,7 @@ from anomalyclip.events import video_seconds
 from anomalyclip.extract.zone import Zone
 from anomalyclip.inputs import Source, is_live, redact
 from anomalyclip.live.cameras import model_hash
+from anomalyclip.runs.config import RunConfig
 from anomalyclip.thresholds import ThresholdRule, choose_threshold, normal_quantiles
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class CalibrateConfig:
     precision: str = "auto"
 
 
-def calibration_rule(run_config: dict, given: str | None) -> ThresholdRule:
+def calibration_rule(run_config: RunConfig, given: str | None) -> ThresholdRule:
     """The rule to calibrate with: ``given``, else the run's own when it needs no labels
     (normal footage has none), else ``far@1``."""
     if given is not None:
@@ -61,7 +62,7 @@ def calibration_rule(run_config: dict, given: str | None) -> ThresholdRule:
             raise AnomalyError(f"--threshold-rule {given}: needs frames labelled abnormal; a "
                                "camera's normal footage calibrates far@X or fixed@T")  # fmt: skip
         return rule
-    own = (run_config.get("train") or {}).get("threshold_rule") or "far@1"
+    own = run_config.threshold_rule or "far@1"
     parsed = ThresholdRule.parse(own)
     return ThresholdRule.parse("far@1") if parsed.needs_labels else parsed
 
@@ -125,7 +126,7 @@ def calibrate_camera(run: str | Path, camera: str, sources: list[Source],
         "rule": str(rule),
         "zone": cfg.zone.describe() if cfg.zone is not None else None,
         "precision": precision,
-        "run_threshold": (run_config.get("threshold") or {}).get("value"),
+        "run_threshold": run_config.threshold.value if run_config.threshold else None,
         "model_sha256": model_hash(Path(run)),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "anomalyclip": _version(),

@@ -172,7 +172,7 @@ def _file_camera(site: Site, spec: CameraSpec, run: Any, calibrated: dict, given
 def _rule(spec: CameraSpec, record: dict | None, run: Any) -> tuple[float, str]:
     from anomalyclip.thresholds import choose_threshold
 
-    normal = (record or {}).get("calibration") or run.config.get("calibration")
+    normal = (record or {}).get("calibration") or run.config.calibration
     where = "its own footage" if record else "the run's held-out videos"
     try:
         chosen = choose_threshold(spec.threshold_rule, normal)

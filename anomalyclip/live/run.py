@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from anomalyclip import checks, locations
 from anomalyclip.errors import AnomalyError
+from anomalyclip.runs.config import RunConfig
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +39,7 @@ class WatchRun:
     and the CLIP its image tower is (``--clip``, else the run's)."""
 
     path: Path
-    config: dict[str, Any]
+    config: RunConfig
     threshold: float
     sampling: dict[str, Any] | None
     clip: str
@@ -47,11 +48,8 @@ class WatchRun:
 def check_run(checkpoint: str | Path, threshold: float | None, clip: str | None) -> WatchRun:
     """The :class:`WatchRun` of ``checkpoint``; a one-line error naming the file and the
     value that is wrong. Standard library only: runs before torch is imported."""
-    config = checks.run_config(checkpoint)
+    config = RunConfig.read(checkpoint)
     path = Path(checkpoint)
-    file = path / "config.json"
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise AnomalyError(f"{file}: not a run's configuration (no model section)")
     staged = path / ".staging" / MODEL_FILE
     if not (path / MODEL_FILE).is_file() and not staged.is_file():
         raise AnomalyError(f"{path}: no {MODEL_FILE} (an unfinished or damaged run?)")
@@ -59,7 +57,7 @@ def check_run(checkpoint: str | Path, threshold: float | None, clip: str | None)
         path,
         config,
         run_threshold_value(config, checkpoint, threshold),
-        _recorded_sampling(config, file),
+        config.sampling,
         _clip(clip) or locations.recorded(path, config, "clip"),
     )
 
@@ -71,7 +69,7 @@ def _clip(given: str | None) -> str | None:
     return given
 
 
-def run_threshold_value(config: dict, checkpoint: str | Path, given: float | None) -> float:
+def run_threshold_value(config: RunConfig, checkpoint: str | Path, given: float | None) -> float:
     """The decision threshold as a probability: ``given`` (``--threshold``), else the value
     of the run's calibrated one (the record with its rule is
     :func:`anomalyclip.evaluate.decisions.run_threshold_record`)."""
@@ -79,26 +77,20 @@ def run_threshold_value(config: dict, checkpoint: str | Path, given: float | Non
         if not _probability(given):
             raise AnomalyError(f"--threshold {given}: a probability in [0, 1]")
         return float(given)
-    chosen = config.get("threshold") or {}
-    if not isinstance(chosen, dict) or chosen.get("value") is None:
+    if config.threshold is None:
         raise AnomalyError(
             f"{checkpoint}: the run has no decision threshold (trained without held-out "
             "normal videos?); pass --threshold P"
         )
-    if not _probability(chosen["value"]):
-        raise AnomalyError(
-            f"{Path(checkpoint) / 'config.json'}: threshold.value {chosen['value']!r} is not a "
-            "probability in [0, 1]"
-        )
-    return float(chosen["value"])
+    return config.threshold.value
 
 
-def run_sampling(config: dict, checkpoint: str | Path) -> Sampling:
+def run_sampling(config: RunConfig, checkpoint: str | Path) -> Sampling:
     """The sampling of the features the run was trained on, as ``config.json`` records it;
     every frame (with a warning) when it does not. The store itself is never opened."""
     from anomalyclip.extract.decode import Sampling
 
-    described = _recorded_sampling(config, Path(checkpoint) / "config.json")
+    described = config.sampling
     if described is None:
         log.warning(
             "%s: the run does not record its features' sampling; every frame is scored",
@@ -114,7 +106,7 @@ def load_for_watch(
     device: str | None,
     precision: str = "auto",
     backend: str = "torch",
-) -> tuple[torch.nn.Module, ImageEncoder, dict]:
+) -> tuple[torch.nn.Module, ImageEncoder, RunConfig]:
     """The run's model (eval mode, on ``device``), the image tower that makes its features
     (``clip``, default the run's), and the run's config. With another ``backend`` than
     torch, the run's export (``clip``: its folder, default ``RUN/export/<format>``): its
@@ -144,27 +136,3 @@ def load_for_watch(
 def _probability(value: object) -> bool:
     real = isinstance(value, (int, float)) and not isinstance(value, bool)
     return real and math.isfinite(value) and 0.0 <= value <= 1.0
-
-
-def _recorded_sampling(config: dict, file: Path) -> dict[str, Any] | None:
-    """``store.sampling`` of ``config.json``, checked; None when the run does not record it."""
-    store = config.get("store")
-    described = store.get("sampling") if isinstance(store, dict) else None
-    if described is None:
-        return None
-    mode = described.get("mode") if isinstance(described, dict) else None
-    value = described.get("value") if isinstance(described, dict) else None
-    positive = (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
-    valid = mode == "all" or (mode == "fps" and positive)
-    valid = valid or (mode == "stride" and positive and float(value).is_integer())
-    if not valid:
-        raise AnomalyError(
-            f"{file}: store.sampling {described!r} is not a sampling (all; fps or stride with "
-            "a positive value)"
-        )
-    return described

@@ -43,11 +43,10 @@ from safetensors.torch import save as tensor_bytes
 
 from anomalyclip.checks import CLAIM
 from anomalyclip.errors import AnomalyError
-from anomalyclip.runs.config import check_run_config
+from anomalyclip.runs.config import RUN_FORMAT, RunConfig
 from anomalyclip.store import FeatureStore
 from anomalyclip.store.meta import backbone_difference, describe_backbone
 
-RUN_FORMAT = "anomalyclip.run"
 RUN_VERSION = 2  # 2: config.json's "epoch" counts completed epochs (1: last 0-based index)
 MANIFEST = "checkpoint.json"
 STAGING = ".staging"
@@ -224,7 +223,7 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 
 @dataclass
 class RunState:
-    config: dict[str, Any]
+    config: RunConfig
     weights: dict[str, torch.Tensor]
     optimizer: dict[str, Any] | None
     rng: torch.Tensor | None
@@ -289,12 +288,12 @@ def save_run(
     return run
 
 
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """A run's ``config.json`` (of its current checkpoint), checked to be one."""
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """A run's ``config.json`` (of its current checkpoint), read and checked."""
     return _read_config(_Checkpoint(Path(run_dir)))
 
 
-def _read_config(ckpt: _Checkpoint) -> dict[str, Any]:
+def _read_config(ckpt: _Checkpoint) -> RunConfig:
     if "config.json" not in ckpt.paths:
         raise AnomalyError(f"{ckpt.run}: not a run directory (no config.json)")
     data = ckpt.read("config.json")
@@ -302,9 +301,7 @@ def _read_config(ckpt: _Checkpoint) -> dict[str, Any]:
         config = json.loads(data)
     except ValueError as exc:
         raise AnomalyError(f"{ckpt.paths['config.json']}: invalid JSON ({exc})") from exc
-    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise AnomalyError(f"{ckpt.paths['config.json']}: not an anomalyclip run")
-    return check_run_config(config, ckpt.paths["config.json"])
+    return RunConfig.parse(config, ckpt.paths["config.json"])
 
 
 def load_run(run_dir: str | Path, with_optimizer: bool = False) -> RunState:
@@ -337,14 +334,14 @@ def load_run(run_dir: str | Path, with_optimizer: bool = False) -> RunState:
 
 
 def check_backbone(
-    config: dict[str, Any], store: FeatureStore, run_dir: str | Path, allow: bool = False
+    config: RunConfig, store: FeatureStore, run_dir: str | Path, allow: bool = False
 ) -> None:
     """Refuse a store whose features come from another backbone than the run was trained on.
 
     ``allow`` (``--allow-backbone-mismatch``) lets it through: e.g. features from a local copy
     of the same weights under another name, recorded before weight hashes were.
     """
-    expected = (config.get("store") or {}).get("backbone")
+    expected = config.store.get("backbone")
     found = store.meta.backbone
     if allow or not backbone_difference(expected, found):
         return

@@ -16,6 +16,7 @@ from anomalyclip.datasets import get_dataset
 from anomalyclip.errors import AnomalyError
 from anomalyclip.model import AnomalyCLIP, ModelConfig
 from anomalyclip.runs.checkpoint import load_model_state, load_run
+from anomalyclip.runs.config import RunConfig
 from anomalyclip.store.meta import StoreMeta, preprocessing_mode
 
 log = logging.getLogger(__name__)
@@ -66,17 +67,17 @@ def run_inputs(
     return inputs
 
 
-def run_preprocessing(config: dict[str, Any]) -> str:
+def run_preprocessing(config: RunConfig) -> str:
     """How the frames of a run's training features were made: ``native``, ``authors``, or
     ``unknown`` (a store that does not say, e.g. imported ``.npy``; a run written before this
     was recorded). Imported checkpoints are the authors', trained on their features."""
-    recorded = (config.get("inputs") or {}).get("preprocessing")
+    recorded = config.inputs.get("preprocessing")
     if recorded is not None:
         return preprocessing_mode(recorded)
-    return "authors" if config.get("imported") else "unknown"
+    return "authors" if config.imported else "unknown"
 
 
-def preprocessing_for(run_dir: str | Path, config: dict[str, Any], asked: str | None) -> str:
+def preprocessing_for(run_dir: str | Path, config: RunConfig, asked: str | None) -> str:
     """The frame path to score new video with (``asked``, else the run's own) and one info
     line saying which and why."""
     mode = run_preprocessing(config)
@@ -111,30 +112,29 @@ def _known_digest(absolute: str, clip: str | Path, meta: StoreMeta | None) -> st
     return backbone.get("weights_sha256") if str(backbone.get("model")) == str(clip) else None
 
 
-def run_clip(run_dir: str | Path, config: dict[str, Any]) -> str:
+def run_clip(run_dir: str | Path, config: RunConfig) -> str:
     """The CLIP a run was built on (its recorded local folder, or its hub id)."""
     return locations.recorded(run_dir, config, "clip")
 
 
-def run_store(run_dir: str | Path, config: dict[str, Any]) -> str:
+def run_store(run_dir: str | Path, config: RunConfig) -> str:
     """The feature store a run was trained on (its recorded location)."""
     return locations.recorded(run_dir, config, "store")
 
 
 def load_model(
     run_dir: str | Path, clip: str | Path | None = None
-) -> tuple[AnomalyCLIP, dict[str, Any]]:
+) -> tuple[AnomalyCLIP, RunConfig]:
     """The network of a run, in eval mode, with its weights and centroid; and its config.
 
     ``clip`` replaces the run's CLIP (tokenizer and text tower architecture).
     """
     state = load_run(run_dir)
     config = state.config
-    mcfg = ModelConfig.from_dict(config["model"])
-    spec = get_dataset(config["dataset"])
-    if tuple(spec.classes) != tuple(mcfg.classes):
+    spec = get_dataset(config.dataset)
+    if tuple(spec.classes) != tuple(config.model.classes):
         raise AnomalyError(f"{run_dir}: its classes do not match dataset {spec.name!r}")
-    model = build_network(mcfg, clip or run_clip(run_dir, config))
+    model = build_network(config.model, clip or run_clip(run_dir, config))
     load_model_state(model, state.weights, Path(run_dir) / "model.safetensors")
     return model.eval(), config
 

@@ -179,12 +179,12 @@ def _init(features: str | Path, cfg: TrainConfig, clip: str | None, d: distribut
 def _resume(run: _Run, out: str | Path) -> None:
     """Continue the run in ``out``: its weights, optimizer, random state, metrics, history."""
     state = load_run(out, with_optimizer=True)
-    if state.config.get("dataset") != run.dataset:
+    if state.config.dataset != run.dataset:
         raise AnomalyError(
-            f"{out}: checkpoint is for dataset {state.config.get('dataset')!r}, "
+            f"{out}: checkpoint is for dataset {state.config.dataset!r}, "
             f"the store holds {run.dataset!r}"
         )
-    if state.config.get("model") != run.model.cfg.to_dict():
+    if state.config.model.to_dict() != run.model.cfg.to_dict():
         raise AnomalyError(f"{out}: checkpoint model configuration differs from this run's")
     load_model_state(run.model, state.weights, Path(out) / "model.safetensors")
     if state.optimizer is None:
@@ -193,9 +193,9 @@ def _resume(run: _Run, out: str | Path) -> None:
     if state.rng is not None:
         torch.set_rng_state(state.rng)
     # epochs completed; runs of format version 1 stored the 0-based index of the last one
-    run.start_epoch = int(state.config["epoch"]) + (int(state.config.get("version", 1)) < 2)
-    run.metrics = state.config.get("metrics")
-    run.history = list(state.config.get("history", []))
+    run.start_epoch = state.config.epoch + (state.config.version < 2)
+    run.metrics = state.config.metrics
+    run.history = list(state.config.history)
     log.info("resuming %s at epoch %d", out, run.start_epoch + 1)
 
 
