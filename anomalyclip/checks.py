@@ -12,10 +12,11 @@ import atexit
 import math
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 
-from anomalyclip.errors import AnomalyError
+from anomalyclip.errors import AnomalyError, one_line
 
 DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:\d+)?")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # of the image tower (extract.encoder)
@@ -125,6 +126,24 @@ def run_dir(path: str | Path) -> Path:
     if not (p / "config.json").is_file():
         raise AnomalyError(f"{path}: not a run directory (no config.json)")
     return p
+
+
+def read_toml(path: str | Path) -> dict:
+    """The table of the TOML file ``path`` (a training config, a site file): one line for a
+    file that is not there, cannot be read or is not TOML."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise AnomalyError(f"{path}: no such config file") from exc
+    except OSError as exc:
+        raise AnomalyError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise AnomalyError(f"{path}: invalid TOML ({one_line(exc, 160)})") from exc
 
 
 CLAIM = ".claimed"  # the file that makes a run folder this process's (removed once used)

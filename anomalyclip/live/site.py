@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from anomalyclip import checks
 from anomalyclip.errors import AnomalyError
 from anomalyclip.inputs import is_live
 
@@ -107,7 +107,7 @@ def load_site(path: str | Path) -> Site:
     file = Path(path)
     if not file.is_file():
         raise AnomalyError(f"{path}: no such site file")
-    data = _read_toml(file)
+    data = checks.read_toml(file)
     where = str(path)
     cameras = data.pop("camera", [])
     tables = {name: data.pop(name) for name in TABLES if isinstance(data.get(name), dict)}
@@ -128,20 +128,6 @@ def load_site(path: str | Path) -> Site:
         if names.count(name) > 1:
             raise AnomalyError(f"{where}: [[camera]] name {name!r} is given twice")
     return Site(file, options, specs, tables)
-
-
-def _read_toml(file: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        with open(file, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise AnomalyError(f"{file}: cannot read ({exc.strerror or exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise AnomalyError(f"{file}: invalid TOML ({exc})") from exc
 
 
 def _camera(file: Path, where: str, k: int, table: dict) -> CameraSpec:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-import sys
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from anomalyclip import checks
 from anomalyclip.errors import AnomalyError
 from anomalyclip.kernels import CONV_ALGORITHMS
 from anomalyclip.model.config import ModelConfig
@@ -251,24 +251,10 @@ def preset_values(name: str) -> dict[str, Any]:
     return {preset: values.get(name, defaults[name]) for preset, values in PRESETS.items()}
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise AnomalyError(f"{path}: no such config file") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise AnomalyError(f"{path}: invalid TOML ({exc})") from exc
-
-
 def read_toml_options(path: str | Path) -> dict[str, Any]:
     """The training options of a TOML file (top level or ``[train]``), every name and value
     type checked; needs no dataset, so ``anomaly train`` refuses a typo before any work."""
-    table = load_toml(path)
+    table = checks.read_toml(path)
     table = table.get("train", table)
     try:
         TrainConfig.checked(table)
