@@ -98,7 +98,7 @@ def test_the_manifest_describes_the_folder(fp32_export, run):
     assert scorer["inputs"][0]["shape"] == ["batch", 16, 8, 512]
     assert scorer["outputs"][1]["shape"] == ["batch", 16, 8, 4]
     assert m["classes"] == ["Explosion", "Intruder", "Normal", "Tampering"] and m["normal_id"] == 2
-    assert m["threshold"]["value"] == load_model(run)[1]["threshold"]["value"]
+    assert m["threshold"]["value"] == load_model(run)[1].threshold.value
     assert m["clip"]["weights_sha256"] and m["package"].startswith("anomalyclip ")
     for name, entry in m["files"].items():  # every file listed, with its hash
         assert (fp32_export.folder / name).stat().st_size == entry["bytes"]
