@@ -126,6 +126,7 @@ def test_train_config_error_through_the_cli(tmp_path, demo_store):
     assert done.error_line == f'error: {bad}: lr = "fast": expected a number'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["nonsense", "cuda:x", "cuda"])
 def test_train_device_errors_name_the_device(tmp_path, demo_store, device):
     if device == "cuda" and torch.cuda.is_available():

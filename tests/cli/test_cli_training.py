@@ -32,6 +32,7 @@ def one_normal(tmp_path_factory, tiny_clip) -> Path:
     return planted_store(path, tiny_clip, cfg, n_abnormal=4, n_normal=1)
 
 
+@pytest.mark.slow
 def test_a_run_that_trains_nothing_or_holds_out_nothing_says_so_once(one_normal, tmp_path):
     run = tmp_path / "run"
     done = run_cli("train", "-f", one_normal, "-o", run, "--epochs", "1", "--batch-size", "2",
@@ -62,6 +63,7 @@ def test_a_run_that_trains_nothing_or_holds_out_nothing_says_so_once(one_normal,
     assert done.code == 0, done.err
 
 
+@pytest.mark.slow
 def test_a_schedule_with_a_full_epoch_says_nothing(one_normal, tmp_path):
     done = run_cli("train", "-f", one_normal, "-o", tmp_path / "r", "--epochs", "2",
                    "--warmup-epochs", "1", "--batch-size", "2", "--workers", "1",
@@ -129,6 +131,7 @@ def epochs_saved(run: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_train_keeps_the_last_epoch_and_prints_the_command_that_resumes(
     tmp_path, tiny_clip
 ):
@@ -150,6 +153,7 @@ def test_ctrl_c_in_train_keeps_the_last_epoch_and_prints_the_command_that_resume
     assert epochs_saved(run) == 30
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_keeps_nothing_and_says_so(tmp_path, tiny_clip):
     store = planted_store(tmp_path / "s.zarr", tiny_clip, resolve_config("demo"), n_abnormal=4,
                           n_normal=5)  # fmt: skip
@@ -169,6 +173,7 @@ def test_ctrl_c_in_the_first_epoch_keeps_nothing_and_says_so(tmp_path, tiny_clip
         assert not (tmp_path / "r").exists()  # no empty run folder left behind
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_features_keeps_finished_videos_and_prints_the_same_command(
     tmp_path, tiny_clip, shared_videos
 ):
@@ -205,6 +210,7 @@ def test_ctrl_c_in_features_keeps_finished_videos_and_prints_the_same_command(
         assert all(st.is_complete(v) for v in ("tree", "vtest", "Megamind"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_the_demo_names_what_it_wrote_and_the_command_that_starts_it_again(tmp_path):
     """The real demo (its default size) stopped once its CLIP is built, while it pre-trains
     or extracts: it says which of its outputs the folder keeps and prints the same command,

@@ -47,6 +47,7 @@ def config_of(run: Path) -> dict:
 
 
 # -- a store records its CLIP as a run does ---------------------------------------------------
+@pytest.mark.slow
 def test_a_store_made_in_one_folder_trains_from_another(project, tmp_path):
     """The store was made with ``--model clip`` inside proj/; trained from elsewhere, it
     finds that CLIP (relative to the store, then absolute), never asking the hub."""
@@ -65,6 +66,7 @@ def test_a_store_made_in_one_folder_trains_from_another(project, tmp_path):
     assert recorded["weights_sha256"] == record["weights_sha256"]  # the store's, not rehashed
 
 
+@pytest.mark.slow
 def test_a_store_moved_with_its_clip_or_alone_still_finds_it(project, tmp_path):
     together = tmp_path / "together"
     shutil.copytree(project / "clip", together / "clip")
@@ -126,6 +128,7 @@ def test_predict_clip_rescues_a_moved_run(project, moved_run, tmp_path):
     assert (tmp_path / "p" / "Explosion_test_000.csv").is_file()
 
 
+@pytest.mark.slow
 def test_watch_clip_rescues_a_moved_run(project, moved_run, tmp_path):
     video = project / "videos" / "test" / "Explosion" / "Explosion_test_000.mp4"
     done = run_cli("watch", video, "-c", moved_run, "--clip", tmp_path / "clipcopy", "--out",
@@ -147,6 +150,7 @@ def options_of(*words: str) -> set[str]:
     return {opt for p in cmd.params for opt in (*p.opts, *p.secondary_opts)}
 
 
+@pytest.mark.slow
 def test_a_run_without_a_threshold_names_options_that_predict_and_watch_have(project, tmp_path):
     run = tmp_path / "run"  # a labelled rule: the threshold is chosen later, on a store
     done = call_cli("train", "-f", project / "store.zarr", "-o", run, "--threshold-rule",
@@ -171,6 +175,7 @@ def test_features_names_the_clip_option_it_has(project, tmp_path):
 
 
 # -- predict's inputs and outputs ---------------------------------------------------------------
+@pytest.mark.slow
 def test_predict_takes_globs_folders_and_lists(project, tmp_path):
     tests = sorted((project / "videos" / "test").rglob("*.mp4"))
     listed = tmp_path / "videos.txt"
@@ -214,6 +219,7 @@ def test_predict_refuses_a_sampling_that_keeps_nothing(project, tmp_path, option
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.slow
 def test_predict_output_and_logs_read_well(project, tmp_path):
     """One process as a user runs it, stderr a pipe: no carriage returns, no internal lines
     (the in-memory store), a warning that a random CLIP's scores mean nothing, 1 event."""
@@ -232,6 +238,7 @@ def test_predict_output_and_logs_read_well(project, tmp_path):
     assert done.out.strip().endswith(f"outputs in {tmp_path / 'p'}")
 
 
+@pytest.mark.slow
 def test_extraction_logs_a_total_and_no_carriage_returns(project, tmp_path):
     done = run_cli("features", "--dataset", "demo", "--videos", project / "videos", "--out",
                    tmp_path / "s.zarr", "--clip", project / "clip")  # fmt: skip

@@ -25,6 +25,7 @@ def evaluate(run, out, *extra):
     return json.loads((out / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 def test_annotation_file_replaces_the_stores_ground_truth(tmp_path, trained):
     store, run = trained
     with open_store(store) as st:
@@ -61,6 +62,7 @@ def test_annotation_file_naming_no_test_video_is_refused(tmp_path, trained):
     assert "names none of the store's test videos" in done.error_line
 
 
+@pytest.mark.slow
 def test_eval_decides_at_the_runs_threshold_and_writes_events(tmp_path, trained):
     """The decision threshold is the run's (held-out normal videos), recorded with its rule
     and source; the CSVs and events follow it; a labelled rule needs --calibrate-on."""

@@ -48,6 +48,7 @@ def test_predict_names_a_missing_video(tmp_path, run_dir):
     assert done.error_line == f"error: {tmp_path / 'nope.mp4'}: no such video file or frame folder"
 
 
+@pytest.mark.slow
 def test_predict_in_bf16_stays_close_to_the_fp32_reference(tmp_path, run_dir):
     """``precision`` reaches the image tower: bf16 scores are not fp32's bit for bit, but
     within the tolerance stated here of them (p(A) and class probabilities, every frame).
@@ -79,6 +80,7 @@ def test_predict_names_an_unknown_precision_before_loading_anything(tmp_path, ru
     assert done.error_line == "error: --precision fp8: expected auto, fp32, bf16 or fp16"
 
 
+@pytest.mark.slow
 def test_bench_predict_times_each_precision_on_the_same_videos(tmp_path, run_dir):
     from anomalyclip.bench.predict import measure, table
 

@@ -66,6 +66,7 @@ def video_key_of(vid: str) -> str:
     return video_key(vid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
 def test_kill_at_every_store_write_then_rerun_equals_uninterrupted(tmp_path, suffix):
     points = run_driver("store", suffix, tmp_path)["points"]
@@ -107,6 +108,7 @@ def differences(a: dict, b: dict) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_kill_at_every_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path):
     """Killed anywhere while publishing epoch 1 over epoch 0, a run loads as exactly epoch
     0 or exactly epoch 1, for eval (weights) and for --resume (weights, optimizer, RNG); the
@@ -239,6 +241,7 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(small_disk):
     assert run_state(run, with_optimizer=True)[0] == 1
 
 
+@pytest.mark.slow
 def test_disk_full_at_every_zarr_write_is_one_line_and_the_rerun_completes(tmp_path, monkeypatch):
     """ENOSPC injected at each file write of a Zarr store (where no root may mount a small
     disk): the same guarantees as a kill, plus a one-line error naming the store."""

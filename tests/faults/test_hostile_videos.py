@@ -19,6 +19,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from cli_helper import anomaly
 from paths import ROOT, SUPPORT
 
@@ -67,6 +68,7 @@ def test_sources_ending_far_short_of_their_header_are_flagged(shared_videos, tmp
         assert sum(1 for _ in source) > 0 and source.truncated == "", path
 
 
+@pytest.mark.slow
 def test_truncated_videos_are_stored_flagged_reported_and_refused_by_strict(
     monkeypatch, capsys, shared_videos, tiny_clip, tmp_path
 ):
@@ -121,6 +123,7 @@ def run_child(code: str, *args, timeout: float) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_truncated_faststart_mp4_never_hangs_extraction(tiny_clip, tmp_path):
     """`anomaly features` over a faststart MP4 cut at every 50th byte: each copy must end,
     as a failed video (with its reason) or a stored one (flagged when truncated). Freeing
@@ -177,6 +180,7 @@ STALLING = """
 """
 
 
+@pytest.mark.slow
 def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(tiny_clip, tmp_path):
     from anomalyclip.synthetic import encode_video
 
@@ -208,6 +212,7 @@ def test_a_stalled_decoder_fails_its_video_and_the_run_goes_on(tiny_clip, tmp_pa
         assert sorted(st.video_ids()) == ["a", "b", "c"] and list(st.failures()) == ["stall"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_extraction_promptly(tiny_clip, tmp_path):
     """SIGINT while a decoder is stuck: the CLI stops within seconds (exit 130), what was
     complete stays, the stuck video is not complete and failures seen so far are recorded."""

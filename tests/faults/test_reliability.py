@@ -33,6 +33,7 @@ def copy_store(src: Path, dst: Path, **backbone_changes) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_eval_and_resume_refuse_another_backbone(monkeypatch, capsys, tmp_path, trained):
     """A store whose features come from other CLIP weights (same id, another weight hash:
     a fine-tuned or re-downloaded checkpoint) would give meaningless scores without error."""

@@ -194,6 +194,7 @@ def test_nan_event_settings_are_one_line_before_torch(tmp_path, trained, option,
         assert torch_imported == "False"
 
 
+@pytest.mark.slow
 def test_predict_takes_a_file_name_that_is_not_utf8(tmp_path, trained):
     """A camera export named in Latin-1 (``caf\\xe9.mp4``): its bytes are kept in the output
     names (``caf%E9``, as `unquote` gives them back) and shown as ``\\xe9`` in text, also

@@ -181,6 +181,7 @@ def craft_hdf5(path: Path, kind: str, tmp: Path) -> str:
 KINDS = ["external", "fifo", "virtual", "external-link", "soft-link", "contiguous"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_hdf5_rows_stored_outside_the_file_are_refused_without_reading_them(tmp_path, kind):
     """External raw storage, virtual datasets and links could make a shared .h5 read (and a

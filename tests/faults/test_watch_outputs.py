@@ -68,6 +68,7 @@ def frames_in(path: Path) -> int:
         return sum(1 for _ in clip.decode(video=0))
 
 
+@pytest.mark.slow
 def test_clips_never_overwrite_each_other(loaded, video, tmp_path):
     """``a/cam.ts`` and ``b/cam.ts`` both start an event at frame 0: two cameras named
     ``cam`` and ``cam-2``; then a second watch into the same folder does it again. Four clips,
@@ -101,6 +102,7 @@ def test_sources_that_cannot_be_read_end_with_their_reason(loaded, tmp_path):
     assert lines == [] and summary["scored"] == 0
 
 
+@pytest.mark.slow
 def test_an_endless_event_is_reported_in_bounded_pieces(loaded, video, tmp_path):
     """Threshold 0 keeps one event open for the whole stream; at most ``max_event`` seconds
     of it are held before it is closed and the next piece opens."""
@@ -117,6 +119,7 @@ def read_only_clips(tmp_path):
     yield from read_only_folder(tmp_path / "out" / "clips")
 
 
+@pytest.mark.slow
 def test_a_read_only_clips_folder_names_no_clip(loaded, video, read_only_clips):
     summary, lines = watch_files(loaded, [video], read_only_clips.parent, save_clips=True)
     events = [e for e in lines if e["kind"] in ("opened", "updated", "closed")]
@@ -142,6 +145,7 @@ def fill(mount: Path) -> None:
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_full_disk_loses_lines_whole_and_says_so(run_dir, video, small_disk):  # noqa: F811
     """``events.jsonl`` already holds 4000 bytes, the rest of the disk is filled: the next
     line fits 96 bytes into the file's last page and no more (a short write). The watch
@@ -348,6 +352,7 @@ class Drip:
         self.sock.close()
 
 
+@pytest.mark.slow
 def test_a_receiver_that_drips_cannot_hold_the_webhook():
     """Deadline 1 s per request, one retry: the line is given up after two cut-off requests
     (a few seconds; the bound below leaves a busy machine ample room)."""

@@ -57,6 +57,7 @@ def calibrate(*args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_threshold_is_the_rule_on_what_predict_scores(run_dir, footage, tmp_path):
     import shutil
 
@@ -93,6 +94,7 @@ def test_the_threshold_is_the_rule_on_what_predict_scores(run_dir, footage, tmp_
     assert proc.wait_for(rf"camera gate: threshold {value:.4f} \(calibrated far@1 on 3 video", 5)
 
 
+@pytest.mark.slow
 def test_a_zone_from_the_site_file_is_scored_and_kept(run_dir, footage, tmp_path):
     import shutil
 
@@ -112,6 +114,7 @@ def test_a_zone_from_the_site_file_is_scored_and_kept(run_dir, footage, tmp_path
     assert zoned["calibration"]["values"] != whole  # the model saw something else
 
 
+@pytest.mark.slow
 def test_a_stream_is_recorded_for_its_seconds(run_dir, footage, tmp_path):
     import shutil
 
@@ -193,6 +196,7 @@ def frame_count(path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+@pytest.mark.slow
 def test_false_alarms_of_the_camera_are_more_normal_footage(run_dir, footage, watch_dir,
                                                            tmp_path):  # fmt: skip
     """--reviews adds the camera's false-alarm clips to its VIDEOs: the threshold is the one
@@ -226,6 +230,7 @@ def test_false_alarms_of_the_camera_are_more_normal_footage(run_dir, footage, wa
     assert alone["videos"] == [str(clip)] and alone["threshold"] != by_reviews["threshold"]
 
 
+@pytest.mark.slow
 def test_reviews_without_footage_are_one_line_before_torch(run_dir, footage, watch_dir,
                                                            tmp_path):  # fmt: skip
     cases = [

@@ -85,6 +85,7 @@ BAD_OPTIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, message", BAD_OPTIONS, ids=[" ".join(b[0]) for b in BAD_OPTIONS])
 def test_bad_numbers_are_one_line_before_torch(run_dir, video, tmp_path, extra, message):
     code, err, torch = anomaly("watch", str(video), "-c", str(run_dir), "-o", str(tmp_path / "o"),
@@ -139,6 +140,7 @@ def copy_run(run_dir: Path, folder: Path, **changes) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_broken_run_is_one_line_before_torch(run_dir, video, tmp_path):
     cases = []
     run = copy_run(run_dir, tmp_path / "a")
@@ -186,6 +188,7 @@ class Listener:
         self.sock.close()
 
 
+@pytest.mark.slow
 def test_watch_uses_the_runs_threshold_and_never_opens_its_store(run_dir, video, tmp_path):
     """The run does not record its sampling and names a store at a URL: the watch scores
     every frame (and says so) without a connection there. Its threshold, set to 0 in the
@@ -206,6 +209,7 @@ def test_watch_uses_the_runs_threshold_and_never_opens_its_store(run_dir, video,
     assert (event["start_frame"], event["end_frame"]) == (0, 90)
 
 
+@pytest.mark.slow
 def test_signals_during_the_shutdown_never_change_the_exit_status(run_dir, video, tmp_path):
     """SIGTERM every 20 ms from the moment an event is open until the process has gone:
     the first stops the watch in order, the others arrive during its shutdown and the
@@ -252,6 +256,7 @@ class Hook(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_credentials_are_masked_in_everything_a_watch_shows(run_dir, video, tmp_path):
     """Passwords with ``@`` and ``'``, a token as the user, secrets in the query, a source
     that cannot be opened, a webhook with ``user:password@``; debug logging on. No secret

@@ -99,6 +99,7 @@ def in_process_watch(run_dir, sources, out, threshold, read=ReadConfig(), encode
     return summary, rows
 
 
+@pytest.mark.slow
 def test_file_watched_live_gives_the_offline_events(run_dir, videos, reference, tmp_path):
     summary, rows = in_process_watch(run_dir, [videos["event"]], tmp_path, reference["threshold"])
     frames = np.concatenate([r[1] for r in rows])
@@ -246,6 +247,7 @@ def summary_of(proc, url: str) -> dict:
     return counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["udp", "http", "rtsp_tcp", "rtsp_udp"])
 def test_live_streams_give_the_offline_events(streams, reference, name):
     assert streams["codes"] == (0, 0)
@@ -286,6 +288,7 @@ def test_a_resolution_change_mid_stream_is_scored_through(streams):
     assert stats["scored"] == 90 and stats["dropped"] == 0, stats
 
 
+@pytest.mark.slow
 def test_sender_killed_and_restarted(run_dir, videos, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/cam"
@@ -319,6 +322,7 @@ def test_sender_killed_and_restarted(run_dir, videos, tmp_path):
     assert stats["gaps"] == 1 and stats["scored"] > 90  # scoring went on after the gap
 
 
+@pytest.mark.slow
 def test_sigterm_during_an_open_event(run_dir, videos, tmp_path):
     """Threshold 0: every row is abnormal, so an event opens and never closes by itself."""
     port = free_port(2)
@@ -364,6 +368,7 @@ class Hook(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_webhook_retries_and_event_clips(run_dir, videos, reference, tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -392,6 +397,7 @@ def test_webhook_retries_and_event_clips(run_dir, videos, reference, tmp_path):
         assert abs(n - round((end - start) * FPS)) <= 2, (n, start, end)
 
 
+@pytest.mark.slow
 def test_predict_takes_folders_and_lists(run_dir, videos, tmp_path):
     """A list naming a folder: the folder's videos (one with a suffix no table knows),
     not its notes."""

@@ -47,6 +47,7 @@ def value(samples: dict, name: str, **labels) -> float:
     return samples[name][frozenset(labels.items())]
 
 
+@pytest.mark.slow
 def test_metrics_match_the_summary_line(run_dir, video, tmp_path):
     port, metrics = free_port(), free_port()
     send = sender("http", video, port, "--once")

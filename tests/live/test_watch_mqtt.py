@@ -31,6 +31,9 @@ from watch_helpers import (
     watch,
 )
 
+# every test runs a real broker (mosquitto) and waits for what it delivers: slow
+pytestmark = pytest.mark.slow
+
 STARTUP = 180  # seconds a watch process may take to start (imports torch on a busy machine)
 FPS = 15
 EVENT_KINDS = {"opened": "new", "updated": "update", "closed": "end"}

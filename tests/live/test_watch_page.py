@@ -23,6 +23,9 @@ from anomalyclip.live.config import WatchConfig
 from anomalyclip.live.watch import Watcher, load_for_watch, run_sampling
 from anomalyclip.synthetic import encode_video, render_scene
 
+# a watch of three cameras played in real time, in a real browser: slow
+pytestmark = pytest.mark.slow
+
 STARTUP = 180  # seconds a watch process may take to start (imports torch on a busy machine)
 SECONDS = 24  # each camera's length, played in real time
 FPS = 15

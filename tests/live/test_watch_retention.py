@@ -95,6 +95,7 @@ def loaded(tmp_path_factory, tiny_clip):
     return model, encoder, run_sampling(config, run_dir)
 
 
+@pytest.mark.slow
 def test_a_watch_keeps_its_clips_and_log_within_the_limits(loaded, tmp_path, caplog):
     """Threshold 0: each watch of the 6 s video is one event and one clip. The second watch
     into the same folder may keep 1.5 clips' worth: the first clip goes, the second stays;

@@ -62,6 +62,7 @@ def anomaly(*args: str, cwd: Path | None = None) -> tuple[int, list[str], bool]:
     return done.returncode, done.stderr.splitlines(), "torch imported: True" in done.stdout
 
 
+@pytest.mark.slow
 def test_three_cameras_and_one_typo_is_one_line_before_torch(run_dir, video, tmp_path):
     site = tmp_path / "site.toml"
     site.write_text(THREE.format(run=run_dir, video=video, door="treshold = 0.5"))
@@ -133,6 +134,7 @@ def test_sources_on_the_command_line_are_named_after_their_address(run_dir, vide
     assert Camera.of("/x/gate 3.dav").name == "gate_3"
 
 
+@pytest.mark.slow
 def test_each_camera_watches_with_its_own_threshold(run_dir, video, tmp_path):
     """One video, four cameras: ``gate`` (threshold 0 in the file: one event over the whole
     video), ``door`` (calibrated: the run's events at that threshold), ``yard``

@@ -117,6 +117,7 @@ def test_other_addresses_need_a_token(address):
     assert parse_ui(address, TOKEN).token == TOKEN
 
 
+@pytest.mark.slow
 def test_ui_mistakes_are_one_line_before_torch(run_dir, video, tmp_path):
     """A non-loopback --ui without a token, a weak token, a bad address, a port in use and a
     missing server package: one line each, exit 2, torch never imported."""
@@ -177,6 +178,7 @@ def _audit(event: str, args) -> None:
 sys.addaudithook(_audit)  # Python's own record of every file a thread of this process opens
 
 
+@pytest.mark.slow
 def test_paths_from_requests_never_reach_the_disk(watched, page, tmp_path):
     """``..`` raw and percent-encoded, absolute paths, a file planted in the clips folder and
     another watch's clip: 404 (or 403), and no file opened while the server refused them."""

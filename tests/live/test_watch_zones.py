@@ -76,6 +76,7 @@ def two_scenes(tmp_path_factory):
     return path, intervals[0]
 
 
+@pytest.mark.slow
 def test_an_event_is_found_inside_its_zone_and_not_outside(demo_run, two_scenes, tmp_path):
     video, (start, end) = two_scenes
     site = tmp_path / "site.toml"

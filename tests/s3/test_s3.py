@@ -15,6 +15,10 @@ from synthetic_stores import planted_store
 from anomalyclip.store import open_store
 from anomalyclip.train import resolve_config
 
+# commands in processes against a real S3 server or an endpoint that stalls, refuses or closes:
+# seconds each, so all in the slow lane
+pytestmark = pytest.mark.slow
+
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 

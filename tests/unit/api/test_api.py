@@ -183,6 +183,7 @@ def http_folder(folder: Path):
         thread.join()
 
 
+@pytest.mark.slow
 def test_a_video_url_scores_as_the_file(run, shared_videos):
     with http_folder(shared_videos) as base:
         remote = run.predict(f"{base}/tree.avi")

@@ -121,6 +121,7 @@ def train_result():
     return bench_train.measure(bench)
 
 
+@pytest.mark.slow
 def test_train_bench_numbers_are_consistent(train_result):
     r = train_result
     assert {(row["conv"], row["bf16"]) for row in r["rows"]} == {
@@ -203,6 +204,7 @@ def test_paper_shape_flops_match_the_reference():
     assert math.isclose(64 * counter.get_total_flops() / 1e9, 663.1, rel_tol=2e-3)
 
 
+@pytest.mark.slow
 def test_eval_bench_numbers_are_consistent():
     r = bench_eval.measure(TINY, n_videos=3, frames=(1, 100), batch_size=2, rounds=2, threads=None)
     assert r["videos"] == 3 and r["frames"] >= 3

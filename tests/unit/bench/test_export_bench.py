@@ -27,6 +27,7 @@ class CountingEncoder:
         return self.inner(pixels)
 
 
+@pytest.mark.slow
 def test_tower_rates_time_every_backend_each_round_and_emulated_bf16_once(tiny_clip, monkeypatch):
     monkeypatch.setattr(bench_export, "cpu_has_bf16", lambda: False)
     setups = {"torch fp32": (CountingEncoder(tiny_clip), None),

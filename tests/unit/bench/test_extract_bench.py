@@ -74,6 +74,7 @@ def test_the_readme_block_names_the_command_the_host_and_the_load():
     assert rest == f"\n```text\n{table(_result())}\n```"
 
 
+@pytest.mark.slow
 def test_bench_extract_writes_its_block_into_a_readme(tmp_path, tiny_clip):
     """A real (tiny) run of both frame paths, written between the README's markers and
     nowhere else, as it was printed."""
@@ -113,6 +114,7 @@ def test_a_readme_without_its_block_fails_before_torch(tmp_path, command):
         assert done.returncode == 2 and lines[-2:] == [f"error: {error}", "False"]
 
 
+@pytest.mark.slow
 def test_the_wall_time_and_load_cover_the_whole_run(tiny_clip):
     """Every timed pass lies inside the run: its wall time is at least the repeats times
     the best model and pipeline passes; the load average is read at its start and end."""

@@ -172,6 +172,7 @@ def my_videos(tmp_path_factory) -> tuple[Path, Path, dict]:
     return root / "videos", write_csv(root / "my_videos.csv", rows), truth
 
 
+@pytest.mark.slow
 def test_features_train_eval_on_my_videos(tmp_path, my_videos, tiny_clip):
     videos, table, truth = my_videos
     store, run = tmp_path / "mine.zarr", tmp_path / "run"
@@ -248,6 +249,7 @@ def test_features_train_eval_on_my_videos(tmp_path, my_videos, tiny_clip):
     )
 
 
+@pytest.mark.slow
 def test_ground_truth_past_the_end_fails_that_video_alone(tmp_path, my_videos, tiny_clip):
     """A span beyond the video's last frame would make an anomalous video count as all
     normal: that video is recorded as failed, with why, and the others are extracted."""

@@ -110,6 +110,7 @@ def test_generation_is_deterministic(tmp_path):
     np.testing.assert_array_equal(frames_a, frames_b)
 
 
+@pytest.mark.slow
 def test_demo_generation_and_extraction_small(tmp_path):
     """The demo's generate, clip and extract steps at a small scale: every video stored as
     generated, with its truth. (Pre-training, training and evaluation at this scale learn
@@ -167,6 +168,7 @@ def test_full_demo_finds_the_planted_events(demo_run):
     assert decision["events"]["false_events_per_hour"] == pytest.approx(unmatched / hours, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_pretrain_image_features_in_chunks_equal_one_batch(tmp_path):
     """The pretrain step runs the image tower on chunks of whole clips (all ~2,000 frames at
     once took ~6 GB): every frame's pooled state must be the one-batch result bit for bit,

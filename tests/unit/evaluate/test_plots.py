@@ -109,6 +109,7 @@ def test_legends_never_cover_the_data(kind):
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height
 
 
+@pytest.mark.slow
 def test_class_figures_state_the_threshold_they_were_taken_at(tmp_path):
     """``anomaly eval``'s outputs: top-1 and the confusion matrix at the run's threshold
     beside the paper's oracle figures, each named as what it is."""

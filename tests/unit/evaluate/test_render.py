@@ -122,6 +122,7 @@ def test_encoder_thread_writes_every_frame_in_order_and_reports_its_errors(tmp_p
         enc.close()
 
 
+@pytest.mark.slow
 def test_time_stamps_from_cached_glyphs_are_what_freetype_draws():
     """The time stamp is a new string on every frame, so it is pasted together from glyphs
     drawn once: it must be the very image FreeType draws for the whole string, at every
@@ -228,6 +229,7 @@ def test_the_alarm_banner_and_the_clock_are_readable(tmp_path):
     assert text_rows(clock) >= 14
 
 
+@pytest.mark.slow
 def test_a_render_of_a_real_video_has_room_for_the_scene_and_the_curve(tmp_path, shared_videos):
     """vtest.avi (768x576, 795 frames of people walking): the render is 480 rows, the frame
     640x480 beside the 480-pixel panels, and the curve's axes (found in the decoded MP4 as

@@ -87,6 +87,7 @@ def choose(tab, video_id: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_eval_writes_a_report_with_a_row_per_test_video(evaluated, tab):
     folder, records = evaluated
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -112,6 +113,7 @@ def test_eval_writes_a_report_with_a_row_per_test_video(evaluated, tab):
     assert tab.errors == []
 
 
+@pytest.mark.slow
 def test_sorting_and_filtering_the_video_table(evaluated, tab):
     folder, records = evaluated
     tab.open(folder / "report.html")
@@ -135,6 +137,7 @@ def test_sorting_and_filtering_the_video_table(evaluated, tab):
     assert tab.errors == []
 
 
+@pytest.mark.slow
 def test_choosing_a_video_draws_its_curve_truth_threshold_and_events(evaluated, tab):
     folder, records = evaluated
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -182,6 +185,7 @@ def test_choosing_a_video_draws_its_curve_truth_threshold_and_events(evaluated, 
     assert tab.errors == []
 
 
+@pytest.mark.slow
 def test_report_rebuilds_the_same_page_and_plays_a_rendered_mp4(evaluated, with_movie, tab):
     folder, _ = evaluated
     copy, chosen, movie = with_movie
@@ -231,6 +235,7 @@ class _Links(HTMLParser):
                 self.links.append((tag, name, value or ""))
 
 
+@pytest.mark.slow
 def test_the_report_has_no_network_resource(with_movie, tab):
     copy, chosen, movie = with_movie
     page = (copy / "report.html").read_text()

@@ -67,6 +67,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1)  # (N,)
 
 
+@pytest.mark.slow
 def test_fp32_image_tower_equals_torch_on_real_frames(fp32_export, tiny_clip, real_crops):
     """Measured: cosine min 0.9999999 (ONNX Runtime and OpenVINO)."""
     ref = ImageEncoder(tiny_clip, "cpu", "fp32")(real_crops)
@@ -75,6 +76,7 @@ def test_fp32_image_tower_equals_torch_on_real_frames(fp32_export, tiny_clip, re
     assert _cosine(got, ref).min() >= MIN_COSINE_FP32
 
 
+@pytest.mark.slow
 def test_fp32_scorer_equals_torch_on_real_frame_features(fp32_export, run, tiny_clip, real_crops):
     """Whole-video scoring of the real frames' features (141 rows: two wrapped 16 x 8
     windows) and of a 40-row piece, the scorer's p(A) and class probabilities against the
@@ -104,6 +106,7 @@ def test_the_manifest_describes_the_folder(fp32_export, run):
         assert (fp32_export.folder / name).stat().st_size == entry["bytes"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_predict_with_a_backend_writes_the_csvs_of_torch(backend, run, shared_videos, tmp_path):
     video = shared_videos / "tree.avi"  # 68 real frames
@@ -186,6 +189,7 @@ def test_a_missing_export_names_the_command_that_makes_it(run, tmp_path):
     assert done.code == 2 and "choose one of torch, onnxruntime, openvino" in done.err
 
 
+@pytest.mark.slow
 def test_a_missing_runtime_names_the_extra(run, tmp_path, shared_videos):
     """ONNX Runtime made unimportable (a package of that name that fails to import, first
     on the path): one line naming the extra that installs it."""

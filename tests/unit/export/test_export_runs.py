@@ -51,6 +51,7 @@ def real_dataset(tmp_path_factory, shared_videos):
     return root
 
 
+@pytest.mark.slow
 def test_features_with_onnxruntime_fill_a_store_that_fits_the_run(run, real_dataset, tmp_path):
     """``--model RUN``: the run's ONNX export runs the image tower (68 + 270 real frames).
     Measured: cosine to torch's features min 0.9999999."""
@@ -74,6 +75,7 @@ def test_features_with_onnxruntime_fill_a_store_that_fits_the_run(run, real_data
     assert backbone["export"]["backend"] == "onnxruntime" and backbone["dim"] == 512
 
 
+@pytest.mark.slow
 def test_int8_calibration_frames_come_from_a_store_s_videos(run, real_dataset, tmp_path, tiny_clip):
     """The store keeps rows, not pixels: its videos are found under --videos, and the frames
     calibrated on are theirs (one a second, evenly kept)."""

@@ -18,6 +18,9 @@ from watch_helpers import closed, event_video, read_events
 
 from anomalyclip.export.exporter import ExportConfig, export_run
 
+# each test exports a trained run and watches real files with it: slow
+pytestmark = pytest.mark.slow
+
 P_TOL = 1e-4  # p(A) and class probabilities of the events: exported against torch
 NUMBERS = ("peak", "mean", "class_probability")
 

@@ -195,6 +195,7 @@ def test_missing_opencv_is_one_line_naming_the_extra(tmp_path, tiny_clip):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_runs_record_their_features_preprocessing_and_predict_follows(
     tmp_path, tiny_clip, shared_videos, caplog
 ):

@@ -47,6 +47,7 @@ def test_real_videos_decode_to_their_known_frames(shared_videos, name):
         np.testing.assert_allclose(times, start + np.arange(decoded) / fps, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_real_pictures_are_the_scenes(shared_videos):
     """What the pixels hold: Megamind opens on a black frame; vtest is a daylight street
     scene (mean level ~112 of 255), its first and last frames nearly alike (fixed camera)."""
@@ -186,6 +187,7 @@ def _camera_clip(path, frames: int = 40):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["camera", "Megamind"])
 def test_kept_conversion_context_gives_pyav_s_own_pixels(tmp_path, request, source):
     """``Converter`` keeps one swscale context per stream instead of PyAV's new one per call

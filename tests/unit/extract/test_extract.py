@@ -169,6 +169,7 @@ def _small_videos(folder: Path, n: int, frames: int = 24) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_stride_sampling_and_cross_video_batches(tiny_clip, tmp_path):
     paths = _small_videos(tmp_path, 3)
     entries = _entries(paths)

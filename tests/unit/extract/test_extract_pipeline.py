@@ -227,6 +227,7 @@ def _small_videos(folder: Path, n: int) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_extract_takes_one_config_and_fields_override_it(tiny_clip, tmp_path):
     paths = _small_videos(tmp_path, 3)
     entries = [VideoEntry(p.stem, p, "Normal", "test") for p in paths]
@@ -266,6 +267,7 @@ def test_auto_precision_follows_the_device_and_the_cpus_bf16_units(monkeypatch):
         resolve_precision("half", "cpu")
 
 
+@pytest.mark.slow
 def test_features_command_records_the_precision_it_used(tiny_clip, tmp_path):
     videos = tmp_path / "videos"
     (videos / "train" / "Normal").mkdir(parents=True)

@@ -20,6 +20,9 @@ from anomalyclip.extract.pipeline import extract
 from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.store import open_store
 
+# every test runs the real videos through the tower twice (two precisions or attentions): slow
+pytestmark = pytest.mark.slow
+
 MIN_COSINE = 0.999  # bf16 against fp32, per frame
 SDPA_TOL = 2e-5  # |sdpa - eager| in fp32, relative to the largest |embedding| (measured 4.5e-7)
 VIDEOS = ("vtest.avi", "tree.avi", "Megamind.avi", "Megamind_bugy.avi")

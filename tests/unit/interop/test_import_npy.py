@@ -263,6 +263,7 @@ def test_bad_files_are_recorded_and_the_rest_imported(monkeypatch, capsys, tmp_p
         assert "Abuse/Abuse028_x264" not in st.failures() and len(st.failures()) == 4
 
 
+@pytest.mark.slow
 def test_single_file_ncrops_time_major(tmp_path):
     lists = write_lists(tmp_path / "lists")
     npy = tmp_path / "npy"
@@ -406,6 +407,7 @@ def test_missing_and_unlisted_files_are_reported(tmp_path):
     assert len(summary.imported) == 5 and not summary.failed
 
 
+@pytest.mark.slow
 def test_cli_import_then_export_chain_reads_back_equal(monkeypatch, capsys, tmp_path):
     """import-npy -> export zarr -> h5 -> zip, through the console script, read back equal."""
     lists = write_lists(tmp_path / "lists")

@@ -91,6 +91,7 @@ def imported(tmp_path_factory, checkpoints, clip_dir):
 
 
 # -------------------------------------------------------------------- the files are what they claim
+@pytest.mark.slow
 def test_checkpoint_is_cuda_tagged_and_refused_by_weights_only(checkpoints, tmp_path):
     ckpt = checkpoints["ucf"][0]
     with zipfile.ZipFile(ckpt) as zf:
@@ -165,6 +166,7 @@ def _expected_weights(sd: OrderedDict, depth: int) -> tuple[dict[str, torch.Tens
     return want, sources
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", list(TABLES))
 def test_import_maps_every_tensor(dataset, checkpoints, imported, clip_dir):
     _, _, sd, centroid = checkpoints[dataset]
@@ -197,6 +199,7 @@ def test_import_maps_every_tensor(dataset, checkpoints, imported, clip_dir):
     make_optimizer(model, resolve_config(dataset)).load_state_dict(state.optimizer)
 
 
+@pytest.mark.slow
 def test_sht_input_projection_keeps_similarities_first(checkpoints, imported, clip_dir):
     """529 inputs = 17 similarities, then the 512 centred values: the model's own order."""
     _, _, sd, _ = checkpoints["sht"]
@@ -231,6 +234,7 @@ def test_sht_input_projection_keeps_similarities_first(checkpoints, imported, cl
     torch.testing.assert_close(seen["output"], feats @ w.T + b, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_text_features_equal_openai_computation(checkpoints, imported, clip_dir):
     """XD-Violence's prompts (``Car_accident`` -> "Car accident") through the mapped tower."""
     _, _, sd, _ = checkpoints["xd"]
@@ -256,6 +260,7 @@ def test_text_features_equal_openai_computation(checkpoints, imported, clip_dir)
 
 
 # -------------------------------------------------------------------- round trip
+@pytest.mark.slow
 def test_export_import_round_trip_is_bit_exact(checkpoints, imported, clip_dir, tmp_path, capsys):
     _, _, sd, _ = checkpoints["sht"]
     run = imported["sht"]
@@ -293,6 +298,7 @@ def test_imported_runs_are_marked_as_trained_on_the_authors_features(imported):
         assert run_preprocessing(RunConfig.read(run)) == "authors"
 
 
+@pytest.mark.slow
 def test_centroid_from_store_features(checkpoints, clip_dir, tmp_path):
     from anomalyclip.store import VideoRecord, open_store, provenance
 
@@ -319,6 +325,7 @@ def test_centroid_from_store_features(checkpoints, clip_dir, tmp_path):
     assert json.loads((run / "config.json").read_text())["store"]["location"] == str(store)
 
 
+@pytest.mark.slow
 def test_export_with_image_tower(imported, clip_dir, tmp_path):
     out = export_checkpoint(imported["xd"], tmp_path / "x.ckpt", clip=clip_dir)
     esd = torch.load(out, map_location="cpu", weights_only=True)["state_dict"]
@@ -353,6 +360,7 @@ class _RunsShell:
         return (os.system, (f"touch {self.path}",))
 
 
+@pytest.mark.slow
 def test_malicious_reduce_never_runs(checkpoints, clip_dir, tmp_path):
     victim = tmp_path / "pwned"
     # the payload is live: a plain unpickler does create the file
@@ -463,6 +471,7 @@ def test_bad_archives_are_refused(tmp_path):
         load_torch_file(tmp_path / "s2.pt")
 
 
+@pytest.mark.slow
 def test_missing_or_misshaped_key_is_named(checkpoints, clip_dir):
     ck = read_authors_checkpoint(checkpoints["ucf"][0])
     spec = get_dataset("ucf")
@@ -498,6 +507,7 @@ def test_missing_or_misshaped_key_is_named(checkpoints, clip_dir):
         infer_config(ck, spec)
 
 
+@pytest.mark.slow
 def test_centroid_is_required(checkpoints, clip_dir, tmp_path):
     with pytest.raises(AnomalyError, match="--centroid ncentroid.pt or --features"):
         import_checkpoint(checkpoints["xd"][0], "xd", tmp_path / "r", clip_dir)

@@ -34,6 +34,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T", [16, 32])
 def test_bf16_backward_is_closer_to_float64_than_the_fused_one(T):
     B = 2 * BLOCK_BYTES // (8 * T * T * 4) + 3  # three blocks, the last one short

@@ -51,6 +51,7 @@ def _fresh_python(code: str, *args, env: dict[str, str] | None = None) -> tuple[
     return done.stdout.split("\n"), done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_the_train_command_not_the_library_sets_the_allocator_policy_and_passes_conv(
     tmp_path, tiny_clip
 ):
@@ -82,6 +83,7 @@ print("cli", keeps_freed_memory())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a glibc setting")
 def test_the_eval_command_keeps_freed_memory_on_the_cpu(tmp_path, tiny_clip):
     _, run = quick_run(tmp_path / "q", tiny_clip, epochs=1, n_each=3)

@@ -90,6 +90,7 @@ def test_without_bias_and_blocking_over_images(monkeypatch):
         assert torch.allclose(got_g, ref_g, atol=1e-11, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("m, tol", [(2, 3e-6), (4, 3e-5)])
 def test_float32_error_at_paper_channels(m, tol):
     """Paper channels and grid, one video: the float32 error stays near float32 rounding."""
@@ -146,6 +147,7 @@ def test_fused_feed_forward_equals_direct_convolutions(shape, transforms_impl):
         assert torch.allclose(a, b, atol=1e-10, rtol=0)
 
 
+@pytest.mark.slow
 def test_float32_error_of_the_fused_feed_forward_at_paper_width(transforms_impl):
     """Paper widths in float32: within the float32 tolerance of F(4x4, 3x3) of the float64
     direct convolutions, forward and every gradient, for both transform implementations."""

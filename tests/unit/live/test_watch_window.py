@@ -83,6 +83,7 @@ def test_window_reset_starts_a_new_context():
     np.testing.assert_array_equal(w.features.numpy(), rows[5:7])  # nothing of before the reset
 
 
+@pytest.mark.slow
 def test_live_scores_are_the_models_own_and_follow_its_weights(tiny_clip):
     """Live scoring reuses the prompts' text features through the model's own memo
     (model/memo.py): the outputs are the model's, the model object is left as it was, and

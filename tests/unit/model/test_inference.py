@@ -108,6 +108,7 @@ def reference_outputs(models):
     return {T: _reference_scores(reference, _features(T, T)) for T in LENGTHS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("T", LENGTHS)
 def test_fast_path_equals_reference_path(T, models, reference_outputs):
     fast, _ = models
@@ -121,6 +122,7 @@ def test_fast_path_equals_reference_path(T, models, reference_outputs):
     assert (probs.sum(-1) - 1).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_fast_path_in_float64_is_exact(models, reference_outputs, tiny_clip):
     """Same computation in float64: Winograd and the caches add no error of their own."""
     wino = _copy(models[0], tiny_clip, "winograd").double()
@@ -132,6 +134,7 @@ def test_fast_path_in_float64_is_exact(models, reference_outputs, tiny_clip):
         assert (probs - ref_probs).abs().max() < 1e-12
 
 
+@pytest.mark.slow
 def test_batched_scoring_of_many_videos_equals_the_reference(models, reference_outputs):
     """All five videos in shared batches (several videos per batch, a video across batches)."""
     fast, _ = models
@@ -192,6 +195,7 @@ def test_text_features_are_computed_once_for_inference(models, tiny_clip):
         assert torch.equal(model.text_features(), model.prompt_learner())
 
 
+@pytest.mark.slow
 def test_text_features_are_never_stale(models, tiny_clip):
     fast, _ = models
     model = _copy(fast, tiny_clip)

@@ -59,6 +59,7 @@ def metrics(folder: Path) -> dict:
     return found
 
 
+@pytest.mark.slow
 def test_a_copied_run_evaluates_offline_from_anywhere(project, tmp_path):
     copy = tmp_path / "elsewhere" / "x"
     shutil.copytree(project / "runs" / "demo", copy)
@@ -69,6 +70,7 @@ def test_a_copied_run_evaluates_offline_from_anywhere(project, tmp_path):
     assert metrics(tmp_path / "e") == metrics(project / "eval")
 
 
+@pytest.mark.slow
 def test_a_copied_run_predicts_offline_the_same(project, tmp_path, shared_videos):
     video = shared_videos / "tree.avi"
     done = call_cli("predict", video, "--checkpoint", "runs/demo", "--out", "pred", cwd=project)
@@ -92,6 +94,7 @@ def moved(project, tmp_path):
         away.rename(project)
 
 
+@pytest.mark.slow
 def test_a_project_moved_whole_finds_its_inputs_relative_to_the_run(project, moved, tmp_path):
     done = call_cli("eval", "--checkpoint", moved / "runs" / "demo", "--out", tmp_path / "e",
                     cwd=tmp_path)  # fmt: skip
@@ -99,6 +102,7 @@ def test_a_project_moved_whole_finds_its_inputs_relative_to_the_run(project, mov
     assert metrics(tmp_path / "e") == metrics(moved / "eval")
 
 
+@pytest.mark.slow
 def test_a_moved_store_is_named_with_the_option_to_pass(project, moved, tmp_path):
     run = moved / "runs" / "demo"
     (moved / "s.zarr").rename(moved / "new.zarr")
@@ -158,6 +162,7 @@ def test_a_hub_id_is_looked_up_in_the_local_cache_first(monkeypatch):
 
 
 # -- run numbering: train never overwrites a run -------------------------------------------------
+@pytest.mark.slow
 def test_new_runs_are_numbered_never_overwritten(project):
     first = (project / "runs" / "demo" / "model.safetensors").read_bytes()
     quick = ["--features", "s.zarr", "--clip", "clip", *TRAIN, "--eval-every", "0"]
@@ -175,6 +180,7 @@ def test_new_runs_are_numbered_never_overwritten(project):
     assert sorted(p.name for p in (project / "runs").iterdir()) == ["demo", "demo-2", "demo-3"]
 
 
+@pytest.mark.slow
 def test_two_trainings_started_together_never_share_a_folder(project, tmp_path):
     """Two `train --out X` started at the same moment: each claims a folder of its own
     before it trains (the claim is one exclusive create, not "exists and is empty")."""
@@ -291,6 +297,7 @@ def test_no_git_is_no_commit_and_no_error(monkeypatch):
     assert environment.provenance()["git"] is None
 
 
+@pytest.mark.slow
 def test_anomaly_env_prints_what_a_bug_report_needs():
     done = run_cli("env", "--json")
     assert done.code == 0, done.err
@@ -350,6 +357,7 @@ def set_epoch_format(run: Path, version: int, epoch: int) -> None:
     (run / "checkpoint.json").unlink()  # version-1 runs had no manifest
 
 
+@pytest.mark.slow
 def test_epochs_count_from_one_and_resume_is_exact(project, tmp_path, caplog):
     cfg = resolve_config("demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0)
     store, clip = project / "s.zarr", project / "clip"

@@ -56,6 +56,7 @@ def rewritten(src, dst, change, **attrs):
     return dst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", [0, 1])
 def test_a_store_against_itself_is_the_same_pipeline(stores, which):
     store = stores["native"][which]
@@ -121,6 +122,7 @@ def test_native_against_authors_is_the_jpeg_step(stores):
     assert min(measured) > RESIZE and max(measured) <= JPEG
 
 
+@pytest.mark.slow
 def test_a_resize_kernel_difference_is_told_from_the_jpeg_step(shared_videos, tiny_clip, tmp_path):
     """torch's antialiased bicubic against PIL's, no JPEG: the same frames cropped two ways."""
     import torch

@@ -73,6 +73,7 @@ def test_held_out_videos_are_never_trained_on_and_set_the_threshold(run):
     assert result["threshold"] == threshold
 
 
+@pytest.mark.slow
 def test_test_labels_never_choose_the_threshold(run, tmp_path, tiny_clip):
     """Shuffling the test split's labels and intervals leaves the threshold unchanged, even
     with the test split evaluated after every epoch (so its labels are read for metrics)."""

@@ -112,6 +112,7 @@ def test_segment_sampler_names(tmp_path):
         assert resolve_config(name).sampler == "published"
 
 
+@pytest.mark.slow
 def test_batches_hold_the_rows_the_sampler_names(tmp_path, tiny_clip):
     """The loader reads exactly the store rows at the sampler's indices, each video drawing
     from its own generator seeded by (seed, epoch, batch, position)."""
@@ -198,6 +199,7 @@ def _record_lr_per_step():
     return seen, register_optimizer_step_pre_hook(hook)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["ucf", "sht"])
 def test_learning_rate_of_every_step_of_the_first_12_epochs(tmp_path, tiny_clip, preset):
     """The preset's lr, warm-up and length; a small model and batch so that 12 epochs of the
@@ -219,6 +221,7 @@ def test_learning_rate_of_every_step_of_the_first_12_epochs(tmp_path, tiny_clip,
     assert seen[0] == [0.0] * len(seen[0])  # epoch 0 runs at lr 0
 
 
+@pytest.mark.slow
 def test_epoch_zero_moves_no_weight_but_fills_adamw_moments(tmp_path, tiny_clip):
     cfg = resolve_config("demo", workers=1, eval_every=0)
     assert cfg.warmup_epochs > 0
@@ -262,6 +265,7 @@ def test_interval_ends_of_each_dataset_file(tmp_path):
     assert read_demo_annotations(demo) == {"test/Explosion/e1": [(10, 20)]}
 
 
+@pytest.mark.slow
 def test_train_command_takes_the_sampler(tmp_path, tiny_clip):
     from typer.testing import CliRunner
 

@@ -75,6 +75,7 @@ def test_learns_planted_anomalies_and_shuffled_control_does_not(tmp_path, tiny_c
     assert auc_control <= 0.75, auc_control
 
 
+@pytest.mark.slow
 def test_resume_equals_straight_run(tmp_path, tiny_clip):
     cfg = resolve_config("demo", epochs=4, warmup_epochs=1, workers=2, eval_every=0)
     store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=8)
@@ -94,6 +95,7 @@ def test_resume_equals_straight_run(tmp_path, tiny_clip):
     assert not any(".text_model." in k for k in straight)
 
 
+@pytest.mark.slow
 def test_winograd_training_computes_what_direct_convolutions_compute(tmp_path, tiny_clip):
     """``anomaly train``'s CPU default (auto: Winograd at >= 128 channels) trains the same
     model as direct convolutions.
@@ -148,6 +150,7 @@ def test_winograd_training_computes_what_direct_convolutions_compute(tmp_path, t
     assert any(not torch.equal(weights["auto"][k], v) for k, v in weights["direct"].items())
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_run_of_another_dataset_shape(tmp_path, tiny_clip):
     cfg = resolve_config("demo", epochs=2, warmup_epochs=1, workers=1, eval_every=0)
     store = planted_store(tmp_path / "s.zarr", tiny_clip, cfg, n_abnormal=4, n_normal=5)
