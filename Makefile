@@ -1,5 +1,6 @@
 # anomalyclip: the everyday commands. `make demo` installs into .venv and runs the whole
-# pipeline on a generated dataset with a tiny local CLIP (no network); `make test` runs the tests.
+# pipeline on a generated dataset with a tiny local CLIP (no network); `make test` runs the tests
+# (all of them, as CI does; `make test-fast` leaves out those marked slow).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ EXTRA ?=
 # Debian packages the tests start for real: a browser for the pages, a broker for MQTT
 SYSTEM_PACKAGES ?= chromium mosquitto
 
-.PHONY: install system demo test lint format features train eval clean
+.PHONY: install system demo test test-fast lint format features train eval clean
 
 install: $(BIN)/.installed system
 
@@ -45,6 +46,10 @@ demo: $(BIN)/.installed
 
 test: install
 	$(BIN)/pytest
+
+# the inner loop: every layer's quick tests, without those marked slow (make test runs all)
+test-fast: install
+	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check anomalyclip tests

@@ -40,7 +40,7 @@ def _image_features(model: torch.nn.Module, clips: list[torch.Tensor], chunk: in
 
     All ~2,000 frames at once (their float32 pixels twice over, the image tower's
     activations) took ~6 GB; in chunks the result is the same bit for bit (each frame is
-    computed on its own in eval mode; tests/test_demo.py). Chunks of 256 frames took ~5 %
+    computed on its own in eval mode; tests/unit/demo/test_demo.py). Chunks of 256 frames took ~5 %
     less CPU time than the old single batch with its copies (smaller chunks cost more: 64
     took ~1.5x one batch's time, 512 peaked 0.2 GB higher)."""
     from anomalyclip.extract.preprocess import normalize

@@ -63,7 +63,7 @@ def tiny_clip(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def chromium():
-    """Debian's headless Chromium under Playwright (``tests/browser.py``); skips without it
+    """Debian's headless Chromium under Playwright (``tests/support/browser.py``); skips without it
     unless ``ANOMALYCLIP_REQUIRE_BROWSER=1``. Started per test: while it runs, Playwright's
     event loop runs in this thread, so work that needs asyncio (Zarr stores, ``anomaly
     eval`` in-process) belongs in fixtures set up before it, or in a subprocess."""

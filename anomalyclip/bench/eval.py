@@ -12,8 +12,8 @@ setups of the same weights, interleaved over rounds:
 - ``fast bf16``: the same under bf16 autocast.
 
 Also the wall time of one 4096-frame video alone, and the share of the wall time outside the
-model's forward (gathering the wrapped-around sequences, putting scores back in order).
-The fast paths are tested against the reference in ``tests/test_inference.py``. The process
+model's forward (gathering the wrapped-around sequences, putting scores back in order). The fast
+paths are tested against the reference in ``tests/unit/model/test_inference.py``. The process
 runs under ``anomaly eval``'s allocator policy (:mod:`anomalyclip.kernels.allocator`: glibc
 keeps freed memory; it lasts for the process), every setup alike.
 """

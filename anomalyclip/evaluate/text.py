@@ -60,7 +60,7 @@ def clock_stamp(text: str, width: int) -> np.ndarray:
     """What ``banner_strip(text, width, (0, 0, 0))`` draws, from glyphs drawn once each: a time
     stamp is a new string on every frame, and FreeType took ~0.5 ms to draw one. The glyphs'
     coverages are merged by maximum, as FreeType's rasteriser merges them; on the characters
-    of a time stamp the result is the same image (tests/test_render.py)."""
+    of a time stamp the result is the same image (tests/unit/evaluate/test_render.py)."""
     glyphs = [_glyph(char) for char in text]
     mask = np.zeros((STRIP, width + sum(a for _, a in glyphs) + 2 * STAMP_PAD + 24), np.uint8)
     x = 0

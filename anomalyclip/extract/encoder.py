@@ -9,7 +9,8 @@ autocast: matrix multiplies and attention in bf16 with fp32 accumulation, layer 
 and the output in fp32; ``fp16`` is float16 autocast (CUDA). ``auto`` picks fp16 on CUDA,
 bf16 on a CPU with bf16 matrix instructions (AMX or AVX-512 BF16, where a bf16 matrix
 multiply runs 2-3x faster than fp32) and fp32 on any other CPU, where bf16 is emulated and
-slower. ``tests/test_extract_precision.py`` states the measured distance of bf16 from fp32.
+slower. ``tests/unit/extract/test_extract_precision.py`` states the measured distance of bf16
+from fp32.
 
 Attention. ``sdpa`` (torch's fused scaled-dot-product attention) or ``eager`` (the explicit
 softmax(QK^T)V of ``transformers``): the same function, different rounding.

@@ -13,7 +13,8 @@ PIL does), :func:`normalize` does the arithmetic on the model's device.
 Tolerance against the PIL reference, measured on frames of the four real test videos
 (768x576, 320x240, 720x528): the uint8 crops differ from PIL's by at most 2 grey levels
 (measured maximum 2, mean absolute difference 0.001-0.004 levels), i.e. at most
-2/255/min(std) = 0.030 after normalisation. ``tests/test_extract.py`` asserts both bounds.
+2/255/min(std) = 0.030 after normalisation. ``tests/unit/extract/test_extract.py`` asserts both
+bounds.
 
 The authors' path (``--preprocess authors``, :func:`authors_crop`) repeats how the published
 AnomalyCLIP features were made, step for step with the same libraries: their videos became
@@ -27,7 +28,8 @@ tagged BT.601, BT.709 and full range; both follow the frame's colour tags). A fo
 frames is read as the authors read theirs: PIL, no second JPEG. On vtest.avi frames through
 a random ViT-B/16 tower, native features differ from the authors' path by 7 % of their
 spread (``anomaly store compare``'s content distance), almost all of it the JPEG step;
-``tests/test_authors_preprocess.py`` checks this path against OpenCV and PIL called directly.
+``tests/unit/extract/test_authors_preprocess.py`` checks this path against OpenCV and PIL
+called directly.
 """
 
 from __future__ import annotations

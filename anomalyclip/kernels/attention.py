@@ -17,7 +17,7 @@ log-sum-exp, then
     dQ = dS K * scale,   dK = dS^T Q * scale.
 
 In bfloat16 the gradients are closer to float64 than the fused backward's (float32 inside,
-one rounding at the end); ``tests/test_attention.py`` states both errors.
+one rounding at the end); ``tests/unit/kernels/test_attention.py`` states both errors.
 """
 
 from __future__ import annotations
