@@ -13,14 +13,24 @@ Calibration frames (normalised (n, 3, 224, 224) float32, as the graph takes them
   demo's own videos). Any other run needs ``--calibrate-on``.
 
 Quantisers. OpenVINO: NNCF's post-training quantisation (``model_type=TRANSFORMER``: int8
-weights and activations on the matrix multiplies, soft-max, layer norms and GELUs kept in
-float, SmoothQuant and its fast bias correction). ONNX: ONNX Runtime's static QDQ
-quantisation with MinMax calibration, int8 weights per channel and uint8 activations, on
-matrix multiplies by weights (``MatMulConstBOnly``). In both, the first and the last layer
-stay float32: the patch embedding (its input is the image itself) and the visual projection
-(its output is the feature). They are ~1.3 % of a ViT-B/16's multiplies; keeping them raised
-the per-frame cosine to fp32 on real frames from 0.983 to 0.997 (tiny CLIP, OpenVINO,
-demo-world calibration; from 0.993 to 0.996 calibrated on real frames).
+weights and activations on the matrix multiplies and the attention, soft-max, layer norms
+and GELUs kept in float, SmoothQuant and its fast bias correction). ONNX: ONNX Runtime's
+static QDQ quantisation with MinMax calibration, int8 weights per channel and uint8
+activations, on every MatMul (the attention's two included: the QDQ quantiser has no
+"constant B only" mode). In both, the first and the last layer stay float32: the patch
+embedding (its input is the image itself) and the visual projection (its output is the
+feature).
+
+Which of the other matrix multiplies are int8 is measured, not assumed
+(:mod:`anomalyclip.export.sensitivity`): those whose rounding would bring the smallest
+per-frame cosine to fp32 on held-out calibration frames under ``min_cosine`` (0.99) stay
+float, and the manifest says which and why. A tower with random weights keeps every one
+int8 (tiny CLIP: cosine 0.997 on real frames). The demo's CLIP does not: its projection,
+fitted on the demo world, reads the features off a small component of the pooled state,
+and with every matrix multiply int8 the demo's frame AUC fell from 0.964 to 0.892 (ONNX
+Runtime) and 0.798 (OpenVINO); the pass keeps 7 of 16 (ONNX Runtime) and 6 of 14
+(OpenVINO) int8, the query, key and attention-score products, and the AUC stays within
+0.002 with every planted event found (``python tools/int8_tradeoff.py accuracy DEMO``).
 """
 
 from __future__ import annotations
