@@ -7,7 +7,10 @@ CLIP: its projection, fitted by ridge regression on a random tower, has a larges
 value ~250x its gain on the features) turns rounding noise far below 1 % of the pooled
 state into a feature that points elsewhere. So the quantiser does not assume; it measures,
 on the calibration frames only (never on evaluation data), the per-frame cosine of the
-quantised tower's features to the fp32 graph's, and keeps float what it must:
+quantised tower's features to the fp32 graph's, and keeps float what it must. Each trial is
+calibrated on the first half of the frames and judged on the second (judged on the frames
+it was calibrated on, a trial looked better than it was on unseen frames: 0.993 against
+0.974 on the tiny demo-pretrained CLIP, 32 frames); the graph written last is calibrated on all.
 
 1. every candidate int8: if the smallest per-frame cosine reaches ``target``, that is it;
 2. otherwise each candidate alone int8 (the others float): its cosine is its sensitivity.
@@ -16,7 +19,8 @@ quantised tower's features to the fp32 graph's, and keeps float what it must:
    candidate is left int8 (the export then computes in float and says so).
 
 :func:`choose_float` is the pass, for any quantiser given as a function; its :class:`Choice`
-goes into the export's manifest (what stayed float, and why).
+goes into the export's manifest (what stayed float, and why). It costs one trial when the
+first passes, and n + 2 or more for n candidates when it does not.
 """
 
 from __future__ import annotations
