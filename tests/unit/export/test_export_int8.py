@@ -105,6 +105,7 @@ def test_int8_keeps_float_the_matmuls_the_cosine_needs_and_says_which(
     assert cos.min() >= MIN_COSINE_INT8, float(cos.min())
 
 
+@pytest.mark.slow
 def test_a_tower_that_int8_does_not_hurt_stays_int8_everywhere(tiny_clip, tmp_path):
     """The random tiny CLIP: every matrix multiply int8 meets the target at the first
     trial, so nothing is ranked and nothing is kept float."""
