@@ -236,8 +236,17 @@ def demo_accuracy(demo_dir: str | Path | None = None) -> dict:
                            root=demo / "videos", progress=False)  # fmt: skip
             if not done.ok:
                 raise RuntimeError(f"bench export: extraction failed: {done.format()}")
-            rows.append({"backend": name, **_evaluate(model, config, store)})
+            rows.append({"backend": name, **_evaluate(model, config, store), **_int8(export)})
     return {"videos": len(entries), "rows": rows}
+
+
+def _int8(export: Export) -> dict:
+    """How many of the candidate matrix multiplies the sensitivity pass left int8."""
+    record = export.manifest["graphs"]["image_tower"].get("int8")
+    if not record:
+        return {}
+    return {"int8_matmuls": record["int8_matmuls"],
+            "candidates": record["int8_matmuls"] + len(record["float_matmuls"])}  # fmt: skip
 
 
 def _evaluate(model, config: dict, store: Path) -> dict:  # noqa: ANN001 - AnomalyCLIP
@@ -275,13 +284,15 @@ def table(result: dict) -> str:
         acc = result["accuracy"]
         lines += ["", f"`anomaly demo` run, its {acc['videos']} test videos through each image "
                   "tower:", "", "| image tower | frame AUC | AUC - torch fp32 "
-                  "| planted events found at IoU >= 0.3 |", "|---|---|---|---|"]  # fmt: skip
+                  "| planted events found at IoU >= 0.3 | int8 matrix multiplies |",
+                  "|---|---|---|---|---|"]  # fmt: skip
         base = acc["rows"][0]["frame_auc"]
         for r in acc["rows"]:
             delta = r["frame_auc"] - base
+            int8 = f"{r['int8_matmuls']} of {r['candidates']}" if "candidates" in r else "-"
             lines.append(f"| {r['backend']} | {r['frame_auc']:.4f} | "
                          f"{f'{delta:+.4f}' if delta else '0'} | "
-                         f"{r['events_found']} of {r['planted_events']} |")  # fmt: skip
+                         f"{r['events_found']} of {r['planted_events']} | {int8} |")  # fmt: skip
     return "\n".join(lines)
 
 

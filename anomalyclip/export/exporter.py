@@ -33,6 +33,7 @@ from anomalyclip.export.graphs import (
 from anomalyclip.export.manifest import check_format, default_folder, write_manifest
 from anomalyclip.export.onnx import OPSET, export_onnx
 from anomalyclip.export.quantize import Calibration, calibration_frames
+from anomalyclip.export.sensitivity import MIN_COSINE
 from anomalyclip.extract.pipeline import preprocessing_attrs
 from anomalyclip.runs import RunConfig, load_model, run_clip
 
@@ -42,12 +43,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ExportConfig:
     """``format`` (onnx | openvino), ``int8`` (quantise the image tower, calibrated on
-    ``calibration``), ``out`` (default ``RUN/export/<format>``)."""
+    ``calibration``, keeping float what the per-frame cosine to fp32 on those frames needs
+    to reach ``min_cosine``: :mod:`anomalyclip.export.sensitivity`), ``out`` (default
+    ``RUN/export/<format>``)."""
 
     format: str = "onnx"
     int8: bool = False
     calibration: Calibration = field(default_factory=Calibration)
     out: str | Path | None = None
+    min_cosine: float = MIN_COSINE
 
 
 def _versions(fmt: str, int8: bool) -> dict[str, str | None]:
@@ -85,7 +89,8 @@ def _graphs(model, clip: str, work: Path) -> dict[str, Path]:  # noqa: ANN001 - 
 
 
 def _convert(paths: dict[str, Path], cfg: ExportConfig, dataset: str) -> dict | None:
-    """To the format asked for, int8 where asked; returns the calibration's description."""
+    """To the format asked for, int8 where asked; returns the calibration's description
+    and the sensitivity pass's choice."""
     from anomalyclip.export import openvino, quantize
 
     if cfg.format == "openvino":
@@ -100,12 +105,12 @@ def _convert(paths: dict[str, Path], cfg: ExportConfig, dataset: str) -> dict | 
     fp32.rename(kept)
     if cfg.format == "openvino":
         fp32.with_suffix(".bin").rename(kept.with_suffix(".bin"))
-        quantize.quantize_openvino(kept, frames, fp32)
+        choice = quantize.quantize_openvino(kept, frames, fp32, cfg.min_cosine)
         kept.with_suffix(".bin").unlink()
     else:
-        quantize.quantize_onnx(kept, frames, fp32, IMAGE_INPUT)
+        choice = quantize.quantize_onnx(kept, frames, fp32, IMAGE_INPUT, cfg.min_cosine)
     kept.unlink()
-    return {**cfg.calibration.describe(), "frames": len(frames)}
+    return {**cfg.calibration.describe(), "frames": len(frames), "int8": choice.describe()}
 
 
 def _manifest(model, run_config: RunConfig, run_dir: Path, clip: str, cfg: ExportConfig,
@@ -121,6 +126,7 @@ def _manifest(model, run_config: RunConfig, run_dir: Path, clip: str, cfg: Expor
         "outputs": [{"name": IMAGE_OUTPUT, "shape": ["batch", D], "dtype": "float32"}],
     }  # fmt: skip
     if calibration:
+        tower["int8"] = calibration.pop("int8")
         tower["calibration"] = calibration
     scorer = {
         "file": paths["scorer"].name,

@@ -13,14 +13,25 @@ Calibration frames (normalised (n, 3, 224, 224) float32, as the graph takes them
   demo's own videos). Any other run needs ``--calibrate-on``.
 
 Quantisers. OpenVINO: NNCF's post-training quantisation (``model_type=TRANSFORMER``: int8
-weights and activations on the matrix multiplies, soft-max, layer norms and GELUs kept in
-float, SmoothQuant and its fast bias correction). ONNX: ONNX Runtime's static QDQ
-quantisation with MinMax calibration, int8 weights per channel and uint8 activations, on
-matrix multiplies by weights (``MatMulConstBOnly``). In both, the first and the last layer
-stay float32: the patch embedding (its input is the image itself) and the visual projection
-(its output is the feature). They are ~1.3 % of a ViT-B/16's multiplies; keeping them raised
-the per-frame cosine to fp32 on real frames from 0.983 to 0.997 (tiny CLIP, OpenVINO,
-demo-world calibration; from 0.993 to 0.996 calibrated on real frames).
+weights and activations on the matrix multiplies and the attention, soft-max, layer norms
+and GELUs kept in float, SmoothQuant and its fast bias correction). ONNX: ONNX Runtime's
+static QDQ quantisation with MinMax calibration, int8 weights per channel and uint8
+activations, on every MatMul (the attention's two included: the QDQ quantiser has no
+"constant B only" mode). In both, the first and the last layer stay float32: the patch
+embedding (its input is the image itself) and the visual projection (its output is the
+feature).
+
+Which of the other matrix multiplies are int8 is measured, not assumed
+(:mod:`anomalyclip.export.sensitivity`): those whose rounding would bring the smallest
+per-frame cosine to fp32 on held-out calibration frames under ``min_cosine`` (0.99) stay
+float, and the manifest says which and why. ONNX Runtime keeps every one of a random
+tower int8 at the first trial (tiny CLIP, ViT-B/16's shape); OpenVINO's first trial on the
+ViT-B/16-shaped one falls short (0.978 on the unseen half of 32 frames). The demo's CLIP:
+its projection, fitted on the demo world, reads the features off a small component of the
+pooled state, and with every matrix multiply int8 the demo's frame AUC fell from 0.964 to
+0.892 (ONNX Runtime) and 0.798 (OpenVINO); the pass keeps 7 of 16 (ONNX Runtime) and 6 of
+14 (OpenVINO) int8, the query, key and attention-score products, and the AUC stays within
+0.002 with every planted event found (``python tools/int8_tradeoff.py accuracy DEMO``).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import torch
 from anomalyclip.datasets.registry import DEMO
 from anomalyclip.errors import AnomalyError
 from anomalyclip.export.manifest import require
+from anomalyclip.export.sensitivity import MIN_COSINE, Choice, Pass, quantize_chosen
 from anomalyclip.extract.decode import Sampling, VideoSource
 from anomalyclip.extract.preprocess import normalize, resize_crop
 
@@ -145,21 +157,44 @@ def calibration_frames(cal: Calibration, dataset: str) -> np.ndarray:
     return normalize(torch.from_numpy(np.stack(crops))).numpy()
 
 
-def quantize_openvino(xml_path: Path, frames: np.ndarray, out_xml: Path) -> Path:
+def _openvino_candidates(model) -> tuple[list[str], str]:  # noqa: ANN001 - an ov.Model
+    """(names of what NNCF may quantise but the last layer: matrix multiplies by weights and
+    the attentions, the last's name)."""
+    projection = model.output(0).get_node().input_value(0).get_node()  # the last MatMul
+    names = [op.get_friendly_name() for op in model.get_ordered_ops()
+             if op.get_type_name() == "ScaledDotProductAttention"
+             or (op.get_type_name() == "MatMul"
+                 and op.input_value(1).get_node().get_type_name() == "Constant")]  # fmt: skip
+    last = projection.get_friendly_name()
+    return [n for n in names if n != last], last
+
+
+def quantize_openvino(xml_path: Path, frames: np.ndarray, out_xml: Path,
+                      target: float = MIN_COSINE) -> Choice:  # fmt: skip
     """NNCF post-training quantisation of an IR image tower (module docstring)."""
     ov, nncf = require("openvino"), require("nncf")
+    from anomalyclip.export.backends import runner
     from anomalyclip.export.openvino import save_ir
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every layer it leaves alone
     model = ov.Core().read_model(str(xml_path))
-    data = nncf.Dataset([frames[i : i + 1] for i in range(len(frames))])
-    projection = model.output(0).get_node().input_value(0).get_node()  # the last MatMul
-    float_layers = nncf.IgnoredScope(names=[projection.get_friendly_name()], types=["Convolution"])
-    quantized = nncf.quantize(
-        model, data, subset_size=len(frames), model_type=nncf.ModelType.TRANSFORMER,
-        ignored_scope=float_layers,
-    )  # fmt: skip
-    return save_ir(quantized, out_xml)
+    candidates, projection = _openvino_candidates(model)
+
+    def quantize(kept: list[str], x: np.ndarray, out: Path) -> Path:
+        ignored = nncf.IgnoredScope(names=[projection, *kept], types=["Convolution"])
+        quantized = nncf.quantize(
+            model, nncf.Dataset([x[i : i + 1] for i in range(len(x))]), subset_size=len(x),
+            model_type=nncf.ModelType.TRANSFORMER, ignored_scope=ignored,
+        )  # fmt: skip
+        return save_ir(quantized, out.with_suffix(".xml"))
+
+    def run(path: Path):  # noqa: ANN202 - a function of frames
+        compiled = runner(path, "openvino", "int8")  # int8 hints f32, as fp32 does
+        return lambda x: compiled(x)[0]
+
+    with tempfile.TemporaryDirectory(prefix="anomaly-quantize-") as tmp:
+        trials = Pass(quantize, run, frames, run(xml_path)(frames), candidates, Path(tmp))
+        return quantize_chosen(trials, target, out_xml)
 
 
 class _Frames:
@@ -172,28 +207,46 @@ class _Frames:
         return next(self.items, None)
 
 
-def quantize_onnx(onnx_path: Path, frames: np.ndarray, out_path: Path, input_name: str) -> Path:
+def _onnx_candidates(graph) -> tuple[list[str], list[str]]:  # noqa: ANN001 - an onnx GraphProto
+    """(names of the matrix multiplies but the last: by weights, and the attentions' (the QDQ
+    quantiser quantises those too), names of the last)."""
+    outputs = {o.name for o in graph.output}
+    last = [n.name for n in graph.node if outputs & set(n.output)]
+    names = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    return [n for n in names if n not in last], last
+
+
+def quantize_onnx(onnx_path: Path, frames: np.ndarray, out_path: Path, input_name: str,
+                  target: float = MIN_COSINE) -> Choice:  # fmt: skip
     """ONNX Runtime static QDQ quantisation of an ONNX image tower (module docstring)."""
     onnx, q = require("onnx"), require("onnxruntime.quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from anomalyclip.export.backends import runner
+
+    def quantize(kept: list[str], x: np.ndarray, out: Path) -> Path:
+        q.quantize_static(
+            str(prepared),
+            str(out.with_suffix(".onnx")),
+            _Frames(input_name, x),
+            quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=[*projection, *kept],
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=q.CalibrationMethod.MinMax,
+        )
+        return out.with_suffix(".onnx")
+
+    def run(path: Path):  # noqa: ANN202 - a function of frames
+        sess = runner(path, "onnxruntime")
+        return lambda x: sess(x)[0]
 
     with tempfile.TemporaryDirectory(prefix="anomaly-quantize-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared), load_external_data=False).graph
-        outputs = {o.name for o in graph.output}
-        projection = [n.name for n in graph.node if outputs & set(n.output)]
-        q.quantize_static(
-            str(prepared),
-            str(out_path),
-            _Frames(input_name, frames),
-            quant_format=q.QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            nodes_to_exclude=projection,
-            per_channel=True,
-            activation_type=q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8,
-            calibrate_method=q.CalibrationMethod.MinMax,
-            extra_options={"MatMulConstBOnly": True},
-        )
-    return out_path
+        candidates, projection = _onnx_candidates(graph)
+        trials = Pass(quantize, run, frames, run(onnx_path)(frames), candidates, Path(tmp))
+        return quantize_chosen(trials, target, out_path)

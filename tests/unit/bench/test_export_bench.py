@@ -60,7 +60,7 @@ def _result() -> dict:
                 {"backend": "torch fp32", "frame_auc": 0.964, "events_found": 9,
                  "planted_events": 9},
                 {"backend": "openvino int8", "frame_auc": 0.961, "events_found": 9,
-                 "planted_events": 9}]}}  # fmt: skip
+                 "planted_events": 9, "int8_matmuls": 6, "candidates": 14}]}}  # fmt: skip
 
 
 def test_the_table_reads_its_ratios_off_the_rows():
@@ -68,8 +68,8 @@ def test_the_table_reads_its_ratios_off_the_rows():
     assert "| openvino int8 | 9.60 | 2.40x | 100 | 3 |" in text
     assert "| torch bf16 | 0.25 (emulated, 2 frames) | 0.06x | 100 | not measured |" in text
     assert "OpenVINO 0.9995, ONNX Runtime 0.9991" in text
-    assert "| openvino int8 | 0.9610 | -0.0030 | 9 of 9 |" in text
-    assert "| torch fp32 | 0.9640 | 0 | 9 of 9 |" in text
+    assert "| openvino int8 | 0.9610 | -0.0030 | 9 of 9 | 6 of 14 |" in text
+    assert "| torch fp32 | 0.9640 | 0 | 9 of 9 | - |" in text
     assert re.search(r"on AMD EPYC, 2 threads, 2026-12-07 \(10 min", text)
 
 
