@@ -9,6 +9,7 @@ import typer
 from anomalyclip import checks
 from anomalyclip.cli.app import app, bench_app
 from anomalyclip.errors import AnomalyError
+from anomalyclip.export.manifest import MIN_COSINE
 
 
 @app.command("export")
@@ -18,6 +19,13 @@ def export_cmd(
         "onnx", "--format", metavar="FORMAT", help="onnx (ONNX Runtime) or openvino (IR)."
     ),
     int8: bool = typer.Option(False, "--int8", help="Quantise the image tower to int8."),
+    min_cosine: float = typer.Option(
+        MIN_COSINE,
+        "--int8-min-cosine",
+        metavar="C",
+        help="int8: keep float the matrix multiplies the per-frame cosine to fp32 needs to "
+        "reach C on held-out calibration frames (0: all int8, fastest; 1: all float).",
+    ),
     calibrate_on: list[str] = typer.Option(
         None,
         "--calibrate-on",
@@ -41,6 +49,8 @@ def export_cmd(
     check_format(fmt)
     if (calibrate_on or videos) and not int8:
         raise AnomalyError("--calibrate-on and --videos choose int8 calibration frames: add --int8")
+    if not 0.0 <= min_cosine <= 1.0:
+        raise AnomalyError(f"--int8-min-cosine {min_cosine}: a cosine in [0, 1]")
     for item in calibrate_on or []:
         if not glob.glob(item):
             raise AnomalyError(f"--calibrate-on {item}: no such store, video, folder or list")
@@ -51,7 +61,7 @@ def export_cmd(
     from anomalyclip.export.quantize import Calibration
 
     calibration = Calibration(tuple(calibrate_on) if calibrate_on else None, videos)
-    folder = export_run(run, ExportConfig(fmt, int8, calibration, out))
+    folder = export_run(run, ExportConfig(fmt, int8, calibration, out, min_cosine))
     for path in sorted(folder.iterdir()):
         typer.echo(f"{path}  {path.stat().st_size / 1e6:.1f} MB")
 

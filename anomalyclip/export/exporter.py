@@ -30,10 +30,9 @@ from anomalyclip.export.graphs import (
     ImageTower,
     Scorer,
 )
-from anomalyclip.export.manifest import check_format, default_folder, write_manifest
+from anomalyclip.export.manifest import MIN_COSINE, check_format, default_folder, write_manifest
 from anomalyclip.export.onnx import OPSET, export_onnx
 from anomalyclip.export.quantize import Calibration, calibration_frames
-from anomalyclip.export.sensitivity import MIN_COSINE
 from anomalyclip.extract.pipeline import preprocessing_attrs
 from anomalyclip.runs import RunConfig, load_model, run_clip
 

@@ -31,6 +31,9 @@ BACKENDS = ("torch", "onnxruntime", "openvino")
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino"}  # backend -> the export it runs
 GRAPHS = ("image_tower", "scorer")
 EXTRA = "export"  # pip install anomalyclip[export]
+# int8: the per-frame cosine of the tower's features to fp32 that the sensitivity pass keeps
+# (on held-out calibration frames), keeping float the matrix multiplies it needs
+MIN_COSINE = 0.99
 PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime", "openvino": "openvino", "nncf": "nncf"}
 
 

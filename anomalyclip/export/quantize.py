@@ -46,8 +46,8 @@ import torch
 
 from anomalyclip.datasets.registry import DEMO
 from anomalyclip.errors import AnomalyError
-from anomalyclip.export.manifest import require
-from anomalyclip.export.sensitivity import MIN_COSINE, Choice, Pass, quantize_chosen
+from anomalyclip.export.manifest import MIN_COSINE, require
+from anomalyclip.export.sensitivity import Choice, Pass, quantize_chosen
 from anomalyclip.extract.decode import Sampling, VideoSource
 from anomalyclip.extract.preprocess import normalize, resize_crop
 

@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
+from anomalyclip.export.manifest import MIN_COSINE
+
 log = logging.getLogger(__name__)
 
-MIN_COSINE = 0.99  # per-frame cosine of int8 features to fp32 on the calibration frames
 
 # (names of the layers kept float, frames to calibrate on, where to write) -> the graph's path
 Quantize = Callable[[Sequence[str], np.ndarray, Path], Path]
@@ -112,8 +113,8 @@ def choose_float(p: Pass, target: float = MIN_COSINE) -> Choice:
     """The sensitivity pass (module docstring): which candidates stay float."""
     choice = Choice(target, list(p.candidates))
     choice.cosine = p.cosine([], "all-int8")
-    if choice.cosine >= target or not p.candidates:
-        return choice
+    if choice.cosine >= target or target <= 0 or not p.candidates:
+        return choice  # (a target of 0 or less: every candidate int8, whatever the cosine)
     log.info("int8: cosine %.4f < %.4f with every matrix multiply int8; ranking %d of them",
              choice.cosine, target, len(p.candidates))  # fmt: skip
     for i, name in enumerate(p.candidates):

@@ -117,3 +117,24 @@ def test_a_tower_that_int8_does_not_hurt_stays_int8_everywhere(tiny_clip, tmp_pa
     assert choice.float_layers == [] and choice.sensitivity == {}
     assert choice.int8_layers == len(choice.candidates) >= 8
     assert choice.cosine >= MIN_COSINE_INT8
+
+
+@pytest.mark.slow
+def test_int8_min_cosine_zero_makes_every_candidate_int8(demo_run, tmp_path):
+    """``anomaly export --int8 --int8-min-cosine 0``: the fastest int8, every candidate
+    matrix multiply int8 even on the fragile demo CLIP (where 0.99 keeps some float), the
+    first trial's cosine still recorded; a cosine outside [0, 1] is one line, nothing made."""
+    from cli_helper import call_cli
+
+    out = tmp_path / "all-int8"
+    done = call_cli("export", demo_run, "--int8", "--int8-min-cosine", "0", "--out", out)
+    assert done.code == 0, done.err
+    record = Export(out, "onnxruntime").manifest["graphs"]["image_tower"]["int8"]
+    assert record["min_cosine_target"] == 0.0 and record["float_matmuls"] == []
+    assert record["sensitivity"] == {} and record["int8_matmuls"] >= 8
+    assert record["held_out_cosine"] < MIN_COSINE_INT8  # what the pass would have mended
+    bad = call_cli(
+        "export", demo_run, "--int8", "--int8-min-cosine", "1.5", "--out", tmp_path / "b"
+    )
+    assert bad.code == 2 and bad.error_line == "error: --int8-min-cosine 1.5: a cosine in [0, 1]"
+    assert not (tmp_path / "b").exists()
