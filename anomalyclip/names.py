@@ -57,7 +57,9 @@ def cut_with_hash(encoded: str, keep: int, mark: str, digest: str) -> str:
 
 
 def _output_part(part: str) -> str:
-    out = percent_encode(part, OUTPUT_SAFE)
+    # '~' (which percent-encoding keeps) is written %7E: a raw '~' in an output name is
+    # then only ever a mark, of a cut name or of predict's second input of one name (~2)
+    out = percent_encode(part, OUTPUT_SAFE).replace("~", "%7E")
     if out.startswith("."):  # no hidden files, no '.' or '..'
         out = "%2E" + out[1:]
     if len(out) > OUTPUT_MAX:
@@ -70,7 +72,8 @@ def safe_name(video_id: str) -> str:
     """A relative file name (without suffix) for a video id: unique and reversible.
 
     Each ``/``-separated part of the id becomes a folder level; characters outside a portable
-    set are percent-encoded (``a b`` -> ``a%20b``, ``日本`` -> ``%E6%97%A5%E6%9C%AC``), so
+    set are percent-encoded (``a b`` -> ``a%20b``, ``日本`` -> ``%E6%97%A5%E6%9C%AC``, ``~``
+    -> ``%7E``: a ``~`` in an output name is a mark, never part of an id), so
     ``unquote(name) == video_id`` and ordinary ids stay readable. A part longer than 200
     bytes once encoded is cut and ends in ``~`` and a hash of the part: still unique, no
     longer reversible from the name alone.

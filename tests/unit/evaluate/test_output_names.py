@@ -83,6 +83,9 @@ def test_predict_names_same_file_name_from_two_folders(tmp_path):
     assert names == ["pa/clip.mp4", "pb/clip", "x", "clip.avi", "pa/clip.mp4~2"]
     assert output_names(paths) == names  # deterministic
     assert output_names([Path("a/clip.mp4")]) == ["clip"]  # a lone input keeps its stem
+    # an input whose own name is what the second of a pair gets is written apart from it
+    twice = output_names([Path("clip.mp4"), Path("clip.mp4"), Path("clip~2.mp4")])
+    assert twice == ["clip", "clip~2", "clip%7E2"] and len(set(twice)) == 3
     assert output_names([Path("日本.mp4"), Path("中国.mp4")]) == [
         safe_name("日本"),
         safe_name("中国"),

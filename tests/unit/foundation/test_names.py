@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from anomalyclip.names import percent_decode, safe_name
+from anomalyclip.names import OUTPUT_MAX, OUTPUT_SAFE, percent_decode, percent_encode, safe_name
 from anomalyclip.store.records import video_id_of, video_key
 
 CJK = "日本/" + "中" * 30  # a part of 270 bytes once encoded
@@ -20,7 +20,7 @@ PINNED = {
         "v=38GQ9L2meyE__%231_label_B2-0-0, Bad Boys (1995) %233",
         "v=38GQ9L2meyE__#1_label_B2-0-0,%20Bad%20Boys%20(1995)%20#3",
     ),
-    "a b%c~d": ("a b%25c~d", "a%20b%25c~d"),
+    "a b%c~d": ("a b%25c~d", "a%20b%25c%7Ed"),
     ".hidden/x": (".hidden%2Fx", "%2Ehidden/x"),
     "__init": ("%5F_init", "__init"),
     "caf\udce9": ("caf%E9", "caf%E9"),  # a file name that is not UTF-8 keeps its byte
@@ -42,3 +42,13 @@ def test_store_keys_and_output_names_are_the_ones_on_disk(video_id):
         assert video_id_of(key) == video_id
     if "~" not in name[-17:]:  # so does an output name that was not cut
         assert percent_decode(name) == video_id
+
+
+@pytest.mark.parametrize("video_id", ["x" * 250, CJK, "é" * 120, "clip~2", "a~b/c~d"])
+def test_a_tilde_in_an_output_name_is_only_ever_a_mark(video_id):
+    """An id's own '~' is written %7E, so the '~' that ends a cut name before its hash (or
+    predict's ``name~2``) cannot come from an id: no id gets the name of a cut one."""
+    name = safe_name(video_id)
+    cut = sum(len(percent_encode(p, OUTPUT_SAFE)) > OUTPUT_MAX for p in video_id.split("/"))
+    assert name.count("~") == cut
+    assert safe_name(name) != name or "~" not in name  # a cut name, taken as an id, moves
