@@ -10,6 +10,7 @@ a run cannot be green without having decoded a real video.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,16 @@ def shared_videos() -> Path:
     if folder is None:
         pytest.skip(f"{NO_VIDEOS} (set {VIDEOS_VARIABLE})")
     return folder
+
+
+def pytest_configure(config) -> None:
+    """Children see Ctrl-C as a user's terminal sends it. A shell without job control starts
+    a background command (``make test &``, ``nohup``) with SIGINT ignored, and an ignored
+    signal stays ignored across ``exec``: every ``anomaly`` the tests start would then shrug
+    off the SIGINT that the Ctrl-C and watch tests send. A handler, unlike ``SIG_IGN``, is
+    reset to the default in a child, whose Python then raises KeyboardInterrupt as usual."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -227,8 +227,6 @@ def test_ctrl_c_ends_extraction_promptly(tiny_clip, tmp_path):
     code = STALLING + textwrap.indent(
         textwrap.dedent(
             """
-            import signal  # Python's Ctrl-C handler, as under a terminal, also where the
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # runner ignores it
             from anomalyclip.cli import main
             sys.argv = ["anomaly", *sys.argv[1:]]
             main()
