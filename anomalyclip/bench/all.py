@@ -13,27 +13,63 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from anomalyclip.bench.extract import ExtractBench
 from anomalyclip.bench.peak import share_text
+from anomalyclip.bench.train import TrainBench
 from anomalyclip.environment import cpu_name
+from anomalyclip.extract.encoder import cpu_has_bf16
 
 log = logging.getLogger(__name__)
 
 BEGIN, END = "<!-- bench:all -->", "<!-- /bench:all -->"
+NO_BF16 = (
+    "This CPU has no bf16 units: training and extraction are timed in fp32 only (torch "
+    "would emulate bf16 there, tens of times slower than fp32), so their bf16 targets are not "
+    "measured by this run. The inference and `predict` bf16 rows are emulated bf16."
+)
 
 
-def measure(progress: bool = True) -> dict:
-    """Run every benchmark; returns their results by name, plus the host and the wall time."""
-    from anomalyclip.bench import demo, predict
+@dataclass(frozen=True)
+class AllBench:
+    """Each stage's sizes; the defaults are the quick ones (about a quarter of an hour on 2
+    cores). ``bf16`` None: the training and extraction stages time bf16 only where the CPU
+    multiplies bf16 in hardware. Without bf16 units torch emulates it, tens of times slower
+    than fp32: those rows would take over an hour and time the emulation, not bf16. The
+    inference and ``predict`` stages keep their bf16 rows (small models: minutes at most).
+    ``glibc``: the trainer's default step again with glibc's own allocator settings (None:
+    not measured); ``store`` and ``eval``: keyword arguments of those benches; ``demo``: the
+    demo and ``predict`` on its run (the slowest stage, minutes)."""
+
+    bf16: bool | None = None
+    train: TrainBench = field(default_factory=lambda: TrainBench(steps=2))
+    glibc: TrainBench | None = field(default_factory=lambda: TrainBench(
+        convs=("winograd",), steps=2, store_frames=(500, 1000), load_batches=2,
+        store_videos=64,  # the fewest a batch of 64 (32 + 32) can be drawn from
+        keep_memory=(False,),
+    ))  # fmt: skip
+    extract: ExtractBench = field(default_factory=lambda: ExtractBench(frames=48, repeats=1))
+    store: dict = field(default_factory=lambda: {"n_videos": 32, "frames_per_video": 2000,
+                                                 "batches": 3})  # fmt: skip
+    eval: dict = field(default_factory=lambda: {"n_videos": 8, "rounds": 2})
+    demo: bool = True
+
+
+def measure(bench: AllBench | None = None, progress: bool = True) -> dict:
+    """Run every stage of ``bench``; returns their results by name, plus the host (whether
+    bf16 was timed in training and extraction) and the wall time."""
     from anomalyclip.bench import eval as eval_bench
     from anomalyclip.bench import extract as extract_bench
     from anomalyclip.bench import train as train_bench
 
+    bench = bench or AllBench()
     t0 = time.perf_counter()
+    bf16 = cpu_has_bf16() if bench.bf16 is None else bench.bf16
     results: dict = {}
 
     def stage(name: str, fn) -> None:  # noqa: ANN001
@@ -43,54 +79,48 @@ def measure(progress: bool = True) -> dict:
         results[name] = fn()
         log.info("bench all: %s done in %.0f s", name, time.perf_counter() - start)
 
-    stage("train", lambda: train_bench.measure(bf16=(False, True), steps=2))
-    stage(  # the trainer's default step once more with glibc's own allocator settings
-        "train, glibc defaults",
-        lambda: train_bench.measure(
-            convs=("winograd",),
-            steps=2,
-            store_videos=64,  # the fewest a batch of 64 (32 + 32) can be drawn from
-            store_frames=(500, 1000),
-            load_batches=2,
-            keep_memory=(False,),
-        ),
-    )
-    # extraction first: the later stages apply the allocator policy of their commands,
-    # which lasts for the process and which `anomaly features` does not set
-    quick = extract_bench.ExtractBench(frames=48, repeats=1)
-    stage("extract", lambda: extract_bench.measure(quick))
-    stage("store", lambda: _store())
-    stage("eval", lambda: eval_bench.measure(n_videos=8, rounds=2))
-    with_demo = {}
-
-    def demo_and_predict() -> dict:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="anomaly-bench-all-") as tmp:
-            with_demo["demo"] = demo.measure(Path(tmp) / "demo")
-            with_demo["predict"] = predict.measure(Path(tmp) / "demo" / "run")
-        return with_demo
-
-    stage("demo, predict", demo_and_predict)
-    results.pop("demo, predict")
-    results.update(with_demo)
+    train = replace(bench.train, bf16=(False, True) if bf16 else (False,))
+    stage("train", lambda: train_bench.measure(train))
+    if bench.glibc is not None:
+        stage("train, glibc defaults", lambda: train_bench.measure(bench.glibc))
+    # extraction before the stages that apply their commands' allocator policy (it lasts for
+    # the process, and `anomaly features` does not set it)
+    setups = tuple(s for s in bench.extract.setups if bf16 or s[0] != "bf16")
+    stage("extract", lambda: extract_bench.measure(replace(bench.extract, setups=setups)))
+    stage("store", lambda: _store(bench.store))
+    stage("eval", lambda: eval_bench.measure(**bench.eval))
+    if bench.demo:
+        stage("demo, predict", _demo_and_predict)
+        results.update(results.pop("demo, predict"))
     results["host"] = {
         "cpu": cpu_name(),
         "cores": torch.get_num_threads(),
         "torch": torch.__version__,
+        "bf16": bf16,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "wall_s": time.perf_counter() - t0,
     }
     return results
 
 
-def _store() -> dict:
+def _demo_and_predict() -> dict:
+    import tempfile
+
+    from anomalyclip.bench import demo, predict
+
+    with tempfile.TemporaryDirectory(prefix="anomaly-bench-all-") as tmp:
+        out = {"demo": demo.measure(Path(tmp) / "demo")}
+        out["predict"] = predict.measure(Path(tmp) / "demo" / "run")
+    return out
+
+
+def _store(sizes: dict) -> dict:
     import tempfile
 
     from anomalyclip.bench import store
 
     with tempfile.TemporaryDirectory(prefix="anomaly-bench-store-") as tmp:
-        return store.measure(tmp, 32, 2000, batches=3)
+        return store.measure(tmp, **sizes)
 
 
 def _row(stage: str, measured: str, ratio: str, target: str) -> str:
@@ -186,8 +216,11 @@ def table(r: dict) -> str:
         f"{st['read_vs_npy']['cold']['zarr']:.2f}x (cold)",
         "far below a training step",
     ))  # fmt: skip
-    lines += _predict_rows(r["predict"])
-    lines.append(_demo_row(r["demo"]))
+    if "demo" in r:
+        lines += _predict_rows(r["predict"])
+        lines.append(_demo_row(r["demo"]))
+    if not r["host"].get("bf16", True):
+        lines += ["", NO_BF16]
     return "\n".join(lines)
 
 
