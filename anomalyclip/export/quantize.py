@@ -36,7 +36,9 @@ pooled state, and with every matrix multiply int8 the demo's frame AUC fell from
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,10 +184,11 @@ def quantize_openvino(xml_path: Path, frames: np.ndarray, out_xml: Path,
 
     def quantize(kept: list[str], x: np.ndarray, out: Path) -> Path:
         ignored = nncf.IgnoredScope(names=[projection, *kept], types=["Convolution"])
-        quantized = nncf.quantize(
-            model, nncf.Dataset([x[i : i + 1] for i in range(len(x))]), subset_size=len(x),
-            model_type=nncf.ModelType.TRANSFORMER, ignored_scope=ignored,
-        )  # fmt: skip
+        with contextlib.redirect_stdout(sys.stderr):  # its progress bars: stdout is output
+            quantized = nncf.quantize(
+                model, nncf.Dataset([x[i : i + 1] for i in range(len(x))]), subset_size=len(x),
+                model_type=nncf.ModelType.TRANSFORMER, ignored_scope=ignored,
+            )  # fmt: skip
         return save_ir(quantized, out.with_suffix(".xml"))
 
     def run(path: Path):  # noqa: ANN202 - a function of frames

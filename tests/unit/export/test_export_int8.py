@@ -138,3 +138,17 @@ def test_int8_min_cosine_zero_makes_every_candidate_int8(demo_run, tmp_path):
     )
     assert bad.code == 2 and bad.error_line == "error: --int8-min-cosine 1.5: a cosine in [0, 1]"
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_the_quantisers_progress_stays_off_stdout(demo_run, tmp_path):
+    """NNCF draws progress bars on stdout; stdout is the command's output (``bench export
+    --json`` printed them before its JSON): the export's stdout holds its own lines only."""
+    from cli_helper import call_cli
+
+    out = tmp_path / "ov-int8"
+    done = call_cli("export", demo_run, "--format", "openvino", "--int8",
+                    "--int8-min-cosine", "0", "--out", out)  # fmt: skip
+    assert done.code == 0, done.err
+    listed = [line.split("  ")[0] for line in done.out.splitlines()]  # "PATH  SIZE MB" each
+    assert listed == sorted(str(p) for p in out.iterdir()), done.out
