@@ -60,7 +60,7 @@ def accuracy(demo: Path, targets: list[float], out: Path) -> list[dict]:
     from anomalyclip.runs import load_model
 
     model, config = load_model(demo / "run")
-    ref = ImageEncoder(config["clip"], "cpu", "fp32")
+    ref = ImageEncoder(config.get("clip"), "cpu", "fp32")
     entries = [e for e in discover("demo", demo / "videos") if e.split == "test"]
     rows = []
     for target in targets:

@@ -27,13 +27,14 @@ from anomalyclip.demo_pretrain import pretrain_projections
 from anomalyclip.export.backends import Export
 from anomalyclip.export.exporter import ExportConfig, export_run
 from anomalyclip.export.graphs import IMAGE_INPUT, IMAGE_OUTPUT, ImageTower
+from anomalyclip.export.manifest import MIN_COSINE
 from anomalyclip.export.onnx import export_onnx
 from anomalyclip.export.quantize import Calibration, calibration_frames, quantize_onnx
 from anomalyclip.extract.encoder import ImageEncoder
 from anomalyclip.extract.preprocess import resize_crop
 from anomalyclip.synthetic import render_scene
 
-MIN_COSINE_INT8 = 0.99  # the target: int8 against the fp32 torch tower, per frame
+MIN_COSINE_INT8 = 0.99  # the target: int8 against the fp32 torch tower, per unseen frame
 BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 
@@ -84,12 +85,13 @@ def _quantised_ops(folder, fmt) -> set[str]:
 def test_int8_keeps_float_the_matmuls_the_cosine_needs_and_says_which(
     fmt, demo_run, demo_clip, held_out, tmp_path
 ):
-    """Measured (64 calibration frames): ONNX Runtime 6 of 16 candidates int8, OpenVINO 6
-    of 14; smallest per-frame cosine on the held-out frames 0.9991 and 0.9944."""
+    """Measured (64 calibration frames, the default target 0.998, an AVX-512 host): ONNX
+    Runtime 7 of 16 candidates int8, OpenVINO 8 of 14; smallest per-frame cosine on the
+    held-out frames 0.9988 and 0.9995."""
     folder = export_run(demo_run, ExportConfig(fmt, int8=True, out=tmp_path / "q"))  # 64 frames
     record = Export(folder, BACKEND_OF[fmt]).manifest["graphs"]["image_tower"]["int8"]
-    assert record["min_cosine_target"] == MIN_COSINE_INT8
-    assert record["held_out_cosine"] >= MIN_COSINE_INT8
+    assert record["min_cosine_target"] == MIN_COSINE >= MIN_COSINE_INT8
+    assert record["held_out_cosine"] >= MIN_COSINE
     kept, ranked = record["float_matmuls"], record["sensitivity"]
     # every int8 candidate broke the target: each was ranked, and some, not all, stay float
     assert len(ranked) == len(kept) + record["int8_matmuls"] and set(kept) < set(ranked)
@@ -116,7 +118,7 @@ def test_a_tower_that_int8_does_not_hurt_stays_int8_everywhere(tiny_clip, tmp_pa
     choice = quantize_onnx(path, frames, tmp_path / "q.onnx", IMAGE_INPUT)
     assert choice.float_layers == [] and choice.sensitivity == {}
     assert choice.int8_layers == len(choice.candidates) >= 8
-    assert choice.cosine >= MIN_COSINE_INT8
+    assert choice.cosine >= MIN_COSINE
 
 
 @pytest.mark.slow
