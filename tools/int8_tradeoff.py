@@ -19,10 +19,13 @@ and key projections and the attention scores; the rest float): frames/s, the bes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -115,11 +118,13 @@ def _quantized(fp32: Path, fmt: str, frames, keep_int8: str | None, out: Path) -
     model = ov.Core().read_model(str(fp32))
     names, last = q._openvino_candidates(model)
     floats = [n for n in names if keep_int8 and not re.search(keep_int8, n)]
-    quantized = nncf.quantize(
-        model, nncf.Dataset([frames[i : i + 1] for i in range(len(frames))]),
-        subset_size=len(frames), model_type=nncf.ModelType.TRANSFORMER,
-        ignored_scope=nncf.IgnoredScope(names=[last, *floats], types=["Convolution"]),
-    )  # fmt: skip
+    nncf.set_log_level(logging.WARNING)  # its INFO lines list every layer it leaves alone
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars: stdout is the JSON
+        quantized = nncf.quantize(
+            model, nncf.Dataset([frames[i : i + 1] for i in range(len(frames))]),
+            subset_size=len(frames), model_type=nncf.ModelType.TRANSFORMER,
+            ignored_scope=nncf.IgnoredScope(names=[last, *floats], types=["Convolution"]),
+        )  # fmt: skip
     return save_ir(quantized, out)
 
 
