@@ -8,17 +8,11 @@ import math
 
 import pytest
 import torch
+from bench_sizes import TINY, tiny_train_bench
 
 from anomalyclip.bench import eval as bench_eval
 from anomalyclip.bench import train as bench_train
 from anomalyclip.bench.peak import matmul_gflops
-from anomalyclip.bench.train import Shape
-
-TINY = Shape(
-    bench_train.ucf_model(512, num_segments=4, seg_length=4, emb_dim=128, heads=4),
-    batch=4,
-    clip="tiny",
-)
 
 
 def test_matmul_peak_counts_2n3_flops_over_the_best_time(monkeypatch):
@@ -106,19 +100,7 @@ def test_no_bench_prints_a_share_of_peak_above_one():
 
 @pytest.fixture(scope="module")
 def train_result():
-    bench = bench_train.TrainBench(
-        TINY,
-        convs=("direct", "winograd"),
-        bf16=(False, True),
-        steps=2,
-        threads=None,
-        store_videos=6,
-        store_frames=(20, 80),
-        load_batches=3,
-        subprocess=False,
-        peak_n=64,
-    )
-    return bench_train.measure(bench)
+    return bench_train.measure(tiny_train_bench())
 
 
 @pytest.mark.slow

@@ -33,28 +33,14 @@ def test_every_stage_runs_and_bf16_is_left_to_cpus_that_have_it(tiny_clip):
     """Each stage at tiny sizes (the demo stage, minutes long, left out), as on a CPU without
     bf16 units: the training and extraction stages time fp32 only, although their configs ask
     for bf16 too, and the table says why; the inference stage keeps its bf16 row."""
-    from anomalyclip.bench import train as bench_train
+    from bench_sizes import TINY, tiny_train_bench
+
     from anomalyclip.bench.all import NO_BF16, AllBench, measure, table
     from anomalyclip.bench.extract import ExtractBench
 
-    tiny = bench_train.Shape(
-        bench_train.ucf_model(512, num_segments=4, seg_length=4, emb_dim=128, heads=4),
-        batch=4,
-        clip="tiny",
-    )
     bench = AllBench(
         bf16=False,
-        train=bench_train.TrainBench(
-            tiny,
-            bf16=(False, True),
-            steps=1,
-            threads=None,
-            store_videos=6,
-            store_frames=(20, 80),
-            load_batches=1,
-            subprocess=False,
-            peak_n=64,
-        ),  # fmt: skip
+        train=tiny_train_bench(steps=1, load_batches=1),
         glibc=None,
         extract=ExtractBench(
             tiny_clip,
@@ -68,7 +54,7 @@ def test_every_stage_runs_and_bf16_is_left_to_cpus_that_have_it(tiny_clip):
         ),  # fmt: skip
         store={"n_videos": 3, "frames_per_video": 600, "batches": 1},
         eval={
-            "shape": tiny,
+            "shape": TINY,
             "n_videos": 2,
             "frames": (20, 60),
             "batch_size": 2,
