@@ -160,7 +160,7 @@ def test_a_full_disk_loses_lines_whole_and_says_so(run_dir, video, small_disk): 
     proc = Proc([sys.executable, "-m", "anomalyclip.cli", "watch", str(video), "--checkpoint",
                  str(run_dir), "--out", str(out), "--threshold", "0", "--save-clips",
                  "--status-every", "0"])  # fmt: skip
-    assert proc.p.wait(STARTUP) == 0, proc.tail()
+    assert proc.wait(STARTUP) == 0, proc.tail()
     proc.wait_for("summary output clips", 10)
     printed = [json.loads(x) for x in proc.out if x.startswith("{")]
     assert (out / "events.jsonl").read_text() == before  # nothing partial was left

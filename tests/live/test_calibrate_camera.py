@@ -89,7 +89,7 @@ def test_the_threshold_is_the_rule_on_what_predict_scores(run_dir, footage, tmp_
     video = tmp_path / "gate.mp4"
     video.write_bytes(footage[2].read_bytes())
     proc = watch([str(video)], run, tmp_path / "out", None)
-    assert proc.p.wait(STARTUP) == 0, proc.tail()
+    assert proc.wait(STARTUP) == 0, proc.tail()
     value = cameras["gate"]["threshold"]["value"]
     assert proc.wait_for(rf"camera gate: threshold {value:.4f} \(calibrated far@1 on 3 video", 5)
 

@@ -199,7 +199,7 @@ def test_watch_uses_the_runs_threshold_and_never_opens_its_store(run_dir, video,
                        store__location=f"http://127.0.0.1:{store.port}/features.zarr",
                        inputs__store=None)  # fmt: skip
         proc = watch([str(video)], run, tmp_path / "out", None)
-        assert proc.p.wait(STARTUP) == 0, proc.tail()
+        assert proc.wait(STARTUP) == 0, proc.tail()
     finally:
         store.close()
     assert store.connections == 0
@@ -225,7 +225,7 @@ def test_signals_during_the_shutdown_never_change_the_exit_status(run_dir, video
             proc.p.send_signal(signal.SIGTERM)
             sent += 1
             time.sleep(0.02)
-        code = proc.p.wait(5)
+        code = proc.wait(5)
     finally:
         for p in (send, proc):
             p.kill()

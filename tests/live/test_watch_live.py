@@ -376,7 +376,7 @@ def test_webhook_retries_and_event_clips(run_dir, videos, reference, tmp_path):
     try:
         proc = watch([str(videos["event"])], run_dir, tmp_path, reference["threshold"],
                      "--webhook", hook, "--save-clips")  # fmt: skip
-        assert proc.p.wait(STARTUP) == 0, proc.tail()
+        assert proc.wait(STARTUP) == 0, proc.tail()
     finally:
         server.shutdown()
     lines = read_events(tmp_path / "events.jsonl")

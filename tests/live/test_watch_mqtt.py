@@ -89,7 +89,7 @@ def test_the_change_feed_of_a_video_played_live_is_what_predict_finds(run_dir, v
     proc = watch([str(video)], run_dir, tmp_path / "out", threshold, "--realtime",
                  "--precision", "fp32", "--mqtt", broker.url("/site"))  # fmt: skip
     try:
-        assert proc.p.wait(STARTUP) == 0, proc.tail()
+        assert proc.wait(STARTUP) == 0, proc.tail()
         assert sub.wait_for("site/available", "offline", 30)
     finally:
         proc.kill()
@@ -130,7 +130,7 @@ def test_the_last_will_says_offline_when_the_watch_is_killed(run_dir, broker, tm
         assert sub.wait_for("anomalyclip/long/state", "online", STARTUP), proc.tail()
         assert retained(broker, "anomalyclip/available") == "online"
         proc.p.send_signal(signal.SIGKILL)
-        proc.p.wait(30)
+        proc.wait(30)
         assert sub.wait_for("anomalyclip/available", "offline", 30)  # the broker's last will
     finally:
         proc.kill()
@@ -158,7 +158,7 @@ def test_a_broker_restarted_mid_run_loses_nothing(run_dir, tmp_path):
         time.sleep(5)
         assert len(read_events(events)) > at_stop  # scoring went on without the broker
         broker.start()
-        assert proc.p.wait(STARTUP) == 0, proc.tail()
+        assert proc.wait(STARTUP) == 0, proc.tail()
         assert sub.wait_for("anomalyclip/available", "offline", 30)
     finally:
         proc.kill()
@@ -223,7 +223,7 @@ def test_credentials_are_sent_and_never_shown(run_dir, video, tmp_path):
         for url in (good, bad):
             out = tmp_path / f"out{len(runs)}"
             proc = watch([str(video)], run_dir, out, 0.0, "--mqtt", url)
-            assert proc.p.wait(STARTUP) == 0, proc.tail()
+            assert proc.wait(STARTUP) == 0, proc.tail()
             runs.append(proc)
         assert sub.wait_for("anomalyclip/event/events", None, 10)
     finally:

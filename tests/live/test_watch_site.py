@@ -160,12 +160,12 @@ def test_each_camera_watches_with_its_own_threshold(run_dir, video, tmp_path):
     out = tmp_path / "watch"
     proc = Proc([sys.executable, "-m", "anomalyclip.cli", "watch", "--config", str(site),
                  "--threshold", "1", str(copy / "event.ts")])  # fmt: skip
-    assert proc.p.wait(STARTUP) == 0, proc.tail()
+    assert proc.wait(STARTUP) == 0, proc.tail()
     assert closed(read_events(out / "events.jsonl")) == []  # --threshold 1 for all: nothing
     (out / "events.jsonl").unlink()
     proc = Proc([sys.executable, "-m", "anomalyclip.cli", "watch", "--config", str(site),
                  str(copy / "event.ts")])  # fmt: skip
-    assert proc.p.wait(STARTUP) == 0, proc.tail()
+    assert proc.wait(STARTUP) == 0, proc.tail()
     events = read_events(out / "events.jsonl")
     per_camera = {c: [e for e in closed(events) if e["camera"] == c]
                   for c in ("gate", "door", "yard", "event")}  # fmt: skip

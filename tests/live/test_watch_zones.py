@@ -87,7 +87,7 @@ def test_an_event_is_found_inside_its_zone_and_not_outside(demo_run, two_scenes,
                     "zone = [[160, 0], [320, 0], [320, 120], [160, 120]]\n")  # fmt: skip
     proc = Proc([sys.executable, "-m", "anomalyclip.cli", "watch", "--config", str(site),
                  "--precision", "fp32"])  # fmt: skip
-    assert proc.p.wait(STARTUP) == 0, proc.tail()
+    assert proc.wait(STARTUP) == 0, proc.tail()
     events = closed(read_events(tmp_path / "out" / "events.jsonl"))
     inside = [e for e in events if e["camera"] == "left"]
     assert [e for e in events if e["camera"] == "right"] == []

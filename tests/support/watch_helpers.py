@@ -45,8 +45,12 @@ class Proc:
         )
         self.out: list[str] = []
         self.err: list[str] = []
-        for stream, sink in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, sink), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream, sink), daemon=True)
+            for stream, sink in ((self.p.stdout, self.out), (self.p.stderr, self.err))
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream, sink: list[str]) -> None:
@@ -60,17 +64,28 @@ class Proc:
             if sum(bool(re.search(pattern, line)) for line in list(lines)) >= count:
                 return True
             if self.p.poll() is not None:
-                time.sleep(0.2)  # let the pumps drain
+                self._drain()
                 return sum(bool(re.search(pattern, line)) for line in list(lines)) >= count
             time.sleep(0.05)
         return False
+
+    def _drain(self, timeout: float = 10) -> None:
+        """After the exit: every line the child wrote is in ``out`` and ``err``."""
+        for pump in self._pumps:
+            pump.join(timeout)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status, once the child has ended and its output is all read."""
+        code = self.p.wait(timeout)
+        self._drain()
+        return code
 
     def finish(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
         """Send ``sig`` and wait for the exit status."""
         if self.p.poll() is None:
             self.p.send_signal(sig)
         try:
-            return self.p.wait(timeout)
+            return self.wait(timeout)
         except subprocess.TimeoutExpired:
             self.p.kill()
             self.p.wait()
